@@ -1,0 +1,81 @@
+//! The admin listener: read-only HTTP on TCP for Prometheus and Kubernetes probes.
+//!
+//! It serves `/metrics`, the two health routes, `/livez` and `/readyz`, and nothing else: no route here changes
+//! state or reads data, because this listener may be reachable from the pod network (`0.0.0.0:9190`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::api::ApiError;
+use crate::breaker::State as CircuitState;
+use crate::{health, Client};
+
+pub struct Admin {
+    pub client: Arc<Client>,
+    /// Set once the Unix socket is bound and served.
+    pub socket_ready: AtomicBool,
+    /// `admin.ready_requires_redis`: not ready while the breaker is open.
+    pub ready_requires_redis: bool,
+}
+
+pub fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route(
+            "/api/v1/health/redis",
+            get(|State(a): State<Arc<Admin>>| async move { Json(health::redis(&a.client)) }),
+        )
+        .route(
+            "/api/v1/health/circuit-breaker",
+            get(|State(a): State<Arc<Admin>>| async move { Json(health::circuit_breaker(&a.client)) }),
+        )
+        .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(admin)
+}
+
+async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+    // Refresh the mirrored gauges (state-derived figures, cache size) before rendering.
+    health::figures(&admin.client);
+    let body = admin.client.metrics().render();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Answering at all shows the process is alive and its runtime is scheduling tasks.
+async fn livez() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
+    let listening = admin.socket_ready.load(Ordering::Acquire);
+    let state = admin.client.breaker().state();
+    let redis_blocks = admin.ready_requires_redis && state == CircuitState::Open;
+    let ready = listening && !redis_blocks;
+    let reason = if !listening {
+        Some("the Unix socket is not listening yet")
+    } else if redis_blocks {
+        Some("the circuit is open and admin.ready_requires_redis is set")
+    } else {
+        None
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({"ready": ready, "circuit": state.as_str(), "reason": reason});
+    (status, Json(body)).into_response()
+}

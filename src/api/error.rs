@@ -1,0 +1,125 @@
+//! Every way an API call can fail, and the one place where failures become HTTP responses.
+//!
+//! The body is always `{"error": {"code": .., "message": ..}}`; calls that could not reach Redis add
+//! `"degraded": true` and `"cached"` (whether a write was kept in the fallback cache), and `circuit_open` adds
+//! `retry_after_ms` and a `Retry-After` header.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::client::CallError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("unknown op `{0}`; see the README for the ops redguard offers")]
+    UnknownOp(String),
+    #[error("request body is larger than api.max_body_bytes ({0} bytes)")]
+    PayloadTooLarge(usize),
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("circuit breaker is open; Redis was not called")]
+    CircuitOpen { retry_after: Duration, cached: bool },
+    #[error("Redis is unavailable: {message}")]
+    RedisUnavailable { message: String, cached: bool },
+    #[error("Redis did not answer within redis.command_timeout")]
+    Timeout { cached: bool },
+    #[error("{0}")]
+    Redis(String),
+    #[error("the value is not valid UTF-8; ask for it with \"encoding\": \"base64\"")]
+    NotUtf8,
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::CircuitOpen { retry_after, cached } => ApiError::CircuitOpen { retry_after, cached },
+            CallError::Unavailable { message, cached } => ApiError::RedisUnavailable { message, cached },
+            CallError::Timeout { cached } => ApiError::Timeout { cached },
+            CallError::Redis(message) => ApiError::Redis(message),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::UnknownOp(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::CircuitOpen { .. } | ApiError::RedisUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Redis(_) | ApiError::NotUtf8 => StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    }
+
+    /// The machine-readable code in the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::UnknownOp(_) => "unknown_op",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::CircuitOpen { .. } => "circuit_open",
+            ApiError::RedisUnavailable { .. } => "redis_unavailable",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::Redis(_) => "redis_error",
+            ApiError::NotUtf8 => "not_utf8",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    degraded: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cached: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let (retry_after, cached) = match &self {
+            ApiError::CircuitOpen { retry_after, cached } => (Some(*retry_after), Some(*cached)),
+            ApiError::RedisUnavailable { cached, .. } | ApiError::Timeout { cached } => (None, Some(*cached)),
+            _ => (None, None),
+        };
+        let body = Body {
+            error: Detail {
+                code: self.code(),
+                message: &message,
+                retry_after_ms: retry_after.map(|d| d.as_millis().max(1) as u64),
+            },
+            degraded: cached.map(|_| true),
+            cached,
+        };
+        let json = serde_json::to_vec(&body).expect("error bodies always serialize");
+        let mut response = (self.status(), [(header::CONTENT_TYPE, "application/json")], json).into_response();
+        if let Some(d) = retry_after {
+            // Whole seconds, rounded up: "0" would invite an immediate retry into a still-open circuit.
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}

@@ -1,0 +1,201 @@
+//! The application-facing API: HTTP/1.1 + JSON on a Unix socket.
+//!
+//! Routes are thin: they parse ([`request`]), call the resilient client, and render ([`reply`]); every failure
+//! is an [`ApiError`], shaped into a response in one place. The control routes (`/v1/breaker`) exist only
+//! here, never on a network listener.
+
+pub mod error;
+pub mod reply;
+pub mod request;
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixListener;
+
+pub use error::ApiError;
+
+use crate::breaker::{Mode, Override, State as CircuitState};
+use crate::metrics::ApiRoute;
+use crate::{health, Client};
+
+/// What the routes share.
+pub struct App {
+    pub client: Arc<Client>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.max_body_bytes;
+    Router::new()
+        .route("/v1/cmd", post(cmd))
+        .route("/v1/breaker", get(breaker_get).post(breaker_post))
+        .route("/api/v1/health/redis", get(health_redis))
+        .route("/api/v1/health/circuit-breaker", get(health_circuit_breaker))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+async fn cmd(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    let (route, response) = match body {
+        Ok(body) => run_cmd(&app, &body).await,
+        Err(rejection) => (
+            ApiRoute::Invalid,
+            body_error(&rejection, app.max_body_bytes).into_response(),
+        ),
+    };
+    let status = response.status().as_u16();
+    app.client
+        .metrics()
+        .observe_api(route, status, started.elapsed().as_secs_f64());
+    response
+}
+
+async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
+    let req = match request::parse(body) {
+        Ok(req) => req,
+        Err(e) => return (ApiRoute::Invalid, e.into_response()),
+    };
+    let route = ApiRoute::Op(req.op.name());
+    let on_unavailable = req.on_unavailable.unwrap_or(app.client.default_on_unavailable());
+    let response = match app.client.execute(&req.op, on_unavailable).await {
+        Ok(served) => match reply::render(&served, req.encoding, req.default) {
+            Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+            Err(e) => e.into_response(),
+        },
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    (route, response)
+}
+
+fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(limit)
+    } else {
+        ApiError::BadRequest(format!("could not read the request body: {rejection}"))
+    }
+}
+
+/// `GET /v1/breaker` and the answer to `POST /v1/breaker`.
+#[derive(Serialize)]
+struct BreakerView {
+    state: &'static str,
+    failure_count: u32,
+    seconds_until_half_open: Option<f64>,
+    forced: Option<&'static str>,
+    mode: &'static str,
+}
+
+fn breaker_view(client: &Client) -> BreakerView {
+    let b = client.breaker();
+    let s = b.snapshot();
+    BreakerView {
+        state: s.state.as_str(),
+        failure_count: s.consecutive_failures,
+        seconds_until_half_open: s.until_half_open.map(|d| d.as_secs_f64()),
+        forced: s.forced.map(CircuitState::as_str),
+        mode: match b.settings().mode {
+            Mode::Enforce => "enforce",
+            Mode::Observe => "observe",
+        },
+    }
+}
+
+async fn breaker_get(State(app): State<Arc<App>>) -> Json<BreakerView> {
+    observe(&app, ApiRoute::Breaker, 200);
+    Json(breaker_view(&app.client))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakerAction {
+    action: String,
+}
+
+async fn breaker_post(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let result = body.map_err(|r| body_error(&r, app.max_body_bytes)).and_then(|body| {
+        let req: BreakerAction = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("expected {{\"action\": ..}}: {e}")))?;
+        match req.action.as_str() {
+            "force_open" => Ok(Override::ForceOpen),
+            "force_closed" => Ok(Override::ForceClosed),
+            "reset" => Ok(Override::Reset),
+            other => Err(ApiError::BadRequest(format!(
+                "field `action`: unknown action `{other}`, expected force_open, force_closed or reset"
+            ))),
+        }
+    });
+    let response = match result {
+        Ok(action) => {
+            app.client.breaker().apply(action);
+            tracing::warn!(action = action.as_str(), "manual breaker override");
+            Json(breaker_view(&app.client)).into_response()
+        }
+        Err(e) => e.into_response(),
+    };
+    observe(&app, ApiRoute::Breaker, response.status().as_u16());
+    response
+}
+
+async fn health_redis(State(app): State<Arc<App>>) -> Json<health::RedisHealth> {
+    observe(&app, ApiRoute::Health, 200);
+    Json(health::redis(&app.client))
+}
+
+async fn health_circuit_breaker(State(app): State<Arc<App>>) -> Json<health::CircuitBreakerHealth> {
+    observe(&app, ApiRoute::Health, 200);
+    Json(health::circuit_breaker(&app.client))
+}
+
+fn observe(app: &App, route: ApiRoute, status: u16) {
+    app.client.metrics().observe_api(route, status, 0.0);
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Why the socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("another process is already listening on {0}; refusing to start")]
+    InUse(String),
+    #[error("cannot set up socket {path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+/// Binds the Unix socket: removes a stale file left by a crashed run, but refuses to steal a live one.
+pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
+    let shown = path.display().to_string();
+    let io_err = |source| SocketError::Io {
+        path: shown.clone(),
+        source,
+    };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(SocketError::InUse(shown));
+        }
+        std::fs::remove_file(path).map_err(io_err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
+    Ok(listener)
+}

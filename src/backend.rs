@@ -1,0 +1,94 @@
+//! Redis access behind a small trait, so cluster and sentinel modes can be added beside the standalone one.
+//!
+//! A backend only sends a command and classifies what came back: a reply, an application error (Redis is
+//! healthy, the command was wrong), or a failure (Redis is not healthy). It knows nothing of the breaker or the
+//! cache; the resilient client adds those. Every call is bounded by the command timeout here, including any
+//! wait for a reconnection, because redis-rs sets no response timeout of its own by default and a hung Redis
+//! must be seen as a failure.
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, RedisError, Value};
+
+use crate::config::RedisConfig;
+
+/// What went wrong with a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendError {
+    /// Redis answered with an error about the command itself (WRONGTYPE, ERR syntax, NOSCRIPT ...).
+    App(String),
+    /// Redis could not be reached, broke the connection, or reported it cannot serve (LOADING, READONLY ...).
+    Unavailable(String),
+    /// No answer within the command timeout.
+    Timeout,
+}
+
+/// Redis access. Implemented by the standalone connection now; cluster and sentinel later.
+pub trait Backend: Send + Sync + 'static {
+    fn query(&self, cmd: &Cmd) -> impl Future<Output = Result<Value, BackendError>> + Send;
+}
+
+/// Server error codes that mean Redis cannot serve right now, rather than that the command was wrong.
+const UNHEALTHY_CODES: [&str; 6] = ["LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY"];
+
+/// Sorts a redis-rs error into the breaker's two kinds.
+pub fn classify(err: &RedisError) -> BackendError {
+    if err.is_timeout() {
+        return BackendError::Timeout;
+    }
+    let unhealthy = err.is_io_error()
+        || err.is_connection_refusal()
+        || err.is_connection_dropped()
+        || err.code().is_some_and(|code| UNHEALTHY_CODES.contains(&code));
+    if unhealthy || err.code().is_none() {
+        // No server error code: the failure happened on the way (I/O, protocol, client state), not in Redis.
+        BackendError::Unavailable(err.to_string())
+    } else {
+        BackendError::App(err.to_string())
+    }
+}
+
+/// One multiplexed, auto-reconnecting connection to a standalone Redis.
+#[derive(Clone)]
+pub struct Standalone {
+    conn: ConnectionManager,
+    command_timeout: Duration,
+}
+
+impl Standalone {
+    /// Sets up the connection lazily: redguard starts (degraded) even when Redis is down, and heals when it
+    /// comes back.
+    pub fn new(cfg: &RedisConfig) -> Result<Self, RedisError> {
+        let mut info: redis::ConnectionInfo = cfg.url.as_str().parse()?;
+        if let Some(password) = &cfg.password {
+            let redis = info.redis_settings().clone().set_password(password.expose());
+            info = info.set_redis_settings(redis);
+        }
+        let client = redis::Client::open(info)?;
+        let manager_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(Some(cfg.command_timeout))
+            // Few, short retries: while Redis is down, calls should fail fast and let the breaker decide.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_cfg)?;
+        Ok(Standalone {
+            conn,
+            command_timeout: cfg.command_timeout,
+        })
+    }
+}
+
+impl Backend for Standalone {
+    async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.command_timeout, cmd.query_async::<Value>(&mut conn)).await {
+            Err(_elapsed) => Err(BackendError::Timeout),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(classify(&err)),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The circuit breaker as the rest of redguard sees it: a thread-safe wrapper around the pure
+//! [`state::Machine`], with an injected [`Clock`] and observers that hear about every state change.
+//!
+//! A caller asks for a [`Permit`] before touching Redis and hands the outcome back through it. The machine sits
+//! behind a `std::sync::Mutex` that is held only for the few instructions of a decision, never across an
+//! `.await`. Observers (metrics, logs, notifications) run after the lock is released, so a slow observer can
+//! never stall the breaker; they must not block either (the notifier only enqueues).
+
+pub mod state;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub use state::{Admission, CallKind, Mode, Outcome, Override, Reason, Settings, Snapshot, State, Transition};
+
+use crate::clock::SharedClock;
+
+/// Something that wants to hear about state changes.
+pub trait Observer: Send + Sync {
+    /// Called once per transition, outside the breaker's lock. `last_error` is the most recent Redis failure.
+    fn on_transition(&self, transition: &Transition, last_error: Option<&str>);
+}
+
+struct Guarded {
+    machine: Machine,
+    last_error: Option<Box<str>>,
+}
+
+use state::Machine;
+
+/// The shared breaker. One per sidecar.
+pub struct Breaker {
+    guarded: Mutex<Guarded>,
+    clock: SharedClock,
+    observers: Vec<Arc<dyn Observer>>,
+}
+
+/// A call was turned away; try again after `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    pub retry_after: Duration,
+}
+
+impl Breaker {
+    pub fn new(settings: Settings, clock: SharedClock, seed: u64, observers: Vec<Arc<dyn Observer>>) -> Self {
+        let machine = Machine::new(settings, clock.now(), seed);
+        Breaker {
+            guarded: Mutex::new(Guarded {
+                machine,
+                last_error: None,
+            }),
+            clock,
+            observers,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Guarded> {
+        // The machine has no invariants a panic elsewhere could break half-way: keep going on poison.
+        self.guarded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.lock().machine.settings().clone()
+    }
+
+    /// Asks to make one call to Redis.
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        let now = self.clock.now();
+        let (admission, transition) = {
+            let mut g = self.lock();
+            let (admission, transition) = g.machine.admit(now);
+            (admission, transition.map(|t| (t, g.last_error.clone())))
+        };
+        if let Some((t, err)) = transition {
+            self.notify(&t, err.as_deref());
+        }
+        match admission {
+            Admission::Allowed(kind) => Ok(Permit {
+                breaker: self,
+                kind,
+                started: now,
+                armed: true,
+            }),
+            Admission::Rejected { retry_after } => Err(Rejected { retry_after }),
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.lock().machine.snapshot(self.clock.now())
+    }
+
+    pub fn state(&self) -> State {
+        self.lock().machine.state()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.lock().last_error.as_deref().map(str::to_owned)
+    }
+
+    /// Applies a manual override from the control route.
+    pub fn apply(&self, action: Override) -> Snapshot {
+        let now = self.clock.now();
+        let (snapshot, transition) = {
+            let mut g = self.lock();
+            let t = g.machine.apply(now, action);
+            (g.machine.snapshot(now), t.map(|t| (t, g.last_error.clone())))
+        };
+        if let Some((t, err)) = transition {
+            self.notify(&t, err.as_deref());
+        }
+        snapshot
+    }
+
+    fn finish(&self, kind: CallKind, started: Instant, error: Option<&str>) {
+        let now = self.clock.now();
+        let elapsed = now.saturating_duration_since(started);
+        let outcome = match error {
+            None => Outcome::Success { elapsed },
+            Some(_) => Outcome::Failure { elapsed },
+        };
+        let transition = {
+            let mut g = self.lock();
+            if let Some(e) = error {
+                g.last_error = Some(e.into());
+            }
+            g.machine.record(now, kind, outcome).map(|t| (t, g.last_error.clone()))
+        };
+        if let Some((t, err)) = transition {
+            self.notify(&t, err.as_deref());
+        }
+    }
+
+    fn notify(&self, t: &Transition, last_error: Option<&str>) {
+        for o in &self.observers {
+            o.on_transition(t, last_error);
+        }
+    }
+}
+
+/// Leave to make one call. Report how it went with [`Permit::success`] or [`Permit::failure`]; a permit dropped
+/// without a report (the caller was cancelled) gives its half-open slot back without counting.
+#[must_use = "report the call's outcome through the permit"]
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    kind: CallKind,
+    started: Instant,
+    armed: bool,
+}
+
+impl Permit<'_> {
+    pub fn kind(&self) -> CallKind {
+        self.kind
+    }
+
+    /// Redis answered (an application error such as WRONGTYPE counts too: Redis is healthy).
+    pub fn success(mut self) {
+        self.armed = false;
+        self.breaker.finish(self.kind, self.started, None);
+    }
+
+    /// Redis failed: connection error, timeout, or a server state such as LOADING.
+    pub fn failure(mut self, error: &str) {
+        self.armed = false;
+        self.breaker.finish(self.kind, self.started, Some(error));
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.lock().machine.abandon(self.kind);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(State, State, Option<String>)>>);
+
+    impl Observer for Recorder {
+        fn on_transition(&self, t: &Transition, last_error: Option<&str>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((t.from, t.to, last_error.map(str::to_owned)));
+        }
+    }
+
+    fn breaker(clock: Arc<ManualClock>, recorder: Arc<Recorder>) -> Breaker {
+        let settings = Settings {
+            failure_threshold: 2,
+            recovery_jitter: 0.0,
+            ..Settings::default()
+        };
+        Breaker::new(settings, clock, 7, vec![recorder])
+    }
+
+    #[test]
+    fn observers_hear_each_transition_with_the_last_error() {
+        let clock = ManualClock::new();
+        let rec = Arc::new(Recorder::default());
+        let b = breaker(clock.clone(), rec.clone());
+        b.try_acquire().unwrap().failure("connection refused");
+        b.try_acquire().unwrap().failure("timed out");
+        assert_eq!(
+            b.try_acquire().err(),
+            Some(Rejected {
+                retry_after: Duration::from_secs(60)
+            })
+        );
+        clock.advance(Duration::from_secs(60));
+        b.try_acquire().unwrap().success();
+        let seen = rec.0.lock().unwrap().clone();
+        let timed_out = Some("timed out".to_owned());
+        assert_eq!(
+            seen,
+            vec![
+                (State::Closed, State::Open, timed_out.clone()),
+                (State::Open, State::HalfOpen, timed_out.clone()),
+                (State::HalfOpen, State::Closed, timed_out),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dropped_probe_permit_frees_the_slot() {
+        let clock = ManualClock::new();
+        let b = breaker(clock.clone(), Arc::default());
+        b.try_acquire().unwrap().failure("x");
+        b.try_acquire().unwrap().failure("x");
+        clock.advance(Duration::from_secs(60));
+        let probe = b.try_acquire().unwrap();
+        assert_eq!(probe.kind(), CallKind::Probe);
+        assert!(b.try_acquire().is_err());
+        drop(probe);
+        assert_eq!(b.try_acquire().unwrap().kind(), CallKind::Probe);
+    }
+
+    #[test]
+    fn concurrent_callers_never_get_more_probes_than_permitted() {
+        let clock = ManualClock::new();
+        let settings = Settings {
+            failure_threshold: 1,
+            half_open_max_calls: 3,
+            recovery_jitter: 0.0,
+            ..Settings::default()
+        };
+        let b = Arc::new(Breaker::new(settings, clock.clone(), 1, vec![]));
+        b.try_acquire().unwrap().failure("x");
+        clock.advance(Duration::from_secs(60));
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let admitted = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let (b, barrier) = (b.clone(), barrier.clone());
+                    s.spawn(move || {
+                        barrier.wait();
+                        // Hold the permit (forget it) so no slot is given back during the race.
+                        b.try_acquire().map(std::mem::forget).is_ok()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).filter(|&ok| ok).count()
+        });
+        assert_eq!(admitted, 3);
+    }
+}

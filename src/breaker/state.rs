@@ -1,0 +1,547 @@
+//! The circuit breaker's state machine: pure decisions, no I/O, no clock of its own.
+//!
+//! Every method takes `now`, so the whole machine is driven by the caller's clock and each transition can be
+//! unit-tested deterministically. The machine decides whether a call may go to Redis ([`Machine::admit`]) and
+//! learns how it went ([`Machine::record`]); it returns a [`Transition`] whenever the state changes, and the
+//! caller (see [`super::Breaker`]) logs it, updates metrics and sends notifications.
+//!
+//! Invariants:
+//! - Closed trips to open on `failure_threshold` consecutive failures, or on a failure / slow-call rate over a
+//!   sliding window once `minimum_calls` are in it.
+//! - Open rejects everything until its deadline; the first admission after it becomes a half-open probe.
+//! - Half-open admits at most `half_open_max_calls` probes at once; `success_threshold` successes close it,
+//!   any failure (or a probe outliving `probe_timeout`) reopens it with a longer open period.
+//! - Forced states hold until another override; observe mode runs the same machine but never rejects.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// The three states, as named in the API, the health JSON and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl State {
+    pub const ALL: [State; 3] = [State::Closed, State::Open, State::HalfOpen];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+
+    /// Position in [`State::ALL`], for label-indexed metric arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the breaker rejects calls (`Enforce`) or only computes what it would do (`Observe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Observe,
+}
+
+/// The machine's tuning, already validated by the config layer.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub failure_threshold: u32,
+    /// Percent of failed calls in the window that trips the breaker; `None` = off.
+    pub failure_rate_threshold: Option<f64>,
+    /// A call slower than this counts as slow; `None` = slow calls are not tracked.
+    pub slow_call_duration: Option<Duration>,
+    pub slow_call_rate_threshold: Option<f64>,
+    pub window_size: usize,
+    pub minimum_calls: usize,
+    pub recovery_timeout: Duration,
+    pub recovery_jitter: f64,
+    pub recovery_backoff: f64,
+    pub recovery_timeout_max: Duration,
+    pub half_open_max_calls: u32,
+    pub success_threshold: u32,
+    /// A half-open probe that has not reported after this long counts as failed (the command timeout).
+    pub probe_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mode: Mode::Enforce,
+            failure_threshold: 5,
+            failure_rate_threshold: None,
+            slow_call_duration: None,
+            slow_call_rate_threshold: None,
+            window_size: 100,
+            minimum_calls: 20,
+            recovery_timeout: Duration::from_secs(60),
+            recovery_jitter: 0.1,
+            recovery_backoff: 2.0,
+            recovery_timeout_max: Duration::from_secs(300),
+            half_open_max_calls: 1,
+            success_threshold: 1,
+            probe_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A manual override, from `POST /v1/breaker`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Override {
+    ForceOpen,
+    ForceClosed,
+    Reset,
+}
+
+impl Override {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Override::ForceOpen => "force_open",
+            Override::ForceClosed => "force_closed",
+            Override::Reset => "reset",
+        }
+    }
+}
+
+/// Why the state changed; shown in logs and notifications.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reason {
+    ConsecutiveFailures(u32),
+    FailureRate(f64),
+    SlowCallRate(f64),
+    RecoveryTimeoutElapsed,
+    ProbeFailed,
+    ProbeTimedOut,
+    ProbesSucceeded(u32),
+    Manual(Override),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::ConsecutiveFailures(n) => write!(f, "{n} consecutive failures"),
+            Reason::FailureRate(p) => write!(f, "failure rate {p:.1}% over the window"),
+            Reason::SlowCallRate(p) => write!(f, "slow-call rate {p:.1}% over the window"),
+            Reason::RecoveryTimeoutElapsed => f.write_str("recovery timeout elapsed"),
+            Reason::ProbeFailed => f.write_str("half-open probe failed"),
+            Reason::ProbeTimedOut => f.write_str("half-open probe did not finish in time"),
+            Reason::ProbesSucceeded(n) => write!(f, "{n} half-open probe(s) succeeded"),
+            Reason::Manual(o) => write!(f, "manual override {}", o.as_str()),
+        }
+    }
+}
+
+/// A state change, reported to the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub from: State,
+    pub to: State,
+    pub reason: Reason,
+    pub at: Instant,
+    /// How long the previous state lasted.
+    pub previous_lasted: Duration,
+    /// Consecutive failures at the moment of the change.
+    pub consecutive_failures: u32,
+}
+
+/// What a call may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go to Redis; report the outcome with the same [`CallKind`].
+    Allowed(CallKind),
+    /// Do not touch Redis; the breaker may admit again after `retry_after`.
+    Rejected { retry_after: Duration },
+}
+
+/// How an admitted call counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// A call in the closed state.
+    Normal,
+    /// One of the limited half-open probes.
+    Probe,
+    /// Observe mode only: a call that enforce mode would have rejected. Its outcome does not move the machine.
+    Shadow,
+}
+
+/// How an admitted call went, from Redis's health point of view (application errors count as success).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success { elapsed: Duration },
+    Failure { elapsed: Duration },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inner {
+    Closed,
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        in_flight: u32,
+        successes: u32,
+        last_probe: Instant,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forced {
+    Open,
+    Closed,
+}
+
+/// The last `capacity` call results, for the rate thresholds. Allocated once.
+#[derive(Debug)]
+struct Window {
+    slots: Vec<u8>,
+    next: usize,
+    len: usize,
+    failures: usize,
+    slow: usize,
+}
+
+const FAILED: u8 = 1;
+const SLOW: u8 = 2;
+
+impl Window {
+    fn new(capacity: usize) -> Self {
+        Window {
+            slots: vec![0; capacity.max(1)],
+            next: 0,
+            len: 0,
+            failures: 0,
+            slow: 0,
+        }
+    }
+
+    fn push(&mut self, flags: u8) {
+        if self.len == self.slots.len() {
+            let old = self.slots[self.next];
+            self.failures -= usize::from(old & FAILED != 0);
+            self.slow -= usize::from(old & SLOW != 0);
+        } else {
+            self.len += 1;
+        }
+        self.slots[self.next] = flags;
+        self.failures += usize::from(flags & FAILED != 0);
+        self.slow += usize::from(flags & SLOW != 0);
+        self.next = (self.next + 1) % self.slots.len();
+    }
+
+    fn clear(&mut self) {
+        self.next = 0;
+        self.len = 0;
+        self.failures = 0;
+        self.slow = 0;
+    }
+
+    fn percent(&self, n: usize) -> f64 {
+        n as f64 * 100.0 / self.len as f64
+    }
+}
+
+/// The state machine. Not thread-safe by itself: [`super::Breaker`] wraps it in a mutex.
+#[derive(Debug)]
+pub struct Machine {
+    settings: Settings,
+    inner: Inner,
+    forced: Option<Forced>,
+    entered_at: Instant,
+    consecutive_failures: u32,
+    window: Window,
+    /// The open period before jitter; grows by `recovery_backoff` on each failed probe.
+    open_period: Duration,
+    rng: u64,
+}
+
+/// A point-in-time view for health output and the control route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot {
+    pub state: State,
+    pub consecutive_failures: u32,
+    pub entered_at: Instant,
+    /// When open: time until the breaker admits a probe (None while forced open).
+    pub until_half_open: Option<Duration>,
+    pub forced: Option<State>,
+}
+
+impl Machine {
+    /// `seed` feeds the jitter; give each breaker its own so a fleet spreads out.
+    pub fn new(settings: Settings, now: Instant, seed: u64) -> Self {
+        let window = Window::new(settings.window_size);
+        let open_period = settings.recovery_timeout;
+        Machine {
+            settings,
+            inner: Inner::Closed,
+            forced: None,
+            entered_at: now,
+            consecutive_failures: 0,
+            window,
+            open_period,
+            rng: seed | 1,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn state(&self) -> State {
+        match self.inner {
+            Inner::Closed => State::Closed,
+            Inner::Open { .. } => State::Open,
+            Inner::HalfOpen { .. } => State::HalfOpen,
+        }
+    }
+
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let until_half_open = match (self.inner, self.forced) {
+            (Inner::Open { until }, None) => Some(until.saturating_duration_since(now)),
+            _ => None,
+        };
+        Snapshot {
+            state: self.state(),
+            consecutive_failures: self.consecutive_failures,
+            entered_at: self.entered_at,
+            until_half_open,
+            forced: self.forced.map(|f| match f {
+                Forced::Open => State::Open,
+                Forced::Closed => State::Closed,
+            }),
+        }
+    }
+
+    /// Decides whether a call may go to Redis now. May move open -> half-open (or time out a stuck probe).
+    pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
+        let mut transition = self.expire_stuck_probe(now);
+        let admission = match self.inner {
+            Inner::Closed => Admission::Allowed(CallKind::Normal),
+            Inner::Open { until } if self.forced.is_none() && now >= until => {
+                transition = Some(self.enter(
+                    now,
+                    Inner::HalfOpen {
+                        in_flight: 1,
+                        successes: 0,
+                        last_probe: now,
+                    },
+                    Reason::RecoveryTimeoutElapsed,
+                ));
+                Admission::Allowed(CallKind::Probe)
+            }
+            Inner::Open { until } => {
+                let retry_after = if self.forced.is_some() {
+                    self.open_period
+                } else {
+                    until - now
+                };
+                self.reject(retry_after)
+            }
+            Inner::HalfOpen {
+                ref mut in_flight,
+                ref mut last_probe,
+                ..
+            } => {
+                if *in_flight < self.settings.half_open_max_calls {
+                    *in_flight += 1;
+                    *last_probe = now;
+                    Admission::Allowed(CallKind::Probe)
+                } else {
+                    self.reject(self.settings.probe_timeout)
+                }
+            }
+        };
+        (admission, transition)
+    }
+
+    fn reject(&self, retry_after: Duration) -> Admission {
+        match self.settings.mode {
+            Mode::Enforce => Admission::Rejected { retry_after },
+            Mode::Observe => Admission::Allowed(CallKind::Shadow),
+        }
+    }
+
+    /// Learns how an admitted call went.
+    pub fn record(&mut self, now: Instant, kind: CallKind, outcome: Outcome) -> Option<Transition> {
+        let (failed, elapsed) = match outcome {
+            Outcome::Success { elapsed } => (false, elapsed),
+            Outcome::Failure { elapsed } => (true, elapsed),
+        };
+        if kind == CallKind::Shadow {
+            return None;
+        }
+        if failed {
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        } else {
+            self.consecutive_failures = 0;
+        }
+        match (kind, self.inner) {
+            (CallKind::Normal, Inner::Closed) => self.record_closed(now, failed, elapsed),
+            (
+                CallKind::Probe,
+                Inner::HalfOpen {
+                    in_flight,
+                    successes,
+                    last_probe,
+                },
+            ) => {
+                if failed {
+                    return Some(self.reopen(now, Reason::ProbeFailed));
+                }
+                let successes = successes + 1;
+                if successes >= self.settings.success_threshold {
+                    self.open_period = self.settings.recovery_timeout;
+                    return Some(self.enter(now, Inner::Closed, Reason::ProbesSucceeded(successes)));
+                }
+                self.inner = Inner::HalfOpen {
+                    in_flight: in_flight.saturating_sub(1),
+                    successes,
+                    last_probe,
+                };
+                None
+            }
+            // A call admitted in a state the machine has since left (e.g. a forced change): its result is stale.
+            _ => None,
+        }
+    }
+
+    fn record_closed(&mut self, now: Instant, failed: bool, elapsed: Duration) -> Option<Transition> {
+        let rates_on =
+            self.settings.failure_rate_threshold.is_some() || self.settings.slow_call_rate_threshold.is_some();
+        if rates_on {
+            let slow = self.settings.slow_call_duration.is_some_and(|d| elapsed > d);
+            self.window
+                .push(if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 });
+        }
+        if self.forced == Some(Forced::Closed) {
+            return None;
+        }
+        if failed && self.consecutive_failures >= self.settings.failure_threshold {
+            return Some(self.trip(now, Reason::ConsecutiveFailures(self.consecutive_failures)));
+        }
+        if rates_on && self.window.len >= self.settings.minimum_calls {
+            if let Some(threshold) = self.settings.failure_rate_threshold {
+                let rate = self.window.percent(self.window.failures);
+                if rate >= threshold {
+                    return Some(self.trip(now, Reason::FailureRate(rate)));
+                }
+            }
+            if let Some(threshold) = self.settings.slow_call_rate_threshold {
+                let rate = self.window.percent(self.window.slow);
+                if rate >= threshold {
+                    return Some(self.trip(now, Reason::SlowCallRate(rate)));
+                }
+            }
+        }
+        None
+    }
+
+    /// A probe was admitted but never reported (its caller went away). Frees its slot.
+    pub fn abandon(&mut self, kind: CallKind) {
+        if let (CallKind::Probe, Inner::HalfOpen { in_flight, .. }) = (kind, &mut self.inner) {
+            *in_flight = in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Applies a manual override. Returns the transition if the state changed.
+    pub fn apply(&mut self, now: Instant, action: Override) -> Option<Transition> {
+        let reason = Reason::Manual(action);
+        match action {
+            Override::ForceOpen => {
+                self.forced = Some(Forced::Open);
+                let until = now + self.open_period;
+                self.change(now, Inner::Open { until }, reason)
+            }
+            Override::ForceClosed => {
+                self.forced = Some(Forced::Closed);
+                self.change(now, Inner::Closed, reason)
+            }
+            Override::Reset => {
+                self.forced = None;
+                self.consecutive_failures = 0;
+                self.open_period = self.settings.recovery_timeout;
+                self.change(now, Inner::Closed, reason)
+            }
+        }
+    }
+
+    /// Moves to `inner` unless already in that state (in which case only the state's data is replaced).
+    fn change(&mut self, now: Instant, inner: Inner, reason: Reason) -> Option<Transition> {
+        if std::mem::discriminant(&self.inner) == std::mem::discriminant(&inner) {
+            self.inner = inner;
+            self.window.clear();
+            return None;
+        }
+        Some(self.enter(now, inner, reason))
+    }
+
+    fn trip(&mut self, now: Instant, reason: Reason) -> Transition {
+        let until = now + self.jittered(self.open_period);
+        self.enter(now, Inner::Open { until }, reason)
+    }
+
+    fn reopen(&mut self, now: Instant, reason: Reason) -> Transition {
+        let grown = self.open_period.mul_f64(self.settings.recovery_backoff);
+        self.open_period = grown.min(self.settings.recovery_timeout_max);
+        self.trip(now, reason)
+    }
+
+    fn expire_stuck_probe(&mut self, now: Instant) -> Option<Transition> {
+        match self.inner {
+            Inner::HalfOpen {
+                in_flight, last_probe, ..
+            } if in_flight > 0 && now.duration_since(last_probe) > self.settings.probe_timeout => {
+                Some(self.reopen(now, Reason::ProbeTimedOut))
+            }
+            _ => None,
+        }
+    }
+
+    fn enter(&mut self, now: Instant, inner: Inner, reason: Reason) -> Transition {
+        let transition = Transition {
+            from: self.state(),
+            to: match inner {
+                Inner::Closed => State::Closed,
+                Inner::Open { .. } => State::Open,
+                Inner::HalfOpen { .. } => State::HalfOpen,
+            },
+            reason,
+            at: now,
+            previous_lasted: now.saturating_duration_since(self.entered_at),
+            consecutive_failures: self.consecutive_failures,
+        };
+        if inner == Inner::Closed {
+            self.consecutive_failures = 0;
+        }
+        self.inner = inner;
+        self.entered_at = now;
+        self.window.clear();
+        transition
+    }
+
+    /// `period` stretched by a random fraction in `[0, recovery_jitter)` of itself.
+    fn jittered(&mut self, period: Duration) -> Duration {
+        // xorshift64*: tiny, deterministic for a given seed, plenty for spreading probes.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
+        period.mul_f64(1.0 + self.settings.recovery_jitter * unit)
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

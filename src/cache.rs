@@ -1,0 +1,643 @@
+//! Fallback cache: the values reads are answered from while Redis is unavailable.
+//!
+//! Every successful read or write through the sidecar records what Redis now holds, and every operation
+//! that makes that knowledge uncertain drops it, so the cache never serves a value older than the last
+//! acknowledged write. It is bounded by entry count *and* by bytes (key plus value lengths, kept exact
+//! through every update), evicting least-recently-used entries first. Each entry also has a lifetime:
+//! `settings.ttl` from its last refresh, further capped by any expiry known to exist on the Redis key,
+//! so a cached value neither goes too stale nor outlives the key it mirrors.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use crate::clock::SharedClock;
+
+/// Limits of the fallback cache. `max_entries == 0` or `max_bytes == 0` disables it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Maximum number of keys held.
+    pub max_entries: usize,
+    /// Maximum sum of key and value lengths held.
+    pub max_bytes: u64,
+    /// How long a value stays servable after it was last learned from Redis; `None` = no expiry.
+    pub ttl: Option<Duration>,
+}
+
+impl CacheSettings {
+    fn admits(&self, size: u64) -> bool {
+        self.max_entries > 0 && self.max_bytes > 0 && size <= self.max_bytes
+    }
+
+    /// A value learned now stays servable until this instant (before any Redis-side expiry).
+    fn fresh_until(&self, now: Instant) -> Option<Instant> {
+        self.ttl.and_then(|ttl| now.checked_add(ttl))
+    }
+}
+
+/// What the cache holds for one Redis key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CachedValue {
+    /// A Redis string (GET/SET/INCR).
+    Str(Vec<u8>),
+    /// A Redis hash. `complete` is true only when it came from HGETALL (or was built from one): a partial hash
+    /// (fields learned from HGET/HSET) must never answer HGETALL.
+    Hash {
+        /// The fields known, with their values.
+        fields: HashMap<Vec<u8>, Vec<u8>>,
+        /// Whether `fields` is the whole hash.
+        complete: bool,
+    },
+}
+
+/// Result of a lookup; `as_str()` gives "hit" / "miss" / "expired" (used as a metric label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<T> {
+    /// A fresh value of the requested kind.
+    Hit(T),
+    /// Nothing usable is cached for the request.
+    Miss,
+    /// An entry existed but had expired; it has been removed.
+    Expired,
+}
+
+impl<T> Lookup<T> {
+    /// Metric label for this outcome.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Lookup::Hit(_) => "hit",
+            Lookup::Miss => "miss",
+            Lookup::Expired => "expired",
+        }
+    }
+}
+
+struct Entry {
+    value: CachedValue,
+    /// Refresh time + `settings.ttl`: reset whenever a new value is learned.
+    fresh_until: Option<Instant>,
+    /// Expiry known to exist on the Redis key (SET with a TTL, EXPIRE). Only ever shortened while the entry
+    /// lives: GET, HGETALL or HSET do not clear a key's TTL in Redis, so refreshing the value must not either.
+    deadline: Option<Instant>,
+}
+
+impl Entry {
+    fn expired(&self, now: Instant) -> bool {
+        earliest(self.fresh_until, self.deadline).is_some_and(|at| now >= at)
+    }
+}
+
+/// The one definition of an entry's cost, used for every byte-counter update.
+fn entry_size(key: &[u8], value: &CachedValue) -> u64 {
+    let value_len = match value {
+        CachedValue::Str(v) => v.len(),
+        CachedValue::Hash { fields, .. } => fields.iter().map(|(f, v)| f.len() + v.len()).sum(),
+    };
+    (key.len() + value_len) as u64
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn partial_hash(fields: &[(&[u8], &[u8])]) -> CachedValue {
+    let fields = fields.iter().map(|&(f, v)| (f.to_vec(), v.to_vec()));
+    CachedValue::Hash {
+        fields: fields.collect(),
+        complete: false,
+    }
+}
+
+struct Inner {
+    lru: LruCache<Vec<u8>, Entry>,
+    bytes: u64,
+    limits: CacheSettings,
+}
+
+impl Inner {
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(entry) = self.lru.pop(key) {
+            self.bytes -= entry_size(key, &entry.value);
+        }
+    }
+
+    /// Removes `key` if it has expired, so that writes never revive stale data. Returns whether it did.
+    fn purge_expired(&mut self, key: &[u8], now: Instant) -> bool {
+        let expired = self.lru.peek(key).is_some_and(|e| e.expired(now));
+        if expired {
+            self.remove(key);
+        }
+        expired
+    }
+
+    /// Restores both limits after an insert or growth, least recently used first.
+    fn evict(&mut self) {
+        while self.lru.len() > self.limits.max_entries || self.bytes > self.limits.max_bytes {
+            let Some((key, entry)) = self.lru.pop_lru() else {
+                break;
+            };
+            self.bytes -= entry_size(&key, &entry.value);
+        }
+    }
+
+    fn store(&mut self, key: &[u8], value: CachedValue, deadline: Option<Instant>, now: Instant) {
+        let size = entry_size(key, &value);
+        if !self.limits.admits(size) {
+            // The newer value cannot be kept, so the older one must not be served either.
+            return self.remove(key);
+        }
+        self.purge_expired(key, now);
+        let fresh_until = self.limits.fresh_until(now);
+        if let Some(entry) = self.lru.get_mut(key) {
+            self.bytes = self.bytes - entry_size(key, &entry.value) + size;
+            entry.value = value;
+            entry.fresh_until = fresh_until;
+            entry.deadline = earliest(entry.deadline, deadline);
+        } else {
+            let entry = Entry {
+                value,
+                fresh_until,
+                deadline,
+            };
+            self.lru.put(key.to_vec(), entry);
+            self.bytes += size;
+        }
+        self.evict();
+    }
+
+    fn set_hash_fields(&mut self, key: &[u8], fields: &[(&[u8], &[u8])], now: Instant) {
+        self.purge_expired(key, now);
+        let Some(entry) = self.lru.get_mut(key) else {
+            return self.store(key, partial_hash(fields), None, now);
+        };
+        let old = entry_size(key, &entry.value);
+        let CachedValue::Hash { fields: map, .. } = &mut entry.value else {
+            // A string replaced by a hash: store() swaps the value and keeps any known key deadline.
+            return self.store(key, partial_hash(fields), None, now);
+        };
+        for &(f, v) in fields {
+            match map.get_mut(f) {
+                Some(slot) => {
+                    slot.clear();
+                    slot.extend_from_slice(v);
+                }
+                None => {
+                    map.insert(f.to_vec(), v.to_vec());
+                }
+            }
+        }
+        entry.fresh_until = self.limits.fresh_until(now);
+        let size = entry_size(key, &entry.value);
+        self.bytes = self.bytes - old + size;
+        if size > self.limits.max_bytes {
+            self.remove(key);
+        }
+        self.evict();
+    }
+
+    fn remove_hash_fields(&mut self, key: &[u8], fields: &[&[u8]], now: Instant) {
+        if self.purge_expired(key, now) {
+            return;
+        }
+        let Some(entry) = self.lru.peek_mut(key) else {
+            return;
+        };
+        let old = entry_size(key, &entry.value);
+        let CachedValue::Hash { fields: map, .. } = &mut entry.value else {
+            // Redis would have refused HDEL on a string, so what we cached no longer matches it.
+            return self.remove(key);
+        };
+        for f in fields {
+            map.remove(*f);
+        }
+        // A hash without fields does not exist in Redis; a partial one without fields tells us nothing.
+        let emptied = map.is_empty();
+        self.bytes = self.bytes - old + entry_size(key, &entry.value);
+        if emptied {
+            self.remove(key);
+        }
+    }
+
+    fn cap_expiry(&mut self, key: &[u8], in_: Duration, now: Instant) {
+        if in_.is_zero() {
+            return self.remove(key);
+        }
+        if self.purge_expired(key, now) {
+            return;
+        }
+        if let Some(entry) = self.lru.peek_mut(key) {
+            entry.deadline = earliest(entry.deadline, now.checked_add(in_));
+        }
+    }
+}
+
+/// Bounded, TTL-aware LRU of Redis values, shared by all connections.
+pub struct FallbackCache {
+    inner: Mutex<Inner>,
+    clock: SharedClock,
+}
+
+impl FallbackCache {
+    /// Creates an empty cache. Limits are enforced by the cache itself (the LRU is unbounded), which is also
+    /// how a zero limit disables it.
+    pub fn new(limits: CacheSettings, clock: SharedClock) -> Self {
+        let lru = LruCache::unbounded();
+        let inner = Mutex::new(Inner { lru, bytes: 0, limits });
+        FallbackCache { inner, clock }
+    }
+
+    /// A panic elsewhere while holding the lock cannot leave the map half-updated, so poison is ignored.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes an expired entry (reporting `Expired`); otherwise `read` picks the answer and a hit promotes.
+    fn lookup<T>(&self, key: &[u8], read: impl FnOnce(&CachedValue) -> Option<T>) -> Lookup<T> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let Some(entry) = inner.lru.peek(key) else {
+            return Lookup::Miss;
+        };
+        if entry.expired(now) {
+            inner.remove(key);
+            return Lookup::Expired;
+        }
+        let found = read(&entry.value);
+        if found.is_some() {
+            inner.lru.promote(key);
+        }
+        found.map_or(Lookup::Miss, Lookup::Hit)
+    }
+
+    /// GET fallback: a fresh `Str` entry -> Hit(bytes clone). A Hash entry -> Miss. Expired entries are
+    /// removed and reported as Expired.
+    pub fn get_str(&self, key: &[u8]) -> Lookup<Vec<u8>> {
+        self.lookup(key, |value| match value {
+            CachedValue::Str(v) => Some(v.clone()),
+            CachedValue::Hash { .. } => None,
+        })
+    }
+
+    /// HGET fallback: field present in a fresh Hash entry (complete or partial) -> Hit(value). Otherwise
+    /// Miss/Expired.
+    pub fn get_hash_field(&self, key: &[u8], field: &[u8]) -> Lookup<Vec<u8>> {
+        self.lookup(key, |value| match value {
+            CachedValue::Hash { fields, .. } => fields.get(field).cloned(),
+            CachedValue::Str(_) => None,
+        })
+    }
+
+    /// HGETALL fallback: only a fresh *complete* Hash -> Hit(fields as Vec<(field, value)> sorted by
+    /// field). Partial -> Miss.
+    pub fn get_hash(&self, key: &[u8]) -> Lookup<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut found = self.lookup(key, |value| match value {
+            CachedValue::Hash { fields, complete } if *complete => {
+                Some(fields.iter().map(|(f, v)| (f.clone(), v.clone())).collect::<Vec<_>>())
+            }
+            _ => None,
+        });
+        if let Lookup::Hit(pairs) = &mut found {
+            // Sorted outside the lock; field names are unique, so an unstable sort is deterministic.
+            pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        found
+    }
+
+    /// Stores a string value (after a successful GET, SET, INCR, or a SET that could not reach Redis).
+    /// The value is fresh, so its `settings.ttl` restarts now; `expires_in` (SET with ttl_ms) and any
+    /// expiry already known for the key still cap its life, so the entry never outlives the Redis key.
+    pub fn put_str(&self, key: &[u8], value: &[u8], expires_in: Option<Duration>) {
+        let value = CachedValue::Str(value.to_vec());
+        let now = self.clock.now();
+        let deadline = expires_in.and_then(|d| now.checked_add(d));
+        self.lock().store(key, value, deadline, now);
+    }
+
+    /// Stores a complete hash (after a successful HGETALL), restarting its `settings.ttl` like `put_str`.
+    /// An empty hash means the key does not exist: the entry is removed.
+    pub fn put_hash(&self, key: &[u8], fields: &[(Vec<u8>, Vec<u8>)]) {
+        if fields.is_empty() {
+            return self.remove(key);
+        }
+        let value = CachedValue::Hash {
+            fields: fields.iter().cloned().collect(),
+            complete: true,
+        };
+        let now = self.clock.now();
+        self.lock().store(key, value, None, now);
+    }
+
+    /// After a successful HGET (Some(value)) or HSET (for each field written): sets the fields in the
+    /// existing Hash entry (keeping `complete` as it was); with no live entry, creates a partial Hash; a Str
+    /// is replaced by a partial Hash. Restarts the entry's `settings.ttl`; a hash grown beyond `max_bytes`
+    /// is dropped.
+    pub fn set_hash_fields(&self, key: &[u8], fields: &[(&[u8], &[u8])]) {
+        if !fields.is_empty() {
+            let now = self.clock.now();
+            self.lock().set_hash_fields(key, fields, now);
+        }
+    }
+
+    /// After HDEL, or HGET answering nil: removes those fields from a Hash entry (a complete hash stays
+    /// complete). A hash left without fields, or a Str entry, is dropped.
+    pub fn remove_hash_fields(&self, key: &[u8], fields: &[&[u8]]) {
+        let now = self.clock.now();
+        self.lock().remove_hash_fields(key, fields, now);
+    }
+
+    /// After DEL, or GET answering nil, or anything that makes the cached value unknown: drops the entry.
+    pub fn remove(&self, key: &[u8]) {
+        self.lock().remove(key);
+    }
+
+    /// After a successful EXPIRE key seconds: the entry must not outlive the key in Redis, so its expiry
+    /// is capped at now + `in_` (never extended, also not by later refreshes). `in_` == 0 removes it.
+    pub fn cap_expiry(&self, key: &[u8], in_: Duration) {
+        let now = self.clock.now();
+        self.lock().cap_expiry(key, in_, now);
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.lru.clear();
+        inner.bytes = 0;
+    }
+
+    /// Number of entries held, including expired ones not yet looked up.
+    pub fn len(&self) -> usize {
+        self.lock().lru.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes currently accounted: sum over entries of key length + value bytes (for a hash: sum of field + value lengths).
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::Arc;
+
+    const SEC: Duration = Duration::from_secs(1);
+    const NS: Duration = Duration::from_nanos(1);
+
+    fn cache(max_entries: usize, max_bytes: u64, ttl: Option<Duration>) -> (FallbackCache, Arc<ManualClock>) {
+        let clock = ManualClock::new();
+        let settings = CacheSettings {
+            max_entries,
+            max_bytes,
+            ttl,
+        };
+        (FallbackCache::new(settings, clock.clone()), clock)
+    }
+
+    fn hit(v: &str) -> Lookup<Vec<u8>> {
+        Lookup::Hit(v.as_bytes().to_vec())
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        p.iter()
+            .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn evicts_least_recently_used_by_count_and_hits_promote() {
+        let (c, _) = cache(2, 1000, None);
+        c.put_str(b"a", b"1", None);
+        c.put_str(b"b", b"2", None);
+        assert_eq!(c.get_str(b"a"), hit("1")); // a is now most recent
+        c.put_str(b"c", b"3", None);
+        assert_eq!(c.get_str(b"b"), Lookup::Miss);
+        assert_eq!(c.get_str(b"a"), hit("1"));
+        assert_eq!(c.get_str(b"c"), hit("3"));
+        c.put_str(b"d", b"4", None); // c was hit after a: a goes
+        assert_eq!(c.get_str(b"a"), Lookup::Miss);
+        assert_eq!(c.get_str(b"c"), hit("3"));
+        assert_eq!((c.len(), c.bytes()), (2, 4));
+    }
+
+    #[test]
+    fn evicts_by_bytes_with_exact_accounting() {
+        let (c, _) = cache(100, 20, None);
+        c.put_str(b"a", b"123456789", None);
+        assert_eq!(c.bytes(), 10);
+        c.put_str(b"b", b"12345678", None);
+        assert_eq!(c.bytes(), 19);
+        c.put_str(b"c", b"xyz", None); // 23 > 20: a goes
+        assert_eq!((c.len(), c.bytes()), (2, 13));
+        assert_eq!(c.get_str(b"a"), Lookup::Miss);
+        c.put_str(b"b", b"12", None); // shrinks in place, becomes most recent
+        assert_eq!((c.len(), c.bytes()), (2, 7));
+        c.set_hash_fields(b"h", &[(b"f", b"vvvvvvvvvv")]); // 12 -> 19
+        assert_eq!((c.len(), c.bytes()), (3, 19));
+        c.set_hash_fields(b"h", &[(b"g", b"1")]); // 21 > 20: LRU c goes
+        assert_eq!(c.get_str(b"c"), Lookup::Miss);
+        assert_eq!((c.len(), c.bytes()), (2, 17));
+        c.remove(b"b");
+        assert_eq!((c.len(), c.bytes()), (1, 14));
+    }
+
+    #[test]
+    fn oversized_entry_is_rejected_and_drops_the_old_value() {
+        let (c, _) = cache(10, 10, None);
+        c.put_str(b"k", b"old", None);
+        c.put_str(b"x", b"1", None);
+        c.put_str(b"k", b"0123456789", None); // 11 bytes alone
+        assert_eq!(c.get_str(b"k"), Lookup::Miss);
+        assert_eq!((c.len(), c.bytes()), (1, 2));
+        c.put_hash(b"h", &pairs(&[("f", "1")]));
+        c.put_hash(b"h", &pairs(&[("f", "0123456789")]));
+        assert_eq!(c.get_hash_field(b"h", b"f"), Lookup::Miss);
+        c.set_hash_fields(b"h", &[(b"f", b"1")]);
+        assert_eq!(c.bytes(), 5);
+        c.set_hash_fields(b"h", &[(b"g", b"123456")]); // h grows to 10, 12 in all: LRU x goes
+        assert_eq!((c.len(), c.bytes()), (1, 10));
+        c.set_hash_fields(b"h", &[(b"i", b"1")]); // 12 on its own: dropped
+        assert_eq!(c.get_hash_field(b"h", b"f"), Lookup::Miss);
+        assert_eq!((c.len(), c.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn entries_expire_after_ttl() {
+        let (c, clock) = cache(10, 100, Some(10 * SEC));
+        c.put_str(b"a", b"1", None);
+        clock.advance(5 * SEC);
+        c.put_str(b"bb", b"22", None);
+        clock.advance(5 * SEC - NS);
+        assert_eq!(c.get_str(b"a"), hit("1"));
+        assert_eq!((c.len(), c.bytes()), (2, 6));
+        clock.advance(NS);
+        assert_eq!(c.get_str(b"a"), Lookup::Expired);
+        assert_eq!((c.len(), c.bytes()), (1, 4));
+        assert_eq!(c.get_str(b"a"), Lookup::Miss);
+        assert_eq!(c.get_str(b"bb"), hit("22"));
+    }
+
+    #[test]
+    fn refresh_restarts_ttl_but_not_on_expired_entries() {
+        let (c, clock) = cache(10, 100, Some(10 * SEC));
+        c.put_hash(b"h", &pairs(&[("a", "1")]));
+        clock.advance(8 * SEC);
+        c.set_hash_fields(b"h", &[(b"b", b"2")]);
+        clock.advance(8 * SEC);
+        assert_eq!(c.get_hash(b"h"), Lookup::Hit(pairs(&[("a", "1"), ("b", "2")])));
+        clock.advance(2 * SEC);
+        c.set_hash_fields(b"h", &[(b"c", b"3")]); // expired: old fields are not revived
+        assert_eq!(c.get_hash_field(b"h", b"a"), Lookup::Miss);
+        assert_eq!(c.get_hash(b"h"), Lookup::Miss);
+        assert_eq!(c.bytes(), 3);
+    }
+
+    #[test]
+    fn no_ttl_never_expires() {
+        let (c, clock) = cache(10, 100, None);
+        c.put_str(b"a", b"1", None);
+        clock.advance(Duration::from_secs(10 * 365 * 24 * 3600));
+        assert_eq!(c.get_str(b"a"), hit("1"));
+    }
+
+    #[test]
+    fn put_str_expires_in_caps_the_ttl() {
+        let (c, clock) = cache(10, 100, Some(10 * SEC));
+        c.put_str(b"short", b"1", Some(2 * SEC));
+        c.put_str(b"long", b"1", Some(60 * SEC));
+        clock.advance(2 * SEC - NS);
+        assert_eq!(c.get_str(b"short"), hit("1"));
+        clock.advance(NS);
+        assert_eq!(c.get_str(b"short"), Lookup::Expired);
+        clock.advance(8 * SEC - NS);
+        assert_eq!(c.get_str(b"long"), hit("1"));
+        clock.advance(NS);
+        assert_eq!(c.get_str(b"long"), Lookup::Expired);
+        let (c, clock) = cache(10, 100, None);
+        c.put_str(b"k", b"1", Some(SEC));
+        clock.advance(SEC);
+        assert_eq!(c.get_str(b"k"), Lookup::Expired);
+    }
+
+    #[test]
+    fn cap_expiry_shortens_never_extends_and_zero_removes() {
+        let (c, clock) = cache(10, 100, Some(10 * SEC));
+        c.put_str(b"a", b"1", None);
+        c.put_str(b"b", b"1", None);
+        c.put_str(b"z", b"1", None);
+        c.cap_expiry(b"a", 3 * SEC);
+        c.cap_expiry(b"a", 5 * SEC); // does not extend
+        c.cap_expiry(b"b", 60 * SEC); // does not extend past the ttl
+        c.cap_expiry(b"z", Duration::ZERO);
+        assert_eq!((c.get_str(b"z"), c.len()), (Lookup::Miss, 2));
+        clock.advance(2 * SEC);
+        c.put_str(b"a", b"2", None); // fresh value, but the Redis key still expires at 3s
+        clock.advance(SEC - NS);
+        assert_eq!(c.get_str(b"a"), hit("2"));
+        clock.advance(NS);
+        assert_eq!(c.get_str(b"a"), Lookup::Expired);
+        clock.advance(7 * SEC - NS);
+        assert_eq!(c.get_str(b"b"), hit("1"));
+        clock.advance(NS);
+        assert_eq!(c.get_str(b"b"), Lookup::Expired);
+        assert_eq!((c.len(), c.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn partial_hash_never_answers_hgetall() {
+        let (c, _) = cache(10, 100, None);
+        c.set_hash_fields(b"h", &[(b"f", b"1"), (b"g", b"2")]);
+        assert_eq!(c.get_hash_field(b"h", b"f"), hit("1"));
+        assert_eq!(c.get_hash_field(b"h", b"x"), Lookup::Miss);
+        assert_eq!(c.get_hash(b"h"), Lookup::Miss);
+        assert_eq!(c.get_str(b"h"), Lookup::Miss);
+        c.remove_hash_fields(b"h", &[b"f"]);
+        assert_eq!(c.get_hash_field(b"h", b"f"), Lookup::Miss);
+        assert_eq!((c.len(), c.bytes()), (1, 3));
+        c.remove_hash_fields(b"h", &[b"g"]); // nothing known any more
+        assert_eq!((c.len(), c.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn complete_hash_answers_hgetall_sorted_and_stays_complete() {
+        let (c, _) = cache(10, 100, None);
+        c.put_hash(b"h", &pairs(&[("b", "2"), ("a", "1")]));
+        assert_eq!(c.get_hash(b"h"), Lookup::Hit(pairs(&[("a", "1"), ("b", "2")])));
+        c.set_hash_fields(b"h", &[(b"c", b"3"), (b"a", b"11")]);
+        assert_eq!(
+            c.get_hash(b"h"),
+            Lookup::Hit(pairs(&[("a", "11"), ("b", "2"), ("c", "3")]))
+        );
+        assert_eq!(c.bytes(), 1 + 3 + 2 + 2);
+        c.remove_hash_fields(b"h", &[b"a", b"zz"]);
+        assert_eq!(c.get_hash(b"h"), Lookup::Hit(pairs(&[("b", "2"), ("c", "3")])));
+        assert_eq!(c.bytes(), 5);
+        c.put_hash(b"h", &[]);
+        assert_eq!(c.get_hash_field(b"h", b"b"), Lookup::Miss);
+        assert_eq!((c.len(), c.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn str_and_hash_replace_each_other_with_exact_bytes() {
+        let (c, _) = cache(10, 100, None);
+        c.put_str(b"k", b"12345", None);
+        assert_eq!(c.bytes(), 6);
+        c.set_hash_fields(b"k", &[(b"f", b"1")]);
+        assert_eq!(c.get_str(b"k"), Lookup::Miss);
+        assert_eq!((c.get_hash(b"k"), c.bytes()), (Lookup::Miss, 3));
+        c.put_hash(b"k", &pairs(&[("ff", "22"), ("g", "3")]));
+        assert_eq!(c.bytes(), 7);
+        c.put_str(b"k", b"v", None);
+        assert_eq!(
+            (c.get_str(b"k"), c.get_hash_field(b"k", b"ff")),
+            (hit("v"), Lookup::Miss)
+        );
+        assert_eq!((c.len(), c.bytes()), (1, 2));
+        c.remove_hash_fields(b"k", &[b"ff"]); // a string cannot be HDEL'd: cached state is wrong
+        assert_eq!((c.len(), c.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn zero_limits_store_nothing() {
+        for (entries, bytes) in [(0, 100), (10, 0)] {
+            let (c, _) = cache(entries, bytes, None);
+            c.put_str(b"", b"", None);
+            c.put_str(b"k", b"v", None);
+            c.put_hash(b"h", &pairs(&[("f", "1")]));
+            c.set_hash_fields(b"p", &[(b"f", b"1")]);
+            assert_eq!(c.get_str(b""), Lookup::Miss);
+            assert_eq!(c.get_str(b"k"), Lookup::Miss);
+            assert_eq!(c.get_hash(b"h"), Lookup::Miss);
+            assert_eq!(c.get_hash_field(b"p", b"f"), Lookup::Miss);
+            assert_eq!((c.len(), c.bytes(), c.is_empty()), (0, 0, true));
+        }
+    }
+
+    #[test]
+    fn clear_resets_len_and_bytes() {
+        let (c, _) = cache(10, 100, None);
+        c.put_str(b"a", b"1", None);
+        c.put_hash(b"h", &pairs(&[("f", "1")]));
+        assert_eq!((c.len(), c.bytes(), c.is_empty()), (2, 5, false));
+        c.clear();
+        assert_eq!((c.len(), c.bytes(), c.is_empty()), (0, 0, true));
+        assert_eq!(c.get_str(b"a"), Lookup::Miss);
+    }
+
+    #[test]
+    fn lookup_labels() {
+        assert_eq!(hit("x").as_str(), "hit");
+        assert_eq!(Lookup::<()>::Miss.as_str(), "miss");
+        assert_eq!(Lookup::<()>::Expired.as_str(), "expired");
+    }
+}

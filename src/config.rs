@@ -1,0 +1,742 @@
+//! Configuration: the YAML file, `REDGUARD_*` environment overrides and the Redis password, parsed
+//! and validated once at start into typed structs. Every section and key is optional and falls back
+//! to a documented default; unknown keys are rejected so typos fail loudly. Parse errors name the
+//! file, line and key; validation reports every bad setting at once (as `section.key`), so an
+//! operator fixes a file in one pass. The rest of redguard only ever sees a valid [`Config`].
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_yaml_ng::{Mapping, Value};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every key that an environment variable `REDGUARD_<SECTION>_<KEY>` may override.
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    ("listen", &["socket", "socket_mode", "drain_timeout"]),
+    ("redis", &["url", "password_file", "command_timeout", "connect_timeout"]),
+    (
+        "breaker",
+        &[
+            "mode",
+            "failure_threshold",
+            "failure_rate_threshold",
+            "slow_call_duration",
+            "slow_call_rate_threshold",
+            "window_size",
+            "minimum_calls",
+            "recovery_timeout",
+            "recovery_jitter",
+            "recovery_backoff",
+            "recovery_timeout_max",
+            "half_open_max_calls",
+            "success_threshold",
+        ],
+    ),
+    ("cache", &["max_entries", "max_bytes", "ttl", "clear_on_close"]),
+    ("api", &["max_body_bytes", "on_unavailable"]),
+    ("admin", &["listen", "ready_requires_redis"]),
+];
+
+/// The environment variable holding the Redis password; it wins over `redis.password_file`.
+const PASSWORD_ENV: &str = "REDGUARD_REDIS_PASSWORD";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", .path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The YAML is malformed, has an unknown key or a value of the wrong type.
+    #[error("{origin}{}: {message}", location(*.line, *.column))]
+    Parse {
+        origin: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    /// A `REDGUARD_*` environment variable holds a value of the wrong type.
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    /// `redis.password_file` could not be read.
+    #[error("cannot read redis.password_file {}: {source}", .path.display())]
+    PasswordFile { path: PathBuf, source: std::io::Error },
+    /// One or more settings are out of range or inconsistent; each problem names its `section.key`.
+    #[error("invalid configuration in {origin}:\n  {}", .problems.join("\n  "))]
+    Invalid { origin: String, problems: Vec<String> },
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        _ => String::new(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where redguard accepts client connections.
+    #[serde(deserialize_with = "section")]
+    pub listen: ListenConfig,
+    /// The upstream Redis server.
+    #[serde(deserialize_with = "section")]
+    pub redis: RedisConfig,
+    /// When calls to Redis are cut off and how they are let through again.
+    #[serde(deserialize_with = "section")]
+    pub breaker: BreakerConfig,
+    /// The local cache that answers while Redis is unavailable.
+    #[serde(deserialize_with = "section")]
+    pub cache: CacheConfig,
+    /// Limits and behaviour of the client-facing API.
+    #[serde(deserialize_with = "section")]
+    pub api: ApiConfig,
+    /// The admin HTTP endpoint (health, readiness, metrics).
+    #[serde(deserialize_with = "section")]
+    pub admin: AdminConfig,
+}
+
+const DEFAULT_SOCKET: &str = "./redguard.sock";
+const DEFAULT_SOCKET_MODE: u32 = 0o660;
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `listen`: the Unix socket clients connect to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Path of the Unix socket redguard listens on.
+    pub socket: PathBuf,
+    /// Permission bits of the socket file, written as an octal string ("0660").
+    #[serde(deserialize_with = "socket_mode")]
+    pub socket_mode: u32,
+    /// How long in-flight requests may finish after shutdown begins.
+    #[serde(deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_mode: DEFAULT_SOCKET_MODE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `redis`: the upstream server and how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Server URL, `redis://` or `rediss://` (TLS). Log it via [`RedisConfig::display_url`].
+    pub url: String,
+    /// File whose content (trailing newline trimmed) is the password; relative to the working directory.
+    pub password_file: Option<PathBuf>,
+    /// Password for AUTH: from `REDGUARD_REDIS_PASSWORD` or else `password_file`. Not a YAML key.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    /// Deadline for one command; a call that misses it counts as a failure.
+    #[serde(deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// Deadline for establishing a connection.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_REDIS_URL.to_owned(),
+            password_file: None,
+            password: None,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The URL with any password replaced by `***`, safe for logs and notifications.
+    /// A user-info part without `:` is masked whole, since some clients read it as a password.
+    pub fn display_url(&self) -> String {
+        let Some(scheme_end) = self.url.find("://").map(|i| i + 3) else {
+            return self.url.clone();
+        };
+        let rest = &self.url[scheme_end..];
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let Some(at) = authority.rfind('@') else {
+            return self.url.clone();
+        };
+        let user = match authority[..at].split_once(':') {
+            Some((user, _)) => format!("{user}:"),
+            None => String::new(),
+        };
+        format!("{}{user}***{}", &self.url[..scheme_end], &rest[at..])
+    }
+}
+
+/// A string that never prints its content; use [`Secret::expose`] where the real value is needed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Whether an open breaker rejects calls or only reports that it would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerMode {
+    /// Trip for real: calls fail fast while the breaker is open.
+    #[default]
+    Enforce,
+    /// Dry run: track state and report transitions, but let every call through.
+    Observe,
+}
+
+const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+const DEFAULT_WINDOW_SIZE: usize = 100;
+const DEFAULT_MINIMUM_CALLS: usize = 20;
+const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_RECOVERY_JITTER: f64 = 0.1;
+const DEFAULT_RECOVERY_BACKOFF: f64 = 2.0;
+const DEFAULT_RECOVERY_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+const DEFAULT_HALF_OPEN_MAX_CALLS: u32 = 1;
+const DEFAULT_SUCCESS_THRESHOLD: u32 = 1;
+
+/// `breaker`: when to open the circuit and how to probe for recovery.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// `enforce` rejects calls while open; `observe` only reports.
+    pub mode: BreakerMode,
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// Failure percentage over the window that opens the breaker; off when `None`.
+    pub failure_rate_threshold: Option<f64>,
+    /// A call slower than this counts as slow; set together with `slow_call_rate_threshold`.
+    #[serde(deserialize_with = "opt_duration")]
+    pub slow_call_duration: Option<Duration>,
+    /// Slow-call percentage over the window that opens the breaker; off when `None`.
+    pub slow_call_rate_threshold: Option<f64>,
+    /// Number of most recent calls the rate thresholds are computed over.
+    pub window_size: usize,
+    /// Rates are only evaluated once the window holds this many calls.
+    pub minimum_calls: usize,
+    /// How long the breaker stays open before the first half-open probe.
+    #[serde(deserialize_with = "duration")]
+    pub recovery_timeout: Duration,
+    /// Random spread applied to each open period, as a fraction of it.
+    pub recovery_jitter: f64,
+    /// Factor the open period grows by each time a half-open probe fails.
+    pub recovery_backoff: f64,
+    /// Upper bound for the backed-off open period.
+    #[serde(deserialize_with = "duration")]
+    pub recovery_timeout_max: Duration,
+    /// Calls let through concurrently while half-open.
+    pub half_open_max_calls: u32,
+    /// Successful half-open calls needed to close the breaker.
+    pub success_threshold: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            mode: BreakerMode::default(),
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            failure_rate_threshold: None,
+            slow_call_duration: None,
+            slow_call_rate_threshold: None,
+            window_size: DEFAULT_WINDOW_SIZE,
+            minimum_calls: DEFAULT_MINIMUM_CALLS,
+            recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
+            recovery_jitter: DEFAULT_RECOVERY_JITTER,
+            recovery_backoff: DEFAULT_RECOVERY_BACKOFF,
+            recovery_timeout_max: DEFAULT_RECOVERY_TIMEOUT_MAX,
+            half_open_max_calls: DEFAULT_HALF_OPEN_MAX_CALLS,
+            success_threshold: DEFAULT_SUCCESS_THRESHOLD,
+        }
+    }
+}
+
+const DEFAULT_CACHE_MAX_ENTRIES: usize = 1000;
+const DEFAULT_CACHE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+const DEFAULT_CACHE_TTL: Option<Duration> = Some(Duration::from_secs(300));
+
+/// `cache`: the local copy of recent values served while Redis is unavailable.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Maximum number of cached keys.
+    pub max_entries: usize,
+    /// Maximum total size of cached values, in bytes ("16MiB", "100KB", or an integer).
+    #[serde(deserialize_with = "size")]
+    pub max_bytes: u64,
+    /// How long an entry stays usable; `None` (written as 0) means it never expires.
+    #[serde(deserialize_with = "ttl")]
+    pub ttl: Option<Duration>,
+    /// Empty the cache when the breaker closes again.
+    pub clear_on_close: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: DEFAULT_CACHE_MAX_ENTRIES,
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            ttl: DEFAULT_CACHE_TTL,
+            clear_on_close: false,
+        }
+    }
+}
+
+/// What the API answers when Redis is unavailable and the cache has nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Return an error to the client.
+    #[default]
+    Error,
+    /// Return the caller-supplied default value.
+    Default,
+}
+
+const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// `api`: the client-facing request handling.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest accepted request body, in bytes (a size like "1MiB").
+    #[serde(deserialize_with = "size_usize")]
+    pub max_body_bytes: usize,
+    /// `error` or `default`: the answer when neither Redis nor the cache can serve.
+    pub on_unavailable: OnUnavailable,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            on_unavailable: OnUnavailable::default(),
+        }
+    }
+}
+
+const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 9190));
+
+/// `admin`: the operator endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// TCP address of the admin HTTP server.
+    pub listen: SocketAddr,
+    /// Report not-ready while Redis is unreachable (instead of serving from the cache).
+    pub ready_requires_redis: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_ADMIN_LISTEN,
+            ready_requires_redis: false,
+        }
+    }
+}
+
+impl Config {
+    /// Parse + validate YAML text. `origin` names the source in errors (a file path, or "<defaults>").
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        parse(text, origin)?.validated(origin)
+    }
+
+    /// The whole start-up path: read the file (None = all defaults), apply environment overrides from
+    /// `env` (name, value pairs; unknown `REDGUARD_*` names are ignored), read `password_file`, validate.
+    pub fn load<I: IntoIterator<Item = (String, String)>>(path: Option<&Path>, env: I) -> Result<Config, ConfigError> {
+        let origin = path.map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string());
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        // Parse the text itself first so file errors carry line numbers.
+        let mut config = parse(&text, &origin)?;
+
+        let mut env_password = None;
+        let mut overrides = Vec::new();
+        for (var, value) in env {
+            if var == PASSWORD_ENV {
+                env_password = Some(value).filter(|v| !v.is_empty());
+            } else if let Some((section, key)) = known_key(&var) {
+                overrides.push((var, section, key, scalar(&value)));
+            }
+        }
+        if !overrides.is_empty() {
+            config = apply_overrides(&text, &origin, overrides)?;
+        }
+
+        let mut config = config.validated(&origin)?;
+        config.redis.password = match (env_password, &config.redis.password_file) {
+            (Some(p), _) => Some(Secret(p)),
+            (None, Some(file)) => Some(read_password(file)?),
+            (None, None) => None,
+        };
+        Ok(config)
+    }
+
+    /// Checks every rule and returns all violations, each naming its `section.key`.
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let (l, r, b, a) = (&self.listen, &self.redis, &self.breaker, &self.api);
+        if l.socket_mode > 0o777 {
+            p.push(format!(
+                "listen.socket_mode must be at most 0777, got {:04o}",
+                l.socket_mode
+            ));
+        }
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+            p.push(format!(
+                "redis.url must start with redis:// or rediss://, got {:?}",
+                r.display_url()
+            ));
+        }
+        for (key, d) in [
+            ("redis.command_timeout", r.command_timeout),
+            ("redis.connect_timeout", r.connect_timeout),
+            ("breaker.recovery_timeout", b.recovery_timeout),
+        ] {
+            if d.is_zero() {
+                p.push(format!("{key} must be greater than 0"));
+            }
+        }
+        for (key, n) in [
+            ("breaker.failure_threshold", b.failure_threshold as usize),
+            ("breaker.window_size", b.window_size),
+            ("breaker.half_open_max_calls", b.half_open_max_calls as usize),
+            ("breaker.success_threshold", b.success_threshold as usize),
+            ("api.max_body_bytes", a.max_body_bytes),
+        ] {
+            if n == 0 {
+                p.push(format!("{key} must be at least 1"));
+            }
+        }
+        for (key, rate) in [
+            ("breaker.failure_rate_threshold", b.failure_rate_threshold),
+            ("breaker.slow_call_rate_threshold", b.slow_call_rate_threshold),
+        ] {
+            match rate {
+                Some(v) if !(v > 0.0 && v <= 100.0) => p.push(format!("{key} must be in (0, 100], got {v}")),
+                _ => {}
+            }
+        }
+        match (b.slow_call_duration, b.slow_call_rate_threshold) {
+            (Some(_), None) => {
+                p.push("breaker.slow_call_duration is set but breaker.slow_call_rate_threshold is not".to_owned())
+            }
+            (None, Some(_)) => {
+                p.push("breaker.slow_call_rate_threshold is set but breaker.slow_call_duration is not".to_owned())
+            }
+            (Some(d), Some(_)) if d.is_zero() => p.push("breaker.slow_call_duration must be greater than 0".to_owned()),
+            _ => {}
+        }
+        if b.minimum_calls == 0 || b.minimum_calls > b.window_size {
+            p.push(format!(
+                "breaker.minimum_calls must be in 1..={} (breaker.window_size), got {}",
+                b.window_size, b.minimum_calls
+            ));
+        }
+        if !(0.0..1.0).contains(&b.recovery_jitter) {
+            p.push(format!(
+                "breaker.recovery_jitter must be in [0, 1), got {}",
+                b.recovery_jitter
+            ));
+        }
+        if b.recovery_backoff.is_nan() || b.recovery_backoff < 1.0 {
+            p.push(format!(
+                "breaker.recovery_backoff must be at least 1.0, got {}",
+                b.recovery_backoff
+            ));
+        }
+        if b.recovery_timeout_max < b.recovery_timeout {
+            p.push(format!(
+                "breaker.recovery_timeout_max ({}) must be at least breaker.recovery_timeout ({})",
+                humantime::format_duration(b.recovery_timeout_max),
+                humantime::format_duration(b.recovery_timeout)
+            ));
+        }
+        p
+    }
+
+    fn validated(self, origin: &str) -> Result<Config, ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            })
+        }
+    }
+}
+
+/// Deserializes YAML text (empty or comment-only means all defaults) without validating it.
+fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    serde_yaml_ng::from_str::<Option<Config>>(text)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| parse_error(&e, origin))
+}
+
+fn parse_error(e: &serde_yaml_ng::Error, origin: &str) -> ConfigError {
+    let message = e.to_string();
+    let loc = e.location();
+    let message = loc
+        .as_ref()
+        .and_then(|l| message.strip_suffix(&format!(" at line {} column {}", l.line(), l.column())))
+        .map_or(message.clone(), str::to_owned);
+    ConfigError::Parse {
+        origin: origin.to_owned(),
+        line: loc.as_ref().map(|l| l.line()),
+        column: loc.as_ref().map(|l| l.column()),
+        message,
+    }
+}
+
+/// Maps `REDGUARD_<SECTION>_<KEY>` to its section and key, if it names one in [`KNOWN_KEYS`].
+fn known_key(var: &str) -> Option<(&'static str, &'static str)> {
+    let rest = var.strip_prefix("REDGUARD_")?;
+    KNOWN_KEYS.iter().find_map(|&(section, keys)| {
+        let key_part = rest.strip_prefix(&section.to_ascii_uppercase())?.strip_prefix('_')?;
+        let key = keys.iter().find(|k| k.to_ascii_uppercase() == key_part)?;
+        Some((section, *key))
+    })
+}
+
+/// Reads an environment value as a YAML scalar ("5" is a number, "true" a bool, "" null), else a string.
+fn scalar(raw: &str) -> Value {
+    match serde_yaml_ng::from_str::<Value>(raw) {
+        Ok(v @ (Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_))) => v,
+        _ => Value::String(raw.to_owned()),
+    }
+}
+
+/// Merges the overrides into the file's mapping and deserializes the result. Each override is first
+/// checked on its own so a bad value is blamed on its variable.
+fn apply_overrides(
+    text: &str,
+    origin: &str,
+    overrides: Vec<(String, &str, &str, Value)>,
+) -> Result<Config, ConfigError> {
+    let mut root = match serde_yaml_ng::from_str::<Value>(text) {
+        Ok(Value::Mapping(m)) => m,
+        Ok(_) => Mapping::new(),
+        Err(e) => return Err(parse_error(&e, origin)),
+    };
+    for (var, section, key, value) in overrides {
+        let single = Mapping::from_iter([(key.into(), value.clone())]);
+        let probe = Mapping::from_iter([(section.into(), Value::Mapping(single))]);
+        if let Err(e) = serde_yaml_ng::from_value::<Config>(Value::Mapping(probe)) {
+            return Err(ConfigError::Env {
+                var,
+                message: e.to_string(),
+            });
+        }
+        let slot = root.entry(section.into()).or_insert(Value::Null);
+        if !slot.is_mapping() {
+            *slot = Value::Mapping(Mapping::new());
+        }
+        if let Value::Mapping(m) = slot {
+            m.insert(key.into(), value);
+        }
+    }
+    let mut merged = Value::Mapping(root);
+    merged
+        .apply_merge()
+        .and_then(|()| serde_yaml_ng::from_value(merged))
+        .map_err(|e| parse_error(&e, origin))
+}
+
+fn read_password(path: &Path) -> Result<Secret, ConfigError> {
+    let err = |source| ConfigError::PasswordFile {
+        path: path.to_owned(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(err)?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "file is empty",
+        )));
+    }
+    Ok(Secret(password.to_owned()))
+}
+
+// ---- Field deserializers: each parses inside the visitor so errors keep the value's location. ----
+
+/// A scalar as YAML presents it, before it is interpreted as a duration, size or mode.
+enum Raw<'a> {
+    Null,
+    Int(i128),
+    Str(&'a str),
+}
+
+struct RawVisitor<T> {
+    expecting: &'static str,
+    parse: fn(Raw<'_>) -> Result<T, String>,
+}
+
+impl<'de, T> Visitor<'de> for RawVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(Raw::Str(v)).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        (self.parse)(Raw::Int(v.into())).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        (self.parse)(Raw::Int(v.into())).map_err(E::custom)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        (self.parse)(Raw::Null).map_err(E::custom)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<T, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+fn raw<'de, D: Deserializer<'de>, T>(
+    d: D,
+    expecting: &'static str,
+    parse: fn(Raw<'_>) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    d.deserialize_any(RawVisitor { expecting, parse })
+}
+
+/// A section written with no keys (`redis:` followed only by comments) means its defaults.
+fn section<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
+const DURATION: &str = "a duration like \"250ms\", \"60s\" or \"5m\"";
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    raw(d, DURATION, |r| match r {
+        Raw::Str(s) => parse_duration(s),
+        Raw::Int(n) => Err(format!("expected {DURATION}, got the bare number {n}")),
+        Raw::Null => Err(format!("expected {DURATION}, got null")),
+    })
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    raw(d, DURATION, |r| match r {
+        Raw::Str(s) => parse_duration(s).map(Some),
+        Raw::Int(n) => Err(format!("expected {DURATION}, got the bare number {n}")),
+        Raw::Null => Ok(None),
+    })
+}
+
+fn ttl<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    raw(d, "a duration like \"5m\", or 0 for no expiry", |r| match r {
+        Raw::Str(s) => parse_duration(s).map(|d| Some(d).filter(|d| !d.is_zero())),
+        Raw::Int(0) | Raw::Null => Ok(None),
+        Raw::Int(n) => Err(format!("expected {DURATION} or 0, got the bare number {n}")),
+    })
+}
+
+const SIZE: &str = "a size in bytes like 1048576, \"512KiB\", \"16MiB\" or \"100KB\"";
+
+fn parse_size(r: Raw<'_>) -> Result<u64, String> {
+    let s = match r {
+        Raw::Int(n) => return u64::try_from(n).map_err(|_| format!("expected {SIZE}, got {n}")),
+        Raw::Null => return Err(format!("expected {SIZE}, got null")),
+        Raw::Str(s) => s.trim(),
+    };
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits);
+    let multiplier: Option<u64> = match unit.trim_start() {
+        "" | "B" => Some(1),
+        "KB" => Some(1000),
+        "MB" => Some(1000 * 1000),
+        "GB" => Some(1000 * 1000 * 1000),
+        "KiB" => Some(1 << 10),
+        "MiB" => Some(1 << 20),
+        "GiB" => Some(1 << 30),
+        _ => None,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .zip(multiplier)
+        .and_then(|(n, m)| n.checked_mul(m))
+        .ok_or_else(|| format!("invalid size {s:?}: expected {SIZE} (units B, KB, MB, GB, KiB, MiB, GiB)"))
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    raw(d, SIZE, parse_size)
+}
+
+fn size_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    raw(d, SIZE, |r| {
+        parse_size(r).and_then(|n| usize::try_from(n).map_err(|_| format!("size {n} is too large")))
+    })
+}
+
+fn socket_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    raw(d, "an octal mode string like \"0660\"", |r| match r {
+        Raw::Str(s) => {
+            let digits = s.strip_prefix("0o").unwrap_or(s);
+            u32::from_str_radix(digits, 8)
+                .ok()
+                .filter(|_| !digits.starts_with('+'))
+                .ok_or_else(|| format!("invalid octal mode {s:?}: expected digits 0-7 like \"0660\""))
+        }
+        Raw::Int(n) => Err(format!(
+            "expected an octal mode string like \"0660\", got the number {n} (quote it)"
+        )),
+        Raw::Null => Err("expected an octal mode string like \"0660\", got null".to_owned()),
+    })
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,143 @@
+//! The health figures, in the JSON shapes of the original design, read from the same counters as `/metrics`.
+//!
+//! Served on the admin listener and on the Unix socket. `GET /api/v1/health/redis` answers
+//! `{redis_available, circuit_breaker: {..figures..}, degraded_mode}`; `GET /api/v1/health/circuit-breaker`
+//! answers the same figures plus the time the state was entered and the configuration in force.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::backend::Backend;
+use crate::breaker::{Mode, Settings, State};
+use crate::client::Resilient;
+use crate::metrics::CallResult;
+
+#[derive(Debug, Serialize)]
+pub struct CircuitFigures {
+    pub state: &'static str,
+    pub failure_count: u32,
+    pub total_calls: u64,
+    pub successful_calls: u64,
+    pub failed_calls: u64,
+    pub fallback_calls: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_size: usize,
+    pub last_failure_time: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RedisHealth {
+    pub redis_available: bool,
+    pub circuit_breaker: CircuitFigures,
+    pub degraded_mode: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CircuitBreakerHealth {
+    #[serde(flatten)]
+    pub figures: CircuitFigures,
+    pub state_entered_at: String,
+    /// Seconds until the breaker admits a probe, while open.
+    pub seconds_until_half_open: Option<f64>,
+    pub forced: Option<&'static str>,
+    pub config: ConfigInForce,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConfigInForce {
+    pub mode: &'static str,
+    pub failure_threshold: u32,
+    pub failure_rate_threshold: Option<f64>,
+    pub slow_call_duration_seconds: Option<f64>,
+    pub slow_call_rate_threshold: Option<f64>,
+    pub window_size: usize,
+    pub minimum_calls: usize,
+    pub recovery_timeout_seconds: f64,
+    pub recovery_jitter: f64,
+    pub recovery_backoff: f64,
+    pub recovery_timeout_max_seconds: f64,
+    pub half_open_max_calls: u32,
+    pub success_threshold: u32,
+    pub command_timeout_seconds: f64,
+}
+
+/// ISO 8601 / RFC 3339, UTC.
+pub fn iso8601(t: SystemTime) -> String {
+    OffsetDateTime::from(t).format(&Rfc3339).unwrap_or_default()
+}
+
+/// Updates the gauges that mirror other components, then returns the figures.
+pub fn figures<B: Backend>(client: &Resilient<B>) -> CircuitFigures {
+    let m = client.metrics();
+    let snapshot = client.breaker().snapshot();
+    m.consecutive_failures.set(i64::from(snapshot.consecutive_failures));
+    let cache = client.cache();
+    m.cache_entries.set(cache.len() as i64);
+    m.cache_bytes.set(cache.bytes() as i64);
+
+    let (ok, failed, rejected, app) = (
+        m.calls(CallResult::Success),
+        m.calls(CallResult::Failure),
+        m.calls(CallResult::Rejected),
+        m.calls(CallResult::AppError),
+    );
+    let last_failure = m.last_failure_timestamp.get();
+    CircuitFigures {
+        state: snapshot.state.as_str(),
+        failure_count: snapshot.consecutive_failures,
+        total_calls: ok + failed + rejected + app,
+        // An application error (WRONGTYPE ...) is an answer from a healthy Redis.
+        successful_calls: ok + app,
+        failed_calls: failed,
+        fallback_calls: m.fallback_cache.get() + m.fallback_default.get(),
+        cache_hits: m.cache_hits.get(),
+        cache_misses: m.cache_misses.get(),
+        cache_size: cache.len(),
+        last_failure_time: (last_failure > 0.0).then(|| iso8601(UNIX_EPOCH + Duration::from_secs_f64(last_failure))),
+    }
+}
+
+pub fn redis<B: Backend>(client: &Resilient<B>) -> RedisHealth {
+    let circuit_breaker = figures(client);
+    RedisHealth {
+        redis_available: client.metrics().redis_up.get() == 1,
+        degraded_mode: circuit_breaker.state != State::Closed.as_str(),
+        circuit_breaker,
+    }
+}
+
+pub fn circuit_breaker<B: Backend>(client: &Resilient<B>) -> CircuitBreakerHealth {
+    let figures = figures(client);
+    let snapshot = client.breaker().snapshot();
+    let s: Settings = client.breaker().settings();
+    let in_state = snapshot.entered_at.elapsed();
+    CircuitBreakerHealth {
+        figures,
+        state_entered_at: iso8601(SystemTime::now() - in_state),
+        seconds_until_half_open: snapshot.until_half_open.map(|d| d.as_secs_f64()),
+        forced: snapshot.forced.map(State::as_str),
+        config: ConfigInForce {
+            mode: match s.mode {
+                Mode::Enforce => "enforce",
+                Mode::Observe => "observe",
+            },
+            failure_threshold: s.failure_threshold,
+            failure_rate_threshold: s.failure_rate_threshold,
+            slow_call_duration_seconds: s.slow_call_duration.map(|d| d.as_secs_f64()),
+            slow_call_rate_threshold: s.slow_call_rate_threshold,
+            window_size: s.window_size,
+            minimum_calls: s.minimum_calls,
+            recovery_timeout_seconds: s.recovery_timeout.as_secs_f64(),
+            recovery_jitter: s.recovery_jitter,
+            recovery_backoff: s.recovery_backoff,
+            recovery_timeout_max_seconds: s.recovery_timeout_max.as_secs_f64(),
+            half_open_max_calls: s.half_open_max_calls,
+            success_threshold: s.success_threshold,
+            command_timeout_seconds: s.probe_timeout.as_secs_f64(),
+        },
+    }
+}

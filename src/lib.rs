@@ -1,0 +1,223 @@
+//! redguard: a circuit-breaking Redis sidecar.
+//!
+//! # Layout
+//!
+//! ```text
+//!  application ──HTTP/1.1+JSON──▶ Unix socket ──▶ api (routes, request parsing, replies, errors)
+//!                                                   │
+//!                                                   ▼
+//!                                       client::Resilient ──▶ breaker (state machine, clock)
+//!                                         │        │
+//!                                         │        └──▶ cache (fallback LRU + TTL)
+//!                                         ▼
+//!                                       backend (redis-rs, command timeout) ──▶ Redis
+//!
+//!  breaker transitions ──▶ observers: metrics, log, recovery probe, cache clear-on-close
+//!  admin (TCP, read-only) ──▶ /metrics, health, /livez, /readyz
+//! ```
+//!
+//! - [`config`]: YAML + environment, parsed and validated once at start.
+//! - [`breaker`]: the pure state machine ([`breaker::state`]) and its thread-safe wrapper.
+//! - [`cache`]: the bounded fallback cache.
+//! - [`backend`]: Redis access behind a small trait.
+//! - [`client`]: breaker + backend + cache; where the sidecar's promises are kept.
+//! - [`api`], [`admin`], [`health`], [`metrics`]: the edges.
+//!
+//! [`run`] wires them together and returns when the shutdown future resolves and the drain is done.
+
+pub mod admin;
+pub mod api;
+pub mod backend;
+pub mod breaker;
+pub mod cache;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod op;
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use crate::breaker::{Breaker, Mode, Observer, Settings, State, Transition};
+use crate::cache::{CacheSettings, FallbackCache};
+use crate::clock::SystemClock;
+use crate::config::{BreakerMode, Config};
+
+/// The client the API serves from. Cluster and sentinel modes will change the backend here.
+pub type Client = client::Resilient<backend::Standalone>;
+
+/// Why redguard could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Socket(#[from] api::SocketError),
+    #[error("cannot bind the admin listener on {addr}: {source}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid Redis settings: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Logs every transition: opening and half-open probes failing at warn, recovery at info.
+struct LogTransitions {
+    redis: String,
+}
+
+impl Observer for LogTransitions {
+    fn on_transition(&self, t: &Transition, last_error: Option<&str>) {
+        let (from, to, lasted) = (t.from.as_str(), t.to.as_str(), t.previous_lasted.as_secs_f64());
+        let reason = t.reason.to_string();
+        if t.to == State::Closed {
+            info!(from, to, reason, lasted_s = lasted, redis = %self.redis, "circuit closed");
+        } else {
+            warn!(from, to, reason, last_error, failures = t.consecutive_failures, lasted_s = lasted, redis = %self.redis, "circuit state changed");
+        }
+    }
+}
+
+fn breaker_settings(cfg: &Config) -> Settings {
+    let b = &cfg.breaker;
+    Settings {
+        mode: match b.mode {
+            BreakerMode::Enforce => Mode::Enforce,
+            BreakerMode::Observe => Mode::Observe,
+        },
+        failure_threshold: b.failure_threshold,
+        failure_rate_threshold: b.failure_rate_threshold,
+        slow_call_duration: b.slow_call_duration,
+        slow_call_rate_threshold: b.slow_call_rate_threshold,
+        window_size: b.window_size,
+        minimum_calls: b.minimum_calls,
+        recovery_timeout: b.recovery_timeout,
+        recovery_jitter: b.recovery_jitter,
+        recovery_backoff: b.recovery_backoff,
+        recovery_timeout_max: b.recovery_timeout_max,
+        half_open_max_calls: b.half_open_max_calls,
+        success_threshold: b.success_threshold,
+        probe_timeout: cfg.redis.command_timeout,
+    }
+}
+
+/// Builds the resilient client and its observers from the config.
+pub fn build_client(cfg: &Config) -> Result<Arc<Client>, RunError> {
+    let metrics = Arc::new(metrics::Metrics::new("standalone"));
+    let cache = Arc::new(FallbackCache::new(
+        CacheSettings {
+            max_entries: cfg.cache.max_entries,
+            max_bytes: cfg.cache.max_bytes,
+            ttl: cfg.cache.ttl,
+        },
+        Arc::new(SystemClock),
+    ));
+    let opened = Arc::new(Notify::new());
+    let mut observers: Vec<Arc<dyn Observer>> = vec![
+        metrics.clone(),
+        Arc::new(LogTransitions {
+            redis: cfg.redis.display_url(),
+        }),
+        Arc::new(client::RecoveryWaker(opened.clone())),
+    ];
+    if cfg.cache.clear_on_close {
+        observers.push(Arc::new(client::ClearCacheOnClose(cache.clone())));
+    }
+    // Each sidecar gets its own jitter sequence, so a fleet that opened together spreads its probes.
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+        ^ u64::from(std::process::id());
+    let breaker = Breaker::new(breaker_settings(cfg), Arc::new(SystemClock), seed, observers);
+    let backend = backend::Standalone::new(&cfg.redis)?;
+    Ok(Arc::new(client::Resilient::new(
+        backend,
+        breaker,
+        cache,
+        metrics,
+        cfg.api.on_unavailable,
+        opened,
+    )))
+}
+
+/// Runs redguard until `shutdown` resolves, then drains in-flight requests (bounded by
+/// `listen.drain_timeout`), removes the socket file and returns.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let client = build_client(&cfg)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let admin_state = Arc::new(admin::Admin {
+        client: client.clone(),
+        socket_ready: false.into(),
+        ready_requires_redis: cfg.admin.ready_requires_redis,
+    });
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
+        .await
+        .map_err(|source| RunError::Admin {
+            addr: cfg.admin.listen,
+            source,
+        })?;
+    let admin_addr = admin_listener.local_addr().map_err(RunError::Serve)?;
+    let admin_server = axum::serve(admin_listener, admin::router(admin_state.clone()))
+        .with_graceful_shutdown(stopped())
+        .into_future();
+    let admin_task = tokio::spawn(admin_server);
+
+    let listener = api::bind(&cfg.listen.socket, cfg.listen.socket_mode)?;
+    let app = Arc::new(api::App {
+        client: client.clone(),
+        max_body_bytes: cfg.api.max_body_bytes,
+    });
+    let api_server = axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(stopped())
+        .into_future();
+    let mut api_task = tokio::spawn(api_server);
+    admin_state.socket_ready.store(true, Ordering::Release);
+    info!(socket = %cfg.listen.socket.display(), admin = %admin_addr, redis = %cfg.redis.display_url(), "redguard listening");
+
+    tokio::spawn(client.clone().run_recovery(stopped()));
+    let checker = client.clone();
+    tokio::spawn(async move { checker.check_redis().await });
+
+    tokio::select! {
+        _ = shutdown => info!("shutdown requested; draining"),
+        res = &mut api_task => {
+            let _ = std::fs::remove_file(&cfg.listen.socket);
+            return match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(RunError::Serve(e)),
+                Err(e) => Err(RunError::Serve(std::io::Error::other(e))),
+            };
+        }
+    }
+    admin_state.socket_ready.store(false, Ordering::Release);
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(cfg.listen.drain_timeout, &mut api_task)
+        .await
+        .is_err()
+    {
+        warn!(timeout = ?cfg.listen.drain_timeout, "drain timeout elapsed; closing remaining connections");
+        api_task.abort();
+    }
+    admin_task.abort();
+    if let Err(e) = std::fs::remove_file(&cfg.listen.socket) {
+        warn!(error = %e, "could not remove the socket file");
+    }
+    info!("redguard stopped");
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! Every figure the breaker and the fallback cache know, as Prometheus metrics.
+//!
+//! The counters here are the single source of truth: the JSON health routes read the same values, so the two
+//! can never disagree. Label values come from fixed sets (op names, states, HTTP codes), never from keys or
+//! client input. Each labelled child is resolved once at start into an array indexed by op / state / code, so
+//! recording on the request path is a lock-free atomic add, never a lookup in a shared map.
+//!
+//! Gauges that mirror other components (circuit state, consecutive failures, cache size) are refreshed when
+//! metrics are rendered, from the component itself.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::breaker::{Observer, State, Transition};
+use crate::op::OpName;
+
+/// Label values of `redguard_api_requests_total{op}` beyond the typed ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRoute {
+    Op(OpName),
+    /// A request to /v1/cmd that could not be parsed into an op.
+    Invalid,
+    Breaker,
+    Health,
+}
+
+const EXTRA_ROUTES: [&str; 3] = ["invalid", "breaker", "health"];
+const N_ROUTES: usize = OpName::ALL.len() + EXTRA_ROUTES.len();
+
+impl ApiRoute {
+    fn index(self) -> usize {
+        match self {
+            ApiRoute::Op(op) => op.index(),
+            ApiRoute::Invalid => OpName::ALL.len(),
+            ApiRoute::Breaker => OpName::ALL.len() + 1,
+            ApiRoute::Health => OpName::ALL.len() + 2,
+        }
+    }
+
+    fn label(i: usize) -> &'static str {
+        OpName::ALL
+            .get(i)
+            .map(|op| op.as_str())
+            .unwrap_or_else(|| EXTRA_ROUTES[i - OpName::ALL.len()])
+    }
+}
+
+/// HTTP statuses the API answers with; anything else is counted as "other".
+const CODES: [u16; 11] = [200, 400, 403, 404, 405, 413, 415, 422, 500, 503, 504];
+
+/// Outcome of one call as counted in `redguard_calls_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallResult {
+    Success,
+    Failure,
+    Rejected,
+    AppError,
+}
+
+/// `redis_command_duration_seconds` buckets: 100µs .. 2.5s.
+const REDIS_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// All of redguard's metrics, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    circuit_state: [IntGauge; 3],
+    pub consecutive_failures: IntGauge,
+    calls: [IntCounter; 4],
+    pub fallback_cache: IntCounter,
+    pub fallback_default: IntCounter,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
+    pub last_failure_timestamp: Gauge,
+    pub redis_up: IntGauge,
+    pub degraded: IntGauge,
+    transitions: IntCounterVec,
+    redis_duration: Vec<Histogram>,
+    api_requests_vec: IntCounterVec,
+    api_requests: Vec<[OnceLock<IntCounter>; CODES.len() + 1]>,
+    api_duration: Vec<Histogram>,
+}
+
+impl Metrics {
+    pub fn new(redis_mode: &str) -> Metrics {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process collector registers once");
+
+        let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("metric names are unique");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+
+        let state_vec = IntGaugeVec::new(
+            Opts::new(
+                "redguard_circuit_state",
+                "Circuit state: 1 for the current state, 0 for the others.",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        reg(Box::new(state_vec.clone()));
+        let circuit_state = State::ALL.map(|s| state_vec.with_label_values(&[s.as_str()]));
+        circuit_state[State::Closed.index()].set(1);
+
+        let calls_vec = IntCounterVec::new(
+            Opts::new("redguard_calls_total", "Calls to Redis through the breaker, by result."),
+            &["result"],
+        )
+        .expect("valid metric");
+        reg(Box::new(calls_vec.clone()));
+        let calls = ["success", "failure", "rejected", "app_error"].map(|r| calls_vec.with_label_values(&[r]));
+
+        let fallback_vec = IntCounterVec::new(
+            Opts::new("redguard_fallback_total", "Answers served without Redis, by source."),
+            &["source"],
+        )
+        .expect("valid metric");
+        reg(Box::new(fallback_vec.clone()));
+
+        let last_failure_timestamp = Gauge::new(
+            "redguard_circuit_last_failure_timestamp_seconds",
+            "Unix time of the last failed Redis call (0 if none yet).",
+        )
+        .expect("valid metric");
+        reg(Box::new(last_failure_timestamp.clone()));
+
+        let transitions = IntCounterVec::new(
+            Opts::new("redguard_circuit_transitions_total", "Circuit state changes."),
+            &["from", "to"],
+        )
+        .expect("valid metric");
+        reg(Box::new(transitions.clone()));
+        // Expose every possible transition from the start, so rate() and increase() see the first one.
+        for from in State::ALL {
+            for to in State::ALL.into_iter().filter(|&to| to != from) {
+                transitions.with_label_values(&[from.as_str(), to.as_str()]);
+            }
+        }
+
+        let redis_hist = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "redguard_redis_command_duration_seconds",
+                "Duration of Redis commands, by op.",
+            )
+            .buckets(REDIS_BUCKETS.to_vec()),
+            &["op"],
+        )
+        .expect("valid metric");
+        reg(Box::new(redis_hist.clone()));
+        let redis_duration = OpName::ALL
+            .iter()
+            .map(|op| redis_hist.with_label_values(&[op.as_str()]))
+            .collect();
+
+        let api_vec = IntCounterVec::new(
+            Opts::new(
+                "redguard_api_requests_total",
+                "API requests on the Unix socket, by op and HTTP status.",
+            ),
+            &["op", "code"],
+        )
+        .expect("valid metric");
+        reg(Box::new(api_vec.clone()));
+        // Children are created on first use (then cached), so only label sets that occurred are exported.
+        let api_requests = (0..N_ROUTES)
+            .map(|_| std::array::from_fn(|_| OnceLock::new()))
+            .collect();
+
+        let api_hist = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "redguard_api_request_duration_seconds",
+                "Duration of API requests, by op.",
+            )
+            .buckets(REDIS_BUCKETS.to_vec()),
+            &["op"],
+        )
+        .expect("valid metric");
+        reg(Box::new(api_hist.clone()));
+        let api_duration = (0..N_ROUTES)
+            .map(|i| api_hist.with_label_values(&[ApiRoute::label(i)]))
+            .collect();
+
+        let build_info = IntGaugeVec::new(
+            Opts::new("redguard_build_info", "Build and mode of this redguard; always 1."),
+            &["version", "redis_mode"],
+        )
+        .expect("valid metric");
+        reg(Box::new(build_info.clone()));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), redis_mode])
+            .set(1);
+
+        Metrics {
+            circuit_state,
+            consecutive_failures: gauge(
+                "redguard_circuit_consecutive_failures",
+                "Consecutive failed Redis calls.",
+            ),
+            calls,
+            fallback_cache: fallback_vec.with_label_values(&["cache"]),
+            fallback_default: fallback_vec.with_label_values(&["default"]),
+            cache_hits: counter(
+                "redguard_fallback_cache_hits_total",
+                "Fallback reads answered from the cache.",
+            ),
+            cache_misses: counter(
+                "redguard_fallback_cache_misses_total",
+                "Fallback reads the cache could not answer.",
+            ),
+            cache_entries: gauge("redguard_fallback_cache_entries", "Entries in the fallback cache."),
+            cache_bytes: gauge(
+                "redguard_fallback_cache_bytes",
+                "Bytes (keys + values) in the fallback cache.",
+            ),
+            last_failure_timestamp,
+            redis_up: gauge("redguard_redis_up", "1 if the last call to Redis succeeded, else 0."),
+            degraded: gauge("redguard_degraded", "1 while the circuit is not closed."),
+            transitions,
+            redis_duration,
+            api_requests_vec: api_vec,
+            api_requests,
+            api_duration,
+            registry,
+        }
+    }
+
+    pub fn call(&self, result: CallResult) {
+        self.calls[result as usize].inc();
+    }
+
+    pub fn calls(&self, result: CallResult) -> u64 {
+        self.calls[result as usize].get()
+    }
+
+    pub fn observe_redis(&self, op: OpName, seconds: f64) {
+        self.redis_duration[op.index()].observe(seconds);
+    }
+
+    pub fn observe_api(&self, route: ApiRoute, status: u16, seconds: f64) {
+        let code = CODES.iter().position(|&c| c == status).unwrap_or(CODES.len());
+        let i = route.index();
+        self.api_requests[i][code]
+            .get_or_init(|| {
+                let code = CODES.get(code).map(|c| c.to_string()).unwrap_or_else(|| "other".into());
+                self.api_requests_vec
+                    .with_label_values(&[ApiRoute::label(i), code.as_str()])
+            })
+            .inc();
+        self.api_duration[i].observe(seconds);
+    }
+
+    fn set_state(&self, state: State) {
+        for s in State::ALL {
+            self.circuit_state[s.index()].set(i64::from(s == state));
+        }
+        self.degraded.set(i64::from(state != State::Closed));
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("text exposition is UTF-8")
+    }
+}
+
+impl Observer for Metrics {
+    fn on_transition(&self, t: &Transition, _last_error: Option<&str>) {
+        self.transitions
+            .with_label_values(&[t.from.as_str(), t.to.as_str()])
+            .inc();
+        self.set_state(t.to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_observed_api_label_sets_appear_and_counts_add_up() {
+        let m = Metrics::new("standalone");
+        m.observe_api(ApiRoute::Op(OpName::Get), 200, 0.001);
+        m.observe_api(ApiRoute::Op(OpName::Get), 200, 0.001);
+        m.observe_api(ApiRoute::Invalid, 418, 0.001);
+        let text = m.render();
+        assert!(
+            text.contains(r#"redguard_api_requests_total{code="200",op="get"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"redguard_api_requests_total{code="other",op="invalid"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"op="set",code"#) && !text.contains(r#"code="503""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"redguard_build_info{redis_mode="standalone",version=""#),
+            "{text}"
+        );
+        assert!(text.contains(r#"redguard_circuit_state{state="closed"} 1"#), "{text}");
+    }
+}
