@@ -46,7 +46,12 @@ pub fn classify(err: &RedisError) -> BackendError {
         // No server error code: the failure happened on the way (I/O, protocol, client state), not in Redis.
         BackendError::Unavailable(err.to_string())
     } else {
-        BackendError::App(err.to_string())
+        // "WRONGTYPE Operation against a key ...", as redis-cli shows it.
+        let code = err.code().unwrap_or_default();
+        BackendError::App(match err.detail() {
+            Some(detail) => format!("{code} {detail}"),
+            None => code.to_owned(),
+        })
     }
 }
 

@@ -48,7 +48,7 @@ pub enum Reply {
     Bool(bool),
     Int(i64),
     Bytes(Vec<u8>),
-    Hash(Vec<(Vec<u8>, Vec<u8>)>),
+    Hash(Pairs),
 }
 
 /// A call that was answered, by Redis or by the fallback.
@@ -395,8 +395,11 @@ fn lift<T>(lookup: Lookup<T>, f: impl FnOnce(T) -> Reply) -> Option<Reply> {
     }
 }
 
+/// A hash as (field, value) pairs.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// HGETALL answers a flat array in RESP2 and a map in RESP3.
-fn hash_pairs(value: Value) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Value> {
+fn hash_pairs(value: Value) -> Result<Pairs, Value> {
     fn bytes(v: Value) -> Result<Vec<u8>, Value> {
         match v {
             Value::BulkString(b) => Ok(b),

@@ -1,0 +1,367 @@
+//! Fixtures for tests that start real things: a `redis-server` on an ephemeral loopback port (which a test
+//! may kill, pause and restart), the real `redguard` binary with its socket in a temp dir, and a minimal
+//! HTTP/1.1 client over that socket (raw, so tests can also send malformed requests).
+//!
+//! Every wait polls a condition with a deadline; every process is killed on drop.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: plain kill(2) on a child we own.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+/// A `redis-server` owned by one test.
+pub struct RedisServer {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let log = self.dir.path().join("redis.log");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--dir",
+                self.dir.path().to_str().unwrap(),
+                "--logfile",
+                log.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (see README: Running the tests)");
+        self.child = Some(child);
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        wait_for(
+            &format!("redis-server on port {} (log: {})", self.port, log_text()),
+            Duration::from_secs(10),
+            || self.cmd(&["PING"]).filter(|r| r == "PONG"),
+        );
+    }
+
+    /// Runs one command with redis-cli; None if Redis did not answer.
+    pub fn cmd(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
+    }
+
+    /// Commands Redis has processed so far (INFO stats), to prove a call did not reach it.
+    pub fn commands_processed(&self) -> u64 {
+        let info = self.cmd(&["INFO", "stats"]).expect("redis answers INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("INFO has total_commands_processed")
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(self.child.as_ref().unwrap(), libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        signal(self.child.as_ref().unwrap(), libc::SIGCONT);
+    }
+
+    /// Starts again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGCONT);
+        }
+        self.kill();
+    }
+}
+
+/// An HTTP response from redguard.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends raw bytes on a fresh connection and reads the response until the server closes it.
+pub fn raw_request(socket: &Path, request: &[u8]) -> Response {
+    let mut stream = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("response within 10 s");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {text:?}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    Response { status, headers, body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+pub fn http(socket: &Path, method: &str, path: &str, body: &str) -> Response {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: redguard\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw_request(socket, req.as_bytes())
+}
+
+/// A GET over plain TCP (the admin listener).
+pub fn http_tcp(addr: SocketAddr, path: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: redguard\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+/// The real redguard binary, with its own socket and config in a temp dir.
+pub struct Redguard {
+    pub socket: PathBuf,
+    pub admin: SocketAddr,
+    pub dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Redguard {
+    /// Starts redguard with `redis_url` and extra YAML appended to the generated config (sections `breaker:`,
+    /// `cache:`, `api:` ... given whole). Waits until the socket answers.
+    pub fn start(redis_url: &str, extra_yaml: &str) -> Redguard {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("redguard.sock");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut yaml = format!(
+            "listen:\n  socket: {}\n  drain_timeout: 5s\nadmin:\n  listen: {admin}\n",
+            socket.display()
+        );
+        let has_redis = extra_yaml.lines().any(|l| l.starts_with("redis:"));
+        if !has_redis {
+            yaml.push_str(&format!("redis:\n  url: {redis_url}\n"));
+        }
+        yaml.push_str(extra_yaml);
+        let config = dir.path().join("redguard.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut rg = Redguard {
+            socket,
+            admin,
+            dir,
+            child: None,
+        };
+        rg.child = Some(rg.spawn(&config, &[]));
+        rg.wait_ready();
+        rg
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redguard.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&self, config: &Path, env: &[(&str, &str)]) -> Child {
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_redguard"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("redguard binary runs")
+    }
+
+    fn wait_ready(&mut self) {
+        wait_for("redguard to listen", Duration::from_secs(10), || {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("redguard exited early with {status}; log:\n{}", self.log());
+            }
+            UnixStream::connect(&self.socket).ok()
+        });
+    }
+
+    pub fn cmd(&self, body: &str) -> Response {
+        http(&self.socket, "POST", "/v1/cmd", body)
+    }
+
+    pub fn breaker(&self) -> Value {
+        http(&self.socket, "GET", "/v1/breaker", "").json()
+    }
+
+    pub fn breaker_state(&self) -> String {
+        self.breaker()["state"].as_str().unwrap().to_owned()
+    }
+
+    pub fn control(&self, action: &str) -> Response {
+        http(
+            &self.socket,
+            "POST",
+            "/v1/breaker",
+            &format!(r#"{{"action":"{action}"}}"#),
+        )
+    }
+
+    pub fn metrics(&self) -> String {
+        http_tcp(self.admin, "/metrics").body
+    }
+
+    /// The value of one sample line of /metrics, e.g. `redguard_calls_total{result="success"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series)
+    }
+
+    pub fn sigterm(&self) {
+        signal(self.child.as_ref().unwrap(), libc::SIGTERM);
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let status = wait_for("redguard to exit", timeout, || child.try_wait().ok().flatten());
+        self.child = None;
+        status.code()
+    }
+}
+
+impl Drop for Redguard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Finds `series` in a text exposition and returns its value (0 if absent, like an untouched counter).
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value for {series}: {v}"))
+        })
+        .unwrap_or(0.0)
+}

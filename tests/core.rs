@@ -1,0 +1,518 @@
+//! The core promises, proven against a real `redis-server` and the real `redguard` binary over its socket.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Redguard, RedisServer};
+use serde_json::{json, Value};
+
+/// Short timings so outages and recoveries happen within a test.
+const FAST: &str = "breaker:\n  failure_threshold: 3\n  recovery_timeout: 1s\n  recovery_jitter: 0\n";
+
+fn fast_config() -> String {
+    FAST.to_owned()
+}
+
+fn start() -> (RedisServer, Redguard) {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), &fast_config());
+    (redis, rg)
+}
+
+fn ok(rg: &Redguard, body: Value) -> Value {
+    let r = rg.cmd(&body.to_string());
+    assert_eq!(r.status, 200, "{body} -> {} {}", r.status, r.body);
+    r.json()
+}
+
+#[test]
+fn every_op_round_trips_through_redis() {
+    let (redis, rg) = start();
+    assert_eq!(
+        ok(&rg, json!({"op": "ping"})),
+        json!({"result": true, "source": "redis"})
+    );
+    assert_eq!(
+        ok(&rg, json!({"op": "set", "key": "user:1", "value": "ada"})),
+        json!({"result": true, "source": "redis"})
+    );
+    assert_eq!(
+        redis.cmd(&["GET", "user:1"]).as_deref(),
+        Some("ada"),
+        "the value really is in Redis"
+    );
+    assert_eq!(ok(&rg, json!({"op": "get", "key": "user:1"}))["result"], "ada");
+    assert_eq!(
+        ok(&rg, json!({"op": "get", "key": "missing"})),
+        json!({"result": null, "source": "redis"})
+    );
+    assert_eq!(
+        ok(&rg, json!({"op": "set", "key": "user:1", "value": "x", "nx": true}))["result"],
+        false
+    );
+    assert_eq!(
+        ok(&rg, json!({"op": "set", "key": "tmp", "value": "x", "ttl_ms": 60000}))["result"],
+        true
+    );
+    let ttl = ok(&rg, json!({"op": "ttl", "key": "tmp"}))["result"].as_i64().unwrap();
+    assert!((58..=60).contains(&ttl), "ttl {ttl}");
+    assert_eq!(
+        ok(&rg, json!({"op": "exists", "keys": ["user:1", "tmp", "nope"]}))["result"],
+        2
+    );
+    assert_eq!(
+        ok(&rg, json!({"op": "expire", "key": "user:1", "seconds": 100}))["result"],
+        true
+    );
+    assert_eq!(
+        ok(&rg, json!({"op": "expire", "key": "nope", "seconds": 100}))["result"],
+        false
+    );
+    assert_eq!(ok(&rg, json!({"op": "incr", "key": "n"}))["result"], 1);
+    assert_eq!(ok(&rg, json!({"op": "incr", "key": "n", "by": 41}))["result"], 42);
+    assert_eq!(
+        ok(&rg, json!({"op": "hset", "key": "h", "fields": {"a": "1", "b": "2"}}))["result"],
+        2
+    );
+    assert_eq!(ok(&rg, json!({"op": "hget", "key": "h", "field": "a"}))["result"], "1");
+    assert_eq!(
+        ok(&rg, json!({"op": "hgetall", "key": "h"}))["result"],
+        json!({"a": "1", "b": "2"})
+    );
+    assert_eq!(
+        ok(&rg, json!({"op": "hdel", "key": "h", "fields": ["a", "zz"]}))["result"],
+        1
+    );
+    assert_eq!(
+        ok(&rg, json!({"op": "del", "keys": ["user:1", "tmp", "nope"]}))["result"],
+        2
+    );
+    assert_eq!(redis.cmd(&["EXISTS", "user:1"]).as_deref(), Some("0"));
+}
+
+#[test]
+fn binary_values_travel_as_base64() {
+    let (redis, rg) = start();
+    ok(
+        &rg,
+        json!({"op": "set", "key": "bin", "value": "AP8Q", "encoding": "base64"}),
+    );
+    assert_eq!(redis.cmd(&["STRLEN", "bin"]).as_deref(), Some("3"));
+    assert_eq!(
+        ok(&rg, json!({"op": "get", "key": "bin", "encoding": "base64"}))["result"],
+        "AP8Q"
+    );
+    let r = rg.cmd(r#"{"op":"get","key":"bin"}"#);
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (422, Some("not_utf8")));
+}
+
+#[test]
+fn application_errors_are_422_and_do_not_count_against_redis() {
+    let (_redis, rg) = start();
+    ok(&rg, json!({"op": "set", "key": "s", "value": "text"}));
+    for _ in 0..5 {
+        let r = rg.cmd(r#"{"op":"hget","key":"s","field":"f"}"#);
+        assert_eq!(r.status, 422);
+        assert_eq!(r.json()["error"]["code"], "redis_error");
+        assert!(
+            r.json()["error"]["message"].as_str().unwrap().starts_with("WRONGTYPE"),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(
+        rg.breaker_state(),
+        "closed",
+        "five application errors must not trip a threshold of three"
+    );
+    assert_eq!(rg.breaker()["failure_count"], 0);
+}
+
+#[test]
+fn redis_killed_reads_come_from_the_cache_writes_are_refused_and_the_breaker_opens() {
+    let (mut redis, rg) = start();
+    ok(&rg, json!({"op": "set", "key": "user:1", "value": "ada"}));
+    ok(&rg, json!({"op": "hset", "key": "prefs", "fields": {"theme": "dark"}}));
+    ok(&rg, json!({"op": "hgetall", "key": "prefs"}));
+    redis.kill();
+
+    // While closed, each failing call still answers: reads from the cache, with the source said.
+    let got = ok(&rg, json!({"op": "get", "key": "user:1"}));
+    assert_eq!(got, json!({"result": "ada", "source": "cache", "degraded": true}));
+    let got = ok(&rg, json!({"op": "hgetall", "key": "prefs"}));
+    assert_eq!(
+        got,
+        json!({"result": {"theme": "dark"}, "source": "cache", "degraded": true})
+    );
+    let got = ok(
+        &rg,
+        json!({"op": "get", "key": "never-read", "default": {"anonymous": true}}),
+    );
+    assert_eq!(
+        got,
+        json!({"result": {"anonymous": true}, "source": "default", "degraded": true})
+    );
+    assert_eq!(rg.breaker_state(), "open", "three failures trip a threshold of three");
+
+    // Open: fail fast, and say so.
+    let started = Instant::now();
+    let r = rg.cmd(r#"{"op":"set","key":"user:2","value":"bob"}"#);
+    let elapsed = started.elapsed();
+    assert_eq!(r.status, 503);
+    let body = r.json();
+    assert_eq!(body["error"]["code"], "circuit_open");
+    assert_eq!(body["degraded"], true);
+    assert_eq!(body["cached"], true, "a refused SET is kept for this pod's reads");
+    assert!(body["error"]["retry_after_ms"].as_u64().unwrap() <= 1000);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "an open circuit answered in {elapsed:?}"
+    );
+    // ... and the refused write is visible to this pod's reads, labelled as cache.
+    assert_eq!(ok(&rg, json!({"op": "get", "key": "user:2"}))["source"], "cache");
+    assert_eq!(ok(&rg, json!({"op": "get", "key": "user:2"}))["result"], "bob");
+    let r = rg.cmd(r#"{"op":"del","keys":["user:1"]}"#);
+    assert_eq!((r.status, r.json()["cached"].clone()), (503, json!(false)));
+}
+
+#[test]
+fn calls_while_open_do_not_touch_redis() {
+    let (redis, rg) = start();
+    ok(&rg, json!({"op": "set", "key": "k", "value": "v"}));
+    ok(&rg, json!({"op": "get", "key": "k"}));
+    assert_eq!(rg.control("force_open").status, 200);
+    let before = redis.commands_processed();
+    for _ in 0..20 {
+        assert_eq!(ok(&rg, json!({"op": "get", "key": "k"}))["source"], "cache");
+        assert_eq!(rg.cmd(r#"{"op":"incr","key":"n"}"#).status, 503);
+    }
+    // INFO itself is one command.
+    assert_eq!(
+        redis.commands_processed(),
+        before + 1,
+        "no call reached Redis while open"
+    );
+    assert_eq!(rg.breaker()["forced"], "open");
+    assert_eq!(rg.control("reset").json()["state"], "closed");
+    assert_eq!(ok(&rg, json!({"op": "get", "key": "k"}))["source"], "redis");
+}
+
+#[test]
+fn after_a_restart_a_probe_closes_the_breaker() {
+    let (mut redis, rg) = start();
+    ok(&rg, json!({"op": "set", "key": "k", "value": "v"}));
+    redis.kill();
+    for _ in 0..3 {
+        rg.cmd(r#"{"op":"get","key":"k"}"#);
+    }
+    assert_eq!(rg.breaker_state(), "open");
+    redis.restart();
+    // No application call is needed: redguard probes by itself once the recovery timeout has passed.
+    common::wait_for("the breaker to close", Duration::from_secs(10), || {
+        (rg.breaker_state() == "closed").then_some(())
+    });
+    // Redis came back empty, and redguard now answers from Redis, not from the cache.
+    assert_eq!(
+        ok(&rg, json!({"op": "get", "key": "k"})),
+        json!({"result": null, "source": "redis"})
+    );
+    let log = rg.log();
+    assert!(
+        log.contains("circuit state changed") && log.contains("circuit closed"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_frozen_redis_trips_the_breaker_through_timeouts_and_nobody_waits_longer() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(
+        &redis.url(),
+        &(fast_config() + "redis:\n  url: URL\n  command_timeout: 200ms\n").replace("URL", &redis.url()),
+    );
+    ok(&rg, json!({"op": "set", "key": "k", "value": "v"}));
+    redis.pause();
+    let mut slowest = Duration::ZERO;
+    let mut statuses = Vec::new();
+    for body in [
+        r#"{"op":"get","key":"k"}"#,
+        r#"{"op":"incr","key":"n"}"#,
+        r#"{"op":"get","key":"k"}"#,
+        r#"{"op":"get","key":"k"}"#,
+    ] {
+        let started = Instant::now();
+        let r = rg.cmd(body);
+        slowest = slowest.max(started.elapsed());
+        statuses.push((
+            r.status,
+            r.json()["source"].as_str().map(str::to_owned),
+            r.json()["error"]["code"].as_str().map(str::to_owned),
+        ));
+    }
+    redis.resume();
+    let cache = Some("cache".to_owned());
+    assert_eq!(
+        statuses,
+        vec![
+            (200, cache.clone(), None),
+            (504, None, Some("timeout".to_owned())),
+            (200, cache.clone(), None),
+            (200, cache, None), // the breaker is open by now: served from the cache without waiting
+        ]
+    );
+    // 200ms timeout plus a margin for a loaded 2-core machine; without the timeout these calls would hang.
+    assert!(slowest < Duration::from_millis(450), "slowest call took {slowest:?}");
+    assert_eq!(rg.breaker_state(), "open");
+}
+
+#[test]
+fn on_unavailable_default_answers_writes_with_safe_defaults() {
+    let (redis, rg) = start();
+    drop(redis);
+    let cases = [
+        (
+            json!({"op": "set", "key": "a", "value": "1", "on_unavailable": "default"}),
+            json!(false),
+        ),
+        (
+            json!({"op": "del", "keys": ["a"], "on_unavailable": "default"}),
+            json!(0),
+        ),
+        (
+            json!({"op": "exists", "keys": ["a"], "on_unavailable": "default"}),
+            json!(0),
+        ),
+        (
+            json!({"op": "hset", "key": "h", "fields": {"f": "v"}, "on_unavailable": "default"}),
+            json!(0),
+        ),
+        (
+            json!({"op": "expire", "key": "a", "seconds": 5, "on_unavailable": "default"}),
+            json!(false),
+        ),
+        (json!({"op": "ping", "on_unavailable": "default"}), json!(false)),
+    ];
+    for (req, result) in cases {
+        let body = ok(&rg, req.clone());
+        assert_eq!(
+            (&body["result"], &body["source"], &body["degraded"]),
+            (&result, &json!("default"), &json!(true)),
+            "{req}"
+        );
+    }
+    // INCR has no honest default: it stays an error even when asked for one.
+    let r = rg.cmd(r#"{"op":"incr","key":"n","on_unavailable":"default"}"#);
+    assert!(r.status == 503, "{}", r.body);
+}
+
+#[test]
+fn starts_with_redis_down_and_heals_when_it_appears() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let rg = Redguard::start(&redis.url(), &fast_config());
+    let r = ok(&rg, json!({"op": "get", "key": "k", "default": "fallback"}));
+    assert_eq!(r, json!({"result": "fallback", "source": "default", "degraded": true}));
+    redis.restart();
+    common::wait_for("redguard to reach Redis", Duration::from_secs(10), || {
+        let r = rg.cmd(r#"{"op":"set","key":"k","value":"v"}"#);
+        (r.status == 200).then_some(())
+    });
+    assert_eq!(
+        ok(&rg, json!({"op": "get", "key": "k"})),
+        json!({"result": "v", "source": "redis"})
+    );
+}
+
+#[test]
+fn bad_requests_get_a_4xx_with_a_json_error_naming_the_problem() {
+    let (_redis, rg) = start();
+    let cases: [(&str, u16, &str, &str); 8] = [
+        (r#"{"op":"get","key":5}"#, 400, "bad_request", "field `key`"),
+        (r#"{"op":"get"}"#, 400, "bad_request", "needs field `key`"),
+        (
+            r#"{"op":"get","key":"k","colour":"red"}"#,
+            400,
+            "bad_request",
+            "unknown field `colour`",
+        ),
+        (r#"{"op":"teleport"}"#, 400, "unknown_op", "teleport"),
+        (r#"{"op":"get","#, 400, "bad_request", "invalid JSON"),
+        ("", 400, "bad_request", "invalid JSON"),
+        (
+            r#"{"op":"set","key":"k","value":"%%%","encoding":"base64"}"#,
+            400,
+            "bad_request",
+            "base64",
+        ),
+        (r#"{"op":"get","key":""}"#, 400, "bad_request", "empty"),
+    ];
+    for (body, status, code, mentions) in cases {
+        let r = rg.cmd(body);
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        let json = r.json();
+        assert_eq!(json["error"]["code"], code, "{body}");
+        assert!(
+            json["error"]["message"].as_str().unwrap().contains(mentions),
+            "{body}: {}",
+            r.body
+        );
+    }
+    // Invalid UTF-8 in the body.
+    let body = b"{\"op\":\"get\",\"key\":\"\xff\xfe\"}";
+    let mut raw = format!(
+        "POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    let r = common::raw_request(&rg.socket, &raw);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    // Unknown route, wrong method.
+    let r = common::http(&rg.socket, "GET", "/v2/everything", "");
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("not_found")));
+    let r = common::http(&rg.socket, "GET", "/v1/cmd", "");
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    let r = rg.control("explode");
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+}
+
+#[test]
+fn oversized_bodies_get_413() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), "api:\n  max_body_bytes: 1KiB\n");
+    let value = "x".repeat(2000);
+    let r = rg.cmd(&json!({"op": "set", "key": "k", "value": value}).to_string());
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "payload_too_large");
+    assert_eq!(redis.cmd(&["EXISTS", "k"]).as_deref(), Some("0"), "nothing was written");
+    assert_eq!(
+        ok(&rg, json!({"op": "set", "key": "k", "value": "x".repeat(900)}))["result"],
+        true
+    );
+}
+
+#[test]
+fn sigterm_drains_removes_the_socket_and_exits_zero() {
+    let (_redis, mut rg) = start();
+    ok(&rg, json!({"op": "ping"}));
+    assert!(rg.socket.exists());
+    rg.sigterm();
+    assert_eq!(rg.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(!rg.socket.exists(), "socket file removed on shutdown");
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced_but_a_live_one_is_not_stolen() {
+    let redis = RedisServer::start();
+    let first = Redguard::start(&redis.url(), "");
+    // A second redguard on the same socket path must refuse to start.
+    let config = first.dir.path().join("second.yaml");
+    let port = common::free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "listen:\n  socket: {}\nadmin:\n  listen: 127.0.0.1:{port}\n",
+            first.socket.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already listening"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(first.cmd(r#"{"op":"ping"}"#).status, 200, "the first one still serves");
+
+    // A file left behind by a crash (nobody listening) is removed and replaced.
+    let stale_dir = tempfile::tempdir().unwrap();
+    let stale = stale_dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let yaml = format!(
+        "listen:\n  socket: {}\nadmin:\n  listen: 127.0.0.1:{}\nredis:\n  url: {}\n",
+        stale.display(),
+        common::free_port(),
+        redis.url()
+    );
+    std::fs::write(stale_dir.path().join("c.yaml"), yaml).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+        .args(["run", "--config", stale_dir.path().join("c.yaml").to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let r = common::wait_for("redguard on the stale path", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&stale)
+            .ok()
+            .map(|_| common::http(&stale, "POST", "/v1/cmd", r#"{"op":"ping"}"#))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn the_socket_gets_the_configured_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), "");
+    assert_eq!(
+        std::fs::metadata(&rg.socket).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+}
+
+#[test]
+fn check_config_names_the_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "listen:\n  socket: /tmp/x.sock\nbreaker:\n  failure_treshold: 3\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+        .args(["check-config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:4") && err.contains("failure_treshold"), "{err}");
+
+    std::fs::write(&file, "breaker:\n  failure_threshold: 3\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+        .args(["check-config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn passwords_never_reach_the_log() {
+    let redis = RedisServer::start();
+    redis.cmd(&["CONFIG", "SET", "requirepass", "s3cret-pw-123"]).unwrap();
+    let url = format!("redis://:s3cret-pw-123@127.0.0.1:{}", redis.port);
+    let rg = Redguard::start(&url, "");
+    assert_eq!(
+        ok(&rg, json!({"op": "set", "key": "k", "value": "v"}))["source"],
+        "redis"
+    );
+    let log = rg.log();
+    assert!(log.contains("redguard listening"), "{log}");
+    assert!(!log.contains("s3cret-pw-123"), "password in log:\n{log}");
+}
