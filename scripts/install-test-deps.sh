@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs and is missing: redis-server/redis-cli (tests start their own Redis),
+# promtool and prometheus (metric lint, alert-rule tests, the end-to-end alert test), kubectl (renders the
+# Kubernetes manifests). Debian/Ubuntu packages; needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || need+=(redis-server)
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
+command -v kubectl >/dev/null || need+=(kubernetes-client)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${need[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# --no-install-recommends keeps Prometheus's web UI assets and exporters out; the tests need the binaries only.
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

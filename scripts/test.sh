@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit and integration tests (real redis-server, real redguard binary), the
+# Prometheus alert-rule tests, and the Kubernetes manifest checks. Installs missing tools first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+
+echo "== cargo test"
+cargo test --locked --all-targets
+
+if [ -d alerts ]; then
+  echo "== alert rules"
+  promtool check rules alerts/redguard.rules.yml
+  promtool test rules alerts/tests/*.yml
+fi
+
+if [ -f deploy/check.sh ]; then
+  echo "== Kubernetes manifests"
+  bash deploy/check.sh
+fi
