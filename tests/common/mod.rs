@@ -245,30 +245,34 @@ pub struct Redguard {
 }
 
 impl Redguard {
-    /// Starts redguard with `redis_url` and extra YAML appended to the generated config (sections `breaker:`,
-    /// `cache:`, `api:` ... given whole). Waits until the socket answers.
-    pub fn start(redis_url: &str, extra_yaml: &str) -> Redguard {
+    /// Starts redguard on `redis_url` with `yaml` as its config file. The socket (in a temp dir), the admin
+    /// address (a free port), the drain timeout and the Redis URL come from `REDGUARD_*` environment overrides,
+    /// so `yaml` may hold any sections. Waits until the socket answers.
+    pub fn start(redis_url: &str, yaml: &str) -> Redguard {
+        Self::start_with_env(redis_url, yaml, &[])
+    }
+
+    pub fn start_with_env(redis_url: &str, yaml: &str, env: &[(&str, &str)]) -> Redguard {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("redguard.sock");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut yaml = format!(
-            "listen:\n  socket: {}\n  drain_timeout: 5s\nadmin:\n  listen: {admin}\n",
-            socket.display()
-        );
-        let has_redis = extra_yaml.lines().any(|l| l.starts_with("redis:"));
-        if !has_redis {
-            yaml.push_str(&format!("redis:\n  url: {redis_url}\n"));
-        }
-        yaml.push_str(extra_yaml);
         let config = dir.path().join("redguard.yaml");
         std::fs::write(&config, yaml).unwrap();
+        let (socket_s, admin_s) = (socket.display().to_string(), admin.to_string());
+        let mut all_env = vec![
+            ("REDGUARD_LISTEN_SOCKET", socket_s.as_str()),
+            ("REDGUARD_ADMIN_LISTEN", admin_s.as_str()),
+            ("REDGUARD_LISTEN_DRAIN_TIMEOUT", "5s"),
+            ("REDGUARD_REDIS_URL", redis_url),
+        ];
+        all_env.extend_from_slice(env);
         let mut rg = Redguard {
             socket,
             admin,
             dir,
             child: None,
         };
-        rg.child = Some(rg.spawn(&config, &[]));
+        rg.child = Some(rg.spawn(&config, &all_env));
         rg.wait_ready();
         rg
     }

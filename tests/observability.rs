@@ -1,0 +1,245 @@
+//! /metrics, the health JSON and the probes, checked against what the calls really did.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{http_tcp, metric_value, wait_for, Redguard, RedisServer};
+use serde_json::{json, Value};
+
+/// Two probe successes are needed to close, so the half-open state lasts until the test's own call.
+const CONFIG: &str =
+    "breaker:\n  failure_threshold: 3\n  recovery_timeout: 1s\n  recovery_jitter: 0\n  success_threshold: 2\n";
+
+fn get(rg: &Redguard, key: &str) -> Value {
+    let r = rg.cmd(&json!({"op": "get", "key": key}).to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+fn state_gauges(text: &str) -> [f64; 3] {
+    ["closed", "open", "half_open"].map(|s| metric_value(text, &format!("redguard_circuit_state{{state=\"{s}\"}}")))
+}
+
+fn calls(text: &str, result: &str) -> f64 {
+    metric_value(text, &format!("redguard_calls_total{{result=\"{result}\"}}"))
+}
+
+fn transitions(text: &str, from: &str, to: &str) -> f64 {
+    metric_value(
+        text,
+        &format!("redguard_circuit_transitions_total{{from=\"{from}\",to=\"{to}\"}}"),
+    )
+}
+
+#[test]
+fn metrics_and_health_move_exactly_as_the_calls_did_through_a_kill_and_restart() {
+    let mut redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), CONFIG);
+    // Let the start-up PING (which is not a call through the breaker) settle redis_up.
+    wait_for("redis_up", Duration::from_secs(5), || {
+        (rg.metric("redguard_redis_up") == 1.0).then_some(())
+    });
+
+    let m = rg.metrics();
+    assert_eq!(state_gauges(&m), [1.0, 0.0, 0.0]);
+    assert_eq!(calls(&m, "success"), 0.0);
+
+    // 1 SET + 2 GETs succeed; the GETs fill the cache.
+    assert_eq!(rg.cmd(r#"{"op":"set","key":"a","value":"1"}"#).status, 200);
+    get(&rg, "a");
+    get(&rg, "a");
+    // One application error.
+    assert_eq!(rg.cmd(r#"{"op":"hget","key":"a","field":"f"}"#).status, 422);
+
+    redis.kill();
+    // Three failures: two cache hits and one miss (answered with the default); the third trips the breaker.
+    assert_eq!(get(&rg, "a")["source"], "cache");
+    assert_eq!(get(&rg, "missing")["source"], "default");
+    assert_eq!(get(&rg, "a")["source"], "cache");
+    let m = rg.metrics();
+    assert_eq!(state_gauges(&m), [0.0, 1.0, 0.0], "open after 3 failures");
+    assert_eq!(metric_value(&m, "redguard_circuit_consecutive_failures"), 3.0);
+    assert_eq!(metric_value(&m, "redguard_redis_up"), 0.0);
+    assert_eq!(metric_value(&m, "redguard_degraded"), 1.0);
+    assert!(metric_value(&m, "redguard_circuit_last_failure_timestamp_seconds") > 1.7e9);
+
+    // Two rejected calls while open: one read from the cache, one write refused.
+    assert_eq!(get(&rg, "a")["source"], "cache");
+    assert_eq!(rg.cmd(r#"{"op":"incr","key":"n"}"#).status, 503);
+
+    let m = rg.metrics();
+    assert_eq!(calls(&m, "success"), 3.0);
+    assert_eq!(calls(&m, "app_error"), 1.0);
+    assert_eq!(calls(&m, "failure"), 3.0);
+    assert_eq!(calls(&m, "rejected"), 2.0);
+    assert_eq!(metric_value(&m, r#"redguard_fallback_total{source="cache"}"#), 3.0);
+    assert_eq!(metric_value(&m, r#"redguard_fallback_total{source="default"}"#), 1.0);
+    assert_eq!(metric_value(&m, "redguard_fallback_cache_hits_total"), 3.0);
+    assert_eq!(metric_value(&m, "redguard_fallback_cache_misses_total"), 1.0);
+    assert_eq!(metric_value(&m, "redguard_fallback_cache_entries"), 1.0);
+    assert_eq!(
+        metric_value(&m, "redguard_fallback_cache_bytes"),
+        2.0,
+        "key `a` + value `1`"
+    );
+
+    // The health JSON reads the same counters.
+    let health = http_tcp(rg.admin, "/api/v1/health/redis").json();
+    assert_eq!(health["redis_available"], false);
+    assert_eq!(health["degraded_mode"], true);
+    let cb = &health["circuit_breaker"];
+    assert_eq!(cb["state"], "open");
+    assert_eq!(cb["failure_count"], 3);
+    assert_eq!(
+        cb["total_calls"], 9,
+        "3 success + 1 app error + 3 failures + 2 rejected"
+    );
+    assert_eq!(
+        cb["successful_calls"], 4,
+        "an application error is an answer from a healthy Redis"
+    );
+    assert_eq!(cb["failed_calls"], 3);
+    assert_eq!(cb["fallback_calls"], 4);
+    assert_eq!(cb["cache_hits"], 3);
+    assert_eq!(cb["cache_misses"], 1);
+    assert_eq!(cb["cache_size"], 1);
+    assert!(cb["last_failure_time"].as_str().unwrap().ends_with('Z'), "{cb}");
+
+    // Restart: redguard's own probe moves to half-open (one success of the two needed).
+    redis.restart();
+    wait_for("half-open", Duration::from_secs(10), || {
+        (state_gauges(&rg.metrics())[2] == 1.0).then_some(())
+    });
+    let m = rg.metrics();
+    assert_eq!(state_gauges(&m), [0.0, 0.0, 1.0]);
+    assert_eq!(calls(&m, "success"), 4.0, "the probe was one successful call");
+    // The second probe success (this GET) closes it.
+    assert_eq!(get(&rg, "a")["source"], "redis");
+    let m = rg.metrics();
+    assert_eq!(state_gauges(&m), [1.0, 0.0, 0.0]);
+    assert_eq!(transitions(&m, "closed", "open"), 1.0);
+    assert_eq!(transitions(&m, "open", "half_open"), 1.0);
+    assert_eq!(transitions(&m, "half_open", "closed"), 1.0);
+    assert_eq!(transitions(&m, "half_open", "open"), 0.0);
+    assert_eq!(metric_value(&m, "redguard_degraded"), 0.0);
+    assert_eq!(metric_value(&m, "redguard_redis_up"), 1.0);
+
+    // API requests by op and status, and Redis latency by op.
+    assert_eq!(
+        metric_value(&m, r#"redguard_api_requests_total{code="200",op="get"}"#),
+        7.0
+    );
+    assert_eq!(
+        metric_value(&m, r#"redguard_api_requests_total{code="503",op="incr"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&m, r#"redguard_api_requests_total{code="422",op="hget"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&m, r#"redguard_redis_command_duration_seconds_count{op="get"}"#),
+        6.0,
+        "rejected calls never reach Redis"
+    );
+    assert!(
+        m.contains("process_resident_memory_bytes"),
+        "standard process metrics are exported"
+    );
+
+    let cb = http_tcp(rg.admin, "/api/v1/health/circuit-breaker").json();
+    assert_eq!(cb["state"], "closed");
+    assert_eq!(cb["config"]["failure_threshold"], 3);
+    assert_eq!(cb["config"]["success_threshold"], 2);
+    assert_eq!(cb["config"]["recovery_timeout_seconds"], 1.0);
+    assert!(cb["state_entered_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn metrics_pass_promtool_check_metrics() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), CONFIG);
+    get(&rg, "a");
+    rg.cmd(r#"{"op":"nope"}"#);
+    let text = rg.metrics();
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/install-test-deps.sh)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
+}
+
+#[test]
+fn livez_and_readyz_answer_and_readiness_can_require_redis() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), CONFIG);
+    assert_eq!(http_tcp(rg.admin, "/livez").status, 200);
+    let ready = http_tcp(rg.admin, "/readyz");
+    assert_eq!((ready.status, ready.json()["ready"].clone()), (200, json!(true)));
+    // By default a sidecar is ready while open: it still serves its fallback.
+    rg.control("force_open");
+    assert_eq!(http_tcp(rg.admin, "/readyz").status, 200);
+
+    assert_eq!(http_tcp(rg.admin, "/readyz").json()["circuit"], "open");
+
+    // With admin.ready_requires_redis, an open circuit makes the sidecar not ready, and closing restores it.
+    let strict = Redguard::start(&redis.url(), &format!("{CONFIG}admin:\n  ready_requires_redis: true\n"));
+    assert_eq!(http_tcp(strict.admin, "/readyz").status, 200);
+    strict.control("force_open");
+    let not_ready = http_tcp(strict.admin, "/readyz");
+    assert_eq!(not_ready.status, 503);
+    assert!(not_ready.json()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("ready_requires_redis"));
+    strict.control("reset");
+    assert_eq!(http_tcp(strict.admin, "/readyz").status, 200);
+}
+
+#[test]
+fn the_admin_listener_changes_nothing() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), CONFIG);
+    // The control and data routes of the socket do not exist on the admin listener.
+    for path in ["/v1/breaker", "/v1/cmd"] {
+        assert_eq!(http_tcp(rg.admin, path).status, 404, "{path}");
+    }
+    let mut stream = std::net::TcpStream::connect(rg.admin).unwrap();
+    let body = r#"{"action":"force_open"}"#;
+    write!(
+        stream,
+        "POST /v1/breaker HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    // Read-only routes refuse other methods.
+    let mut stream = std::net::TcpStream::connect(rg.admin).unwrap();
+    write!(
+        stream,
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert_eq!(rg.breaker_state(), "closed");
+}
