@@ -14,7 +14,10 @@ use std::time::Duration;
 
 /// Every key that an environment variable `REDGUARD_<SECTION>_<KEY>` may override.
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
-    ("listen", &["socket", "socket_mode", "drain_timeout"]),
+    (
+        "listen",
+        &["socket", "socket_mode", "socket_group", "allowed_uids", "drain_timeout"],
+    ),
     ("redis", &["url", "password_file", "command_timeout", "connect_timeout"]),
     (
         "breaker",
@@ -35,7 +38,17 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("cache", &["max_entries", "max_bytes", "ttl", "clear_on_close"]),
-    ("api", &["max_body_bytes", "on_unavailable"]),
+    (
+        "api",
+        &[
+            "max_body_bytes",
+            "max_key_bytes",
+            "max_value_bytes",
+            "max_connections",
+            "read_timeout",
+            "on_unavailable",
+        ],
+    ),
     ("admin", &["listen", "ready_requires_redis"]),
 ];
 
@@ -111,6 +124,11 @@ pub struct ListenConfig {
     /// Permission bits of the socket file, written as an octal string ("0660").
     #[serde(deserialize_with = "socket_mode")]
     pub socket_mode: u32,
+    /// Group owning the socket file (a name from /etc/group, or a numeric gid), so the application's
+    /// group can connect under mode 0660. None keeps the process's group.
+    pub socket_group: Option<String>,
+    /// If set, only these peer uids (checked with SO_PEERCRED) may use the socket; others get 403.
+    pub allowed_uids: Option<Vec<u32>>,
     /// How long in-flight requests may finish after shutdown begins.
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
@@ -121,6 +139,8 @@ impl Default for ListenConfig {
         Self {
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_mode: DEFAULT_SOCKET_MODE,
+            socket_group: None,
+            allowed_uids: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
@@ -328,6 +348,10 @@ pub enum OnUnavailable {
 }
 
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+const DEFAULT_MAX_KEY_BYTES: usize = 1024;
+const DEFAULT_MAX_VALUE_BYTES: usize = 512 * 1024;
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `api`: the client-facing request handling.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -336,6 +360,18 @@ pub struct ApiConfig {
     /// Largest accepted request body, in bytes (a size like "1MiB").
     #[serde(deserialize_with = "size_usize")]
     pub max_body_bytes: usize,
+    /// Longest accepted key (and hash field name), in bytes.
+    #[serde(deserialize_with = "size_usize")]
+    pub max_key_bytes: usize,
+    /// Longest accepted value, in bytes (after base64 decoding).
+    #[serde(deserialize_with = "size_usize")]
+    pub max_value_bytes: usize,
+    /// Concurrent connections on the socket; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// A client must send a request's headers, and then its body, within this time; idle keep-alive
+    /// connections are closed after it too. Protects against slow or stuck clients.
+    #[serde(deserialize_with = "duration")]
+    pub read_timeout: Duration,
     /// `error` or `default`: the answer when neither Redis nor the cache can serve.
     pub on_unavailable: OnUnavailable,
 }
@@ -344,6 +380,10 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            read_timeout: DEFAULT_READ_TIMEOUT,
             on_unavailable: OnUnavailable::default(),
         }
     }
@@ -432,6 +472,7 @@ impl Config {
             ("redis.command_timeout", r.command_timeout),
             ("redis.connect_timeout", r.connect_timeout),
             ("breaker.recovery_timeout", b.recovery_timeout),
+            ("api.read_timeout", a.read_timeout),
         ] {
             if d.is_zero() {
                 p.push(format!("{key} must be greater than 0"));
@@ -443,6 +484,9 @@ impl Config {
             ("breaker.half_open_max_calls", b.half_open_max_calls as usize),
             ("breaker.success_threshold", b.success_threshold as usize),
             ("api.max_body_bytes", a.max_body_bytes),
+            ("api.max_key_bytes", a.max_key_bytes),
+            ("api.max_value_bytes", a.max_value_bytes),
+            ("api.max_connections", a.max_connections),
         ] {
             if n == 0 {
                 p.push(format!("{key} must be at least 1"));

@@ -178,15 +178,26 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         .into_future();
     let admin_task = tokio::spawn(admin_server);
 
-    let listener = api::bind(&cfg.listen.socket, cfg.listen.socket_mode)?;
+    let listener = api::bind(
+        &cfg.listen.socket,
+        cfg.listen.socket_mode,
+        cfg.listen.socket_group.as_deref(),
+    )?;
     let app = Arc::new(api::App {
         client: client.clone(),
         max_body_bytes: cfg.api.max_body_bytes,
+        read_timeout: cfg.api.read_timeout,
+        limits: api::request::Limits {
+            max_key_bytes: cfg.api.max_key_bytes,
+            max_value_bytes: cfg.api.max_value_bytes,
+        },
     });
-    let api_server = axum::serve(listener, api::router(app))
-        .with_graceful_shutdown(stopped())
-        .into_future();
-    let mut api_task = tokio::spawn(api_server);
+    let limits = api::server::Limits {
+        max_connections: cfg.api.max_connections,
+        read_timeout: cfg.api.read_timeout,
+        allowed_uids: cfg.listen.allowed_uids.clone(),
+    };
+    let mut api_task = tokio::spawn(api::server::serve(listener, api::router(app), limits, stopped()));
     admin_state.socket_ready.store(true, Ordering::Release);
     info!(socket = %cfg.listen.socket.display(), admin = %admin_addr, redis = %cfg.redis.display_url(), "redguard listening");
 
@@ -197,12 +208,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     tokio::select! {
         _ = shutdown => info!("shutdown requested; draining"),
         res = &mut api_task => {
+            // The accept loop only returns after shutdown; getting here means its task died.
             let _ = std::fs::remove_file(&cfg.listen.socket);
-            return match res {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(RunError::Serve(e)),
-                Err(e) => Err(RunError::Serve(std::io::Error::other(e))),
-            };
+            return Err(RunError::Serve(std::io::Error::other(format!("the API server stopped: {res:?}"))));
         }
     }
     admin_state.socket_ready.store(false, Ordering::Release);

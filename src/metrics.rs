@@ -50,7 +50,7 @@ impl ApiRoute {
 }
 
 /// HTTP statuses the API answers with; anything else is counted as "other".
-const CODES: [u16; 11] = [200, 400, 403, 404, 405, 413, 415, 422, 500, 503, 504];
+const CODES: [u16; 11] = [200, 400, 403, 404, 405, 408, 413, 422, 500, 503, 504];
 
 /// Outcome of one call as counted in `redguard_calls_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

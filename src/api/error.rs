@@ -34,6 +34,10 @@ pub enum ApiError {
     Redis(String),
     #[error("the value is not valid UTF-8; ask for it with \"encoding\": \"base64\"")]
     NotUtf8,
+    #[error("the request body did not arrive within api.read_timeout")]
+    RequestTimeout,
+    #[error("peer uid {0} is not in listen.allowed_uids")]
+    PeerNotAllowed(u32),
 }
 
 impl From<CallError> for ApiError {
@@ -57,6 +61,8 @@ impl ApiError {
             ApiError::CircuitOpen { .. } | ApiError::RedisUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Redis(_) | ApiError::NotUtf8 => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::PeerNotAllowed(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -73,6 +79,8 @@ impl ApiError {
             ApiError::Timeout { .. } => "timeout",
             ApiError::Redis(_) => "redis_error",
             ApiError::NotUtf8 => "not_utf8",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::PeerNotAllowed(_) => "peer_not_allowed",
         }
     }
 }

@@ -7,20 +7,21 @@
 pub mod error;
 pub mod reply;
 pub mod request;
+pub mod server;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 
@@ -34,10 +35,12 @@ use crate::{health, Client};
 pub struct App {
     pub client: Arc<Client>,
     pub max_body_bytes: usize,
+    /// Deadline for a request body to arrive.
+    pub read_timeout: Duration,
+    pub limits: request::Limits,
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    let limit = app.max_body_bytes;
     Router::new()
         .route("/v1/cmd", post(cmd))
         .route("/v1/breaker", get(breaker_get).post(breaker_post))
@@ -45,18 +48,26 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/health/circuit-breaker", get(health_circuit_breaker))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }
 
-async fn cmd(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+/// Reads a whole body, refusing it past `max_bytes` or when it does not arrive within `deadline`
+/// (a client trickling bytes must not hold a connection slot forever).
+async fn read_body(body: Body, max_bytes: usize, deadline: Duration) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, max_bytes);
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Err(_) => Err(ApiError::RequestTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge(max_bytes)),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!("could not read the request body: {e}"))),
+    }
+}
+
+async fn cmd(State(app): State<Arc<App>>, body: Body) -> Response {
     let started = Instant::now();
-    let (route, response) = match body {
+    let (route, response) = match read_body(body, app.max_body_bytes, app.read_timeout).await {
         Ok(body) => run_cmd(&app, &body).await,
-        Err(rejection) => (
-            ApiRoute::Invalid,
-            body_error(&rejection, app.max_body_bytes).into_response(),
-        ),
+        Err(e) => (ApiRoute::Invalid, e.into_response()),
     };
     let status = response.status().as_u16();
     app.client
@@ -66,7 +77,7 @@ async fn cmd(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -
 }
 
 async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
-    let req = match request::parse(body) {
+    let req = match request::parse(body, &app.limits) {
         Ok(req) => req,
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
@@ -80,14 +91,6 @@ async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
         Err(e) => ApiError::from(e).into_response(),
     };
     (route, response)
-}
-
-fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge(limit)
-    } else {
-        ApiError::BadRequest(format!("could not read the request body: {rejection}"))
-    }
 }
 
 /// `GET /v1/breaker` and the answer to `POST /v1/breaker`.
@@ -126,8 +129,9 @@ struct BreakerAction {
     action: String,
 }
 
-async fn breaker_post(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let result = body.map_err(|r| body_error(&r, app.max_body_bytes)).and_then(|body| {
+async fn breaker_post(State(app): State<Arc<App>>, body: Body) -> Response {
+    let body = read_body(body, app.max_body_bytes, app.read_timeout).await;
+    let result = body.and_then(|body| {
         let req: BreakerAction = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("expected {{\"action\": ..}}: {e}")))?;
         match req.action.as_str() {
@@ -178,12 +182,15 @@ async fn method_not_allowed() -> ApiError {
 pub enum SocketError {
     #[error("another process is already listening on {0}; refusing to start")]
     InUse(String),
+    #[error("listen.socket_group: no group {0:?} (give a numeric gid or a name from /etc/group)")]
+    UnknownGroup(String),
     #[error("cannot set up socket {path}: {source}")]
     Io { path: String, source: io::Error },
 }
 
-/// Binds the Unix socket: removes a stale file left by a crashed run, but refuses to steal a live one.
-pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
+/// Binds the Unix socket: removes a stale file left by a crashed run, but refuses to steal a live one. Then
+/// sets the file's mode and, if given, its group.
+pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, SocketError> {
     let shown = path.display().to_string();
     let io_err = |source| SocketError::Io {
         path: shown.clone(),
@@ -197,5 +204,21 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
     }
     let listener = UnixListener::bind(path).map_err(io_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
+    if let Some(group) = group {
+        let gid = resolve_group(group).ok_or_else(|| SocketError::UnknownGroup(group.to_owned()))?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err)?;
+    }
     Ok(listener)
+}
+
+/// A numeric gid, or a group name looked up in /etc/group.
+fn resolve_group(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse() {
+        return Some(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == group).then(|| fields.nth(1)?.parse().ok())?
+    })
 }

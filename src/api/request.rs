@@ -26,6 +26,22 @@ pub enum Encoding {
     Base64,
 }
 
+/// Size limits on keys and values (`api.max_key_bytes`, `api.max_value_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 1024,
+            max_value_bytes: 512 * 1024,
+        }
+    }
+}
+
 /// A parsed request.
 #[derive(Debug)]
 pub struct Request<'a> {
@@ -112,7 +128,7 @@ fn allowed(op: OpName) -> &'static [&'static str] {
     }
 }
 
-pub fn parse(body: &[u8]) -> Result<Request<'_>, ApiError> {
+pub fn parse<'a>(body: &'a [u8], limits: &Limits) -> Result<Request<'a>, ApiError> {
     // serde would also accept a struct written as an array of its fields; the API takes objects only.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::BadRequest("invalid JSON body: expected a JSON object".into()));
@@ -246,12 +262,49 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, ApiError> {
         },
         OpName::Ping => Op::Ping,
     };
+    check_sizes(&op, limits)?;
     Ok(Request {
         op,
         encoding,
         on_unavailable: raw.on_unavailable,
         default: raw.default,
     })
+}
+
+fn check_sizes(op: &Op<'_>, limits: &Limits) -> Result<(), ApiError> {
+    let check = |field: &str, bytes: &[u8], limit: usize, name: &str| {
+        if bytes.len() > limit {
+            Err(ApiError::BadRequest(format!(
+                "field `{field}` is {} bytes, over api.{name} ({limit})",
+                bytes.len()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let key = |field: &str, k: &[u8]| check(field, k, limits.max_key_bytes, "max_key_bytes");
+    let value = |field: &str, v: &[u8]| check(field, v, limits.max_value_bytes, "max_value_bytes");
+    match op {
+        Op::Get { key: k }
+        | Op::HGetAll { key: k }
+        | Op::Ttl { key: k }
+        | Op::Expire { key: k, .. }
+        | Op::Incr { key: k, .. } => key("key", k),
+        Op::Set { key: k, value: v, .. } => key("key", k).and_then(|_| value("value", v)),
+        Op::Del { keys } | Op::Exists { keys } => keys.iter().try_for_each(|k| key("keys", k)),
+        Op::HGet { key: k, field } => key("key", k).and_then(|_| key("field", field)),
+        Op::HSet { key: k, fields } => {
+            key("key", k)?;
+            fields
+                .iter()
+                .try_for_each(|(f, v)| key("fields", f).and_then(|_| value("fields", v)))
+        }
+        Op::HDel { key: k, fields } => {
+            key("key", k)?;
+            fields.iter().try_for_each(|f| key("fields", f))
+        }
+        Op::Ping => Ok(()),
+    }
 }
 
 fn bytes(s: Cow<'_, str>) -> Bytes<'_> {
@@ -288,7 +341,7 @@ mod tests {
     use super::*;
 
     fn bad(body: &str) -> String {
-        match parse(body.as_bytes()) {
+        match parse(body.as_bytes(), &Limits::default()) {
             Err(ApiError::BadRequest(m)) => m,
             Err(ApiError::UnknownOp(op)) => format!("unknown_op {op}"),
             Err(other) => panic!("unexpected error {other:?}"),
@@ -298,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_plain_get_borrows_its_key_from_the_body() {
-        let r = parse(br#"{"op":"get","key":"user:1","default":{"x":1}}"#).unwrap();
+        let r = parse(br#"{"op":"get","key":"user:1","default":{"x":1}}"#, &Limits::default()).unwrap();
         assert!(matches!(
             r.op,
             Op::Get {
@@ -310,7 +363,11 @@ mod tests {
 
     #[test]
     fn base64_values_are_decoded_and_bad_base64_is_named() {
-        let r = parse(br#"{"op":"set","key":"k","value":"AP8=","encoding":"base64"}"#).unwrap();
+        let r = parse(
+            br#"{"op":"set","key":"k","value":"AP8=","encoding":"base64"}"#,
+            &Limits::default(),
+        )
+        .unwrap();
         assert!(matches!(r.op, Op::Set { value: Cow::Owned(ref v), .. } if v == &[0u8, 255]));
         assert!(
             bad(r#"{"op":"set","key":"k","value":"!!","encoding":"base64"}"#).contains("`value` is not valid base64")
@@ -363,7 +420,32 @@ mod tests {
     }
 
     #[test]
+    fn keys_and_values_over_the_limits_are_refused_naming_the_limit() {
+        let limits = Limits {
+            max_key_bytes: 4,
+            max_value_bytes: 3,
+        };
+        let check = |body: &str| match parse(body.as_bytes(), &limits) {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("{body}: {other:?}"),
+        };
+        assert_eq!(
+            check(r#"{"op":"get","key":"abcde"}"#),
+            "field `key` is 5 bytes, over api.max_key_bytes (4)"
+        );
+        assert_eq!(
+            check(r#"{"op":"set","key":"k","value":"abcd"}"#),
+            "field `value` is 4 bytes, over api.max_value_bytes (3)"
+        );
+        assert!(check(r#"{"op":"hset","key":"h","fields":{"f":"abcd"}}"#).contains("`fields`"));
+        assert!(
+            parse(br#"{"op":"set","key":"abcd","value":"abc"}"#, &limits).is_ok(),
+            "limits are inclusive"
+        );
+    }
+
+    #[test]
     fn invalid_utf8_is_a_bad_request_not_a_panic() {
-        assert!(parse(b"{\"op\":\"get\",\"key\":\"\xff\"}").is_err());
+        assert!(parse(b"{\"op\":\"get\",\"key\":\"\xff\"}", &Limits::default()).is_err());
     }
 }

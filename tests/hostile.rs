@@ -1,0 +1,198 @@
+//! Hostile and malformed input: every bad request gets its exact status and error code, slow and idle clients
+//! cannot hold the socket hostage, and the socket's access controls hold.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::{raw_request, Redguard, RedisServer};
+
+const LIMITS: &str =
+    "api:\n  max_body_bytes: 4KiB\n  max_key_bytes: 16\n  max_value_bytes: 64\n  read_timeout: 300ms\n";
+
+#[test]
+fn each_bad_request_gets_its_exact_status_and_code() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), LIMITS);
+    let long_key = "k".repeat(17);
+    let long_value = "v".repeat(65);
+    let table: Vec<(&str, String, u16, &str)> = vec![
+        ("invalid JSON", r#"{"op":"get","key":"#.into(), 400, "bad_request"),
+        ("not an object", r#"["get","k"]"#.into(), 400, "bad_request"),
+        ("wrong type", r#"{"op":"get","key":["k"]}"#.into(), 400, "bad_request"),
+        (
+            "wrong type of number",
+            r#"{"op":"expire","key":"k","seconds":"ten"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        ("missing field", r#"{"op":"set","key":"k"}"#.into(), 400, "bad_request"),
+        ("missing op", r#"{"key":"k"}"#.into(), 400, "bad_request"),
+        ("unknown op", r#"{"op":"flushall"}"#.into(), 400, "unknown_op"),
+        (
+            "unknown field",
+            r#"{"op":"get","key":"k","ttl":1}"#.into(),
+            400,
+            "bad_request",
+        ),
+        ("empty key", r#"{"op":"get","key":""}"#.into(), 400, "bad_request"),
+        (
+            "key over the limit",
+            format!(r#"{{"op":"get","key":"{long_key}"}}"#),
+            400,
+            "bad_request",
+        ),
+        (
+            "value over the limit",
+            format!(r#"{{"op":"set","key":"k","value":"{long_value}"}}"#),
+            400,
+            "bad_request",
+        ),
+        (
+            "invalid base64",
+            r#"{"op":"set","key":"k","value":"***","encoding":"base64"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "body over the limit",
+            format!(r#"{{"op":"set","key":"k","value":"{}"}}"#, "x".repeat(5000)),
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (what, body, status, code) in table {
+        let r = rg.cmd(&body);
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], code, "{what}: {}", r.body);
+        assert!(!r.json()["error"]["message"].as_str().unwrap().is_empty(), "{what}");
+    }
+    // Invalid UTF-8 inside a JSON string.
+    let body: &[u8] = b"{\"op\":\"get\",\"key\":\"\xc3\x28\"}";
+    let mut req = format!(
+        "POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let r = raw_request(&rg.socket, &req);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "invalid UTF-8"
+    );
+    // Nothing above reached Redis as a write.
+    assert_eq!(redis.cmd(&["DBSIZE"]).as_deref(), Some("0"));
+}
+
+#[test]
+fn a_client_trickling_its_body_gets_408_and_one_trickling_headers_is_disconnected() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), LIMITS);
+
+    let mut slow_body = UnixStream::connect(&rg.socket).unwrap();
+    slow_body.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    slow_body
+        .write_all(b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"op\":")
+        .unwrap();
+    let mut answer = String::new();
+    slow_body.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+
+    let mut slow_head = UnixStream::connect(&rg.socket).unwrap();
+    slow_head.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    slow_head.write_all(b"POST /v1/cmd HTTP/1.1\r\nHost:").unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let closed = match slow_head.read(&mut buf) {
+        Ok(_) => true, // EOF, or hyper's 408 before closing
+        Err(e) => e.kind() == ErrorKind::ConnectionReset,
+    };
+    assert!(
+        closed,
+        "the server must close a connection whose headers never complete"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        started.elapsed()
+    );
+
+    // The server still serves others.
+    assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+}
+
+#[test]
+fn the_connection_limit_holds_and_a_slot_frees_when_a_client_leaves() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), "api:\n  max_connections: 3\n  read_timeout: 30s\n");
+    // Three idle clients take every slot.
+    let idle: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(&rg.socket).unwrap()).collect();
+    // A fourth is accepted by the kernel (backlog) but not served while the slots are taken.
+    let mut waiting = UnixStream::connect(&rg.socket).unwrap();
+    waiting
+        .write_all(
+            b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{\"op\":\"ping\"}",
+        )
+        .unwrap();
+    waiting.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut buf = [0u8; 64];
+    let err = waiting.read(&mut buf).expect_err("no answer while all slots are taken");
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err:?}"
+    );
+    // One idle client leaves: the waiting one is served.
+    drop(idle.into_iter().next());
+    waiting.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    waiting.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn only_allowed_peer_uids_may_use_the_socket() {
+    // SAFETY: getuid(2) cannot fail.
+    let me = unsafe { libc::getuid() };
+    let redis = RedisServer::start();
+    let other = Redguard::start(
+        &redis.url(),
+        &format!("listen:\n  allowed_uids: [{}]\n", me.wrapping_add(1)),
+    );
+    let r = other.cmd(r#"{"op":"ping"}"#);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "peer_not_allowed");
+    let m = other.metrics();
+    assert_eq!(
+        common::metric_value(&m, r#"redguard_redis_command_duration_seconds_count{op="ping"}"#),
+        0.0
+    );
+    assert_eq!(
+        common::metric_value(&m, r#"redguard_calls_total{result="success"}"#),
+        0.0,
+        "nothing reached Redis"
+    );
+
+    let mine = Redguard::start(&redis.url(), &format!("listen:\n  allowed_uids: [{me}]\n"));
+    assert_eq!(mine.cmd(r#"{"op":"ping"}"#).status, 200);
+}
+
+#[test]
+fn the_socket_gets_the_configured_group_and_mode() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    // Root may hand the socket to any group; others only to their own.
+    let group = if uid == 0 { 65534 } else { gid };
+    let redis = RedisServer::start();
+    let rg = Redguard::start(
+        &redis.url(),
+        &format!("listen:\n  socket_group: \"{group}\"\n  socket_mode: \"0640\"\n"),
+    );
+    let meta = std::fs::metadata(&rg.socket).unwrap();
+    assert_eq!(meta.gid(), group);
+    assert_eq!(meta.mode() & 0o777, 0o640);
+}
