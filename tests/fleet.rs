@@ -15,7 +15,9 @@ const STEP: Duration = Duration::from_millis(10);
 
 /// SplitMix64: distinct, well-mixed seeds for each simulated sidecar.
 fn seed(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut z = i
+        .wrapping_add(0x9E37_79B9_7F4A_7C15)
+        .wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
@@ -28,8 +30,16 @@ fn first_probes(settings: &Settings) -> Vec<u64> {
             let opened_at = t0 + Duration::from_micros(i as u64 * 1_000_000 / FLEET as u64);
             let mut m = Machine::new(settings.clone(), opened_at, seed(i as u64));
             for _ in 0..settings.failure_threshold {
-                let (Admission::Allowed(kind), _) = m.admit(opened_at) else { panic!("closed breakers admit") };
-                m.record(opened_at, kind, Outcome::Failure { elapsed: Duration::from_millis(1) });
+                let (Admission::Allowed(kind), _) = m.admit(opened_at) else {
+                    panic!("closed breakers admit")
+                };
+                m.record(
+                    opened_at,
+                    kind,
+                    Outcome::Failure {
+                        elapsed: Duration::from_millis(1),
+                    },
+                );
             }
             m
         })
@@ -45,7 +55,10 @@ fn first_probes(settings: &Settings) -> Vec<u64> {
         }
         now += STEP;
     }
-    probed.into_iter().map(|at| at.expect("every breaker probes within the horizon")).collect()
+    probed
+        .into_iter()
+        .map(|at| at.expect("every breaker probes within the horizon"))
+        .collect()
 }
 
 fn peak_per_100ms(probes: &[u64]) -> usize {
@@ -59,7 +72,10 @@ fn peak_per_100ms(probes: &[u64]) -> usize {
 #[test]
 fn default_jitter_spreads_the_first_probes_of_a_fleet() {
     let jittered = first_probes(&Settings::default());
-    let lockstep = first_probes(&Settings { recovery_jitter: 0.0, ..Settings::default() });
+    let lockstep = first_probes(&Settings {
+        recovery_jitter: 0.0,
+        ..Settings::default()
+    });
 
     let (first, last) = (*jittered.iter().min().unwrap(), *jittered.iter().max().unwrap());
     let (peak, peak_lockstep) = (peak_per_100ms(&jittered), peak_per_100ms(&lockstep));
@@ -71,7 +87,13 @@ fn default_jitter_spreads_the_first_probes_of_a_fleet() {
     assert!(lockstep.iter().all(|&at| (60_000..61_010).contains(&at)));
     assert!(peak_lockstep >= 90, "lockstep peak {peak_lockstep}");
     // With it, they spread over the 6 s jitter window (plus the second of trips) ...
-    assert!(first >= 60_000 && last >= 66_000 && last <= 67_010, "probes from {first} to {last} ms");
+    assert!(
+        first >= 60_000 && (66_000..=67_010).contains(&last),
+        "probes from {first} to {last} ms"
+    );
     // ... so the busiest 100 ms sees a few times fewer probes than in lockstep.
-    assert!(peak * 3 <= peak_lockstep, "jittered peak {peak} vs lockstep {peak_lockstep}");
+    assert!(
+        peak * 3 <= peak_lockstep,
+        "jittered peak {peak} vs lockstep {peak_lockstep}"
+    );
 }
