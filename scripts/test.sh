@@ -13,7 +13,5 @@ echo "== alert rules"
 promtool check rules alerts/redguard.rules.yml
 promtool test rules alerts/tests/*.yml
 
-if [ -f deploy/check.sh ]; then
-  echo "== Kubernetes manifests"
-  bash deploy/check.sh
-fi
+echo "== container image and Kubernetes manifests"
+bash deploy/check.sh

@@ -516,3 +516,26 @@ fn passwords_never_reach_the_log() {
     assert!(log.contains("redguard listening"), "{log}");
     assert!(!log.contains("s3cret-pw-123"), "password in log:\n{log}");
 }
+
+#[test]
+fn the_password_can_come_from_a_file_or_the_environment() {
+    let redis = RedisServer::start();
+    redis.cmd(&["CONFIG", "SET", "requirepass", "from-a-file-42"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redis-password");
+    std::fs::write(&file, "from-a-file-42\n").unwrap();
+    let rg = Redguard::start(&redis.url(), &format!("redis:\n  password_file: {}\n", file.display()));
+    assert_eq!(ok(&rg, json!({"op": "set", "key": "k", "value": "v"}))["source"], "redis");
+
+    // The environment wins over the file: a wrong password there means Redis refuses every call.
+    let rg = Redguard::start_with_env(
+        &redis.url(),
+        &format!("redis:\n  password_file: {}\n", file.display()),
+        &[("REDGUARD_REDIS_PASSWORD", "wrong-password-7")],
+    );
+    let r = rg.cmd(r#"{"op":"set","key":"k","value":"v"}"#);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(!r.body.contains("wrong-password-7") && !rg.log().contains("wrong-password-7"));
+    let rg = Redguard::start_with_env(&redis.url(), "", &[("REDGUARD_REDIS_PASSWORD", "from-a-file-42")]);
+    assert_eq!(ok(&rg, json!({"op": "get", "key": "k"}))["result"], "v");
+}
