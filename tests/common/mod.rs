@@ -224,16 +224,20 @@ pub fn http(socket: &Path, method: &str, path: &str, body: &str) -> Response {
 
 /// A GET over plain TCP (the admin listener).
 pub fn http_tcp(addr: SocketAddr, path: &str) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    try_http_tcp(addr, path).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+/// A GET over plain TCP, or the error if the server cannot be reached.
+pub fn try_http_tcp(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: redguard\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    parse_response(&raw)
+    stream.read_to_end(&mut raw)?;
+    Ok(parse_response(&raw))
 }
 
 /// The real redguard binary, with its own socket and config in a temp dir.
