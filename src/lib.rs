@@ -35,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod notify;
 pub mod op;
 
 use std::future::{Future, IntoFuture};
