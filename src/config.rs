@@ -12,6 +12,11 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[path = "config_notify.rs"]
+mod notify;
+
+pub use notify::{NotifyConfig, NotifyOn, Severity, SinkConfig, SinkKind, DEFAULT_PAGERDUTY_URL};
+
 /// Every key that an environment variable `REDGUARD_<SECTION>_<KEY>` may override.
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
     (
@@ -50,7 +55,23 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("admin", &["listen", "ready_requires_redis"]),
+    (
+        "notify",
+        &[
+            "instance",
+            "on",
+            "min_interval",
+            "queue_size",
+            "timeout",
+            "max_attempts",
+            "shutdown_grace",
+        ],
+    ),
 ];
+
+/// Keys that only the file can set (lists of structures have no sensible single-variable form); together
+/// with [`KNOWN_KEYS`] they are every key of a section.
+const FILE_ONLY_KEYS: &[(&str, &[&str])] = &[("notify", &["sinks"])];
 
 /// The environment variable holding the Redis password; it wins over `redis.password_file`.
 const PASSWORD_ENV: &str = "REDGUARD_REDIS_PASSWORD";
@@ -109,6 +130,9 @@ pub struct Config {
     /// The admin HTTP endpoint (health, readiness, metrics).
     #[serde(deserialize_with = "section")]
     pub admin: AdminConfig,
+    /// State-change notifications (Slack, PagerDuty, webhooks).
+    #[serde(deserialize_with = "section")]
+    pub notify: NotifyConfig,
 }
 
 const DEFAULT_SOCKET: &str = "./redguard.sock";
@@ -202,7 +226,8 @@ impl RedisConfig {
 }
 
 /// A string that never prints its content; use [`Secret::expose`] where the real value is needed.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -412,12 +437,14 @@ impl Default for AdminConfig {
 
 impl Config {
     /// Parse + validate YAML text. `origin` names the source in errors (a file path, or "<defaults>").
+    /// Sink secret files are read; `*_env` references resolve against an empty environment (use [`Config::load`]).
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        parse(text, origin)?.validated(origin)
+        parse(text, origin)?.validated(origin, &|_| None)
     }
 
     /// The whole start-up path: read the file (None = all defaults), apply environment overrides from
     /// `env` (name, value pairs; unknown `REDGUARD_*` names are ignored), read `password_file`, validate.
+    /// `env` also answers the sinks' `*_env` references and `POD_NAME` / `POD_NAMESPACE` for `notify.instance`.
     pub fn load<I: IntoIterator<Item = (String, String)>>(path: Option<&Path>, env: I) -> Result<Config, ConfigError> {
         let origin = path.map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string());
         let text = match path {
@@ -430,20 +457,31 @@ impl Config {
         // Parse the text itself first so file errors carry line numbers.
         let mut config = parse(&text, &origin)?;
 
+        let env: Vec<(String, String)> = env.into_iter().collect();
         let mut env_password = None;
         let mut overrides = Vec::new();
-        for (var, value) in env {
+        for (var, value) in &env {
             if var == PASSWORD_ENV {
-                env_password = Some(value).filter(|v| !v.is_empty());
-            } else if let Some((section, key)) = known_key(&var) {
-                overrides.push((var, section, key, scalar(&value)));
+                env_password = Some(value.clone()).filter(|v| !v.is_empty());
+            } else if let Some((section, key)) = known_key(var) {
+                overrides.push((var.clone(), section, key, scalar(value)));
+            } else if let Some((section, key)) = find_key(FILE_ONLY_KEYS, var) {
+                // Silently ignoring it would leave the operator wondering where the sinks went.
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("{section}.{key} can only be set in the config file"),
+                });
             }
         }
         if !overrides.is_empty() {
             config = apply_overrides(&text, &origin, overrides)?;
         }
 
-        let mut config = config.validated(&origin)?;
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        if config.notify.instance.is_none() {
+            config.notify.instance = notify::instance_from_env(&lookup);
+        }
+        let mut config = config.validated(&origin, &lookup)?;
         config.redis.password = match (env_password, &config.redis.password_file) {
             (Some(p), _) => Some(Secret(p)),
             (None, Some(file)) => Some(read_password(file)?),
@@ -539,8 +577,9 @@ impl Config {
         p
     }
 
-    fn validated(self, origin: &str) -> Result<Config, ConfigError> {
-        let problems = self.problems();
+    fn validated(mut self, origin: &str, env: notify::EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let mut problems = self.problems();
+        self.notify.resolve(env, &mut problems);
         if problems.is_empty() {
             Ok(self)
         } else {
@@ -576,8 +615,12 @@ fn parse_error(e: &serde_yaml_ng::Error, origin: &str) -> ConfigError {
 
 /// Maps `REDGUARD_<SECTION>_<KEY>` to its section and key, if it names one in [`KNOWN_KEYS`].
 fn known_key(var: &str) -> Option<(&'static str, &'static str)> {
+    find_key(KNOWN_KEYS, var)
+}
+
+fn find_key(table: &[(&'static str, &[&'static str])], var: &str) -> Option<(&'static str, &'static str)> {
     let rest = var.strip_prefix("REDGUARD_")?;
-    KNOWN_KEYS.iter().find_map(|&(section, keys)| {
+    table.iter().find_map(|&(section, keys)| {
         let key_part = rest.strip_prefix(&section.to_ascii_uppercase())?.strip_prefix('_')?;
         let key = keys.iter().find(|k| k.to_ascii_uppercase() == key_part)?;
         Some((section, *key))

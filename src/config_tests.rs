@@ -418,7 +418,11 @@ fn known_keys_match_the_structs() {
         let (_, msg) = parse_err(&format!("{section}:\n  zz_unknown: 1\n"));
         // serde lists two fields as "`a` or `b`" and more as "one of `a`, `b`, `c`".
         let expected = msg.split_once("expected ").unwrap().1;
-        let want: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+        let file_only = FILE_ONLY_KEYS
+            .iter()
+            .filter(|(s, _)| s == section)
+            .flat_map(|(_, k)| k.iter());
+        let want: Vec<String> = keys.iter().chain(file_only).map(|k| format!("`{k}`")).collect();
         let want = match want.as_slice() {
             [a, b] => format!("{a} or {b}"),
             all => format!("one of {}", all.join(", ")),
@@ -433,4 +437,289 @@ fn known_keys_match_the_structs() {
         Some(("redis", "password_file"))
     );
     assert_eq!(known_key("REDGUARD_REDIS_PASSWORD"), None);
+}
+
+// ---- notify ----
+
+fn sink(c: &Config, i: usize) -> &SinkConfig {
+    &c.notify.sinks[i]
+}
+
+#[test]
+fn notify_defaults_are_the_documented_values() {
+    let n = Config::default().notify;
+    assert_eq!(n.instance, None);
+    assert_eq!(n.on, [NotifyOn::ToOpen, NotifyOn::ToHalfOpen, NotifyOn::ToClosed]);
+    assert_eq!(n.min_interval, Duration::from_secs(30));
+    assert_eq!(n.queue_size, 1000);
+    assert_eq!(n.timeout, Duration::from_secs(5));
+    assert_eq!(n.max_attempts, 5);
+    assert_eq!(n.shutdown_grace, Duration::from_secs(5));
+    assert!(n.sinks.is_empty());
+    let pd = yaml("notify:\n  sinks:\n    - type: pagerduty\n      routing_key: k\n").unwrap();
+    let pd = sink(&pd, 0);
+    assert_eq!(pd.kind, SinkKind::PagerDuty);
+    assert_eq!(
+        pd.url.as_ref().map(Secret::expose),
+        Some("https://events.pagerduty.com/v2/enqueue")
+    );
+    assert_eq!(pd.severity, Some(Severity::Critical));
+}
+
+const NOTIFY_FULL: &str = r#"
+notify:
+  instance: prod/api-0
+  on: [to_open, to_closed]
+  min_interval: 1m
+  queue_size: 50
+  timeout: 2s
+  max_attempts: 3
+  shutdown_grace: 10s
+  sinks:
+    - type: slack
+      url: https://hooks.slack.com/services/T1/B1/abc
+    - type: pagerduty
+      name: pd-primary
+      routing_key: R0UT1NG
+      url: https://events.eu.pagerduty.com/v2/enqueue
+      severity: warning
+    - type: webhook
+      url: https://hooks.example.com/redguard
+      headers:
+        Authorization: Bearer t0ken
+      secret: hmac-key
+    - type: slack
+      url: https://hooks.slack.com/services/T2/B2/def
+"#;
+
+#[test]
+fn notify_full_example_sets_every_key() {
+    let c = yaml(NOTIFY_FULL).unwrap();
+    let n = &c.notify;
+    assert_eq!(n.instance.as_deref(), Some("prod/api-0"));
+    assert_eq!(n.on, [NotifyOn::ToOpen, NotifyOn::ToClosed]);
+    assert_eq!(n.min_interval, Duration::from_secs(60));
+    assert_eq!(n.queue_size, 50);
+    assert_eq!(n.timeout, Duration::from_secs(2));
+    assert_eq!(n.max_attempts, 3);
+    assert_eq!(n.shutdown_grace, Duration::from_secs(10));
+    let names: Vec<&str> = n.sinks.iter().map(SinkConfig::name).collect();
+    assert_eq!(names, ["slack", "pd-primary", "webhook", "slack-2"]);
+    let s = sink(&c, 0);
+    assert_eq!(
+        s.url.as_ref().map(Secret::expose),
+        Some("https://hooks.slack.com/services/T1/B1/abc")
+    );
+    let pd = sink(&c, 1);
+    assert_eq!(pd.routing_key.as_ref().map(Secret::expose), Some("R0UT1NG"));
+    assert_eq!(
+        pd.url.as_ref().map(Secret::expose),
+        Some("https://events.eu.pagerduty.com/v2/enqueue")
+    );
+    assert_eq!(pd.severity, Some(Severity::Warning));
+    let kinds: Vec<SinkKind> = n.sinks.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        [SinkKind::Slack, SinkKind::PagerDuty, SinkKind::Webhook, SinkKind::Slack]
+    );
+    let w = sink(&c, 2);
+    assert_eq!(w.headers["Authorization"].expose(), "Bearer t0ken");
+    assert_eq!(w.secret.as_ref().map(Secret::expose), Some("hmac-key"));
+    // Secrets stay out of Debug output (and so out of any log line that prints the config).
+    let shown = format!("{c:?}");
+    for secret in ["abc", "R0UT1NG", "t0ken", "hmac-key", "hooks.slack.com"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
+
+#[test]
+fn repeated_sink_types_get_numbered_names_that_avoid_explicit_ones() {
+    let text = "notify:\n  sinks:\n    - {type: webhook, url: 'http://a', name: webhook-2}\n    - {type: webhook, url: 'http://b'}\n    - {type: webhook, url: 'http://c'}\n";
+    let c = yaml(text).unwrap();
+    let names: Vec<&str> = c.notify.sinks.iter().map(SinkConfig::name).collect();
+    assert_eq!(names, ["webhook-2", "webhook", "webhook-3"]);
+}
+
+#[test]
+fn notify_validation_reports_every_problem_by_key() {
+    let text = r#"
+notify:
+  instance: ""
+  on: []
+  queue_size: 0
+  timeout: 0s
+  max_attempts: 0
+  sinks:
+    - type: slack
+    - type: slack
+      url: https://hooks.slack.com/x
+      url_env: SLACK_URL
+    - type: pagerduty
+      routing_key_file: /nonexistent/pd-key
+      url: ftp://events.example.com
+    - type: webhook
+      name: "has space"
+      url: "not a url"
+      secret_env: NOPE_NOT_SET
+      headers:
+        Content-Type: text/plain
+        "bad header": x
+    - type: webhook
+      name: slack
+      url: http://hook-secret-in-url.example/abc
+"#;
+    let all = problems(text);
+    assert_eq!(
+        all,
+        [
+            "notify.instance must not be empty",
+            "notify.on must list at least one of to_open, to_half_open, to_closed",
+            "notify.queue_size must be at least 1",
+            "notify.max_attempts must be at least 1",
+            "notify.timeout must be greater than 0",
+            "notify.sinks[3].name must be 1 to 64 characters from A-Z a-z 0-9 _ - ., got \"has space\"",
+            "notify.sinks[0]: one of url, url_file or url_env is required",
+            "notify.sinks[1]: set only one of url, url_file or url_env",
+            "notify.sinks[2].routing_key_file: cannot read /nonexistent/pd-key: No such file or directory (os error 2)",
+            "notify.sinks[2].url must be an http:// or https:// URL with a host",
+            "notify.sinks[3].url is not a valid URL (relative URL without a base)",
+            "notify.sinks[3].secret_env: environment variable NOPE_NOT_SET is not set or empty",
+            "notify.sinks[3].headers.Content-Type is set by redguard and cannot be overridden",
+            "notify.sinks[3].headers: \"bad header\" is not a valid header name",
+        ]
+    );
+    // An explicit name may take a type's default name; the unnamed slack sinks then move on.
+    let c = yaml("notify:\n  sinks:\n    - {type: webhook, name: slack, url: 'http://h'}\n    - {type: slack, url: 'https://h'}\n").unwrap();
+    assert_eq!(c.notify.sinks[1].name(), "slack-2");
+    assert_eq!(
+        problems("notify:\n  sinks:\n    - {type: slack, name: a, url: 'https://h'}\n    - {type: slack, name: a, url: 'https://h'}\n"),
+        ["notify.sinks[1].name \"a\" is used by another sink"]
+    );
+}
+
+#[test]
+fn sink_secrets_come_from_files_and_env_and_never_show_in_errors() {
+    let key = file("pd-from-file\n");
+    let text = format!(
+        "notify:\n  sinks:\n    - type: slack\n      url_env: SLACK_HOOK\n    - type: pagerduty\n      routing_key_file: {}\n    - type: webhook\n      url: http://127.0.0.1:1/hook\n      secret_env: HOOK_SECRET\n",
+        key.path().display()
+    );
+    let cfg = file(&text);
+    let vars = env(&[
+        ("SLACK_HOOK", "https://hooks.slack.com/services/T/B/from-env\n"),
+        ("HOOK_SECRET", "s3cr3t"),
+    ]);
+    let c = Config::load(Some(cfg.path()), vars).unwrap();
+    let s = sink(&c, 0);
+    assert_eq!(
+        s.url.as_ref().map(Secret::expose),
+        Some("https://hooks.slack.com/services/T/B/from-env")
+    );
+    let pd = sink(&c, 1);
+    assert_eq!(pd.routing_key.as_ref().map(Secret::expose), Some("pd-from-file"));
+    let w = sink(&c, 2);
+    assert_eq!(w.secret.as_ref().map(Secret::expose), Some("s3cr3t"));
+
+    // A bad URL taken from the environment is reported by key, without its value.
+    let vars = env(&[("SLACK_HOOK", "mailto:T0PSECRET@example.com"), ("HOOK_SECRET", "x")]);
+    let err = Config::load(Some(cfg.path()), vars).unwrap_err().to_string();
+    assert!(
+        err.contains("notify.sinks[0].url must be an http:// or https:// URL"),
+        "{err}"
+    );
+    assert!(!err.contains("T0PSECRET"), "{err}");
+    let empty = file("\n");
+    let text = format!(
+        "notify:\n  sinks:\n    - type: pagerduty\n      routing_key_file: {}\n",
+        empty.path().display()
+    );
+    let err = yaml(&text).unwrap_err().to_string();
+    assert!(
+        err.ends_with(&format!(
+            "notify.sinks[0].routing_key_file: cannot read {}: file is empty",
+            empty.path().display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn notify_parse_errors_name_the_sink_key() {
+    let two =
+        "notify:\n  sinks:\n    - type: slack\n      url: https://h\n    - type: pagerduty\n      routing_key: k\n";
+    let (line, msg) = parse_err(&format!("{two}      colour: red\n"));
+    assert_eq!(line, Some(7));
+    assert!(msg.starts_with("notify.sinks[1]: unknown field `colour`"), "{msg}");
+    let (line, msg) = parse_err(&format!("{two}      severity: meh\n"));
+    assert_eq!(line, Some(7));
+    assert!(
+        msg.starts_with("notify.sinks[1].severity: unknown variant `meh`"),
+        "{msg}"
+    );
+    let (line, msg) = parse_err("notify:\n  sinks:\n    - type: teams\n      url: https://h\n");
+    assert_eq!(line, Some(3));
+    assert!(msg.contains("unknown variant `teams`"), "{msg}");
+    // A key of another sink type parses, and validation names it.
+    assert_eq!(
+        problems("notify:\n  sinks:\n    - {type: slack, url: 'https://h', severity: info, secret: x}\n"),
+        [
+            "notify.sinks[0].severity is not a setting of type slack",
+            "notify.sinks[0].secret is not a setting of type slack"
+        ]
+    );
+    let (line, msg) = parse_err("notify:\n  on: [to_open, to_nowhere]\n");
+    assert_eq!(line, Some(2));
+    assert!(msg.contains("unknown variant `to_nowhere`"), "{msg}");
+    let (_, msg) = parse_err("notify:\n  min_interval: 30\n");
+    assert!(msg.contains("got the bare number 30"), "{msg}");
+}
+
+#[test]
+fn notify_env_overrides_cover_the_scalar_keys() {
+    let vars = env(&[
+        ("REDGUARD_NOTIFY_INSTANCE", "eu/api-1"),
+        ("REDGUARD_NOTIFY_ON", "to_open, to_closed"),
+        ("REDGUARD_NOTIFY_MIN_INTERVAL", "0s"),
+        ("REDGUARD_NOTIFY_QUEUE_SIZE", "10"),
+        ("REDGUARD_NOTIFY_TIMEOUT", "1s"),
+        ("REDGUARD_NOTIFY_MAX_ATTEMPTS", "2"),
+        ("REDGUARD_NOTIFY_SHUTDOWN_GRACE", "3s"),
+    ]);
+    let n = Config::load(None, vars).unwrap().notify;
+    assert_eq!(n.instance.as_deref(), Some("eu/api-1"));
+    assert_eq!(n.on, [NotifyOn::ToOpen, NotifyOn::ToClosed]);
+    assert_eq!(n.min_interval, Duration::ZERO);
+    assert_eq!(n.queue_size, 10);
+    assert_eq!(n.timeout, Duration::from_secs(1));
+    assert_eq!(n.max_attempts, 2);
+    assert_eq!(n.shutdown_grace, Duration::from_secs(3));
+
+    let err = Config::load(None, env(&[("REDGUARD_NOTIFY_ON", "to_open,sideways")])).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Env { var, message } if var == "REDGUARD_NOTIFY_ON" && message.contains("\"sideways\"")),
+        "{err:?}"
+    );
+    let err = Config::load(None, env(&[("REDGUARD_NOTIFY_SINKS", "[]")])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "environment variable REDGUARD_NOTIFY_SINKS: notify.sinks can only be set in the config file"
+    );
+}
+
+#[test]
+fn instance_defaults_to_the_pod_from_the_downward_api() {
+    let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs)).unwrap().notify.instance;
+    assert_eq!(
+        load(&[("POD_NAME", "api-7c9"), ("POD_NAMESPACE", "prod")]).as_deref(),
+        Some("prod/api-7c9")
+    );
+    assert_eq!(load(&[("POD_NAME", "api-7c9")]).as_deref(), Some("api-7c9"));
+    assert_eq!(
+        load(&[("POD_NAMESPACE", "prod")]),
+        None,
+        "the hostname is used then, at start"
+    );
+    let f = file("notify:\n  instance: explicit\n");
+    let c = Config::load(Some(f.path()), env(&[("POD_NAME", "api-7c9")])).unwrap();
+    assert_eq!(c.notify.instance.as_deref(), Some("explicit"));
 }

@@ -12,7 +12,10 @@
 //!                                         ▼
 //!                                       backend (redis-rs, command timeout) ──▶ Redis
 //!
-//!  breaker transitions ──▶ observers: metrics, log, recovery probe, cache clear-on-close
+//!  breaker transitions ──▶ observers: metrics, log, recovery probe, cache clear-on-close, notifier
+//!                                                                        │ (bounded queues, never waits)
+//!                                                                        ▼
+//!                                              per-sink workers ──HTTPS──▶ Slack, PagerDuty, webhooks
 //!  admin (TCP, read-only) ──▶ /metrics, health, /livez, /readyz
 //! ```
 //!
@@ -22,8 +25,10 @@
 //! - [`backend`]: Redis access behind a small trait.
 //! - [`client`]: breaker + backend + cache; where the sidecar's promises are kept.
 //! - [`api`], [`admin`], [`health`], [`metrics`]: the edges.
+//! - [`notify`]: state-change notifications to Slack, PagerDuty and webhooks, off the request path.
 //!
-//! [`run`] wires them together and returns when the shutdown future resolves and the drain is done.
+//! [`run`] wires them together and returns when the shutdown future resolves, the API has drained and pending
+//! notifications have had their grace.
 
 pub mod admin;
 pub mod api;
@@ -35,6 +40,7 @@ pub mod clock;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod notify;
 pub mod op;
 
 use std::future::{Future, IntoFuture};
@@ -49,6 +55,7 @@ use crate::breaker::{Breaker, Mode, Observer, Settings, State, Transition};
 use crate::cache::{CacheSettings, FallbackCache};
 use crate::clock::SystemClock;
 use crate::config::{BreakerMode, Config};
+use crate::notify::Notifier;
 
 /// The client the API serves from. Cluster and sentinel modes will change the backend here.
 pub type Client = client::Resilient<backend::Standalone>;
@@ -67,6 +74,8 @@ pub enum RunError {
     Redis(#[from] redis::RedisError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Notify(#[from] notify::NotifyError),
 }
 
 /// Logs every transition: opening and half-open probes failing at warn, recovery at info.
@@ -109,9 +118,11 @@ fn breaker_settings(cfg: &Config) -> Settings {
     }
 }
 
-/// Builds the resilient client and its observers from the config.
-pub fn build_client(cfg: &Config) -> Result<Arc<Client>, RunError> {
+/// Builds the resilient client and its observers from the config. The notifier is one of them; it is returned
+/// too so the caller can start its workers and give it its grace at shutdown.
+pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunError> {
     let metrics = Arc::new(metrics::Metrics::new("standalone"));
+    let notifier = Arc::new(Notifier::new(cfg, &metrics)?);
     let cache = Arc::new(FallbackCache::new(
         CacheSettings {
             max_entries: cfg.cache.max_entries,
@@ -131,6 +142,9 @@ pub fn build_client(cfg: &Config) -> Result<Arc<Client>, RunError> {
     if cfg.cache.clear_on_close {
         observers.push(Arc::new(client::ClearCacheOnClose(cache.clone())));
     }
+    if notifier.is_enabled() {
+        observers.push(notifier.clone());
+    }
     // Each sidecar gets its own jitter sequence, so a fleet that opened together spreads its probes.
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -139,20 +153,39 @@ pub fn build_client(cfg: &Config) -> Result<Arc<Client>, RunError> {
         ^ u64::from(std::process::id());
     let breaker = Breaker::new(breaker_settings(cfg), Arc::new(SystemClock), seed, observers);
     let backend = backend::Standalone::new(&cfg.redis)?;
-    Ok(Arc::new(client::Resilient::new(
+    let client = Arc::new(client::Resilient::new(
         backend,
         breaker,
         cache,
         metrics,
         cfg.api.on_unavailable,
         opened,
-    )))
+    ));
+    Ok((client, notifier))
+}
+
+/// The HTTP client the notifier sends with.
+fn notify_transport(cfg: &Config) -> Result<Arc<dyn notify::transport::Transport>, RunError> {
+    let http = notify::transport::Http::new(cfg.notify.timeout)
+        .map_err(|e| notify::NotifyError::Client(e.without_url().to_string()))?;
+    Ok(Arc::new(http))
+}
+
+/// `redguard notify-test`: sends one test event to every configured sink and reports each outcome.
+pub async fn notify_test(cfg: &Config) -> Result<Vec<notify::TestReport>, RunError> {
+    let metrics = metrics::Metrics::new("standalone");
+    let notifier = Notifier::new(cfg, &metrics)?;
+    Ok(notifier.send_test(notify_transport(cfg)?).await)
 }
 
 /// Runs redguard until `shutdown` resolves, then drains in-flight requests (bounded by
-/// `listen.drain_timeout`), removes the socket file and returns.
+/// `listen.drain_timeout`), removes the socket file, gives pending notifications `notify.shutdown_grace`
+/// and returns.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
-    let client = build_client(&cfg)?;
+    let (client, notifier) = build_client(&cfg)?;
+    if notifier.is_enabled() {
+        notifier.start(notify_transport(&cfg)?);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -226,6 +259,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     if let Err(e) = std::fs::remove_file(&cfg.listen.socket) {
         warn!(error = %e, "could not remove the socket file");
     }
+    // After the drain, so transitions caused by the last requests are sent too.
+    notifier.shutdown(cfg.notify.shutdown_grace).await;
     info!("redguard stopped");
     Ok(())
 }

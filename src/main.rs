@@ -34,6 +34,13 @@ enum Command {
     },
     /// Validate a config file (and the REDGUARD_* environment overrides) and exit.
     CheckConfig { file: PathBuf },
+    /// Send one test notification to every configured sink and report each result; exits non-zero if any
+    /// sink failed (or none is configured).
+    NotifyTest {
+        /// YAML config file with a `notify.sinks` list.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +57,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::NotifyTest { config } => notify_test(&config),
         Command::Run { config } => {
             let cfg = match Config::load(config.as_deref(), env_vars()) {
                 Ok(cfg) => cfg,
@@ -71,6 +79,41 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn notify_test(file: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(Some(file), env_vars()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("redguard: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cfg.notify.sinks.is_empty() {
+        eprintln!("{}: no notify.sinks configured; nothing to test", file.display());
+        return ExitCode::FAILURE;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    let reports = match runtime.block_on(redguard::notify_test(&cfg)) {
+        Ok(reports) => reports,
+        Err(e) => {
+            eprintln!("redguard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for report in &reports {
+        println!("{report}");
+    }
+    let failed = reports.iter().filter(|r| r.result.is_err()).count();
+    println!("{} of {} sink(s) delivered", reports.len() - failed, reports.len());
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -66,6 +66,20 @@ const REDIS_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// `redguard_notification_duration_seconds` buckets: 5ms .. 30s (one HTTP attempt, bounded by `notify.timeout`).
+const NOTIFY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// One sink's notification series, resolved once when the notifier is built.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub delivered: IntCounter,
+    pub failed: IntCounter,
+    /// Dropped before any attempt: the sink's queue was full, or shutdown's grace ran out.
+    pub dropped: IntCounter,
+    /// Duration of each HTTP attempt.
+    pub duration: Histogram,
+}
+
 /// All of redguard's metrics, registered in one registry.
 pub struct Metrics {
     registry: Registry,
@@ -86,6 +100,10 @@ pub struct Metrics {
     api_requests_vec: IntCounterVec,
     api_requests: Vec<[OnceLock<IntCounter>; CODES.len() + 1]>,
     api_duration: Vec<Histogram>,
+    notifications: IntCounterVec,
+    notification_duration: prometheus::HistogramVec,
+    /// Notifications waiting in the sinks' queues.
+    pub notification_queue_depth: IntGauge,
 }
 
 impl Metrics {
@@ -208,6 +226,26 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION"), redis_mode])
             .set(1);
 
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "redguard_notifications_total",
+                "State-change notifications, by sink and result (delivered, failed, dropped).",
+            ),
+            &["sink", "result"],
+        )
+        .expect("valid metric");
+        reg(Box::new(notifications.clone()));
+        let notification_duration = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "redguard_notification_duration_seconds",
+                "Duration of each HTTP attempt to deliver a notification, by sink.",
+            )
+            .buckets(NOTIFY_BUCKETS.to_vec()),
+            &["sink"],
+        )
+        .expect("valid metric");
+        reg(Box::new(notification_duration.clone()));
+
         Metrics {
             circuit_state,
             consecutive_failures: gauge(
@@ -238,7 +276,25 @@ impl Metrics {
             api_requests_vec: api_vec,
             api_requests,
             api_duration,
+            notifications,
+            notification_duration,
+            notification_queue_depth: gauge(
+                "redguard_notification_queue_depth",
+                "Notifications waiting to be sent, over all sinks.",
+            ),
             registry,
+        }
+    }
+
+    /// The series of one sink. Sink names come from the config (validated, unique), so the label set is bounded.
+    /// Every result is exposed from the start, so `increase()` sees the first delivery or failure.
+    pub fn sink(&self, name: &str) -> SinkMetrics {
+        let result = |r: &str| self.notifications.with_label_values(&[name, r]);
+        SinkMetrics {
+            delivered: result("delivered"),
+            failed: result("failed"),
+            dropped: result("dropped"),
+            duration: self.notification_duration.with_label_values(&[name]),
         }
     }
 

@@ -1,10 +1,13 @@
 //! Fixtures for tests that start real things: a `redis-server` on an ephemeral loopback port (which a test
-//! may kill, pause and restart), the real `redguard` binary with its socket in a temp dir, and a minimal
-//! HTTP/1.1 client over that socket (raw, so tests can also send malformed requests).
+//! may kill, pause and restart), the real `redguard` binary with its socket in a temp dir, a minimal
+//! HTTP/1.1 client over that socket (raw, so tests can also send malformed requests), and recording HTTP
+//! sinks for notifications ([`sink`]).
 //!
 //! Every wait polls a condition with a deadline; every process is killed on drop.
 
 #![allow(dead_code)]
+
+pub mod sink;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,271 @@
+//! What a notification says: an [`Event`] built once from a breaker [`Transition`] at the moment it happens,
+//! the [`Context`] naming this sidecar and its Redis, and the [`Notice`] a sink is finally asked to send (one
+//! event, or the latest of several that flap damping folded into one message).
+//!
+//! Everything here is plain data and pure text helpers; sinks render it without I/O. The Redis target is always
+//! the masked [`RedisConfig::display_url`], so a password can never reach a notification.
+//!
+//! [`RedisConfig::display_url`]: crate::config::RedisConfig::display_url
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::breaker::{State, Transition};
+use crate::config::Config;
+
+/// Longest last-error text carried in an event; Redis errors are short, a pathological one must not bloat
+/// every payload.
+const MAX_ERROR_CHARS: usize = 500;
+/// PagerDuty caps `dedup_key` at 255 characters.
+const MAX_DEDUP_KEY: usize = 255;
+
+/// Why an event exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The breaker changed state.
+    StateChanged,
+    /// `redguard notify-test`: an operator checking the wiring.
+    Test,
+}
+
+/// One state change, as every sink sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub kind: Kind,
+    pub from: State,
+    pub to: State,
+    /// Why the breaker moved ("2 consecutive failures").
+    pub reason: String,
+    /// The most recent Redis failure, if any.
+    pub last_error: Option<String>,
+    /// Consecutive failures when the state changed.
+    pub failure_count: u32,
+    /// Wall-clock time of the change.
+    pub at: SystemTime,
+    /// How long the previous state lasted.
+    pub previous_lasted: Duration,
+}
+
+impl Event {
+    /// The event for `t`. `now` / `now_instant` are read together by the caller to turn the transition's
+    /// monotonic time into wall-clock time.
+    pub fn from_transition(t: &Transition, last_error: Option<&str>, now: SystemTime, now_instant: Instant) -> Event {
+        let ago = now_instant.saturating_duration_since(t.at);
+        Event {
+            kind: Kind::StateChanged,
+            from: t.from,
+            to: t.to,
+            reason: t.reason.to_string(),
+            last_error: last_error.map(|e| truncate(e, MAX_ERROR_CHARS)),
+            failure_count: t.consecutive_failures,
+            at: now.checked_sub(ago).unwrap_or(now),
+            previous_lasted: t.previous_lasted,
+        }
+    }
+
+    /// The event `redguard notify-test` sends: shaped like a real opening, marked as a test everywhere.
+    pub fn test(now: SystemTime) -> Event {
+        Event {
+            kind: Kind::Test,
+            from: State::Closed,
+            to: State::Open,
+            reason: "test notification from redguard notify-test".to_owned(),
+            last_error: None,
+            failure_count: 0,
+            at: now,
+            previous_lasted: Duration::ZERO,
+        }
+    }
+
+    pub fn unix_seconds(&self) -> u64 {
+        self.at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+    }
+}
+
+/// What one sink is asked to send: the latest event and how many state changes it stands for (more than one
+/// when flap damping held changes back).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub event: Arc<Event>,
+    pub changes: u32,
+}
+
+impl Notice {
+    pub fn single(event: Arc<Event>) -> Notice {
+        Notice { event, changes: 1 }
+    }
+
+    /// Several changes folded into one message.
+    pub fn is_summary(&self) -> bool {
+        self.changes > 1
+    }
+}
+
+/// Who is speaking: the same for every event of this sidecar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Context {
+    /// `notify.instance`.
+    pub instance: String,
+    /// The Redis target, password masked.
+    pub redis: String,
+    /// The breaker settings in force, for PagerDuty's `custom_details`.
+    pub breaker: Value,
+}
+
+impl Context {
+    pub fn from_config(cfg: &Config) -> Context {
+        let b = &cfg.breaker;
+        Context {
+            instance: cfg.notify.instance.clone().unwrap_or_else(hostname),
+            redis: cfg.redis.display_url(),
+            breaker: json!({
+                "failure_threshold": b.failure_threshold,
+                "failure_rate_threshold": b.failure_rate_threshold,
+                "recovery_timeout_seconds": b.recovery_timeout.as_secs_f64(),
+                "recovery_timeout_max_seconds": b.recovery_timeout_max.as_secs_f64(),
+                "success_threshold": b.success_threshold,
+                "command_timeout_seconds": cfg.redis.command_timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    /// One alert per sidecar and Redis target: stable across restarts, so a resolve after a restart still
+    /// closes the incident the previous process opened. Readable when short enough, else hashed.
+    pub fn dedup_key(&self) -> String {
+        let readable = format!("redguard/{}/{}", self.instance, self.redis);
+        if readable.len() <= MAX_DEDUP_KEY {
+            return readable;
+        }
+        let digest = Sha256::digest(format!("{}\n{}", self.instance, self.redis));
+        format!("redguard/{}", hex::encode(&digest[..16]))
+    }
+}
+
+/// The machine's hostname, or "redguard" if it has none.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname(2) writes at most `buf.len()` bytes into a buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
+        _ => "redguard".to_owned(),
+    }
+}
+
+/// The state as headlines show it.
+pub fn state_title(s: State) -> &'static str {
+    match s {
+        State::Closed => "CLOSED",
+        State::Open => "OPEN",
+        State::HalfOpen => "HALF-OPEN",
+    }
+}
+
+/// One line for chat fallbacks and alert summaries.
+pub fn headline(n: &Notice, ctx: &Context) -> String {
+    let e = &n.event;
+    let (instance, redis) = (&ctx.instance, &ctx.redis);
+    match e.kind {
+        Kind::Test => format!("Test notification from redguard on {instance} (Redis {redis})"),
+        Kind::StateChanged if n.is_summary() => format!(
+            "Redis circuit flapping on {instance} (Redis {redis}): {} state changes, now {}",
+            n.changes,
+            state_title(e.to)
+        ),
+        Kind::StateChanged => format!(
+            "Redis circuit {} on {instance} (Redis {redis}): {}",
+            state_title(e.to),
+            e.reason
+        ),
+    }
+}
+
+/// A duration as people read it: "850ms", "42s", "3m 12s".
+pub fn human_duration(d: Duration) -> String {
+    let rounded = if d < Duration::from_secs(1) {
+        Duration::from_millis(d.as_millis() as u64)
+    } else {
+        Duration::from_secs(d.as_secs())
+    };
+    humantime::format_duration(rounded).to_string()
+}
+
+/// At most `max` characters, with an ellipsis when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::Reason;
+    use crate::notify::testing::ctx;
+
+    #[test]
+    fn a_transition_becomes_an_event_in_wall_clock_time() {
+        let now_instant = Instant::now();
+        let t = Transition {
+            from: State::Closed,
+            to: State::Open,
+            reason: Reason::ConsecutiveFailures(2),
+            at: now_instant - Duration::from_secs(3),
+            previous_lasted: Duration::from_secs(75),
+            consecutive_failures: 2,
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let long_error = "x".repeat(2000);
+        let e = Event::from_transition(&t, Some(&long_error), now, now_instant);
+        assert_eq!(e.at, UNIX_EPOCH + Duration::from_secs(1_699_999_997));
+        assert_eq!(e.reason, "2 consecutive failures");
+        assert_eq!(e.failure_count, 2);
+        assert_eq!(e.last_error.as_ref().unwrap().chars().count(), MAX_ERROR_CHARS + 1);
+        let n = Notice::single(Arc::new(e));
+        assert_eq!(
+            headline(&n, &ctx()),
+            "Redis circuit OPEN on prod/api-0 (Redis redis://:***@cache:6379): 2 consecutive failures"
+        );
+        let summary = Notice { changes: 4, ..n };
+        assert_eq!(
+            headline(&summary, &ctx()),
+            "Redis circuit flapping on prod/api-0 (Redis redis://:***@cache:6379): 4 state changes, now OPEN"
+        );
+    }
+
+    #[test]
+    fn dedup_key_is_stable_and_bounded() {
+        let c = ctx();
+        assert_eq!(c.dedup_key(), "redguard/prod/api-0/redis://:***@cache:6379");
+        assert_eq!(c.dedup_key(), ctx().dedup_key());
+        let long = Context {
+            instance: "i".repeat(300),
+            ..ctx()
+        };
+        let key = long.dedup_key();
+        assert_eq!(key.len(), "redguard/".len() + 32);
+        assert_eq!(key, long.dedup_key());
+        assert_ne!(
+            key,
+            Context {
+                instance: "j".repeat(300),
+                ..ctx()
+            }
+            .dedup_key()
+        );
+    }
+
+    #[test]
+    fn durations_and_truncation_read_well() {
+        assert_eq!(human_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(human_duration(Duration::from_millis(192_400)), "3m 12s");
+        assert_eq!(truncate("héllo", 3), "hél…");
+        assert_eq!(truncate("abc", 3), "abc");
+        assert!(!hostname().is_empty());
+    }
+}

@@ -1,0 +1,333 @@
+//! State-change notifications: the breaker tells Slack, PagerDuty and generic webhooks when the circuit opens,
+//! probes and closes.
+//!
+//! ```text
+//!  breaker ──on_transition──▶ Notifier (observer: build one Event, push it to each sink's queue; never waits)
+//!                                │
+//!                                ├──▶ queue ──▶ worker: damping ──▶ render ──▶ deliver (retries) ──▶ Slack
+//!                                ├──▶ queue ──▶ worker ...                                        ──▶ PagerDuty
+//!                                └──▶ queue ──▶ worker ...                                        ──▶ webhook
+//! ```
+//!
+//! Invariants:
+//! - The observer only allocates and pushes onto bounded queues (`notify.queue_size` per sink, oldest dropped
+//!   and counted when full): the breaker and the API never wait for a sink.
+//! - Each sink has its own queue and worker, so a sink that hangs or is rate-limited delays only itself.
+//! - A sink hears at most one notice per `notify.min_interval`; changes in between are summarised.
+//! - On shutdown, workers send what is queued and held, within `notify.shutdown_grace`; then they are cut off
+//!   and what is left is counted as dropped.
+//! - Secrets never leave [`sink`]: logs name a sink by name and type only.
+
+pub mod delivery;
+pub mod event;
+pub mod pagerduty;
+pub mod queue;
+pub mod sink;
+pub mod slack;
+pub mod transport;
+pub mod webhook;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::IntGauge;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use self::delivery::{Damper, Delivered, DeliveryError, Jitter, Policy};
+use self::event::{Context, Event, Notice};
+use self::queue::Queue;
+use self::sink::{Sink, SinkError};
+use self::transport::Transport;
+use crate::breaker::{Observer, Transition};
+use crate::config::Config;
+use crate::metrics::{Metrics, SinkMetrics};
+
+/// Why the notifier could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("cannot build the HTTP client for notifications: {0}")]
+    Client(String),
+}
+
+/// One sink with its queue and series.
+struct Slot {
+    sink: Sink,
+    queue: Queue<Arc<Event>>,
+    metrics: SinkMetrics,
+}
+
+/// What a worker needs besides its slot.
+struct Shared {
+    ctx: Context,
+    policy: Policy,
+    min_interval: Duration,
+    depth: IntGauge,
+}
+
+/// The notifier: an [`Observer`] for the breaker plus the sink workers behind it.
+pub struct Notifier {
+    slots: Vec<Arc<Slot>>,
+    shared: Arc<Shared>,
+    /// Indexed by [`State::index`]: whether entering that state notifies.
+    on: [bool; 3],
+    stop: watch::Sender<bool>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Notifier {
+    /// Builds the sinks from a validated config. Spawns nothing: see [`Notifier::start`].
+    pub fn new(cfg: &Config, metrics: &Metrics) -> Result<Notifier, NotifyError> {
+        let n = &cfg.notify;
+        let slots = n
+            .sinks
+            .iter()
+            .map(|c| {
+                let sink = Sink::from_config(c)?;
+                let metrics = metrics.sink(&sink.name);
+                Ok(Arc::new(Slot {
+                    sink,
+                    queue: Queue::new(n.queue_size),
+                    metrics,
+                }))
+            })
+            .collect::<Result<Vec<_>, SinkError>>()?;
+        let mut on = [false; 3];
+        for o in &n.on {
+            on[o.state().index()] = true;
+        }
+        Ok(Notifier {
+            slots,
+            shared: Arc::new(Shared {
+                ctx: Context::from_config(cfg),
+                policy: Policy::from_config(n),
+                min_interval: n.min_interval,
+                depth: metrics.notification_queue_depth.clone(),
+            }),
+            on,
+            stop: watch::channel(false).0,
+            workers: Mutex::default(),
+        })
+    }
+
+    /// Whether any sink is configured.
+    pub fn is_enabled(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    /// Spawns one worker per sink on the current runtime.
+    pub fn start(&self, transport: Arc<dyn Transport>) {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, slot) in self.slots.iter().enumerate() {
+            let worker = work(
+                slot.clone(),
+                self.shared.clone(),
+                transport.clone(),
+                self.stop.subscribe(),
+                seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            workers.push(tokio::spawn(worker));
+        }
+        if !self.slots.is_empty() {
+            let names: Vec<&str> = self.slots.iter().map(|s| s.sink.name.as_str()).collect();
+            info!(sinks = ?names, instance = %self.shared.ctx.instance, "notifications enabled");
+        }
+    }
+
+    /// Lets the workers send what is pending for at most `grace`, then stops them.
+    pub async fn shutdown(&self, grace: Duration) {
+        let mut workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        if workers.is_empty() {
+            return;
+        }
+        let pending: usize = self.slots.iter().map(|s| s.queue.len()).sum();
+        info!(pending, grace = ?grace, "sending pending notifications before exit");
+        let _ = self.stop.send(true);
+        let finished = tokio::time::timeout(grace, async {
+            for w in &mut workers {
+                let _ = w.await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            workers.iter().for_each(JoinHandle::abort);
+            let mut lost = 0;
+            for slot in &self.slots {
+                let mut n = 0;
+                while slot.queue.try_pop().is_some() {
+                    n += 1;
+                }
+                slot.metrics.dropped.inc_by(n);
+                self.shared.depth.sub(n as i64);
+                lost += n;
+            }
+            warn!(grace = ?grace, unsent = lost, "notification grace elapsed; giving up on the rest");
+        }
+    }
+
+    /// Sends one test event to every sink, all at once, and reports each outcome (`redguard notify-test`).
+    pub async fn send_test(&self, transport: Arc<dyn Transport>) -> Vec<TestReport> {
+        let event = Arc::new(Event::test(SystemTime::now()));
+        let tasks: Vec<_> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let (slot, shared, transport) = (slot.clone(), self.shared.clone(), transport.clone());
+                let notice = Notice::single(event.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let mut jitter = Jitter::new(i as u64 + 1);
+                    let result = send(&slot, &shared, &*transport, &mut jitter, &notice).await;
+                    (slot, result, started.elapsed())
+                })
+            })
+            .collect();
+        let mut reports = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            if let Ok((slot, result, elapsed)) = task.await {
+                reports.push(TestReport {
+                    name: slot.sink.name.clone(),
+                    kind: slot.sink.kind.as_str(),
+                    result,
+                    elapsed,
+                });
+            }
+        }
+        reports
+    }
+}
+
+impl Observer for Notifier {
+    fn on_transition(&self, t: &Transition, last_error: Option<&str>) {
+        if self.slots.is_empty() || !self.on[t.to.index()] {
+            return;
+        }
+        let event = Arc::new(Event::from_transition(
+            t,
+            last_error,
+            SystemTime::now(),
+            std::time::Instant::now(),
+        ));
+        for slot in self.slots.iter().filter(|s| s.sink.accepts(t.to)) {
+            if slot.queue.push(event.clone()).is_some() {
+                slot.metrics.dropped.inc();
+            } else {
+                self.shared.depth.inc();
+            }
+        }
+    }
+}
+
+/// One sink's outcome in `redguard notify-test`.
+#[derive(Debug)]
+pub struct TestReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub result: Result<Delivered, DeliveryError>,
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for TestReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let took = event::human_duration(self.elapsed);
+        match &self.result {
+            Ok(d) => write!(
+                f,
+                "{} ({}): delivered in {took}, {} attempt(s)",
+                self.name, self.kind, d.attempts
+            ),
+            Err(e) => write!(f, "{} ({}): FAILED after {took}: {e}", self.name, self.kind),
+        }
+    }
+}
+
+/// A sink's worker: takes events off its queue, damps them, sends what is due. On stop, drains.
+async fn work(
+    slot: Arc<Slot>,
+    shared: Arc<Shared>,
+    transport: Arc<dyn Transport>,
+    mut stop: watch::Receiver<bool>,
+    seed: u64,
+) {
+    let mut damper = Damper::new(shared.min_interval);
+    let mut jitter = Jitter::new(seed);
+    loop {
+        let due = damper.due();
+        let notice = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopping| *stopping) => break,
+            event = slot.queue.pop() => {
+                shared.depth.dec();
+                damper.offer(event, Instant::now())
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                damper.flush(Instant::now())
+            }
+        };
+        if let Some(notice) = notice {
+            let _ = send(&slot, &shared, &*transport, &mut jitter, &notice).await;
+        }
+    }
+    // Stopping: what is queued still goes through damping, and whatever it holds goes out now.
+    while let Some(event) = slot.queue.try_pop() {
+        shared.depth.dec();
+        if let Some(notice) = damper.offer(event, Instant::now()) {
+            let _ = send(&slot, &shared, &*transport, &mut jitter, &notice).await;
+        }
+    }
+    if let Some(notice) = damper.drain() {
+        let _ = send(&slot, &shared, &*transport, &mut jitter, &notice).await;
+    }
+}
+
+/// Renders and delivers one notice, counts and logs the outcome.
+async fn send(
+    slot: &Slot,
+    shared: &Shared,
+    transport: &dyn Transport,
+    jitter: &mut Jitter,
+    notice: &Notice,
+) -> Result<Delivered, DeliveryError> {
+    let sink = &slot.sink;
+    let observe = |d: Duration| slot.metrics.duration.observe(d.as_secs_f64());
+    let mut result = Ok(Delivered { attempts: 0 });
+    for body in sink.bodies(notice, &shared.ctx) {
+        result = delivery::deliver(transport, sink, &body, &shared.policy, jitter, &observe)
+            .await
+            .map(|d| Delivered {
+                attempts: d.attempts + result.as_ref().map_or(0, |r| r.attempts),
+            });
+        if result.is_err() {
+            break;
+        }
+    }
+    let (to, changes) = (notice.event.to.as_str(), notice.changes);
+    match &result {
+        Ok(d) => {
+            slot.metrics.delivered.inc();
+            info!(sink = %sink.name, kind = sink.kind.as_str(), to, changes, attempts = d.attempts, "notification delivered");
+        }
+        Err(e) => {
+            slot.metrics.failed.inc();
+            warn!(sink = %sink.name, kind = sink.kind.as_str(), to, changes, error = %e, "notification failed");
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+#[path = "notifier_tests.rs"]
+mod tests;

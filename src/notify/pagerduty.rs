@@ -1,0 +1,144 @@
+//! PagerDuty Events API v2 events: an opening triggers an alert, a closing resolves it, and half-open (a probe,
+//! not a recovery) sends nothing, so on-call is paged once per outage and released when Redis is back.
+//!
+//! Every event of a sidecar and Redis target uses one `dedup_key` ([`Context::dedup_key`]): repeated openings
+//! while flapping fold into the same alert, and the resolve finds it even after a restart. Pure: JSON out.
+
+use serde_json::{json, Value};
+
+use super::event::{headline, human_duration, truncate, Context, Kind, Notice};
+use crate::breaker::State;
+use crate::config::Severity;
+use crate::health::iso8601;
+
+/// PagerDuty truncates `payload.summary` at 1024 characters; cut it ourselves so the end is deliberate.
+const MAX_SUMMARY_CHARS: usize = 1024;
+
+/// Whether a notice about entering `to` concerns PagerDuty at all.
+pub fn accepts(to: State) -> bool {
+    matches!(to, State::Open | State::Closed)
+}
+
+/// The events for `n`, in sending order: none for half-open; for `notify-test` a trigger and its resolve
+/// (under a key of their own, so a test never touches a real incident).
+pub fn render(n: &Notice, ctx: &Context, routing_key: &str, severity: Severity) -> Vec<Value> {
+    let e = &n.event;
+    match (e.kind, e.to) {
+        (Kind::Test, _) => {
+            let key = format!("{}/notify-test", ctx.dedup_key());
+            vec![
+                trigger(n, ctx, routing_key, Severity::Info, &key),
+                resolve(routing_key, &key),
+            ]
+        }
+        (Kind::StateChanged, State::Open) => vec![trigger(n, ctx, routing_key, severity, &ctx.dedup_key())],
+        (Kind::StateChanged, State::Closed) => vec![resolve(routing_key, &ctx.dedup_key())],
+        (Kind::StateChanged, State::HalfOpen) => Vec::new(),
+    }
+}
+
+fn trigger(n: &Notice, ctx: &Context, routing_key: &str, severity: Severity, dedup_key: &str) -> Value {
+    let e = &n.event;
+    json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
+        "client": "redguard",
+        "payload": {
+            "summary": truncate(&headline(n, ctx), MAX_SUMMARY_CHARS),
+            "source": ctx.instance,
+            "severity": severity.as_str(),
+            "timestamp": iso8601(e.at),
+            "component": "redis",
+            "group": ctx.redis,
+            "class": "circuit_breaker",
+            "custom_details": {
+                "from": e.from.as_str(),
+                "to": e.to.as_str(),
+                "reason": e.reason,
+                "last_error": e.last_error,
+                "failure_count": e.failure_count,
+                "previous_state_lasted": human_duration(e.previous_lasted),
+                "previous_state_seconds": e.previous_lasted.as_secs_f64(),
+                "state_changes": n.changes,
+                "redis": ctx.redis,
+                "instance": ctx.instance,
+                "test": e.kind == Kind::Test,
+                "config": ctx.breaker,
+            },
+        },
+    })
+}
+
+fn resolve(routing_key: &str, dedup_key: &str) -> Value {
+    json!({
+        "routing_key": routing_key,
+        "event_action": "resolve",
+        "dedup_key": dedup_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::testing::{ctx, notice};
+
+    #[test]
+    fn an_opening_triggers_with_every_required_field() {
+        let events = render(
+            &notice(State::Closed, State::Open, Some("timed out")),
+            &ctx(),
+            "R0UT1NG",
+            Severity::Critical,
+        );
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e["routing_key"], "R0UT1NG");
+        assert_eq!(e["event_action"], "trigger");
+        assert_eq!(e["dedup_key"], "redguard/prod/api-0/redis://:***@cache:6379");
+        let p = &e["payload"];
+        assert_eq!(
+            p["summary"],
+            "Redis circuit OPEN on prod/api-0 (Redis redis://:***@cache:6379): 2 consecutive failures"
+        );
+        assert_eq!(p["source"], "prod/api-0");
+        assert_eq!(p["severity"], "critical");
+        assert_eq!(p["timestamp"], "2023-11-14T22:13:20Z");
+        assert_eq!(p["component"], "redis");
+        assert_eq!(p["group"], "redis://:***@cache:6379");
+        assert_eq!(p["class"], "circuit_breaker");
+        let d = &p["custom_details"];
+        assert_eq!(d["failure_count"], 2);
+        assert_eq!(d["last_error"], "timed out");
+        assert_eq!(d["reason"], "2 consecutive failures");
+        assert_eq!(d["config"]["failure_threshold"], 2);
+    }
+
+    #[test]
+    fn closing_resolves_the_same_alert_and_half_open_sends_nothing() {
+        let c = ctx();
+        let open = render(&notice(State::Closed, State::Open, None), &c, "k", Severity::Error);
+        let closed = render(&notice(State::HalfOpen, State::Closed, None), &c, "k", Severity::Error);
+        assert_eq!(
+            closed,
+            [json!({"routing_key": "k", "event_action": "resolve", "dedup_key": open[0]["dedup_key"]})]
+        );
+        assert_eq!(open[0]["payload"]["severity"], "error");
+        assert!(render(&notice(State::Open, State::HalfOpen, None), &c, "k", Severity::Error).is_empty());
+        assert!(!accepts(State::HalfOpen) && accepts(State::Open) && accepts(State::Closed));
+    }
+
+    #[test]
+    fn a_test_triggers_and_resolves_under_its_own_key() {
+        let n = Notice::single(std::sync::Arc::new(super::super::event::Event::test(
+            std::time::UNIX_EPOCH,
+        )));
+        let events = render(&n, &ctx(), "k", Severity::Critical);
+        let actions: Vec<&str> = events.iter().map(|e| e["event_action"].as_str().unwrap()).collect();
+        assert_eq!(actions, ["trigger", "resolve"]);
+        assert_eq!(events[0]["dedup_key"], events[1]["dedup_key"]);
+        assert_ne!(events[0]["dedup_key"], ctx().dedup_key());
+        assert_eq!(events[0]["payload"]["severity"], "info");
+        assert_eq!(events[0]["payload"]["custom_details"]["test"], true);
+    }
+}
