@@ -21,7 +21,7 @@ use tower::ServiceExt;
 fn router() -> axum::Router {
     // Nothing listens on port 1: even an admitted call would fail fast, but the breaker is forced open anyway.
     let cfg = Config::from_yaml("redis:\n  url: redis://127.0.0.1:1\n", "<test>").unwrap();
-    let client = redguard::build_client(&cfg).unwrap();
+    let (client, _notifier) = redguard::build_client(&cfg).unwrap();
     client.breaker().apply(Override::ForceOpen);
     let app = api::App {
         client,
