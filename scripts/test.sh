@@ -14,4 +14,5 @@ promtool check rules alerts/redguard.rules.yml
 promtool test rules alerts/tests/*.yml
 
 echo "== container image and Kubernetes manifests"
-bash deploy/check.sh
+# REDGUARD_BIN: also run `redguard check-config` on the shipped configs.
+REDGUARD_BIN=target/debug/redguard bash deploy/check.sh

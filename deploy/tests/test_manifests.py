@@ -586,16 +586,17 @@ def test_configs_pass_redguard_check_config(rendered, tmp_path):
     secrets = tmp_path / "secrets"
     secrets.mkdir()
 
-    def relocate(path: str) -> str:
+    def relocate(path: str, content: str = "placeholder") -> str:
         target = secrets / PurePosixPath(path).name
-        target.write_text("placeholder\n")
+        target.write_text(content + "\n")
         return str(target)
 
     config["redis"]["password_file"] = relocate(config["redis"]["password_file"])
     for sink in config.get("notify", {}).get("sinks", []):
-        for key in ("url_file", "routing_key_file"):
-            if key in sink:
-                sink[key] = relocate(sink[key])
+        if "url_file" in sink:
+            sink["url_file"] = relocate(sink["url_file"], "https://hooks.example.invalid/placeholder")
+        if "routing_key_file" in sink:
+            sink["routing_key_file"] = relocate(sink["routing_key_file"])
     rendered_file = tmp_path / "redguard.yaml"
     rendered_file.write_text(yaml.safe_dump(config))
     for path in (DEPLOY / "redguard.yaml", rendered_file):
