@@ -525,7 +525,10 @@ fn the_password_can_come_from_a_file_or_the_environment() {
     let file = dir.path().join("redis-password");
     std::fs::write(&file, "from-a-file-42\n").unwrap();
     let rg = Redguard::start(&redis.url(), &format!("redis:\n  password_file: {}\n", file.display()));
-    assert_eq!(ok(&rg, json!({"op": "set", "key": "k", "value": "v"}))["source"], "redis");
+    assert_eq!(
+        ok(&rg, json!({"op": "set", "key": "k", "value": "v"}))["source"],
+        "redis"
+    );
 
     // The environment wins over the file: a wrong password there means Redis refuses every call.
     let rg = Redguard::start_with_env(
@@ -538,4 +541,24 @@ fn the_password_can_come_from_a_file_or_the_environment() {
     assert!(!r.body.contains("wrong-password-7") && !rg.log().contains("wrong-password-7"));
     let rg = Redguard::start_with_env(&redis.url(), "", &[("REDGUARD_REDIS_PASSWORD", "from-a-file-42")]);
     assert_eq!(ok(&rg, json!({"op": "get", "key": "k"}))["result"], "v");
+}
+
+#[test]
+fn the_first_call_after_redis_returns_is_answered_by_redis() {
+    let (mut redis, rg) = start();
+    // Held closed, so every call goes to Redis and the test sees the connection's own behaviour.
+    assert_eq!(rg.control("force_closed").status, 200);
+    for round in 0..3 {
+        redis.kill();
+        assert_eq!(
+            rg.cmd(r#"{"op":"set","key":"k","value":"v"}"#).status,
+            503,
+            "round {round}"
+        );
+        redis.restart();
+        // The connection's last reconnect attempt failed while Redis was down; that stale refusal must not be
+        // what the first call after the restart gets.
+        let r = rg.cmd(r#"{"op":"set","key":"k","value":"v"}"#);
+        assert_eq!(r.status, 200, "round {round}: {}", r.body);
+    }
 }
