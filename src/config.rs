@@ -12,6 +12,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::policy;
+
 /// Every key that an environment variable `REDGUARD_<SECTION>_<KEY>` may override.
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("listen", &["socket", "socket_mode", "drain_timeout"]),
@@ -35,9 +37,15 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("cache", &["max_entries", "max_bytes", "ttl", "clear_on_close"]),
-    ("api", &["max_body_bytes", "on_unavailable"]),
+    ("api", &["max_body_bytes", "on_unavailable", "max_pipeline_commands"]),
     ("admin", &["listen", "ready_requires_redis"]),
+    ("ratelimit", &["on_unavailable", "local_max_keys"]),
 ];
+
+/// Keys that only the file can set: lists and nested sections, which one environment variable cannot hold.
+/// Listed so the test that checks [`KNOWN_KEYS`] against the structs sees every field.
+#[cfg(test)]
+const FILE_ONLY_KEYS: &[(&str, &[&str])] = &[("api", &["commands"])];
 
 /// The environment variable holding the Redis password; it wins over `redis.password_file`.
 const PASSWORD_ENV: &str = "REDGUARD_REDIS_PASSWORD";
@@ -96,6 +104,9 @@ pub struct Config {
     /// The admin HTTP endpoint (health, readiness, metrics).
     #[serde(deserialize_with = "section")]
     pub admin: AdminConfig,
+    /// The sliding-window rate limiter (`POST /v1/ratelimit`).
+    #[serde(deserialize_with = "section")]
+    pub ratelimit: RateLimitConfig,
 }
 
 const DEFAULT_SOCKET: &str = "./redguard.sock";
@@ -328,6 +339,7 @@ pub enum OnUnavailable {
 }
 
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+const DEFAULT_MAX_PIPELINE_COMMANDS: usize = 1000;
 
 /// `api`: the client-facing request handling.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -338,6 +350,11 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// `error` or `default`: the answer when neither Redis nor the cache can serve.
     pub on_unavailable: OnUnavailable,
+    /// Most commands one `/v1/pipeline` request may carry.
+    pub max_pipeline_commands: usize,
+    /// Which commands applications may send (see [`crate::policy`]).
+    #[serde(deserialize_with = "section")]
+    pub commands: CommandsConfig,
 }
 
 impl Default for ApiConfig {
@@ -345,6 +362,62 @@ impl Default for ApiConfig {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             on_unavailable: OnUnavailable::default(),
+            max_pipeline_commands: DEFAULT_MAX_PIPELINE_COMMANDS,
+            commands: CommandsConfig::default(),
+        }
+    }
+}
+
+/// `api.commands`: the command policy's lists. Entries are `"NAME"` or `"NAME SUBCOMMAND"`, any case.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// Commands refused; setting it replaces the default list ([`crate::policy::default_deny`]), except for the
+    /// built-in denials, which always apply.
+    pub deny: Vec<String>,
+    /// When set, only these commands pass (and deny still wins).
+    pub allow: Option<Vec<String>>,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            deny: policy::default_deny(),
+            allow: None,
+        }
+    }
+}
+
+/// What `POST /v1/ratelimit` answers when Redis cannot decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitFallback {
+    /// Decide with this sidecar's own in-process limiter (same semantics, per sidecar).
+    #[default]
+    Local,
+    /// Fail open: allow every call.
+    Allow,
+    /// Fail closed: deny every call.
+    Deny,
+}
+
+const DEFAULT_RATELIMIT_LOCAL_MAX_KEYS: usize = 10_000;
+
+/// `ratelimit`: the sliding-window rate limiter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `local`, `allow` or `deny`: the decision while Redis is unavailable.
+    pub on_unavailable: RateLimitFallback,
+    /// Most keys the local limiter tracks; the least recently used is forgotten beyond it.
+    pub local_max_keys: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            on_unavailable: RateLimitFallback::default(),
+            local_max_keys: DEFAULT_RATELIMIT_LOCAL_MAX_KEYS,
         }
     }
 }
@@ -443,6 +516,8 @@ impl Config {
             ("breaker.half_open_max_calls", b.half_open_max_calls as usize),
             ("breaker.success_threshold", b.success_threshold as usize),
             ("api.max_body_bytes", a.max_body_bytes),
+            ("api.max_pipeline_commands", a.max_pipeline_commands),
+            ("ratelimit.local_max_keys", self.ratelimit.local_max_keys),
         ] {
             if n == 0 {
                 p.push(format!("{key} must be at least 1"));
@@ -491,6 +566,19 @@ impl Config {
                 humantime::format_duration(b.recovery_timeout_max),
                 humantime::format_duration(b.recovery_timeout)
             ));
+        }
+        let lists = [("deny", Some(&a.commands.deny)), ("allow", a.commands.allow.as_ref())];
+        for (list, entries) in lists {
+            for (i, entry) in entries.into_iter().flatten().enumerate() {
+                match policy::Rule::parse(entry) {
+                    Err(e) => p.push(format!("api.commands.{list}[{i}]: {e}")),
+                    Ok(rule) if list == "allow" && rule.is_always_denied() => p.push(format!(
+                        "api.commands.allow[{i}]: {rule} can never be allowed: it would block or change the state of \
+                         the connection all requests share (use /v1/pipeline with \"atomic\": true for transactions)"
+                    )),
+                    Ok(_) => {}
+                }
+            }
         }
         p
     }

@@ -36,6 +36,7 @@ pub mod config;
 pub mod health;
 pub mod metrics;
 pub mod op;
+pub mod policy;
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::Ordering;
