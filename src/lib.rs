@@ -4,13 +4,13 @@
 //!
 //! ```text
 //!  application ──HTTP/1.1+JSON──▶ Unix socket ──▶ api (routes, request parsing, replies, errors)
-//!                                                   │
+//!                                                   │        └──▶ policy (which commands may pass)
 //!                                                   ▼
 //!                                       client::Resilient ──▶ breaker (state machine, clock)
 //!                                         │        │
 //!                                         │        └──▶ cache (fallback LRU + TTL)
 //!                                         ▼
-//!                                       backend (redis-rs, command timeout) ──▶ Redis
+//!                                       backend (redis-rs, command timeout, pipelines) ──▶ Redis
 //!
 //!  breaker transitions ──▶ observers: metrics, log, recovery probe, cache clear-on-close
 //!  admin (TCP, read-only) ──▶ /metrics, health, /livez, /readyz
@@ -20,7 +20,9 @@
 //! - [`breaker`]: the pure state machine ([`breaker::state`]) and its thread-safe wrapper.
 //! - [`cache`]: the bounded fallback cache.
 //! - [`backend`]: Redis access behind a small trait.
-//! - [`client`]: breaker + backend + cache; where the sidecar's promises are kept.
+//! - [`client`]: breaker + backend + cache; where the sidecar's promises are kept, for typed ops, raw
+//!   commands, pipelines and scripts.
+//! - [`op`]: the typed ops; [`policy`]: the command allow/deny rules.
 //! - [`api`], [`admin`], [`health`], [`metrics`]: the edges.
 //!
 //! [`run`] wires them together and returns when the shutdown future resolves and the drain is done.
@@ -180,9 +182,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     let admin_task = tokio::spawn(admin_server);
 
     let listener = api::bind(&cfg.listen.socket, cfg.listen.socket_mode)?;
+    let commands = &cfg.api.commands;
     let app = Arc::new(api::App {
         client: client.clone(),
         max_body_bytes: cfg.api.max_body_bytes,
+        policy: policy::Policy::from_config(&commands.deny, commands.allow.as_deref()),
     });
     let api_server = axum::serve(listener, api::router(app))
         .with_graceful_shutdown(stopped())

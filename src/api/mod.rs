@@ -1,12 +1,14 @@
 //! The application-facing API: HTTP/1.1 + JSON on a Unix socket.
 //!
-//! Routes are thin: they parse ([`request`]), call the resilient client, and render ([`reply`]); every failure
-//! is an [`ApiError`], shaped into a response in one place. The control routes (`/v1/breaker`) exist only
-//! here, never on a network listener.
+//! Routes are thin: they parse ([`request`]), ask the command policy, call the resilient client, and render
+//! ([`reply`], [`resp`]); every failure is an [`ApiError`], shaped into a response in one place. The policy
+//! judges every command an application sends, typed ops by the command they send. The control routes
+//! (`/v1/breaker`) exist only here, never on a network listener.
 
 pub mod error;
 pub mod reply;
 pub mod request;
+pub mod resp;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -28,12 +30,14 @@ pub use error::ApiError;
 
 use crate::breaker::{Mode, Override, State as CircuitState};
 use crate::metrics::ApiRoute;
+use crate::policy::Policy;
 use crate::{health, Client};
 
 /// What the routes share.
 pub struct App {
     pub client: Arc<Client>,
     pub max_body_bytes: usize,
+    pub policy: Policy,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -49,20 +53,37 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// Runs one request body through `run`, answering a body that could not be read, and records the request's
+/// route, status and duration.
+macro_rules! timed {
+    ($app:expr, $body:expr, $run:ident) => {{
+        let started = Instant::now();
+        let (route, response) = match $body {
+            Ok(body) => $run(&$app, &body).await,
+            Err(rejection) => (
+                ApiRoute::Invalid,
+                body_error(&rejection, $app.max_body_bytes).into_response(),
+            ),
+        };
+        let status = response.status().as_u16();
+        $app.client
+            .metrics()
+            .observe_api(route, status, started.elapsed().as_secs_f64());
+        response
+    }};
+}
+
 async fn cmd(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let started = Instant::now();
-    let (route, response) = match body {
-        Ok(body) => run_cmd(&app, &body).await,
-        Err(rejection) => (
-            ApiRoute::Invalid,
-            body_error(&rejection, app.max_body_bytes).into_response(),
-        ),
-    };
-    let status = response.status().as_u16();
-    app.client
-        .metrics()
-        .observe_api(route, status, started.elapsed().as_secs_f64());
-    response
+    timed!(app, body, run_cmd)
+}
+
+fn json(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Asks the policy about one command; a refusal names it.
+fn permit<A: AsRef<[u8]>>(app: &App, args: &[A]) -> Result<(), ApiError> {
+    app.policy.check(args).map_err(|d| ApiError::CommandDenied(d.command))
 }
 
 async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
@@ -71,10 +92,13 @@ async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
     let route = ApiRoute::Op(req.op.name());
+    if let Err(e) = permit(app, &[req.op.name().command()]) {
+        return (route, e.into_response());
+    }
     let on_unavailable = req.on_unavailable.unwrap_or(app.client.default_on_unavailable());
     let response = match app.client.execute(&req.op, on_unavailable).await {
         Ok(served) => match reply::render(&served, req.encoding, req.default) {
-            Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+            Ok(body) => json(body),
             Err(e) => e.into_response(),
         },
         Err(e) => ApiError::from(e).into_response(),
