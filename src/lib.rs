@@ -186,6 +186,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     let app = Arc::new(api::App {
         client: client.clone(),
         max_body_bytes: cfg.api.max_body_bytes,
+        max_pipeline_commands: cfg.api.max_pipeline_commands,
         policy: policy::Policy::from_config(&commands.deny, commands.allow.as_deref()),
     });
     let api_server = axum::serve(listener, api::router(app))

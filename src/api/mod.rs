@@ -1,11 +1,13 @@
 //! The application-facing API: HTTP/1.1 + JSON on a Unix socket.
 //!
-//! Routes are thin: they parse ([`request`]), ask the command policy, call the resilient client, and render
-//! ([`reply`], [`resp`]); every failure is an [`ApiError`], shaped into a response in one place. The policy
-//! judges every command an application sends, typed ops by the command they send. The control routes
-//! (`/v1/breaker`) exist only here, never on a network listener.
+//! Routes are thin: they parse ([`request`], [`command`], [`pipeline`]), ask the command policy, call the
+//! resilient client, and render ([`reply`], [`resp`]); every failure is an [`ApiError`], shaped into a
+//! response in one place. The policy judges every command an application sends, typed ops by the command they
+//! send. The control routes (`/v1/breaker`) exist only here, never on a network listener.
 
+pub mod command;
 pub mod error;
+pub mod pipeline;
 pub mod reply;
 pub mod request;
 pub mod resp;
@@ -29,6 +31,7 @@ use tokio::net::UnixListener;
 pub use error::ApiError;
 
 use crate::breaker::{Mode, Override, State as CircuitState};
+use crate::client::{Reply, Served, Source};
 use crate::metrics::ApiRoute;
 use crate::policy::Policy;
 use crate::{health, Client};
@@ -37,6 +40,7 @@ use crate::{health, Client};
 pub struct App {
     pub client: Arc<Client>,
     pub max_body_bytes: usize,
+    pub max_pipeline_commands: usize,
     pub policy: Policy,
 }
 
@@ -44,6 +48,8 @@ pub fn router(app: Arc<App>) -> Router {
     let limit = app.max_body_bytes;
     Router::new()
         .route("/v1/cmd", post(cmd))
+        .route("/v1/command", post(command))
+        .route("/v1/pipeline", post(pipeline))
         .route("/v1/breaker", get(breaker_get).post(breaker_post))
         .route("/api/v1/health/redis", get(health_redis))
         .route("/api/v1/health/circuit-breaker", get(health_circuit_breaker))
@@ -77,6 +83,14 @@ async fn cmd(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -
     timed!(app, body, run_cmd)
 }
 
+async fn command(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    timed!(app, body, run_command)
+}
+
+async fn pipeline(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    timed!(app, body, run_pipeline)
+}
+
 fn json(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -104,6 +118,52 @@ async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
         Err(e) => ApiError::from(e).into_response(),
     };
     (route, response)
+}
+
+async fn run_command(app: &App, body: &[u8]) -> (ApiRoute, Response) {
+    let c = match command::parse(body) {
+        Ok(c) => c,
+        Err(e) => return (ApiRoute::Invalid, e.into_response()),
+    };
+    if let Err(e) = permit(app, &c.args) {
+        return (ApiRoute::Command, e.into_response());
+    }
+    let response = match app.client.execute_raw(&c.args).await {
+        Ok(value) => {
+            let served = Served {
+                reply: Reply::Raw(value),
+                source: Source::Redis,
+                cached: false,
+            };
+            match reply::render(&served, c.encoding, None) {
+                Ok(body) => json(body),
+                Err(e) => e.into_response(),
+            }
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    (ApiRoute::Command, response)
+}
+
+async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
+    let p = match pipeline::parse(body, app.max_pipeline_commands) {
+        Ok(p) => p,
+        Err(e) => return (ApiRoute::Invalid, e.into_response()),
+    };
+    for item in &p.items {
+        let judged = match item {
+            crate::client::Item::Op(op) => permit(app, &[op.name().command()]),
+            crate::client::Item::Raw(args) => permit(app, args),
+        };
+        if let Err(e) = judged {
+            return (ApiRoute::Pipeline, e.into_response());
+        }
+    }
+    let response = match app.client.execute_pipeline(&p.items, p.atomic).await {
+        Ok(answers) => json(pipeline::render(&p.shapes, &answers)),
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    (ApiRoute::Pipeline, response)
 }
 
 fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
