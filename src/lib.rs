@@ -6,7 +6,7 @@
 //!  application ──HTTP/1.1+JSON──▶ Unix socket ──▶ api (routes, request parsing, replies, errors)
 //!                                                   │        └──▶ policy (which commands may pass)
 //!                                                   ▼
-//!                                       client::Resilient ──▶ breaker (state machine, clock)
+//!                  ratelimit (script + local) ──▶ client::Resilient ──▶ breaker (state machine, clock)
 //!                                         │        │
 //!                                         │        └──▶ cache (fallback LRU + TTL)
 //!                                         ▼
@@ -23,6 +23,7 @@
 //! - [`client`]: breaker + backend + cache; where the sidecar's promises are kept, for typed ops, raw
 //!   commands, pipelines and scripts.
 //! - [`op`]: the typed ops; [`policy`]: the command allow/deny rules.
+//! - [`ratelimit`]: the sliding-window limiter, in Redis or, while Redis is away, in process.
 //! - [`api`], [`admin`], [`health`], [`metrics`]: the edges.
 //!
 //! [`run`] wires them together and returns when the shutdown future resolves and the drain is done.
@@ -39,6 +40,7 @@ pub mod health;
 pub mod metrics;
 pub mod op;
 pub mod policy;
+pub mod ratelimit;
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::Ordering;
@@ -188,6 +190,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         max_body_bytes: cfg.api.max_body_bytes,
         max_pipeline_commands: cfg.api.max_pipeline_commands,
         policy: policy::Policy::from_config(&commands.deny, commands.allow.as_deref()),
+        ratelimiter: ratelimit::RateLimiter::new(client.clone(), &cfg.ratelimit, Arc::new(SystemClock)),
     });
     let api_server = axum::serve(listener, api::router(app))
         .with_graceful_shutdown(stopped())

@@ -90,6 +90,28 @@ impl ApiRoute {
     }
 }
 
+/// Where a rate-limit decision came from, as counted in `redguard_ratelimit_decisions_total{source}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionSource {
+    Redis,
+    /// This sidecar's in-process limiter, while Redis is unavailable.
+    Local,
+    /// The configured fail-open / fail-closed answer, while Redis is unavailable.
+    Default,
+}
+
+impl DecisionSource {
+    pub const ALL: [DecisionSource; 3] = [DecisionSource::Redis, DecisionSource::Local, DecisionSource::Default];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionSource::Redis => "redis",
+            DecisionSource::Local => "local",
+            DecisionSource::Default => "default",
+        }
+    }
+}
+
 /// HTTP statuses the API answers with; anything else is counted as "other".
 const CODES: [u16; 11] = [200, 400, 403, 404, 405, 413, 415, 422, 500, 503, 504];
 
@@ -124,6 +146,8 @@ pub struct Metrics {
     pub degraded: IntGauge,
     transitions: IntCounterVec,
     redis_duration: Vec<Histogram>,
+    /// Indexed by `DecisionSource as usize * 2 + allowed`.
+    ratelimit_decisions: Vec<IntCounter>,
     api_requests_vec: IntCounterVec,
     api_requests: Vec<[OnceLock<IntCounter>; CODES.len() + 1]>,
     api_duration: Vec<Histogram>,
@@ -210,6 +234,20 @@ impl Metrics {
             .map(|i| redis_hist.with_label_values(&[RedisCall::label(i)]))
             .collect();
 
+        let decisions_vec = IntCounterVec::new(
+            Opts::new(
+                "redguard_ratelimit_decisions_total",
+                "Rate-limit decisions, by where they were made and whether the call was allowed.",
+            ),
+            &["source", "allowed"],
+        )
+        .expect("valid metric");
+        reg(Box::new(decisions_vec.clone()));
+        let ratelimit_decisions = DecisionSource::ALL
+            .iter()
+            .flat_map(|s| ["false", "true"].map(|allowed| decisions_vec.with_label_values(&[s.as_str(), allowed])))
+            .collect();
+
         let api_vec = IntCounterVec::new(
             Opts::new(
                 "redguard_api_requests_total",
@@ -275,6 +313,7 @@ impl Metrics {
             degraded: gauge("redguard_degraded", "1 while the circuit is not closed."),
             transitions,
             redis_duration,
+            ratelimit_decisions,
             api_requests_vec: api_vec,
             api_requests,
             api_duration,
@@ -292,6 +331,10 @@ impl Metrics {
 
     pub fn observe_redis(&self, call: RedisCall, seconds: f64) {
         self.redis_duration[call.index()].observe(seconds);
+    }
+
+    pub fn ratelimit_decision(&self, source: DecisionSource, allowed: bool) {
+        self.ratelimit_decisions[source as usize * 2 + usize::from(allowed)].inc();
     }
 
     pub fn observe_api(&self, route: ApiRoute, status: u16, seconds: f64) {
@@ -379,10 +422,13 @@ mod tests {
         assert_eq!(unique.len(), N_ROUTES, "{labels:?}");
         m.observe_redis(RedisCall::Pipeline, 0.001);
         m.observe_api(ApiRoute::RateLimit, 200, 0.001);
+        m.ratelimit_decision(DecisionSource::Local, false);
         let text = m.render();
         for line in [
             r#"redguard_redis_command_duration_seconds_count{op="pipeline"} 1"#,
             r#"redguard_api_requests_total{code="200",op="ratelimit"} 1"#,
+            r#"redguard_ratelimit_decisions_total{allowed="false",source="local"} 1"#,
+            r#"redguard_ratelimit_decisions_total{allowed="true",source="redis"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

@@ -1,13 +1,15 @@
 //! The application-facing API: HTTP/1.1 + JSON on a Unix socket.
 //!
-//! Routes are thin: they parse ([`request`], [`command`], [`pipeline`]), ask the command policy, call the
-//! resilient client, and render ([`reply`], [`resp`]); every failure is an [`ApiError`], shaped into a
-//! response in one place. The policy judges every command an application sends, typed ops by the command they
-//! send. The control routes (`/v1/breaker`) exist only here, never on a network listener.
+//! Routes are thin: they parse ([`request`], [`command`], [`pipeline`], [`ratelimit`]), ask the command policy,
+//! call the resilient client or the rate limiter, and render ([`reply`], [`resp`]); every failure is an
+//! [`ApiError`], shaped into a response in one place. The policy judges every command an application sends,
+//! typed ops by the command they send. The control routes (`/v1/breaker`) exist only here, never on a
+//! network listener.
 
 pub mod command;
 pub mod error;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod reply;
 pub mod request;
 pub mod resp;
@@ -30,10 +32,12 @@ use tokio::net::UnixListener;
 
 pub use error::ApiError;
 
+use crate::backend::Standalone;
 use crate::breaker::{Mode, Override, State as CircuitState};
 use crate::client::{Reply, Served, Source};
 use crate::metrics::ApiRoute;
 use crate::policy::Policy;
+use crate::ratelimit::RateLimiter;
 use crate::{health, Client};
 
 /// What the routes share.
@@ -42,6 +46,7 @@ pub struct App {
     pub max_body_bytes: usize,
     pub max_pipeline_commands: usize,
     pub policy: Policy,
+    pub ratelimiter: RateLimiter<Standalone>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -50,6 +55,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/cmd", post(cmd))
         .route("/v1/command", post(command))
         .route("/v1/pipeline", post(pipeline))
+        .route("/v1/ratelimit", post(ratelimit))
         .route("/v1/breaker", get(breaker_get).post(breaker_post))
         .route("/api/v1/health/redis", get(health_redis))
         .route("/api/v1/health/circuit-breaker", get(health_circuit_breaker))
@@ -89,6 +95,10 @@ async fn command(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection
 
 async fn pipeline(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
     timed!(app, body, run_pipeline)
+}
+
+async fn ratelimit(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    timed!(app, body, run_ratelimit)
 }
 
 fn json(body: Vec<u8>) -> Response {
@@ -164,6 +174,18 @@ async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
         Err(e) => ApiError::from(e).into_response(),
     };
     (ApiRoute::Pipeline, response)
+}
+
+async fn run_ratelimit(app: &App, body: &[u8]) -> (ApiRoute, Response) {
+    let check = match ratelimit::parse(body) {
+        Ok(c) => c,
+        Err(e) => return (ApiRoute::Invalid, e.into_response()),
+    };
+    let response = match app.ratelimiter.check(&check.key, &check.limit).await {
+        Ok(decision) => json(ratelimit::render(&decision)),
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    (ApiRoute::RateLimit, response)
 }
 
 fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
