@@ -73,9 +73,13 @@ impl<B: Backend> Resilient<B> {
                 self.forget_after_app_error(op);
                 Err(message)
             }
-            (Item::Raw(args), slot) => {
+            (Item::Raw(args), Ok(value)) => {
                 self.forget_raw(args);
-                slot.map(|value| Served::redis(super::Reply::Raw(value)))
+                Ok(Served::redis(super::Reply::Raw(value)))
+            }
+            (Item::Raw(args), Err(message)) => {
+                self.forget_raw_after_error(args);
+                Err(message)
             }
         }
     }

@@ -5,9 +5,10 @@
 //! about what such a command may have changed. It cannot model the command, so after every raw command that
 //! is not a known read, it drops each cached key that the command names anywhere in its arguments (a value
 //! that happens to equal a cached key name only costs that entry), and after commands that reach past the keys
-//! they name (FLUSHDB, SWAPDB, REPLICAOF ...) it drops everything. Lua scripts are assumed to name the keys they
-//! write in KEYS or ARGV, as Redis asks of them; a script writing keys it was not given is beyond what redguard
-//! can see.
+//! they name (FLUSHDB, SWAPDB, REPLICAOF ...) it drops everything. A command Redis answered with an error changed
+//! nothing (Redis commands are atomic), except a script, which may have written before it failed. Lua scripts
+//! are assumed to name the keys they write in KEYS or ARGV, as Redis asks of them; a script writing keys it was
+//! not given is beyond what redguard can see.
 
 use redis::Value;
 
@@ -122,6 +123,9 @@ const KEYSPACE_WIDE: &[&str] = &[
     "SWAPDB",
 ];
 
+/// Commands that run code: an error from them does not mean nothing was written.
+const SCRIPTS: &[&str] = &["EVAL", "EVALSHA", "FCALL"];
+
 /// What a raw command can do to the cache's knowledge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Effect {
@@ -161,8 +165,7 @@ impl<B: Backend> Resilient<B> {
                 Ok(value)
             }
             Err(Unanswered::App(message)) => {
-                // A script may have written before failing; other commands did nothing, and forgetting is cheap.
-                self.forget_raw(args);
+                self.forget_raw_after_error(args);
                 Err(CallError::Redis(message))
             }
             Err(Unanswered::Failed(failure)) => {
@@ -183,6 +186,16 @@ impl<B: Backend> Resilient<B> {
             Effect::None => {}
             Effect::NamedKeys => self.forget_named(rest),
             Effect::Everything => self.cache.clear(),
+        }
+    }
+
+    /// After an application error: only a script may have changed anything.
+    pub(super) fn forget_raw_after_error(&self, args: &[Bytes<'_>]) {
+        let is_script = args
+            .first()
+            .is_some_and(|name| SCRIPTS.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes())));
+        if is_script {
+            self.forget_raw(args);
         }
     }
 
