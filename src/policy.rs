@@ -7,7 +7,7 @@
 //! A command passes when all three hold:
 //! 1. no built-in rule forbids it ([`ALWAYS_DENIED`]: commands that would block, take over or change the state
 //!    of the one connection every request shares; no configuration can let them through);
-//! 2. no `api.commands.deny` rule matches it (default [`DEFAULT_DENY`]);
+//! 2. no `api.commands.deny` rule matches it (default [`default_deny`]);
 //! 3. `api.commands.allow` is unset, or one of its rules matches it.
 //!
 //! So deny always wins, and `allow` can only narrow what `deny` leaves. The policy judges what the application

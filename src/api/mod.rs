@@ -34,7 +34,7 @@ pub use error::ApiError;
 
 use crate::backend::Standalone;
 use crate::breaker::{Mode, Override, State as CircuitState};
-use crate::client::{Reply, Served, Source};
+use crate::client::{Item, Reply, Served, Source};
 use crate::metrics::ApiRoute;
 use crate::policy::Policy;
 use crate::ratelimit::RateLimiter;
@@ -162,8 +162,8 @@ async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
     };
     for item in &p.items {
         let judged = match item {
-            crate::client::Item::Op(op) => permit(app, &[op.name().command()]),
-            crate::client::Item::Raw(args) => permit(app, args),
+            Item::Op(op) => permit(app, &[op.name().command()]),
+            Item::Raw(args) => permit(app, args),
         };
         if let Err(e) = judged {
             return (ApiRoute::Pipeline, e.into_response());

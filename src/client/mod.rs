@@ -1,7 +1,7 @@
 //! The resilient client: every call goes through the breaker to the backend, and falls back to the cache.
 //!
 //! This is where the sidecar's promises are kept, for typed ops, raw commands, pipelines and scripts alike:
-//! - a call the breaker rejects never touches Redis (every kind of call goes through [`Resilient::guarded`]);
+//! - a call the breaker rejects never touches Redis (every kind of call goes through `Resilient::guarded`);
 //! - a read that cannot be served by Redis is answered from the fallback cache, else with the caller's
 //!   default, and says so (`source`);
 //! - a write that did not reach Redis is never reported as written (a SET is kept in the cache for this pod's
@@ -9,10 +9,10 @@
 //! - every successful answer from Redis refreshes or invalidates the cache, so it never serves a value older
 //!   than the last acknowledged write; a write whose fate is unknown (it failed or timed out) drops the entry.
 //!   Raw commands and scripts, whose effects the cache cannot model, drop every cached key they name
-//!   ([`raw`]).
+//!   (`raw`).
 //!
-//! Files: [`absorb`] turns replies into answers and teaches the cache; [`raw`] runs raw commands;
-//! [`pipeline`] runs batches; [`scripts`] runs Lua with the SHA registry.
+//! Files: `absorb` turns replies into answers and teaches the cache; `raw` runs raw commands; `pipeline`
+//! runs batches; `scripts` runs Lua with the SHA registry.
 
 mod absorb;
 mod pipeline;

@@ -1,7 +1,7 @@
 //! The typed Redis operations the API offers, independent of JSON and of the connection.
 //!
 //! The API layer parses a request into an [`Op`]; the resilient client runs it through the breaker, turns it
-//! into a Redis command ([`Op::to_cmd`], in [`cmd`]), and uses [`Op::class`] to decide what the fallback may do
+//! into a Redis command ([`Op::to_cmd`], in `cmd`), and uses [`Op::class`] to decide what the fallback may do
 //! for it. Keys and values borrow from the request body where they can, so a plain request costs no copies
 //! before the command is encoded. [`OpName`] is a fixed set: it doubles as a metric label, so no value from a
 //! request ever becomes a label.
