@@ -15,6 +15,7 @@ use std::time::Duration;
 #[path = "config_notify.rs"]
 mod notify;
 
+use crate::policy;
 pub use notify::{NotifyConfig, NotifyOn, Severity, SinkConfig, SinkKind, DEFAULT_PAGERDUTY_URL};
 
 /// Every key that an environment variable `REDGUARD_<SECTION>_<KEY>` may override.
@@ -52,6 +53,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_connections",
             "read_timeout",
             "on_unavailable",
+            "max_pipeline_commands",
         ],
     ),
     ("admin", &["listen", "ready_requires_redis"]),
@@ -67,11 +69,12 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "shutdown_grace",
         ],
     ),
+    ("ratelimit", &["on_unavailable", "local_max_keys"]),
 ];
 
-/// Keys that only the file can set (lists of structures have no sensible single-variable form); together
-/// with [`KNOWN_KEYS`] they are every key of a section.
-const FILE_ONLY_KEYS: &[(&str, &[&str])] = &[("notify", &["sinks"])];
+/// Keys that only the file can set: lists and nested sections, which one environment variable cannot hold.
+/// Together with [`KNOWN_KEYS`] they are every key of a section.
+const FILE_ONLY_KEYS: &[(&str, &[&str])] = &[("notify", &["sinks"]), ("api", &["commands"])];
 
 /// The environment variable holding the Redis password; it wins over `redis.password_file`.
 const PASSWORD_ENV: &str = "REDGUARD_REDIS_PASSWORD";
@@ -133,6 +136,9 @@ pub struct Config {
     /// State-change notifications (Slack, PagerDuty, webhooks).
     #[serde(deserialize_with = "section")]
     pub notify: NotifyConfig,
+    /// The sliding-window rate limiter (`POST /v1/ratelimit`).
+    #[serde(deserialize_with = "section")]
+    pub ratelimit: RateLimitConfig,
 }
 
 const DEFAULT_SOCKET: &str = "./redguard.sock";
@@ -377,6 +383,7 @@ const DEFAULT_MAX_KEY_BYTES: usize = 1024;
 const DEFAULT_MAX_VALUE_BYTES: usize = 512 * 1024;
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_PIPELINE_COMMANDS: usize = 1000;
 
 /// `api`: the client-facing request handling.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -399,6 +406,11 @@ pub struct ApiConfig {
     pub read_timeout: Duration,
     /// `error` or `default`: the answer when neither Redis nor the cache can serve.
     pub on_unavailable: OnUnavailable,
+    /// Most commands one `/v1/pipeline` request may carry.
+    pub max_pipeline_commands: usize,
+    /// Which commands applications may send (see [`crate::policy`]).
+    #[serde(deserialize_with = "section")]
+    pub commands: CommandsConfig,
 }
 
 impl Default for ApiConfig {
@@ -410,6 +422,62 @@ impl Default for ApiConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             read_timeout: DEFAULT_READ_TIMEOUT,
             on_unavailable: OnUnavailable::default(),
+            max_pipeline_commands: DEFAULT_MAX_PIPELINE_COMMANDS,
+            commands: CommandsConfig::default(),
+        }
+    }
+}
+
+/// `api.commands`: the command policy's lists. Entries are `"NAME"` or `"NAME SUBCOMMAND"`, any case.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// Commands refused; setting it replaces the default list ([`crate::policy::default_deny`]), except for the
+    /// built-in denials, which always apply.
+    pub deny: Vec<String>,
+    /// When set, only these commands pass (and deny still wins).
+    pub allow: Option<Vec<String>>,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            deny: policy::default_deny(),
+            allow: None,
+        }
+    }
+}
+
+/// What `POST /v1/ratelimit` answers when Redis cannot decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitFallback {
+    /// Decide with this sidecar's own in-process limiter (same semantics, per sidecar).
+    #[default]
+    Local,
+    /// Fail open: allow every call.
+    Allow,
+    /// Fail closed: deny every call.
+    Deny,
+}
+
+const DEFAULT_RATELIMIT_LOCAL_MAX_KEYS: usize = 10_000;
+
+/// `ratelimit`: the sliding-window rate limiter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `local`, `allow` or `deny`: the decision while Redis is unavailable.
+    pub on_unavailable: RateLimitFallback,
+    /// Most keys the local limiter tracks; the least recently used is forgotten beyond it.
+    pub local_max_keys: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            on_unavailable: RateLimitFallback::default(),
+            local_max_keys: DEFAULT_RATELIMIT_LOCAL_MAX_KEYS,
         }
     }
 }
@@ -525,6 +593,8 @@ impl Config {
             ("api.max_key_bytes", a.max_key_bytes),
             ("api.max_value_bytes", a.max_value_bytes),
             ("api.max_connections", a.max_connections),
+            ("api.max_pipeline_commands", a.max_pipeline_commands),
+            ("ratelimit.local_max_keys", self.ratelimit.local_max_keys),
         ] {
             if n == 0 {
                 p.push(format!("{key} must be at least 1"));
@@ -573,6 +643,19 @@ impl Config {
                 humantime::format_duration(b.recovery_timeout_max),
                 humantime::format_duration(b.recovery_timeout)
             ));
+        }
+        let lists = [("deny", Some(&a.commands.deny)), ("allow", a.commands.allow.as_ref())];
+        for (list, entries) in lists {
+            for (i, entry) in entries.into_iter().flatten().enumerate() {
+                match policy::Rule::parse(entry) {
+                    Err(e) => p.push(format!("api.commands.{list}[{i}]: {e}")),
+                    Ok(rule) if list == "allow" && rule.is_always_denied() => p.push(format!(
+                        "api.commands.allow[{i}]: {rule} can never be allowed: it would block or change the state of \
+                         the connection all requests share (use /v1/pipeline with \"atomic\": true for transactions)"
+                    )),
+                    Ok(_) => {}
+                }
+            }
         }
         p
     }

@@ -64,6 +64,13 @@ fn defaults_are_the_documented_values() {
     assert_eq!(c.api.on_unavailable, OnUnavailable::Error);
     assert_eq!(c.admin.listen, "127.0.0.1:9190".parse().unwrap());
     assert!(!c.admin.ready_requires_redis);
+    assert_eq!(c.api.max_pipeline_commands, 1000);
+    assert_eq!(c.api.commands.deny, policy::default_deny());
+    assert!(c.api.commands.deny.iter().any(|d| d == "FLUSHALL"));
+    assert!(c.api.commands.deny.iter().any(|d| d == "MULTI"));
+    assert_eq!(c.api.commands.allow, None);
+    assert_eq!(c.ratelimit.on_unavailable, RateLimitFallback::Local);
+    assert_eq!(c.ratelimit.local_max_keys, 10_000);
 
     assert_eq!(Config::from_yaml("", "<defaults>").unwrap(), c);
     assert_eq!(yaml("# only a comment\n\n").unwrap(), c);
@@ -103,9 +110,16 @@ cache:
 api:
   max_body_bytes: 512KiB
   on_unavailable: default
+  max_pipeline_commands: 50
+  commands:
+    deny: [KEYS, "cluster reset"]
+    allow: [GET, SET, KEYS]
 admin:
   listen: 0.0.0.0:9999
   ready_requires_redis: true
+ratelimit:
+  on_unavailable: deny
+  local_max_keys: 500
 "#;
 
 #[test]
@@ -141,6 +155,63 @@ fn full_example_sets_every_key() {
     assert_eq!(c.api.on_unavailable, OnUnavailable::Default);
     assert_eq!(c.admin.listen, "0.0.0.0:9999".parse().unwrap());
     assert!(c.admin.ready_requires_redis);
+    assert_eq!(c.api.max_pipeline_commands, 50);
+    assert_eq!(c.api.commands.deny, ["KEYS", "cluster reset"]);
+    assert_eq!(
+        c.api.commands.allow,
+        Some(vec!["GET".to_owned(), "SET".to_owned(), "KEYS".to_owned()])
+    );
+    assert_eq!(c.ratelimit.on_unavailable, RateLimitFallback::Deny);
+    assert_eq!(c.ratelimit.local_max_keys, 500);
+}
+
+#[test]
+fn command_lists_are_checked_entry_by_entry() {
+    let all = problems(
+        "api:\n  max_pipeline_commands: 0\n  commands:\n    deny: [FLUSHALL, \"A B C\"]\n    allow: [GET, multi, \"client reply\", \"\"]\nratelimit:\n  local_max_keys: 0\n",
+    );
+    assert_eq!(all.len(), 6, "{all:#?}");
+    assert_eq!(all[0], "api.max_pipeline_commands must be at least 1");
+    assert_eq!(all[1], "ratelimit.local_max_keys must be at least 1");
+    assert!(
+        all[2].starts_with("api.commands.deny[1]: \"A B C\" is not a command name"),
+        "{}",
+        all[2]
+    );
+    assert!(
+        all[3].starts_with("api.commands.allow[1]: MULTI can never be allowed"),
+        "{}",
+        all[3]
+    );
+    assert!(
+        all[4].starts_with("api.commands.allow[2]: CLIENT REPLY can never be allowed"),
+        "{}",
+        all[4]
+    );
+    assert!(
+        all[5].starts_with("api.commands.allow[3]: \"\" is not a command name"),
+        "{}",
+        all[5]
+    );
+    // An empty section means the defaults; an empty deny list is the operator's choice.
+    assert_eq!(
+        yaml("api:\n  commands:\n").unwrap().api.commands,
+        CommandsConfig::default()
+    );
+    assert!(yaml("api:\n  commands:\n    deny: []\n")
+        .unwrap()
+        .api
+        .commands
+        .deny
+        .is_empty());
+    let (line, msg) = parse_err("api:\n  commands:\n    denied: [X]\n");
+    assert_eq!(line, Some(3));
+    assert!(
+        msg.contains("unknown field `denied`, expected `deny` or `allow`"),
+        "{msg}"
+    );
+    let (_, msg) = parse_err("ratelimit:\n  on_unavailable: maybe\n");
+    assert!(msg.contains("expected one of `local`, `allow`, `deny`"), "{msg}");
 }
 
 #[test]
@@ -437,6 +508,11 @@ fn known_keys_match_the_structs() {
         Some(("redis", "password_file"))
     );
     assert_eq!(known_key("REDGUARD_REDIS_PASSWORD"), None);
+    assert_eq!(known_key("REDGUARD_API_COMMANDS"), None, "lists are file-only");
+    assert_eq!(
+        known_key("REDGUARD_RATELIMIT_ON_UNAVAILABLE"),
+        Some(("ratelimit", "on_unavailable"))
+    );
 }
 
 // ---- notify ----

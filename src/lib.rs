@@ -4,13 +4,13 @@
 //!
 //! ```text
 //!  application ──HTTP/1.1+JSON──▶ Unix socket ──▶ api (routes, request parsing, replies, errors)
-//!                                                   │
+//!                                                   │        └──▶ policy (which commands may pass)
 //!                                                   ▼
-//!                                       client::Resilient ──▶ breaker (state machine, clock)
+//!                  ratelimit (script + local) ──▶ client::Resilient ──▶ breaker (state machine, clock)
 //!                                         │        │
 //!                                         │        └──▶ cache (fallback LRU + TTL)
 //!                                         ▼
-//!                                       backend (redis-rs, command timeout) ──▶ Redis
+//!                                       backend (redis-rs, command timeout, pipelines) ──▶ Redis
 //!
 //!  breaker transitions ──▶ observers: metrics, log, recovery probe, cache clear-on-close, notifier
 //!                                                                        │ (bounded queues, never waits)
@@ -23,7 +23,10 @@
 //! - [`breaker`]: the pure state machine ([`breaker::state`]) and its thread-safe wrapper.
 //! - [`cache`]: the bounded fallback cache.
 //! - [`backend`]: Redis access behind a small trait.
-//! - [`client`]: breaker + backend + cache; where the sidecar's promises are kept.
+//! - [`client`]: breaker + backend + cache; where the sidecar's promises are kept, for typed ops, raw
+//!   commands, pipelines and scripts.
+//! - [`op`]: the typed ops; [`policy`]: the command allow/deny rules.
+//! - [`ratelimit`]: the sliding-window limiter, in Redis or, while Redis is away, in process.
 //! - [`api`], [`admin`], [`health`], [`metrics`]: the edges.
 //! - [`notify`]: state-change notifications to Slack, PagerDuty and webhooks, off the request path.
 //!
@@ -42,6 +45,8 @@ pub mod health;
 pub mod metrics;
 pub mod notify;
 pub mod op;
+pub mod policy;
+pub mod ratelimit;
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::Ordering;
@@ -216,15 +221,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         cfg.listen.socket_mode,
         cfg.listen.socket_group.as_deref(),
     )?;
-    let app = Arc::new(api::App {
-        client: client.clone(),
-        max_body_bytes: cfg.api.max_body_bytes,
-        read_timeout: cfg.api.read_timeout,
-        limits: api::request::Limits {
-            max_key_bytes: cfg.api.max_key_bytes,
-            max_value_bytes: cfg.api.max_value_bytes,
-        },
-    });
+    let app = Arc::new(api::App::new(client.clone(), &cfg));
     let limits = api::server::Limits {
         max_connections: cfg.api.max_connections,
         read_timeout: cfg.api.read_timeout,

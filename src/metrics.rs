@@ -18,26 +18,29 @@ use prometheus::{
 use crate::breaker::{Observer, State, Transition};
 use crate::op::OpName;
 
-/// Label values of `redguard_api_requests_total{op}` beyond the typed ops.
+/// Label values of `redguard_redis_command_duration_seconds{op}`: the typed ops, then the calls that are not
+/// one typed op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiRoute {
+pub enum RedisCall {
     Op(OpName),
-    /// A request to /v1/cmd that could not be parsed into an op.
-    Invalid,
-    Breaker,
-    Health,
+    /// A raw command from `/v1/command`.
+    Command,
+    /// A whole `/v1/pipeline` batch.
+    Pipeline,
+    /// The rate limiter's script.
+    RateLimit,
 }
 
-const EXTRA_ROUTES: [&str; 3] = ["invalid", "breaker", "health"];
-const N_ROUTES: usize = OpName::ALL.len() + EXTRA_ROUTES.len();
+const EXTRA_CALLS: [&str; 3] = ["command", "pipeline", "ratelimit"];
+const N_CALLS: usize = OpName::ALL.len() + EXTRA_CALLS.len();
 
-impl ApiRoute {
+impl RedisCall {
     fn index(self) -> usize {
         match self {
-            ApiRoute::Op(op) => op.index(),
-            ApiRoute::Invalid => OpName::ALL.len(),
-            ApiRoute::Breaker => OpName::ALL.len() + 1,
-            ApiRoute::Health => OpName::ALL.len() + 2,
+            RedisCall::Op(op) => op.index(),
+            RedisCall::Command => OpName::ALL.len(),
+            RedisCall::Pipeline => OpName::ALL.len() + 1,
+            RedisCall::RateLimit => OpName::ALL.len() + 2,
         }
     }
 
@@ -45,7 +48,67 @@ impl ApiRoute {
         OpName::ALL
             .get(i)
             .map(|op| op.as_str())
-            .unwrap_or_else(|| EXTRA_ROUTES[i - OpName::ALL.len()])
+            .unwrap_or_else(|| EXTRA_CALLS[i - OpName::ALL.len()])
+    }
+}
+
+/// Label values of `redguard_api_requests_total{op}`: every [`RedisCall`], then the routes that call no Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRoute {
+    Op(OpName),
+    Command,
+    Pipeline,
+    RateLimit,
+    /// A request that could not be parsed (into an op, a command, a pipeline or a rate-limit check).
+    Invalid,
+    Breaker,
+    Health,
+}
+
+const EXTRA_ROUTES: [&str; 3] = ["invalid", "breaker", "health"];
+const N_ROUTES: usize = N_CALLS + EXTRA_ROUTES.len();
+
+impl ApiRoute {
+    fn index(self) -> usize {
+        match self {
+            ApiRoute::Op(op) => RedisCall::Op(op).index(),
+            ApiRoute::Command => RedisCall::Command.index(),
+            ApiRoute::Pipeline => RedisCall::Pipeline.index(),
+            ApiRoute::RateLimit => RedisCall::RateLimit.index(),
+            ApiRoute::Invalid => N_CALLS,
+            ApiRoute::Breaker => N_CALLS + 1,
+            ApiRoute::Health => N_CALLS + 2,
+        }
+    }
+
+    fn label(i: usize) -> &'static str {
+        if i < N_CALLS {
+            RedisCall::label(i)
+        } else {
+            EXTRA_ROUTES[i - N_CALLS]
+        }
+    }
+}
+
+/// Where a rate-limit decision came from, as counted in `redguard_ratelimit_decisions_total{source}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionSource {
+    Redis,
+    /// This sidecar's in-process limiter, while Redis is unavailable.
+    Local,
+    /// The configured fail-open / fail-closed answer, while Redis is unavailable.
+    Default,
+}
+
+impl DecisionSource {
+    pub const ALL: [DecisionSource; 3] = [DecisionSource::Redis, DecisionSource::Local, DecisionSource::Default];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionSource::Redis => "redis",
+            DecisionSource::Local => "local",
+            DecisionSource::Default => "default",
+        }
     }
 }
 
@@ -97,6 +160,8 @@ pub struct Metrics {
     pub degraded: IntGauge,
     transitions: IntCounterVec,
     redis_duration: Vec<Histogram>,
+    /// Indexed by `DecisionSource as usize * 2 + allowed`.
+    ratelimit_decisions: Vec<IntCounter>,
     api_requests_vec: IntCounterVec,
     api_requests: Vec<[OnceLock<IntCounter>; CODES.len() + 1]>,
     api_duration: Vec<Histogram>,
@@ -183,9 +248,22 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(redis_hist.clone()));
-        let redis_duration = OpName::ALL
+        let redis_duration = (0..N_CALLS)
+            .map(|i| redis_hist.with_label_values(&[RedisCall::label(i)]))
+            .collect();
+
+        let decisions_vec = IntCounterVec::new(
+            Opts::new(
+                "redguard_ratelimit_decisions_total",
+                "Rate-limit decisions, by where they were made and whether the call was allowed.",
+            ),
+            &["source", "allowed"],
+        )
+        .expect("valid metric");
+        reg(Box::new(decisions_vec.clone()));
+        let ratelimit_decisions = DecisionSource::ALL
             .iter()
-            .map(|op| redis_hist.with_label_values(&[op.as_str()]))
+            .flat_map(|s| ["false", "true"].map(|allowed| decisions_vec.with_label_values(&[s.as_str(), allowed])))
             .collect();
 
         let api_vec = IntCounterVec::new(
@@ -273,6 +351,7 @@ impl Metrics {
             degraded: gauge("redguard_degraded", "1 while the circuit is not closed."),
             transitions,
             redis_duration,
+            ratelimit_decisions,
             api_requests_vec: api_vec,
             api_requests,
             api_duration,
@@ -306,8 +385,12 @@ impl Metrics {
         self.calls[result as usize].get()
     }
 
-    pub fn observe_redis(&self, op: OpName, seconds: f64) {
-        self.redis_duration[op.index()].observe(seconds);
+    pub fn observe_redis(&self, call: RedisCall, seconds: f64) {
+        self.redis_duration[call.index()].observe(seconds);
+    }
+
+    pub fn ratelimit_decision(&self, source: DecisionSource, allowed: bool) {
+        self.ratelimit_decisions[source as usize * 2 + usize::from(allowed)].inc();
     }
 
     pub fn observe_api(&self, route: ApiRoute, status: u16, seconds: f64) {
@@ -377,5 +460,33 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"redguard_circuit_state{state="closed"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn every_route_and_call_has_its_own_label() {
+        let m = Metrics::new("standalone");
+        let routes = OpName::ALL.map(ApiRoute::Op).into_iter().chain([
+            ApiRoute::Command,
+            ApiRoute::Pipeline,
+            ApiRoute::RateLimit,
+            ApiRoute::Invalid,
+            ApiRoute::Breaker,
+            ApiRoute::Health,
+        ]);
+        let labels: Vec<&str> = routes.map(|r| ApiRoute::label(r.index())).collect();
+        let unique: std::collections::HashSet<_> = labels.iter().collect();
+        assert_eq!(unique.len(), N_ROUTES, "{labels:?}");
+        m.observe_redis(RedisCall::Pipeline, 0.001);
+        m.observe_api(ApiRoute::RateLimit, 200, 0.001);
+        m.ratelimit_decision(DecisionSource::Local, false);
+        let text = m.render();
+        for line in [
+            r#"redguard_redis_command_duration_seconds_count{op="pipeline"} 1"#,
+            r#"redguard_api_requests_total{code="200",op="ratelimit"} 1"#,
+            r#"redguard_ratelimit_decisions_total{allowed="false",source="local"} 1"#,
+            r#"redguard_ratelimit_decisions_total{allowed="true",source="redis"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
     }
 }

@@ -6,7 +6,6 @@
 //! every write takes the documented 503 path.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
@@ -20,18 +19,14 @@ use tower::ServiceExt;
 
 fn router() -> axum::Router {
     // Nothing listens on port 1: even an admitted call would fail fast, but the breaker is forced open anyway.
-    let cfg = Config::from_yaml("redis:\n  url: redis://127.0.0.1:1\n", "<test>").unwrap();
+    let cfg = Config::from_yaml(
+        "redis:\n  url: redis://127.0.0.1:1\napi:\n  max_body_bytes: 4096\n  max_key_bytes: 64\n  max_value_bytes: 256\n",
+        "<test>",
+    )
+    .unwrap();
     let (client, _notifier) = redguard::build_client(&cfg).unwrap();
     client.breaker().apply(Override::ForceOpen);
-    let app = api::App {
-        client,
-        max_body_bytes: 4096,
-        read_timeout: Duration::from_secs(5),
-        limits: request::Limits {
-            max_key_bytes: 64,
-            max_value_bytes: 256,
-        },
-    };
+    let app = api::App::new(client, &cfg);
     api::router(Arc::new(app))
 }
 

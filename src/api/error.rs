@@ -2,7 +2,8 @@
 //!
 //! The body is always `{"error": {"code": .., "message": ..}}`; calls that could not reach Redis add
 //! `"degraded": true` and `"cached"` (whether a write was kept in the fallback cache), and `circuit_open` adds
-//! `retry_after_ms` and a `Retry-After` header.
+//! `retry_after_ms` and a `Retry-After` header. A pipeline slot that failed on its own carries the same body
+//! ([`ApiError::to_json`]) in its place.
 
 use std::time::Duration;
 
@@ -38,6 +39,8 @@ pub enum ApiError {
     RequestTimeout,
     #[error("peer uid {0} is not in listen.allowed_uids")]
     PeerNotAllowed(u32),
+    #[error("command {0} is not allowed through redguard (api.commands)")]
+    CommandDenied(String),
 }
 
 impl From<CallError> for ApiError {
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::Redis(_) | ApiError::NotUtf8 => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PeerNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::CommandDenied(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -81,7 +85,32 @@ impl ApiError {
             ApiError::NotUtf8 => "not_utf8",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::PeerNotAllowed(_) => "peer_not_allowed",
+            ApiError::CommandDenied(_) => "command_denied",
         }
+    }
+
+    fn retry_after_and_cached(&self) -> (Option<Duration>, Option<bool>) {
+        match self {
+            ApiError::CircuitOpen { retry_after, cached } => (Some(*retry_after), Some(*cached)),
+            ApiError::RedisUnavailable { cached, .. } | ApiError::Timeout { cached } => (None, Some(*cached)),
+            _ => (None, None),
+        }
+    }
+
+    /// The error body, as a response carries it and as a pipeline slot does.
+    pub fn to_json(&self) -> Vec<u8> {
+        let message = self.to_string();
+        let (retry_after, cached) = self.retry_after_and_cached();
+        let body = Body {
+            error: Detail {
+                code: self.code(),
+                message: &message,
+                retry_after_ms: retry_after.map(|d| d.as_millis().max(1) as u64),
+            },
+            degraded: cached.map(|_| true),
+            cached,
+        };
+        serde_json::to_vec(&body).expect("error bodies always serialize")
     }
 }
 
@@ -104,22 +133,8 @@ struct Detail<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = self.to_string();
-        let (retry_after, cached) = match &self {
-            ApiError::CircuitOpen { retry_after, cached } => (Some(*retry_after), Some(*cached)),
-            ApiError::RedisUnavailable { cached, .. } | ApiError::Timeout { cached } => (None, Some(*cached)),
-            _ => (None, None),
-        };
-        let body = Body {
-            error: Detail {
-                code: self.code(),
-                message: &message,
-                retry_after_ms: retry_after.map(|d| d.as_millis().max(1) as u64),
-            },
-            degraded: cached.map(|_| true),
-            cached,
-        };
-        let json = serde_json::to_vec(&body).expect("error bodies always serialize");
+        let (retry_after, _) = self.retry_after_and_cached();
+        let json = self.to_json();
         let mut response = (self.status(), [(header::CONTENT_TYPE, "application/json")], json).into_response();
         if let Some(d) = retry_after {
             // Whole seconds, rounded up: "0" would invite an immediate retry into a still-open circuit.

@@ -1,12 +1,18 @@
 //! The application-facing API: HTTP/1.1 + JSON on a Unix socket.
 //!
-//! Routes are thin: they parse ([`request`]), call the resilient client, and render ([`reply`]); every failure
-//! is an [`ApiError`], shaped into a response in one place. The control routes (`/v1/breaker`) exist only
-//! here, never on a network listener.
+//! Routes are thin: they parse ([`request`], [`command`], [`pipeline`], [`ratelimit`]), ask the command policy,
+//! call the resilient client or the rate limiter, and render ([`reply`], [`resp`]); every failure is an
+//! [`ApiError`], shaped into a response in one place. The policy judges every command an application sends,
+//! typed ops by the command they send. The control routes (`/v1/breaker`) exist only here, never on a
+//! network listener.
 
+pub mod command;
 pub mod error;
+pub mod pipeline;
+pub mod ratelimit;
 pub mod reply;
 pub mod request;
+pub mod resp;
 pub mod server;
 
 use std::io;
@@ -27,8 +33,14 @@ use tokio::net::UnixListener;
 
 pub use error::ApiError;
 
+use crate::backend::Standalone;
 use crate::breaker::{Mode, Override, State as CircuitState};
+use crate::client::{Item, Reply, Served, Source};
+use crate::clock::SystemClock;
+use crate::config::Config;
 use crate::metrics::ApiRoute;
+use crate::policy::Policy;
+use crate::ratelimit::RateLimiter;
 use crate::{health, Client};
 
 /// What the routes share.
@@ -38,11 +50,36 @@ pub struct App {
     /// Deadline for a request body to arrive.
     pub read_timeout: Duration,
     pub limits: request::Limits,
+    pub max_pipeline_commands: usize,
+    pub policy: Policy,
+    pub ratelimiter: RateLimiter<Standalone>,
+}
+
+impl App {
+    /// The routes' shared state, from the config.
+    pub fn new(client: Arc<Client>, cfg: &Config) -> App {
+        let commands = &cfg.api.commands;
+        App {
+            max_body_bytes: cfg.api.max_body_bytes,
+            read_timeout: cfg.api.read_timeout,
+            limits: request::Limits {
+                max_key_bytes: cfg.api.max_key_bytes,
+                max_value_bytes: cfg.api.max_value_bytes,
+            },
+            max_pipeline_commands: cfg.api.max_pipeline_commands,
+            policy: Policy::from_config(&commands.deny, commands.allow.as_deref()),
+            ratelimiter: RateLimiter::new(client.clone(), &cfg.ratelimit, Arc::new(SystemClock)),
+            client,
+        }
+    }
 }
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/cmd", post(cmd))
+        .route("/v1/command", post(command))
+        .route("/v1/pipeline", post(pipeline))
+        .route("/v1/ratelimit", post(ratelimit))
         .route("/v1/breaker", get(breaker_get).post(breaker_post))
         .route("/api/v1/health/redis", get(health_redis))
         .route("/api/v1/health/circuit-breaker", get(health_circuit_breaker))
@@ -63,17 +100,46 @@ async fn read_body(body: Body, max_bytes: usize, deadline: Duration) -> Result<B
     }
 }
 
+/// Reads the body (bounded in size and time), runs it through `run`, and records the request's route,
+/// status and duration.
+macro_rules! timed {
+    ($app:expr, $body:expr, $run:ident) => {{
+        let started = Instant::now();
+        let (route, response) = match read_body($body, $app.max_body_bytes, $app.read_timeout).await {
+            Ok(body) => $run(&$app, &body).await,
+            Err(e) => (ApiRoute::Invalid, e.into_response()),
+        };
+        let status = response.status().as_u16();
+        $app.client
+            .metrics()
+            .observe_api(route, status, started.elapsed().as_secs_f64());
+        response
+    }};
+}
+
 async fn cmd(State(app): State<Arc<App>>, body: Body) -> Response {
-    let started = Instant::now();
-    let (route, response) = match read_body(body, app.max_body_bytes, app.read_timeout).await {
-        Ok(body) => run_cmd(&app, &body).await,
-        Err(e) => (ApiRoute::Invalid, e.into_response()),
-    };
-    let status = response.status().as_u16();
-    app.client
-        .metrics()
-        .observe_api(route, status, started.elapsed().as_secs_f64());
-    response
+    timed!(app, body, run_cmd)
+}
+
+async fn command(State(app): State<Arc<App>>, body: Body) -> Response {
+    timed!(app, body, run_command)
+}
+
+async fn pipeline(State(app): State<Arc<App>>, body: Body) -> Response {
+    timed!(app, body, run_pipeline)
+}
+
+async fn ratelimit(State(app): State<Arc<App>>, body: Body) -> Response {
+    timed!(app, body, run_ratelimit)
+}
+
+fn json(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Asks the policy about one command; a refusal names it.
+fn permit<A: AsRef<[u8]>>(app: &App, args: &[A]) -> Result<(), ApiError> {
+    app.policy.check(args).map_err(|d| ApiError::CommandDenied(d.command))
 }
 
 async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
@@ -82,15 +148,76 @@ async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
     let route = ApiRoute::Op(req.op.name());
+    if let Err(e) = permit(app, &[req.op.name().command()]) {
+        return (route, e.into_response());
+    }
     let on_unavailable = req.on_unavailable.unwrap_or(app.client.default_on_unavailable());
     let response = match app.client.execute(&req.op, on_unavailable).await {
         Ok(served) => match reply::render(&served, req.encoding, req.default) {
-            Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+            Ok(body) => json(body),
             Err(e) => e.into_response(),
         },
         Err(e) => ApiError::from(e).into_response(),
     };
     (route, response)
+}
+
+async fn run_command(app: &App, body: &[u8]) -> (ApiRoute, Response) {
+    let c = match command::parse(body) {
+        Ok(c) => c,
+        Err(e) => return (ApiRoute::Invalid, e.into_response()),
+    };
+    if let Err(e) = permit(app, &c.args) {
+        return (ApiRoute::Command, e.into_response());
+    }
+    let response = match app.client.execute_raw(&c.args).await {
+        Ok(value) => {
+            let served = Served {
+                reply: Reply::Raw(value),
+                source: Source::Redis,
+                cached: false,
+            };
+            match reply::render(&served, c.encoding, None) {
+                Ok(body) => json(body),
+                Err(e) => e.into_response(),
+            }
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    (ApiRoute::Command, response)
+}
+
+async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
+    let p = match pipeline::parse(body, app.max_pipeline_commands, &app.limits) {
+        Ok(p) => p,
+        Err(e) => return (ApiRoute::Invalid, e.into_response()),
+    };
+    for item in &p.items {
+        let judged = match item {
+            Item::Op(op) => permit(app, &[op.name().command()]),
+            Item::Raw(args) => permit(app, args),
+        };
+        if let Err(e) = judged {
+            return (ApiRoute::Pipeline, e.into_response());
+        }
+    }
+    let response = match app.client.execute_pipeline(&p.items, p.atomic).await {
+        Ok(answers) => json(pipeline::render(&p.shapes, &answers)),
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    (ApiRoute::Pipeline, response)
+}
+
+async fn run_ratelimit(app: &App, body: &[u8]) -> (ApiRoute, Response) {
+    let check = match ratelimit::parse(body) {
+        Ok(c) => c,
+        Err(e) => return (ApiRoute::Invalid, e.into_response()),
+    };
+    let response = match app.ratelimiter.check(&check.key, &check.limit).await {
+        Ok(decision) => json(ratelimit::render(&decision)),
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    (ApiRoute::RateLimit, response)
 }
 
 /// `GET /v1/breaker` and the answer to `POST /v1/breaker`.

@@ -317,6 +317,11 @@ impl Redguard {
         http(&self.socket, "POST", "/v1/cmd", body)
     }
 
+    /// POSTs a JSON body to one of the API routes (`/v1/command`, `/v1/pipeline`, `/v1/ratelimit` ...).
+    pub fn post(&self, path: &str, body: &Value) -> Response {
+        http(&self.socket, "POST", path, &body.to_string())
+    }
+
     pub fn breaker(&self) -> Value {
         http(&self.socket, "GET", "/v1/breaker", "").json()
     }

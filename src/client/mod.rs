@@ -1,26 +1,40 @@
-//! The resilient client: every op goes through the breaker to the backend, and falls back to the cache.
+//! The resilient client: every call goes through the breaker to the backend, and falls back to the cache.
 //!
-//! This is where the sidecar's promises are kept:
-//! - a call the breaker rejects never touches Redis;
+//! This is where the sidecar's promises are kept, for typed ops, raw commands, pipelines and scripts alike:
+//! - a call the breaker rejects never touches Redis (every kind of call goes through `Resilient::guarded`);
 //! - a read that cannot be served by Redis is answered from the fallback cache, else with the caller's
 //!   default, and says so (`source`);
 //! - a write that did not reach Redis is never reported as written (a SET is kept in the cache for this pod's
 //!   later reads, and the answer says that too);
 //! - every successful answer from Redis refreshes or invalidates the cache, so it never serves a value older
 //!   than the last acknowledged write; a write whose fate is unknown (it failed or timed out) drops the entry.
+//!   Raw commands and scripts, whose effects the cache cannot model, drop every cached key they name
+//!   (`raw`).
+//!
+//! Files: `absorb` turns replies into answers and teaches the cache; `raw` runs raw commands; `pipeline`
+//! runs batches; `scripts` runs Lua with the SHA registry.
 
+mod absorb;
+mod pipeline;
+mod raw;
+mod scripts;
+
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::Value;
 use tokio::sync::Notify;
 
 use crate::backend::{Backend, BackendError};
 use crate::breaker::{Breaker, Observer, Rejected, State, Transition};
 use crate::cache::{FallbackCache, Lookup};
 use crate::config::OnUnavailable;
-use crate::metrics::{CallResult, Metrics};
+use crate::metrics::{CallResult, Metrics, RedisCall};
 use crate::op::{Class, Op, SafeDefault};
+
+pub use absorb::Pairs;
+pub use pipeline::{pipeline_source, Item, SlotAnswer};
+pub use scripts::{Script, ScriptRegistry};
 
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,23 +55,50 @@ impl Source {
 }
 
 /// An op's answer, independent of JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     /// No value (a missing key; or, from the fallback, "use the caller's default").
     Nil,
     Bool(bool),
     Int(i64),
+    /// A score (ZSCORE, ZINCRBY).
+    Float(f64),
     Bytes(Vec<u8>),
     Hash(Pairs),
+    /// Sorted-set members without scores, in order.
+    Members(Vec<Vec<u8>>),
+    /// Sorted-set members with their scores, in order.
+    Scored(Vec<(Vec<u8>, f64)>),
+    /// MGET from Redis: one value per key, `None` for a missing key.
+    Values(Vec<Option<Vec<u8>>>),
+    /// MGET from the fallback: per key, the cached value and where it came from (`None` + `Default` is a miss).
+    Sourced(Vec<(Option<Vec<u8>>, Source)>),
+    /// Redis's clock (TIME).
+    Time {
+        seconds: i64,
+        microseconds: i64,
+    },
+    /// A reply passed through as Redis gave it: raw commands and scripts.
+    Raw(redis::Value),
 }
 
 /// A call that was answered, by Redis or by the fallback.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Served {
     pub reply: Reply,
     pub source: Source,
     /// A write that did not reach Redis was kept in the fallback cache.
     pub cached: bool,
+}
+
+impl Served {
+    fn redis(reply: Reply) -> Served {
+        Served {
+            reply,
+            source: Source::Redis,
+            cached: false,
+        }
+    }
 }
 
 /// A call that could not be answered.
@@ -74,10 +115,36 @@ pub enum CallError {
 }
 
 /// Why Redis could not serve a call.
-enum Failure {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
     Rejected(Duration),
     Unavailable(String),
     Timeout,
+}
+
+impl Failure {
+    /// The error for a call nothing could answer; `cached` says whether a write was kept in the cache.
+    pub fn into_error(self, cached: bool) -> CallError {
+        match self {
+            Failure::Rejected(retry_after) => CallError::CircuitOpen { retry_after, cached },
+            Failure::Unavailable(message) => CallError::Unavailable { message, cached },
+            Failure::Timeout => CallError::Timeout { cached },
+        }
+    }
+
+    /// A rejected call never left this process: what the cache holds is still what Redis holds.
+    fn reached_redis(&self) -> bool {
+        !matches!(self, Failure::Rejected(_))
+    }
+}
+
+/// What became of a guarded call that Redis did not answer with a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unanswered {
+    /// Redis answered with an application error: it is healthy, the command was wrong.
+    App(String),
+    /// The breaker refused the call, or Redis failed or timed out.
+    Failed(Failure),
 }
 
 /// The breaker, the cache and the backend, glued together.
@@ -89,6 +156,7 @@ pub struct Resilient<B> {
     on_unavailable: OnUnavailable,
     /// Woken when the breaker opens, so the recovery task can schedule its probe.
     opened: Arc<Notify>,
+    scripts: ScriptRegistry,
 }
 
 /// Wakes the recovery task on every transition.
@@ -128,6 +196,7 @@ impl<B: Backend> Resilient<B> {
             metrics,
             on_unavailable,
             opened,
+            scripts: ScriptRegistry::default(),
         }
     }
 
@@ -150,34 +219,53 @@ impl<B: Backend> Resilient<B> {
 
     /// Runs one op. `on_unavailable` is the request's (or the configured) policy for non-reads.
     pub async fn execute(&self, op: &Op<'_>, on_unavailable: OnUnavailable) -> Result<Served, CallError> {
+        let label = RedisCall::Op(op.name());
+        let result = match op {
+            Op::Eval { script, keys, args } => self.eval(label, &Script::new(script), keys, args).await,
+            Op::EvalSha { sha, keys, args } => self.evalsha(label, sha, keys, args).await,
+            _ => {
+                let cmd = op.to_cmd();
+                self.guarded(label, || self.backend.query(&cmd)).await
+            }
+        };
+        match result {
+            Ok(value) => Ok(Served::redis(self.absorb(op, value)?)),
+            Err(Unanswered::App(message)) => {
+                self.forget_after_app_error(op);
+                Err(CallError::Redis(message))
+            }
+            Err(Unanswered::Failed(failure)) => self.fallback(op, failure, on_unavailable),
+        }
+    }
+
+    /// Makes one call to Redis through the breaker: asks for a permit, runs `call` only if one is granted,
+    /// reports the outcome to the breaker and the metrics. Every path to Redis goes through here.
+    async fn guarded<T, F>(&self, label: RedisCall, call: impl FnOnce() -> F) -> Result<T, Unanswered>
+    where
+        F: Future<Output = Result<T, BackendError>>,
+    {
         let permit = match self.breaker.try_acquire() {
             Ok(permit) => permit,
             Err(Rejected { retry_after }) => {
                 self.metrics.call(CallResult::Rejected);
-                return self.fallback(op, Failure::Rejected(retry_after), on_unavailable);
+                return Err(Unanswered::Failed(Failure::Rejected(retry_after)));
             }
         };
-        let cmd = op.to_cmd();
         let started = Instant::now();
-        let result = self.backend.query(&cmd).await;
-        self.metrics.observe_redis(op.name(), started.elapsed().as_secs_f64());
+        let result = call().await;
+        self.metrics.observe_redis(label, started.elapsed().as_secs_f64());
         match result {
             Ok(value) => {
                 permit.success();
                 self.healthy();
                 self.metrics.call(CallResult::Success);
-                let reply = self.absorb(op, value)?;
-                Ok(Served {
-                    reply,
-                    source: Source::Redis,
-                    cached: false,
-                })
+                Ok(value)
             }
             Err(BackendError::App(message)) => {
                 permit.success();
                 self.healthy();
                 self.metrics.call(CallResult::AppError);
-                Err(CallError::Redis(message))
+                Err(Unanswered::App(message))
             }
             Err(err) => {
                 let (message, failure) = match err {
@@ -190,7 +278,7 @@ impl<B: Backend> Resilient<B> {
                 self.metrics.redis_up.set(0);
                 let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
                 self.metrics.last_failure_timestamp.set(unix.as_secs_f64());
-                self.fallback(op, failure, on_unavailable)
+                Err(Unanswered::Failed(failure))
             }
         }
     }
@@ -203,73 +291,6 @@ impl<B: Backend> Resilient<B> {
     pub async fn check_redis(&self) {
         let up = self.backend.query(&redis::cmd("PING")).await.is_ok();
         self.metrics.redis_up.set(i64::from(up));
-    }
-
-    /// Turns Redis's reply into the op's answer, and teaches the cache what Redis now holds.
-    fn absorb(&self, op: &Op<'_>, value: Value) -> Result<Reply, CallError> {
-        let unexpected = |v: &Value| CallError::Redis(format!("unexpected reply to {}: {v:?}", op.name().as_str()));
-        let c = &self.cache;
-        Ok(match (op, value) {
-            (Op::Get { key }, Value::Nil) => {
-                c.remove(key);
-                Reply::Nil
-            }
-            (Op::Get { key }, Value::BulkString(v)) => {
-                c.put_str(key, &v, None);
-                Reply::Bytes(v)
-            }
-            (Op::Set { key, value, ttl_ms, .. }, Value::Okay) => {
-                c.put_str(key, value, ttl_ms.map(Duration::from_millis));
-                Reply::Bool(true)
-            }
-            (Op::Set { key, .. }, Value::Nil) => {
-                // NX/XX not met: Redis kept a value we have not seen.
-                c.remove(key);
-                Reply::Bool(false)
-            }
-            (Op::Del { keys }, Value::Int(n)) => {
-                keys.iter().for_each(|k| c.remove(k));
-                Reply::Int(n)
-            }
-            (Op::Exists { .. } | Op::Ttl { .. }, Value::Int(n)) => Reply::Int(n),
-            (Op::Expire { key, seconds }, Value::Int(n)) => {
-                if n == 1 {
-                    c.cap_expiry(key, Duration::from_secs((*seconds).max(0) as u64));
-                } else {
-                    c.remove(key);
-                }
-                Reply::Bool(n == 1)
-            }
-            (Op::Incr { key, .. }, Value::Int(n)) => {
-                c.put_str(key, n.to_string().as_bytes(), None);
-                Reply::Int(n)
-            }
-            (Op::HGet { key, field }, Value::BulkString(v)) => {
-                c.set_hash_fields(key, &[(field, &v)]);
-                Reply::Bytes(v)
-            }
-            (Op::HGet { key, field }, Value::Nil) => {
-                c.remove_hash_fields(key, &[field]);
-                Reply::Nil
-            }
-            (Op::HGetAll { key }, value) => {
-                let pairs = hash_pairs(value).map_err(|v| unexpected(&v))?;
-                c.put_hash(key, &pairs);
-                Reply::Hash(pairs)
-            }
-            (Op::HSet { key, fields }, Value::Int(n)) => {
-                let pairs: Vec<(&[u8], &[u8])> = fields.iter().map(|(f, v)| (f.as_ref(), v.as_ref())).collect();
-                c.set_hash_fields(key, &pairs);
-                Reply::Int(n)
-            }
-            (Op::HDel { key, fields }, Value::Int(n)) => {
-                let fields: Vec<&[u8]> = fields.iter().map(AsRef::as_ref).collect();
-                c.remove_hash_fields(key, &fields);
-                Reply::Int(n)
-            }
-            (Op::Ping, Value::SimpleString(_) | Value::Okay) => Reply::Bool(true),
-            (_, v) => return Err(unexpected(&v)),
-        })
     }
 
     /// Answers a call Redis could not serve.
@@ -290,20 +311,19 @@ impl<B: Backend> Resilient<B> {
                         cached,
                     });
                 }
-                Err(match failure {
-                    Failure::Rejected(retry_after) => CallError::CircuitOpen { retry_after, cached },
-                    Failure::Unavailable(message) => CallError::Unavailable { message, cached },
-                    Failure::Timeout => CallError::Timeout { cached },
-                })
+                Err(failure.into_error(cached))
             }
         }
     }
 
+    /// The answer to a read Redis could not serve: the cache's, else "use the caller's default" (`Nil`).
     fn read_fallback(&self, op: &Op<'_>) -> Served {
         let lookup = match op {
             Op::Get { key } => lift(self.cache.get_str(key), Reply::Bytes),
             Op::HGet { key, field } => lift(self.cache.get_hash_field(key, field), Reply::Bytes),
             Op::HGetAll { key } => lift(self.cache.get_hash(key), Reply::Hash),
+            Op::MGet { keys } => return self.mget_fallback(keys),
+            // Sorted sets and TIME are never cached: these go straight to the default.
             _ => None,
         };
         match lookup {
@@ -328,6 +348,35 @@ impl<B: Backend> Resilient<B> {
         }
     }
 
+    /// MGET answered key by key from the cache; the answer counts as from the cache if any key was.
+    fn mget_fallback(&self, keys: &[crate::op::Bytes<'_>]) -> Served {
+        let values: Vec<(Option<Vec<u8>>, Source)> = keys
+            .iter()
+            .map(|key| match self.cache.get_str(key) {
+                Lookup::Hit(v) => {
+                    self.metrics.cache_hits.inc();
+                    (Some(v), Source::Cache)
+                }
+                Lookup::Miss | Lookup::Expired => {
+                    self.metrics.cache_misses.inc();
+                    (None, Source::Default)
+                }
+            })
+            .collect();
+        let source = if values.iter().any(|(_, s)| *s == Source::Cache) {
+            self.metrics.fallback_cache.inc();
+            Source::Cache
+        } else {
+            self.metrics.fallback_default.inc();
+            Source::Default
+        };
+        Served {
+            reply: Reply::Sourced(values),
+            source,
+            cached: false,
+        }
+    }
+
     /// Keeps the cache honest after a write that did not (or may not have) reached Redis.
     /// Returns whether the written value was kept in the cache.
     fn forget_failed_write(&self, op: &Op<'_>, failure: &Failure) -> bool {
@@ -345,13 +394,21 @@ impl<B: Backend> Resilient<B> {
                 c.put_str(key, value, ttl_ms.map(Duration::from_millis));
                 true
             }
-            // A rejected call never left this process: what the cache holds is still what Redis holds.
-            _ if matches!(failure, Failure::Rejected(_)) => false,
+            // MSET is SET for many keys, unconditionally.
+            Op::MSet { pairs } => {
+                pairs.iter().for_each(|(k, v)| c.put_str(k, v, None));
+                true
+            }
+            _ if !failure.reached_redis() => false,
             Op::Set { key, .. }
             | Op::Expire { key, .. }
             | Op::Incr { key, .. }
             | Op::HSet { key, .. }
-            | Op::HDel { key, .. } => {
+            | Op::HDel { key, .. }
+            | Op::ZAdd { key, .. }
+            | Op::ZIncrBy { key, .. }
+            | Op::ZRem { key, .. }
+            | Op::ZRemRangeByScore { key, .. } => {
                 c.remove(key);
                 false
             }
@@ -359,7 +416,19 @@ impl<B: Backend> Resilient<B> {
                 keys.iter().for_each(|k| c.remove(k));
                 false
             }
+            Op::Eval { keys, args, .. } | Op::EvalSha { keys, args, .. } => {
+                self.forget_named(keys.iter().chain(args));
+                false
+            }
             _ => false,
+        }
+    }
+
+    /// After an application error: a script may have written before it failed, so its keys are dropped.
+    /// Every other op fails before changing anything.
+    fn forget_after_app_error(&self, op: &Op<'_>) {
+        if let Op::Eval { keys, args, .. } | Op::EvalSha { keys, args, .. } = op {
+            self.forget_named(keys.iter().chain(args));
         }
     }
 
@@ -392,31 +461,5 @@ fn lift<T>(lookup: Lookup<T>, f: impl FnOnce(T) -> Reply) -> Option<Reply> {
     match lookup {
         Lookup::Hit(v) => Some(f(v)),
         Lookup::Miss | Lookup::Expired => None,
-    }
-}
-
-/// A hash as (field, value) pairs.
-pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// HGETALL answers a flat array in RESP2 and a map in RESP3.
-fn hash_pairs(value: Value) -> Result<Pairs, Value> {
-    fn bytes(v: Value) -> Result<Vec<u8>, Value> {
-        match v {
-            Value::BulkString(b) => Ok(b),
-            Value::SimpleString(s) => Ok(s.into_bytes()),
-            other => Err(other),
-        }
-    }
-    match value {
-        Value::Array(items) if items.len() % 2 == 0 => {
-            let mut pairs = Vec::with_capacity(items.len() / 2);
-            let mut it = items.into_iter();
-            while let (Some(f), Some(v)) = (it.next(), it.next()) {
-                pairs.push((bytes(f)?, bytes(v)?));
-            }
-            Ok(pairs)
-        }
-        Value::Map(items) => items.into_iter().map(|(f, v)| Ok((bytes(f)?, bytes(v)?))).collect(),
-        other => Err(other),
     }
 }

@@ -1,0 +1,184 @@
+//! `POST /v1/ratelimit` bodies and answers.
+//!
+//! `{"key": "login:203.0.113.9", "limit": 10, "window_ms": 60000, "cost"?: 1}` answers
+//! `{"allowed": bool, "remaining": n, "reset_ms": n, "source": "redis"}`; a decision made without Redis says
+//! `"source": "local"` or `"default"` and `"degraded": true`. A denied call is still a `200`: the decision is
+//! the answer, and what to do with it is the application's.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::request::{self, Str};
+use crate::metrics::DecisionSource;
+use crate::op::Bytes;
+use crate::ratelimit::{Decision, Limit, MAX_LIMIT, MAX_WINDOW_MS};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw<'a> {
+    #[serde(borrow)]
+    key: Option<Str<'a>>,
+    limit: Option<u64>,
+    window_ms: Option<u64>,
+    cost: Option<u64>,
+}
+
+/// A parsed check: the application's key and its limit.
+#[derive(Debug)]
+pub struct Check<'a> {
+    pub key: Bytes<'a>,
+    pub limit: Limit,
+}
+
+pub fn parse(body: &[u8]) -> Result<Check<'_>, ApiError> {
+    let raw: Raw<'_> = request::deserialize(body)?;
+    let need = |field: &str| ApiError::BadRequest(format!("missing field `{field}`"));
+    let key = raw.key.ok_or_else(|| need("key"))?.0;
+    if key.is_empty() {
+        return Err(ApiError::BadRequest("field `key` must not be an empty string".into()));
+    }
+    let limit = raw.limit.ok_or_else(|| need("limit"))?;
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "field `limit` must be in 1..={MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let window_ms = raw.window_ms.ok_or_else(|| need("window_ms"))?;
+    if !(1..=MAX_WINDOW_MS).contains(&window_ms) {
+        return Err(ApiError::BadRequest(format!(
+            "field `window_ms` must be in 1..={MAX_WINDOW_MS}, got {window_ms}"
+        )));
+    }
+    let cost = raw.cost.unwrap_or(1);
+    if !(1..=limit).contains(&cost) {
+        return Err(ApiError::BadRequest(format!(
+            "field `cost` must be in 1..={limit} (the limit), got {cost}"
+        )));
+    }
+    let key = match key {
+        Cow::Borrowed(k) => Cow::Borrowed(k.as_bytes()),
+        Cow::Owned(k) => Cow::Owned(k.into_bytes()),
+    };
+    Ok(Check {
+        key,
+        limit: Limit {
+            limit,
+            window: std::time::Duration::from_millis(window_ms),
+            cost,
+        },
+    })
+}
+
+#[derive(Serialize)]
+struct Body {
+    allowed: bool,
+    remaining: u64,
+    reset_ms: u64,
+    source: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    degraded: bool,
+}
+
+pub fn render(d: &Decision) -> Vec<u8> {
+    let body = Body {
+        allowed: d.allowed,
+        remaining: d.remaining,
+        reset_ms: d.reset_ms,
+        source: d.source.as_str(),
+        degraded: d.source != DecisionSource::Redis,
+    };
+    serde_json::to_vec(&body).expect("plain fields always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(body: &str) -> String {
+        match parse(body.as_bytes()) {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_check_parses_with_cost_defaulting_to_one() {
+        let c = parse(br#"{"key":"login:203.0.113.9","limit":10,"window_ms":60000}"#).unwrap();
+        assert_eq!(c.key.as_ref(), b"login:203.0.113.9");
+        assert_eq!(
+            c.limit,
+            Limit {
+                limit: 10,
+                window: std::time::Duration::from_secs(60),
+                cost: 1
+            }
+        );
+        assert_eq!(
+            parse(br#"{"key":"k","limit":5,"window_ms":1,"cost":5}"#)
+                .unwrap()
+                .limit
+                .cost,
+            5
+        );
+    }
+
+    #[test]
+    fn bad_checks_name_the_field() {
+        for (body, want) in [
+            (r#"{"limit":1,"window_ms":1}"#, "missing field `key`"),
+            (
+                r#"{"key":"","limit":1,"window_ms":1}"#,
+                "`key` must not be an empty string",
+            ),
+            (r#"{"key":"k","window_ms":1}"#, "missing field `limit`"),
+            (
+                r#"{"key":"k","limit":0,"window_ms":1}"#,
+                "`limit` must be in 1..=100000, got 0",
+            ),
+            (r#"{"key":"k","limit":100001,"window_ms":1}"#, "`limit` must be in"),
+            (r#"{"key":"k","limit":-1,"window_ms":1}"#, "field `limit`"),
+            (r#"{"key":"k","limit":1}"#, "missing field `window_ms`"),
+            (
+                r#"{"key":"k","limit":1,"window_ms":0}"#,
+                "`window_ms` must be in 1..=86400000",
+            ),
+            (
+                r#"{"key":"k","limit":2,"window_ms":1,"cost":3}"#,
+                "`cost` must be in 1..=2 (the limit), got 3",
+            ),
+            (r#"{"key":"k","limit":2,"window_ms":1,"cost":0}"#, "`cost` must be in"),
+            (r#"{"key":"k","limit":2,"window_ms":1.5}"#, "field `window_ms`"),
+            (
+                r#"{"key":"k","limit":2,"window_ms":1,"burst":3}"#,
+                "unknown field `burst`",
+            ),
+        ] {
+            let got = bad(body);
+            assert!(got.contains(want), "{body}: got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn degraded_decisions_say_so() {
+        let d = Decision {
+            allowed: true,
+            remaining: 3,
+            reset_ms: 0,
+            source: DecisionSource::Redis,
+        };
+        assert_eq!(
+            String::from_utf8(render(&d)).unwrap(),
+            r#"{"allowed":true,"remaining":3,"reset_ms":0,"source":"redis"}"#
+        );
+        let d = Decision {
+            source: DecisionSource::Local,
+            ..d
+        };
+        assert_eq!(
+            String::from_utf8(render(&d)).unwrap(),
+            r#"{"allowed":true,"remaining":3,"reset_ms":0,"source":"local","degraded":true}"#
+        );
+    }
+}

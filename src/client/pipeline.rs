@@ -1,0 +1,129 @@
+//! Pipelines: many commands, typed or raw, in one round trip and one breaker call; atomic ones in MULTI/EXEC.
+//!
+//! Each command gets its own answer, in order: its reply, or the application error Redis gave it alone
+//! (inside MULTI/EXEC too: Redis runs the commands after a failing one). A typed op's reply goes through the
+//! same `absorb` as on `/v1/cmd`, so it updates the cache exactly as it would alone; a raw command drops the
+//! cached keys it names. A transaction Redis refuses to run at all (EXECABORT, for a command it rejected
+//! while queueing) is one error for the whole call.
+//!
+//! When Redis cannot be asked: a non-atomic pipeline made only of reads is answered slot by slot from the
+//! fallback (each slot says its own source); anything else fails as a whole (no command in it is reported
+//! as done), with each typed write's cache entry handled as a failed write alone would be.
+
+use super::raw::raw_cmd;
+use super::{CallError, Failure, Resilient, Served, Source, Unanswered};
+use crate::backend::{Backend, SlotReply};
+use crate::metrics::RedisCall;
+use crate::op::cmd::script_cmd;
+use crate::op::{Bytes, Class, Op};
+
+/// One command of a pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item<'a> {
+    Op(Op<'a>),
+    /// Arguments, the command name first.
+    Raw(Vec<Bytes<'a>>),
+}
+
+/// One slot's answer: served, or the application error for that command alone.
+pub type SlotAnswer = Result<Served, String>;
+
+impl<B: Backend> Resilient<B> {
+    /// Runs `items` as one pipeline (see the module docs).
+    pub async fn execute_pipeline(&self, items: &[Item<'_>], atomic: bool) -> Result<Vec<SlotAnswer>, CallError> {
+        let mut pipe = redis::pipe();
+        if atomic {
+            pipe.atomic();
+        }
+        for item in items {
+            pipe.add_command(self.item_cmd(item));
+        }
+        match self.guarded(RedisCall::Pipeline, || self.backend.pipeline(&pipe)).await {
+            Ok(slots) => Ok(items
+                .iter()
+                .zip(slots)
+                .map(|(item, slot)| self.settle(item, slot))
+                .collect()),
+            // EXECABORT: Redis ran none of it.
+            Err(Unanswered::App(message)) => Err(CallError::Redis(message)),
+            Err(Unanswered::Failed(failure)) => self.pipeline_fallback(items, atomic, failure),
+        }
+    }
+
+    fn item_cmd(&self, item: &Item<'_>) -> redis::Cmd {
+        match item {
+            Item::Raw(args) => raw_cmd(args),
+            // No second round trip can follow a NOSCRIPT here, so a script whose body is known goes by body.
+            Item::Op(Op::EvalSha { sha, keys, args }) => match self.script_body(sha) {
+                Some(body) => script_cmd("EVAL", &body, keys, args),
+                None => script_cmd("EVALSHA", sha, keys, args),
+            },
+            Item::Op(op) => op.to_cmd(),
+        }
+    }
+
+    /// One slot's reply becomes its answer; the cache learns from it as it would from the command alone.
+    fn settle(&self, item: &Item<'_>, slot: SlotReply) -> SlotAnswer {
+        match (item, slot) {
+            (Item::Op(op), Ok(value)) => self.absorb(op, value).map(Served::redis).map_err(|e| match e {
+                CallError::Redis(message) => message,
+                other => format!("{other:?}"),
+            }),
+            (Item::Op(op), Err(message)) => {
+                self.forget_after_app_error(op);
+                Err(message)
+            }
+            (Item::Raw(args), Ok(value)) => {
+                self.forget_raw(args);
+                Ok(Served::redis(super::Reply::Raw(value)))
+            }
+            (Item::Raw(args), Err(message)) => {
+                self.forget_raw_after_error(args);
+                Err(message)
+            }
+        }
+    }
+
+    fn pipeline_fallback(
+        &self,
+        items: &[Item<'_>],
+        atomic: bool,
+        failure: Failure,
+    ) -> Result<Vec<SlotAnswer>, CallError> {
+        let only_reads = !atomic
+            && items
+                .iter()
+                .all(|item| matches!(item, Item::Op(op) if op.class() == Class::Read));
+        if only_reads {
+            let answers = items.iter().map(|item| match item {
+                Item::Op(op) => Ok(self.read_fallback(op)),
+                Item::Raw(_) => unreachable!("only typed reads get here"),
+            });
+            return Ok(answers.collect());
+        }
+        let mut cached = false;
+        for item in items {
+            match item {
+                Item::Op(op) => cached |= self.forget_failed_write(op, &failure),
+                Item::Raw(args) if failure.reached_redis() => self.forget_raw(args),
+                Item::Raw(_) => {}
+            }
+        }
+        Err(failure.into_error(cached))
+    }
+}
+
+/// Where a pipeline's answers came from, as a whole: Redis, or (for a fallback) the cache if any slot was.
+pub fn pipeline_source(answers: &[SlotAnswer]) -> Source {
+    let sources = answers.iter().filter_map(|a| a.as_ref().ok()).map(|s| s.source);
+    let mut overall = Source::Redis;
+    for source in sources {
+        match source {
+            Source::Redis => return Source::Redis,
+            Source::Cache => overall = Source::Cache,
+            Source::Default if overall != Source::Cache => overall = Source::Default,
+            Source::Default => {}
+        }
+    }
+    overall
+}

@@ -1,0 +1,428 @@
+//! The command policy: which Redis commands applications may send through redguard.
+//!
+//! A rule names a command (`FLUSHALL`) or a command and one subcommand (`CLUSTER ADDSLOTS`, matched against
+//! the first argument). For `XREAD` and `XREADGROUP` the second word is matched against their options too, so
+//! `XREAD BLOCK` catches `XREAD COUNT 5 BLOCK 0 STREAMS ..`. Names are compared case-insensitively.
+//!
+//! A command passes when all three hold:
+//! 1. no built-in rule forbids it ([`ALWAYS_DENIED`]: commands that would block, take over or change the state
+//!    of the one connection every request shares; no configuration can let them through);
+//! 2. no `api.commands.deny` rule matches it (default [`default_deny`]);
+//! 3. `api.commands.allow` is unset, or one of its rules matches it.
+//!
+//! So deny always wins, and `allow` can only narrow what `deny` leaves. The policy judges what the application
+//! asks for, raw or typed (a typed op by the command it sends, [`crate::op::OpName::command`]); commands redguard
+//! sends for itself (recovery probes, the rate limiter's script) are not the application's and are not judged.
+//! This module is pure: no I/O, no configuration parsing beyond the rule syntax.
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// Never passed as raw commands, whatever the configuration says.
+///
+/// Every request shares one multiplexed connection, so a command that changes that connection's state would
+/// change it for every other caller (MULTI would pull their commands into a transaction, SELECT would move them
+/// to another database, CLIENT REPLY OFF would desynchronise every reply), a blocking command would stall every
+/// command queued behind it, and the subscribe and replication commands turn the connection into a stream that
+/// request/response cannot carry. `/v1/pipeline` with `"atomic": true` is the way to run a transaction.
+pub const ALWAYS_DENIED: &[&str] = &[
+    // Connection state.
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
+    "SELECT",
+    "HELLO",
+    "AUTH",
+    "RESET",
+    "QUIT",
+    "READONLY",
+    "READWRITE",
+    "CLIENT REPLY",
+    "CLIENT TRACKING",
+    "CLIENT CACHING",
+    "CLIENT SETNAME",
+    "CLIENT SETINFO",
+    "CLIENT NO-EVICT",
+    "CLIENT NO-TOUCH",
+    // Blocking.
+    "BLPOP",
+    "BRPOP",
+    "BRPOPLPUSH",
+    "BLMOVE",
+    "BLMPOP",
+    "BZPOPMIN",
+    "BZPOPMAX",
+    "BZMPOP",
+    "XREAD BLOCK",
+    "XREADGROUP BLOCK",
+    "WAIT",
+    "WAITAOF",
+    // Streams of pushes instead of one reply.
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "SSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "MONITOR",
+    "SYNC",
+    "PSYNC",
+];
+
+/// Administrative commands denied unless the operator writes their own `api.commands.deny`. The default value
+/// of that key is these plus [`ALWAYS_DENIED`] (listed again so the default reads as the whole picture).
+pub const ADMIN_DENIED: &[&str] = &[
+    "FLUSHALL",
+    "FLUSHDB",
+    "SWAPDB",
+    "CONFIG",
+    "SHUTDOWN",
+    "DEBUG",
+    "REPLICAOF",
+    "SLAVEOF",
+    "MODULE",
+    "ACL",
+    "FAILOVER",
+    "CLIENT KILL",
+    "CLIENT PAUSE",
+    "CLIENT UNPAUSE",
+    "CLIENT UNBLOCK",
+    // CLUSTER subcommands that change the topology; CLUSTER INFO, NODES, SLOTS, SHARDS, KEYSLOT ... pass.
+    "CLUSTER ADDSLOTS",
+    "CLUSTER ADDSLOTSRANGE",
+    "CLUSTER DELSLOTS",
+    "CLUSTER DELSLOTSRANGE",
+    "CLUSTER FLUSHSLOTS",
+    "CLUSTER SETSLOT",
+    "CLUSTER MEET",
+    "CLUSTER FORGET",
+    "CLUSTER REPLICATE",
+    "CLUSTER FAILOVER",
+    "CLUSTER RESET",
+    "CLUSTER BUMPEPOCH",
+    "CLUSTER SET-CONFIG-EPOCH",
+    "CLUSTER SAVECONFIG",
+];
+
+/// The default `api.commands.deny`: [`ADMIN_DENIED`] followed by [`ALWAYS_DENIED`].
+pub fn default_deny() -> Vec<String> {
+    ADMIN_DENIED
+        .iter()
+        .chain(ALWAYS_DENIED)
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+/// One rule: a command, or a command and one subcommand or option. Stored uppercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    command: String,
+    sub: Option<String>,
+}
+
+impl Rule {
+    /// Parses `"FLUSHALL"` or `"cluster addslots"`. The error says what is wrong with `text`.
+    pub fn parse(text: &str) -> Result<Rule, String> {
+        let word_ok = |w: &str| w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_|.".contains(&b));
+        let words: Vec<&str> = text.split_ascii_whitespace().collect();
+        match words.as_slice() {
+            [command] if word_ok(command) => Ok(Rule {
+                command: command.to_ascii_uppercase(),
+                sub: None,
+            }),
+            [command, sub] if word_ok(command) && word_ok(sub) => Ok(Rule {
+                command: command.to_ascii_uppercase(),
+                sub: Some(sub.to_ascii_uppercase()),
+            }),
+            _ => Err(format!(
+                "{text:?} is not a command name or a command and subcommand (like \"CLUSTER ADDSLOTS\")"
+            )),
+        }
+    }
+
+    /// Whether this rule can never be allowed: it is, or lies inside, a built-in denial.
+    pub fn is_always_denied(&self) -> bool {
+        ALWAYS_DENIED
+            .iter()
+            .map(|s| Rule::parse(s).expect("built-in rules parse"))
+            .any(|always| always.command == self.command && (always.sub.is_none() || always.sub == self.sub))
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.sub {
+            Some(sub) => write!(f, "{} {sub}", self.command),
+            None => f.write_str(&self.command),
+        }
+    }
+}
+
+/// The rules of one list, by command.
+#[derive(Debug, Default)]
+struct Rules(HashMap<String, Entry>);
+
+#[derive(Debug, Default)]
+struct Entry {
+    /// The whole command matches.
+    whole: bool,
+    subs: Vec<String>,
+}
+
+impl Rules {
+    fn new<'r>(rules: impl IntoIterator<Item = &'r Rule>) -> Rules {
+        let mut map: HashMap<String, Entry> = HashMap::new();
+        for rule in rules {
+            let entry = map.entry(rule.command.clone()).or_default();
+            match &rule.sub {
+                Some(sub) => entry.subs.push(sub.clone()),
+                None => entry.whole = true,
+            }
+        }
+        Rules(map)
+    }
+
+    /// The rule that matches the command, shown as the caller should see it.
+    fn find(&self, name: &str, args: &[&[u8]]) -> Option<String> {
+        let entry = self.0.get(name)?;
+        if entry.whole {
+            return Some(name.to_owned());
+        }
+        let sub = entry
+            .subs
+            .iter()
+            .find(|sub| qualifiers(name, args).any(|q| q.eq_ignore_ascii_case(sub.as_bytes())))?;
+        Some(format!("{name} {sub}"))
+    }
+}
+
+/// The words a two-word rule is matched against: the first argument, and for XREAD/XREADGROUP every option
+/// keyword before STREAMS.
+fn qualifiers<'a>(name: &str, args: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let first = args.get(1).copied();
+    let options = matches!(name, "XREAD" | "XREADGROUP").then(|| stream_options(args));
+    first.into_iter().chain(options.into_iter().flatten())
+}
+
+/// The option keywords of XREAD / XREADGROUP, skipping their values, up to STREAMS.
+fn stream_options<'a>(args: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut i = 1;
+    std::iter::from_fn(move || {
+        let word = *args.get(i)?;
+        let upper = word.to_ascii_uppercase();
+        i += match upper.as_slice() {
+            b"STREAMS" => return None,
+            b"COUNT" | b"BLOCK" => 2,
+            b"GROUP" => 3,
+            // NOACK and anything unknown: step one word, so a misplaced BLOCK is still seen.
+            _ => 1,
+        };
+        Some(word)
+    })
+}
+
+/// A command the policy refused, shown as its rule names it (`FLUSHALL`, `CLUSTER ADDSLOTS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub command: String,
+}
+
+/// The compiled policy. Cheap to consult: one uppercase copy of the command name and a few map lookups.
+#[derive(Debug)]
+pub struct Policy {
+    always: Rules,
+    deny: Rules,
+    allow: Option<Rules>,
+}
+
+impl Policy {
+    /// Builds the policy from already-parsed rules (see [`Rule::parse`]).
+    pub fn new(deny: &[Rule], allow: Option<&[Rule]>) -> Policy {
+        let always: Vec<Rule> = ALWAYS_DENIED
+            .iter()
+            .map(|s| Rule::parse(s).expect("built-in rules parse"))
+            .collect();
+        Policy {
+            always: Rules::new(&always),
+            deny: Rules::new(deny),
+            allow: allow.map(Rules::new),
+        }
+    }
+
+    /// Builds the policy from config strings; the config has validated them already, so a bad one is skipped.
+    pub fn from_config(deny: &[String], allow: Option<&[String]>) -> Policy {
+        let parse = |list: &[String]| list.iter().filter_map(|s| Rule::parse(s).ok()).collect::<Vec<_>>();
+        let allow = allow.map(parse);
+        Policy::new(&parse(deny), allow.as_deref())
+    }
+
+    /// Judges one command given as its arguments, the command name first.
+    pub fn check<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<(), Denied> {
+        let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
+        let Some(first) = args.first() else {
+            return Ok(());
+        };
+        let name = String::from_utf8_lossy(first).to_ascii_uppercase();
+        if let Some(command) = self.always.find(&name, &args).or_else(|| self.deny.find(&name, &args)) {
+            return Err(Denied { command });
+        }
+        match &self.allow {
+            Some(allow) if allow.find(&name, &args).is_none() => {
+                // Name the subcommand too when the allow list only lets some subcommands of this command pass.
+                let partly = allow.0.get(&name).is_some_and(|e| !e.subs.is_empty());
+                let command = match args.get(1) {
+                    Some(sub) if partly => format!("{name} {}", String::from_utf8_lossy(sub).to_ascii_uppercase()),
+                    _ => name,
+                };
+                Err(Denied { command })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(list: &[&str]) -> Vec<Rule> {
+        list.iter().map(|s| Rule::parse(s).unwrap()).collect()
+    }
+
+    fn default_policy() -> Policy {
+        Policy::from_config(&default_deny(), None)
+    }
+
+    fn denied(p: &Policy, line: &str) -> Option<String> {
+        let args: Vec<&str> = line.split(' ').collect();
+        p.check(&args).err().map(|d| d.command)
+    }
+
+    #[test]
+    fn the_default_denies_admin_blocking_subscribe_and_connection_state_commands() {
+        let p = default_policy();
+        for (line, shown) in [
+            ("FLUSHALL", "FLUSHALL"),
+            ("flushdb ASYNC", "FLUSHDB"),
+            ("Config get maxmemory", "CONFIG"),
+            ("SHUTDOWN NOSAVE", "SHUTDOWN"),
+            ("debug sleep 0", "DEBUG"),
+            ("REPLICAOF host 6379", "REPLICAOF"),
+            ("ACL WHOAMI", "ACL"),
+            ("BLPOP q 0", "BLPOP"),
+            ("bzmpop 0 1 z MIN", "BZMPOP"),
+            ("WAIT 1 0", "WAIT"),
+            ("subscribe ch", "SUBSCRIBE"),
+            ("SUNSUBSCRIBE", "SUNSUBSCRIBE"),
+            ("MULTI", "MULTI"),
+            ("exec", "EXEC"),
+            ("watch k", "WATCH"),
+            ("SELECT 2", "SELECT"),
+            ("client reply OFF", "CLIENT REPLY"),
+            ("cluster addslots 1 2", "CLUSTER ADDSLOTS"),
+            ("CLUSTER setslot 1 NODE x", "CLUSTER SETSLOT"),
+            ("cluster Reset HARD", "CLUSTER RESET"),
+        ] {
+            assert_eq!(denied(&p, line).as_deref(), Some(shown), "{line}");
+        }
+        for line in [
+            "GET k",
+            "zadd z 1 m",
+            "CLUSTER INFO",
+            "cluster keyslot k",
+            "CLIENT ID",
+            "XREAD COUNT 2 STREAMS s 0",
+            "SCRIPT FLUSH",
+            "EVAL x 0",
+        ] {
+            assert_eq!(denied(&p, line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn xread_is_denied_only_with_block_wherever_the_option_sits() {
+        let p = default_policy();
+        assert_eq!(denied(&p, "XREAD BLOCK 0 STREAMS s $").as_deref(), Some("XREAD BLOCK"));
+        assert_eq!(
+            denied(&p, "xread count 5 block 100 streams s $").as_deref(),
+            Some("XREAD BLOCK")
+        );
+        assert_eq!(
+            denied(&p, "XREADGROUP GROUP streams block COUNT 1 BLOCK 0 STREAMS s >").as_deref(),
+            Some("XREADGROUP BLOCK"),
+            "a group named `streams` and a consumer named `block` must not hide the option"
+        );
+        assert_eq!(
+            denied(&p, "XREADGROUP GROUP g c NOACK STREAMS block >"),
+            None,
+            "a stream named `block` is not the option"
+        );
+        assert_eq!(denied(&p, "XREAD COUNT 1 STREAMS block 0"), None);
+    }
+
+    #[test]
+    fn allow_narrows_and_deny_wins() {
+        let deny = rules(&["KEYS", "CLUSTER RESET"]);
+        let allow = rules(&["GET", "SET", "CLUSTER", "CONFIG GET", "MULTI"]);
+        let p = Policy::new(&deny, Some(&allow));
+        assert_eq!(denied(&p, "get k"), None);
+        assert_eq!(denied(&p, "CLUSTER INFO"), None);
+        assert_eq!(denied(&p, "CONFIG GET maxmemory"), None);
+        assert_eq!(denied(&p, "DEL k").as_deref(), Some("DEL"), "not in allow");
+        assert_eq!(denied(&p, "config set x y").as_deref(), Some("CONFIG SET"));
+        assert_eq!(
+            denied(&p, "CLUSTER RESET").as_deref(),
+            Some("CLUSTER RESET"),
+            "deny wins"
+        );
+        assert_eq!(
+            denied(&p, "MULTI").as_deref(),
+            Some("MULTI"),
+            "built-in denials win over allow"
+        );
+        // An operator's own deny list replaces the default: FLUSHALL passes here, MULTI never does.
+        let p = Policy::new(&rules(&["KEYS"]), None);
+        assert_eq!(denied(&p, "FLUSHALL"), None);
+        assert_eq!(denied(&p, "keys *").as_deref(), Some("KEYS"));
+        assert_eq!(denied(&p, "multi").as_deref(), Some("MULTI"));
+        assert_eq!(denied(&p, "brpop q 1").as_deref(), Some("BRPOP"));
+    }
+
+    #[test]
+    fn an_empty_allow_list_lets_nothing_through() {
+        let p = Policy::new(&[], Some(&[]));
+        assert_eq!(denied(&p, "PING").as_deref(), Some("PING"));
+    }
+
+    #[test]
+    fn rules_parse_and_name_their_problems() {
+        assert_eq!(
+            Rule::parse(" cluster  addslots ").unwrap().to_string(),
+            "CLUSTER ADDSLOTS"
+        );
+        assert_eq!(Rule::parse("client no-evict").unwrap().to_string(), "CLIENT NO-EVICT");
+        for bad in ["", "  ", "A B C", "FLUSH*", "GET\u{e9}"] {
+            let err = Rule::parse(bad).unwrap_err();
+            assert!(err.contains("is not a command name"), "{bad:?}: {err}");
+        }
+        assert!(Rule::parse("multi").unwrap().is_always_denied());
+        assert!(Rule::parse("XREAD BLOCK").unwrap().is_always_denied());
+        assert!(Rule::parse("CLIENT REPLY").unwrap().is_always_denied());
+        assert!(!Rule::parse("CLIENT").unwrap().is_always_denied());
+        assert!(!Rule::parse("XREAD").unwrap().is_always_denied());
+        assert!(!Rule::parse("FLUSHALL").unwrap().is_always_denied());
+    }
+
+    #[test]
+    fn binary_and_odd_arguments_never_panic() {
+        let p = default_policy();
+        let args: [&[u8]; 3] = [b"\xff\xfe", b"\x00", b""];
+        assert_eq!(p.check(&args), Ok(()));
+        let none: [&[u8]; 0] = [];
+        assert_eq!(p.check(&none), Ok(()));
+        assert_eq!(denied(&p, "XREAD COUNT"), None);
+        assert_eq!(denied(&p, "XREADGROUP GROUP").as_deref(), None);
+    }
+}
