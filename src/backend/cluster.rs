@@ -257,7 +257,7 @@ impl Inner {
     async fn call(&self, node: Option<Arc<Node>>, cmd: &Cmd, routing: RoutingInfo) -> Result<Value, BackendError> {
         let Some(node) = node else {
             let mut conn = self.conn.clone();
-            return bounded(self.command_timeout, conn.route_command(cmd.clone(), routing)).await;
+            return bounded(self.command_timeout, route(&mut conn, cmd.clone(), routing)).await;
         };
         let permit = match node.breaker.try_acquire() {
             Ok(permit) => permit,
@@ -272,7 +272,7 @@ impl Inner {
             }
         };
         let mut conn = self.conn.clone();
-        let result = bounded(self.command_timeout, conn.route_command(cmd.clone(), routing)).await;
+        let result = bounded(self.command_timeout, route(&mut conn, cmd.clone(), routing)).await;
         match &result {
             Ok(_) | Err(BackendError::App(_)) => {
                 permit.success();
@@ -339,7 +339,7 @@ impl Inner {
             let mut conn = self.conn.clone();
             let mut cmd = redis::cmd("CLUSTER");
             cmd.arg("SLOTS");
-            match bounded(self.command_timeout, conn.route_command(cmd, routing)).await {
+            match bounded(self.command_timeout, route(&mut conn, cmd, routing)).await {
                 Ok(value) => match parse_slots(&value) {
                     Some(ranges) if !ranges.is_empty() => {
                         self.install(ranges);
@@ -476,6 +476,15 @@ impl Inner {
             });
             let _ = self.call(Some(node), &redis::cmd("PING"), routing).await;
         }
+    }
+}
+
+/// Sends one routed command. The cluster client hands server errors (CROSSSLOT, CLUSTERDOWN ...) back as a
+/// `Value::ServerError` reply; they are turned into errors here so they are classified like everywhere else.
+async fn route(conn: &mut ClusterConnection, cmd: Cmd, routing: RoutingInfo) -> Result<Value, RedisError> {
+    match conn.route_command(cmd, routing).await? {
+        Value::ServerError(err) => Err(err.into()),
+        value => Ok(value),
     }
 }
 

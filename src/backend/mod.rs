@@ -49,7 +49,10 @@ pub trait Backend: Send + Sync + 'static {
 
 /// Server error codes that mean Redis cannot serve right now, rather than that the command was wrong.
 /// WRONGPASS / NOAUTH: redguard's own credentials are refused, so no command can succeed either.
-const UNHEALTHY_CODES: [&str; 8] = [
+/// MOVED / ASK: a cluster redirect that could not be followed within the retries (the target is down).
+const UNHEALTHY_CODES: [&str; 10] = [
+    "MOVED",
+    "ASK",
     "LOADING",
     "MASTERDOWN",
     "CLUSTERDOWN",

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod topology;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
