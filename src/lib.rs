@@ -145,8 +145,8 @@ pub fn build_client(cfg: &Config) -> Result<Arc<Client>, RunError> {
     if tokio::runtime::Handle::try_current().is_ok() {
         tokio::spawn({
             let backend = backend.clone();
-            let target = cfg.redis.display_target();
-            async move { backend.log_startup(target).await }
+            let (target, username) = (cfg.redis.display_target(), cfg.redis.username.clone());
+            async move { backend.log_startup(target, username).await }
         });
     }
     Ok(Arc::new(client::Resilient::new(

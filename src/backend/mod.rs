@@ -147,19 +147,24 @@ impl Backend for AnyBackend {
 impl AnyBackend {
     /// Connects once and logs the outcome, so a wrong password, an unknown master name or a TLS problem shows
     /// up in the start-up log (never with the password in it), even before the first call fails.
-    pub async fn log_startup(&self, target: String) {
+    pub async fn log_startup(&self, target: String, username: Option<String>) {
+        let username = username.as_deref().unwrap_or("");
         match self.query(&redis::cmd("PING")).await {
             Ok(_) => tracing::info!(redis = %target, "connected to Redis"),
             Err(BackendError::Timeout) => {
                 tracing::warn!(redis = %target, "Redis did not answer within redis.command_timeout at start; serving degraded")
             }
             Err(BackendError::Unavailable(e) | BackendError::ShardUnavailable(e) | BackendError::App(e)) => {
-                let hint = if e.contains("WRONGPASS") || e.contains("NOAUTH") || e.contains("uthentication") {
+                let auth = ["WRONGPASS", "NOAUTH", "authentication failed"];
+                let hint = if auth
+                    .iter()
+                    .any(|a| e.to_ascii_lowercase().contains(&a.to_ascii_lowercase()))
+                {
                     "; check redis.username and the password (REDGUARD_REDIS_PASSWORD or redis.password_file)"
                 } else {
                     ""
                 };
-                tracing::error!(redis = %target, error = %e, "cannot use Redis at start{hint}; serving degraded");
+                tracing::error!(redis = %target, username, error = %e, "cannot use Redis at start{hint}; serving degraded");
             }
         }
     }
