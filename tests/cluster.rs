@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 fn config(seeds: &[String]) -> String {
     format!(
-        "redis:\n  mode: cluster\n  nodes: [{}]\n  command_timeout: 500ms\nbreaker:\n  failure_threshold: 3\n  recovery_timeout: 1s\n  recovery_jitter: 0\n",
+        "redis:\n  mode: cluster\n  nodes: [{}]\n  command_timeout: 500ms\nbreaker:\n  failure_threshold: 3\n  recovery_timeout: 1s\n  recovery_jitter: 0\n  recovery_backoff: 1\n",
         seeds.join(", ")
     )
 }
@@ -186,15 +186,20 @@ fn a_dead_master_degrades_only_its_own_keys() {
 #[test]
 fn a_whole_cluster_outage_opens_the_sidecar_breaker() {
     let mut cluster = RedisCluster::start(3);
-    let rg = Redguard::start("redis://127.0.0.1:1", &config(&cluster.seeds()));
+    // Two node labels at most: the third master is counted under node="other".
+    let yaml = config(&cluster.seeds()).replace("mode: cluster\n", "mode: cluster\n  node_metrics_limit: 2\n");
+    let rg = Redguard::start("redis://127.0.0.1:1", &yaml);
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
-    wait_for("every master to be seen up", Duration::from_secs(15), || {
+    let m = wait_for("every master to be seen up", Duration::from_secs(15), || {
         let m = rg.metrics();
-        addrs
+        let own = addrs
             .iter()
-            .all(|a| metric_value(&m, &node_series("redguard_redis_node_up", a)) == 1.0)
-            .then_some(())
+            .filter(|a| metric_value(&m, &node_series("redguard_redis_node_up", a)) == 1.0)
+            .count();
+        (own == 2 && metric_value(&m, &node_series("redguard_redis_node_up", "other")) == 1.0).then_some(m)
     });
+    let labelled = m.lines().filter(|l| l.starts_with("redguard_redis_node_up{")).count();
+    assert_eq!(labelled, 3, "two addresses and \"other\":\n{m}");
     assert_eq!(
         call(&rg, json!({"op": "set", "key": "k", "value": "v"})),
         (200, json!({"result": true, "source": "redis"}))
@@ -214,5 +219,15 @@ fn a_whole_cluster_outage_opens_the_sidecar_breaker() {
         (status, body["error"]["code"].as_str()),
         (503, Some("circuit_open")),
         "{body}"
+    );
+    let m = rg.metrics();
+    assert_eq!(
+        metric_value(&m, &node_series("redguard_redis_node_up", "other")),
+        0.0,
+        "{m}"
+    );
+    assert!(
+        metric_value(&m, &node_series("redguard_redis_node_failures_total", "other")) >= 1.0,
+        "{m}"
     );
 }

@@ -65,6 +65,32 @@ pub fn key_slot(key: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS
 }
 
+/// Hands out the bounded `node` label values: a node's own address while fewer than the limit are in use,
+/// else "other". A label is given back when its node leaves the topology.
+struct Labels(Vec<Option<String>>);
+
+impl Labels {
+    fn new(limit: usize) -> Labels {
+        Labels(vec![None; limit])
+    }
+
+    fn take(&mut self, addr: &str) -> String {
+        match self.0.iter_mut().find(|l| l.is_none()) {
+            Some(free) => {
+                *free = Some(addr.to_owned());
+                addr.to_owned()
+            }
+            None => OTHER.to_owned(),
+        }
+    }
+
+    fn give_back(&mut self, addr: &str) {
+        if let Some(slot) = self.0.iter_mut().find(|l| l.as_deref() == Some(addr)) {
+            *slot = None;
+        }
+    }
+}
+
 /// One master node and its health.
 struct Node {
     addr: String,
@@ -97,10 +123,12 @@ struct Inner {
     command_timeout: Duration,
     breaker: Settings,
     metrics: Arc<Metrics>,
-    /// Label slots for addresses; `None` is free. Past its length, nodes are labelled "other".
-    labels: Mutex<Vec<Option<String>>>,
+    labels: Mutex<Labels>,
     topology: RwLock<Topology>,
     refresh_requested: AtomicBool,
+    /// Set when a node fails: the next health round checks every node, so a whole-cluster outage is told
+    /// apart from one shard's within a tick even when all traffic goes to one shard.
+    check_all: AtomicBool,
     next: AtomicUsize,
 }
 
@@ -163,9 +191,10 @@ impl Cluster {
             command_timeout: cfg.command_timeout,
             breaker,
             metrics,
-            labels: Mutex::new(vec![None; cfg.node_metrics_limit]),
+            labels: Mutex::new(Labels::new(cfg.node_metrics_limit)),
             topology: RwLock::new(Topology::default()),
             refresh_requested: AtomicBool::new(true),
+            check_all: AtomicBool::new(false),
             next: AtomicUsize::new(0),
         });
         tokio::spawn(health_task(Arc::downgrade(&inner)));
@@ -290,6 +319,7 @@ impl Inner {
                 self.metrics.nodes.failures.with_label_values(&[&node.label]).inc();
                 self.set_up(&node, false);
                 self.refresh_requested.store(true, Ordering::Relaxed);
+                self.check_all.store(true, Ordering::Relaxed);
                 Err(self.degrade(&node, err.clone()))
             }
         }
@@ -387,16 +417,7 @@ impl Inner {
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
             .unwrap_or_else(|| (addr.to_owned(), 6379));
-        let label = {
-            let mut labels = self.labels.lock().unwrap_or_else(|e| e.into_inner());
-            match labels.iter_mut().find(|l| l.is_none()) {
-                Some(free) => {
-                    *free = Some(addr.to_owned());
-                    addr.to_owned()
-                }
-                None => OTHER.to_owned(),
-            }
-        };
+        let label = self.labels.lock().unwrap_or_else(|e| e.into_inner()).take(addr);
         let m = &self.metrics.nodes;
         // Show the node from the start: down until it answers, no failures yet.
         m.up.with_label_values(&[&label]);
@@ -440,15 +461,16 @@ impl Inner {
         let _ = m.circuit_open.remove_label_values(&label);
         let _ = m.failures.remove_label_values(&label);
         let _ = m.rejected.remove_label_values(&label);
-        let mut labels = self.labels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = labels.iter_mut().find(|l| l.as_deref() == Some(node.addr.as_str())) {
-            *slot = None;
-        }
+        self.labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give_back(&node.addr);
     }
 
-    /// One health round: re-read the slot map when asked or stale, then PING every node that is not known to
-    /// be up (its breaker admits the call only when due, so an open node is probed once per recovery period).
-    async fn health_round(&self) {
+    /// One health round: re-read the slot map when asked or stale, then PING (concurrently) every node that is
+    /// not known to be up, or every node after a failure or when the map was stale. A node's breaker admits
+    /// the PING only when due, so an open node is probed once per recovery period.
+    async fn health_round(self: &Arc<Self>) {
         let stale = self.topology().read_at.is_none_or(|t| t.elapsed() >= TOPOLOGY_MAX_AGE);
         if stale || self.refresh_requested.swap(false, Ordering::Relaxed) {
             if let Err(e) = self.refresh_topology().await {
@@ -456,26 +478,30 @@ impl Inner {
                 tracing::debug!(error = ?e, "cannot read the cluster slot map");
             }
         }
+        let all = stale || self.check_all.swap(false, Ordering::Relaxed);
         let check: Vec<Arc<Node>> = {
             let topo = self.topology();
             topo.nodes
                 .iter()
-                .filter(|n| stale || !n.up.load(Ordering::Relaxed) || n.breaker.state() != State::Closed)
+                .filter(|n| all || !n.up.load(Ordering::Relaxed) || n.breaker.state() != State::Closed)
+                .filter(|n| {
+                    n.breaker.state() != State::Open || n.breaker.snapshot().until_half_open.is_none_or(|d| d.is_zero())
+                })
                 .cloned()
                 .collect()
         };
+        let mut pings = tokio::task::JoinSet::new();
         for node in check {
-            if node.breaker.state() == State::Open
-                && node.breaker.snapshot().until_half_open.is_some_and(|d| !d.is_zero())
-            {
-                continue;
-            }
-            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                host: node.host.clone(),
-                port: node.port,
+            let inner = self.clone();
+            pings.spawn(async move {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: node.host.clone(),
+                    port: node.port,
+                });
+                let _ = inner.call(Some(node), &redis::cmd("PING"), routing).await;
             });
-            let _ = self.call(Some(node), &redis::cmd("PING"), routing).await;
         }
+        while pings.join_next().await.is_some() {}
     }
 }
 
@@ -549,6 +575,19 @@ mod tests {
             "an empty tag means the whole key"
         );
         assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+    }
+
+    #[test]
+    fn labels_are_bounded_and_given_back() {
+        let mut labels = Labels::new(2);
+        assert_eq!(labels.take("a:1"), "a:1");
+        assert_eq!(labels.take("b:2"), "b:2");
+        assert_eq!(labels.take("c:3"), "other");
+        assert_eq!(labels.take("d:4"), "other");
+        labels.give_back("a:1");
+        labels.give_back("c:3"); // never had its own label: no effect
+        assert_eq!(labels.take("e:5"), "e:5");
+        assert_eq!(labels.take("f:6"), "other");
     }
 
     #[test]
