@@ -142,3 +142,26 @@ fn a_wrong_password_is_logged_clearly_and_redguard_starts_degraded() {
     assert!(!body.to_string().contains(secret), "{body}");
     assert_eq!(server.cli(&["EXISTS", "k"]).as_deref(), Some("0"));
 }
+
+#[test]
+fn a_missing_tls_file_stops_redguard_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "redguard.yaml",
+        "redis:\n  url: rediss://127.0.0.1:1\n  tls:\n    ca_file: /nonexistent/ca.crt\n",
+    );
+    let socket = dir.path().join("rg.sock");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("REDGUARD_LISTEN_SOCKET", &socket)
+        .env("REDGUARD_ADMIN_LISTEN", format!("127.0.0.1:{}", common::free_port()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot read redis.tls.ca_file /nonexistent/ca.crt"),
+        "{stderr}"
+    );
+}
