@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::topology::RedisCluster;
+use common::topology::{Certs, RedisCluster};
 use common::{metric_value, wait_for, Redguard};
 use serde_json::{json, Value};
 
@@ -230,4 +230,35 @@ fn a_whole_cluster_outage_opens_the_sidecar_breaker() {
         metric_value(&m, &node_series("redguard_redis_node_failures_total", "other")) >= 1.0,
         "{m}"
     );
+}
+
+#[test]
+fn a_cluster_over_tls() {
+    let certs = Certs::generate();
+    let cluster = RedisCluster::start_tls(3, &certs);
+    let yaml = format!(
+        "redis:\n  mode: cluster\n  nodes: [{}]\n  tls:\n    ca_file: {}\n",
+        cluster.seeds().join(", "),
+        certs.path_str("ca.crt")
+    );
+    assert!(yaml.contains("rediss://"), "{yaml}");
+    let rg = Redguard::start("redis://127.0.0.1:1", &yaml);
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    wait_for("every TLS master to be seen up", Duration::from_secs(15), || {
+        let m = rg.metrics();
+        addrs
+            .iter()
+            .all(|a| metric_value(&m, &node_series("redguard_redis_node_up", a)) == 1.0)
+            .then_some(())
+    });
+    let keys: Vec<String> = (0..30).map(|i| format!("tls:{i}")).collect();
+    let owners = cluster.owners_of(&keys);
+    assert!((0..3).all(|n| owners.contains(&n)), "{owners:?}");
+    for (key, &owner) in keys.iter().zip(&owners) {
+        assert_eq!(
+            call(&rg, json!({"op": "set", "key": key, "value": "x"})),
+            (200, json!({"result": true, "source": "redis"}))
+        );
+        assert_eq!(cluster.nodes[owner].must(&["GET", key]), "x");
+    }
 }

@@ -166,38 +166,78 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(masters: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, None)
+    }
+
+    /// A cluster whose clients and bus speak only TLS (`--port 0 --tls-port P --tls-cluster yes`).
+    pub fn start_tls(masters: usize, certs: &Certs) -> RedisCluster {
+        RedisCluster::start_with(masters, Some(certs))
+    }
+
+    fn start_with(masters: usize, certs: Option<&Certs>) -> RedisCluster {
+        let tls_args: Vec<String> = certs.map_or_else(Vec::new, |c| {
+            [
+                "--tls-cluster",
+                "yes",
+                "--tls-cert-file",
+                &c.path_str("server.crt"),
+                "--tls-key-file",
+                &c.path_str("server.key"),
+                "--tls-ca-cert-file",
+                &c.path_str("ca.crt"),
+                "--tls-auth-clients",
+                "no",
+            ]
+            .map(String::from)
+            .to_vec()
+        });
+        let cli_flags: Vec<String> = certs.map_or_else(Vec::new, |c| {
+            vec!["--tls".into(), "--cacert".into(), c.path_str("ca.crt")]
+        });
         let nodes: Vec<Server> = (0..masters)
             .map(|_| {
                 let (port, bus) = (free_port(), free_port());
                 let (port_s, bus_s) = (port.to_string(), bus.to_string());
-                Server::start(
-                    port,
-                    &[
-                        "--port",
-                        &port_s,
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-port",
-                        &bus_s,
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "1000",
-                        "--cluster-require-full-coverage",
-                        "no",
-                    ],
-                    &[],
-                )
+                let mut args: Vec<&str> = if certs.is_some() {
+                    vec!["--port", "0", "--tls-port", &port_s]
+                } else {
+                    vec!["--port", &port_s]
+                };
+                args.extend(tls_args.iter().map(String::as_str));
+                let flags: Vec<&str> = cli_flags.iter().map(String::as_str).collect();
+                args.extend_from_slice(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus_s,
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-require-full-coverage",
+                    "no",
+                ]);
+                Server::start(port, &args, &flags)
             })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(Server::addr).collect();
-        let out = Command::new("redis-cli")
+        // redis-cli waits for the join without a limit of its own: give it one.
+        let mut create = Command::new("redis-cli")
+            .args(&cli_flags)
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("redis-cli runs");
+        let finished = std::time::Instant::now() + Duration::from_secs(30);
+        while create.try_wait().unwrap().is_none() && std::time::Instant::now() < finished {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = create.kill();
+        let out = create.wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "redis-cli --cluster create failed: {}{}",
@@ -221,7 +261,15 @@ impl RedisCluster {
     }
 
     pub fn seeds(&self) -> Vec<String> {
-        self.nodes.iter().map(Server::url).collect()
+        let scheme = if self.nodes[0].cli_flags.is_empty() {
+            "redis"
+        } else {
+            "rediss"
+        };
+        self.nodes
+            .iter()
+            .map(|n| format!("{scheme}://127.0.0.1:{}", n.port))
+            .collect()
     }
 
     /// Slot ranges per master address, from CLUSTER NODES on node `via`.
@@ -250,6 +298,7 @@ impl RedisCluster {
         let script: String = keys.iter().map(|k| format!("CLUSTER KEYSLOT {k}\n")).collect();
         let mut child = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.nodes[0].port.to_string()])
+            .args(&self.nodes[0].cli_flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -395,7 +444,8 @@ impl Certs {
             (
                 "server",
                 "127.0.0.1",
-                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+                // clientAuth too: cluster nodes present it to each other on the TLS cluster bus.
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
             ),
             ("client", "redguard", "extendedKeyUsage=clientAuth\n"),
         ] {
