@@ -9,6 +9,8 @@ command -v redis-server >/dev/null && command -v redis-cli >/dev/null || need+=(
 command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
 command -v kubectl >/dev/null || need+=(kubernetes-client)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
+# The TLS tests make their certificates with the openssl CLI (redguard itself uses rustls, not OpenSSL).
+command -v openssl >/dev/null || need+=(openssl)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

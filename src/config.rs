@@ -24,7 +24,22 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         "listen",
         &["socket", "socket_mode", "socket_group", "allowed_uids", "drain_timeout"],
     ),
-    ("redis", &["url", "password_file", "command_timeout", "connect_timeout"]),
+    (
+        "redis",
+        &[
+            "url",
+            "mode",
+            "nodes",
+            "master_name",
+            "sentinels",
+            "username",
+            "password_file",
+            "tls",
+            "command_timeout",
+            "connect_timeout",
+            "node_metrics_limit",
+        ],
+    ),
     (
         "breaker",
         &[
@@ -179,55 +194,245 @@ impl Default for ListenConfig {
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_NODE_METRICS_LIMIT: usize = 16;
 
-/// `redis`: the upstream server and how long to wait for it.
+/// How redguard finds the Redis that serves its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    /// One server at `redis.url`.
+    #[default]
+    Standalone,
+    /// A Redis Cluster reached through the seed nodes in `redis.nodes`; keys are routed by slot.
+    Cluster,
+    /// The master named `redis.master_name`, as reported by the sentinels in `redis.sentinels`.
+    Sentinel,
+}
+
+impl RedisMode {
+    /// The name used in the config and in `redguard_build_info{redis_mode}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisMode::Standalone => "standalone",
+            RedisMode::Cluster => "cluster",
+            RedisMode::Sentinel => "sentinel",
+        }
+    }
+}
+
+/// `redis`: the upstream server(s) and how long to wait for them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// Server URL, `redis://` or `rediss://` (TLS). Log it via [`RedisConfig::display_url`].
+    /// Server URL in standalone mode, `redis://` or `rediss://` (TLS). Log it via [`RedisConfig::display_url`].
     pub url: String,
+    /// `standalone`, `cluster` or `sentinel`.
+    pub mode: RedisMode,
+    /// Cluster mode: seed node URLs (a YAML list, or one comma-separated string); the rest is discovered.
+    #[serde(deserialize_with = "string_list")]
+    pub nodes: Vec<String>,
+    /// Sentinel mode: the name the sentinels monitor the master under.
+    pub master_name: Option<String>,
+    /// Sentinel mode: sentinel URLs (a YAML list, or one comma-separated string). `rediss://` here means
+    /// TLS to the sentinels and to the master they name.
+    #[serde(deserialize_with = "string_list")]
+    pub sentinels: Vec<String>,
+    /// ACL user for AUTH; wins over a user in the URL.
+    pub username: Option<String>,
     /// File whose content (trailing newline trimmed) is the password; relative to the working directory.
     pub password_file: Option<PathBuf>,
     /// Password for AUTH: from `REDGUARD_REDIS_PASSWORD` or else `password_file`. Not a YAML key.
     #[serde(skip)]
     pub password: Option<Secret>,
+    /// Certificates for `rediss://` connections.
+    #[serde(deserialize_with = "section")]
+    pub tls: TlsConfig,
     /// Deadline for one command; a call that misses it counts as a failure.
     #[serde(deserialize_with = "duration")]
     pub command_timeout: Duration,
     /// Deadline for establishing a connection.
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// Cluster mode: at most this many nodes get their own `node` label in the per-node metrics; the others
+    /// are counted under `node="other"`.
+    pub node_metrics_limit: usize,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: DEFAULT_REDIS_URL.to_owned(),
+            mode: RedisMode::default(),
+            nodes: Vec::new(),
+            master_name: None,
+            sentinels: Vec::new(),
+            username: None,
             password_file: None,
             password: None,
+            tls: TlsConfig::default(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            node_metrics_limit: DEFAULT_NODE_METRICS_LIMIT,
         }
     }
+}
+
+/// `redis.tls`: PEM files for `rediss://` connections (rustls). Without `ca_file` the system's trust store
+/// is used; `cert_file` + `key_file` (both or neither) present a client certificate (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate(s) that sign the server certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (chain) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Private key of the client certificate.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether any TLS file is configured.
+    pub fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
+}
+
+/// Masks the password (or a bare user-info part) of one URL; see [`RedisConfig::display_url`].
+fn mask_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let user = match authority[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:"),
+        None => String::new(),
+    };
+    format!("{}{user}***{}", &url[..scheme_end], &rest[at..])
 }
 
 impl RedisConfig {
     /// The URL with any password replaced by `***`, safe for logs and notifications.
     /// A user-info part without `:` is masked whole, since some clients read it as a password.
     pub fn display_url(&self) -> String {
-        let Some(scheme_end) = self.url.find("://").map(|i| i + 3) else {
-            return self.url.clone();
+        mask_url(&self.url)
+    }
+
+    /// What redguard talks to in the configured mode, masked like [`RedisConfig::display_url`]:
+    /// the URL, `cluster <seed>,<seed>`, or `sentinel <master_name> via <sentinel>,<sentinel>`.
+    pub fn display_target(&self) -> String {
+        let list = |urls: &[String]| urls.iter().map(|u| mask_url(u)).collect::<Vec<_>>().join(",");
+        match self.mode {
+            RedisMode::Standalone => self.display_url(),
+            RedisMode::Cluster => format!("cluster {}", list(&self.nodes)),
+            RedisMode::Sentinel => format!(
+                "sentinel {} via {}",
+                self.master_name.as_deref().unwrap_or_default(),
+                list(&self.sentinels)
+            ),
+        }
+    }
+
+    /// The URLs of the configured mode: the server, the seed nodes or the sentinels.
+    pub fn mode_urls(&self) -> Vec<&str> {
+        match self.mode {
+            RedisMode::Standalone => vec![self.url.as_str()],
+            RedisMode::Cluster => self.nodes.iter().map(String::as_str).collect(),
+            RedisMode::Sentinel => self.sentinels.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Whether the configured mode connects over TLS (`rediss://`).
+    pub fn uses_tls(&self) -> bool {
+        self.mode_urls().first().is_some_and(|u| u.starts_with("rediss://"))
+    }
+
+    /// The `redis.*` rules that depend on the mode.
+    fn problems(&self, p: &mut Vec<String>) {
+        let scheme_ok = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
+        let unused = |key: &str, set: bool, p: &mut Vec<String>| {
+            if set {
+                p.push(format!(
+                    "redis.{key} is only used in another redis.mode (this one is {})",
+                    self.mode.as_str()
+                ));
+            }
         };
-        let rest = &self.url[scheme_end..];
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        let Some(at) = authority.rfind('@') else {
-            return self.url.clone();
-        };
-        let user = match authority[..at].split_once(':') {
-            Some((user, _)) => format!("{user}:"),
-            None => String::new(),
-        };
-        format!("{}{user}***{}", &self.url[..scheme_end], &rest[at..])
+        match self.mode {
+            RedisMode::Standalone => {
+                if !scheme_ok(&self.url) {
+                    p.push(format!(
+                        "redis.url must start with redis:// or rediss://, got {:?}",
+                        self.display_url()
+                    ));
+                }
+                unused("nodes", !self.nodes.is_empty(), p);
+                unused("master_name", self.master_name.is_some(), p);
+                unused("sentinels", !self.sentinels.is_empty(), p);
+            }
+            RedisMode::Cluster => {
+                if self.nodes.is_empty() {
+                    p.push("redis.nodes must list at least one seed node when redis.mode is cluster".to_owned());
+                }
+                unused("master_name", self.master_name.is_some(), p);
+                unused("sentinels", !self.sentinels.is_empty(), p);
+            }
+            RedisMode::Sentinel => {
+                if self.master_name.as_deref().is_none_or(str::is_empty) {
+                    p.push("redis.master_name must be set when redis.mode is sentinel".to_owned());
+                }
+                if self.sentinels.is_empty() {
+                    p.push("redis.sentinels must list at least one sentinel when redis.mode is sentinel".to_owned());
+                }
+                if self.sentinels.iter().any(|u| u.contains('@')) {
+                    p.push(
+                        "redis.sentinels must not carry credentials; redis.username and the password are for the master"
+                            .to_owned(),
+                    );
+                }
+                unused("nodes", !self.nodes.is_empty(), p);
+            }
+        }
+        if self.mode != RedisMode::Standalone {
+            let key = if self.mode == RedisMode::Cluster {
+                "redis.nodes"
+            } else {
+                "redis.sentinels"
+            };
+            let urls = self.mode_urls();
+            for u in urls.iter().filter(|u| !scheme_ok(u)) {
+                p.push(format!(
+                    "{key} entries must start with redis:// or rediss://, got {:?}",
+                    mask_url(u)
+                ));
+            }
+            if urls.iter().any(|u| u.starts_with("rediss://")) && !urls.iter().all(|u| u.starts_with("rediss://")) {
+                p.push(format!(
+                    "{key} must all use the same scheme (all redis:// or all rediss://)"
+                ));
+            }
+        }
+        if self.username.as_deref() == Some("") {
+            p.push("redis.username must not be empty".to_owned());
+        }
+        if self.node_metrics_limit == 0 {
+            p.push("redis.node_metrics_limit must be at least 1".to_owned());
+        }
+        let t = &self.tls;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            p.push("redis.tls.cert_file and redis.tls.key_file must be set together".to_owned());
+        }
+        if t.is_set() && !self.uses_tls() {
+            let key = match self.mode {
+                RedisMode::Standalone => "redis.url",
+                RedisMode::Cluster => "redis.nodes",
+                RedisMode::Sentinel => "redis.sentinels",
+            };
+            p.push(format!("redis.tls is set but {key} does not use rediss://"));
+        }
     }
 }
 
@@ -568,12 +773,7 @@ impl Config {
                 l.socket_mode
             ));
         }
-        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
-            p.push(format!(
-                "redis.url must start with redis:// or rediss://, got {:?}",
-                r.display_url()
-            ));
-        }
+        r.problems(&mut p);
         for (key, d) in [
             ("redis.command_timeout", r.command_timeout),
             ("redis.connect_timeout", r.connect_timeout),
@@ -816,6 +1016,26 @@ fn raw<'de, D: Deserializer<'de>, T>(
     parse: fn(Raw<'_>) -> Result<T, String>,
 ) -> Result<T, D::Error> {
     d.deserialize_any(RawVisitor { expecting, parse })
+}
+
+/// A list of strings: a YAML sequence, or one comma-separated string (as an environment override gives).
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Many(Vec<String>),
+        One(String),
+    }
+    Ok(match Option::<List>::deserialize(d)? {
+        None => Vec::new(),
+        Some(List::Many(items)) => items,
+        Some(List::One(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// A section written with no keys (`redis:` followed only by comments) means its defaults.

@@ -799,3 +799,100 @@ fn instance_defaults_to_the_pod_from_the_downward_api() {
     let c = Config::load(Some(f.path()), env(&[("POD_NAME", "api-7c9")])).unwrap();
     assert_eq!(c.notify.instance.as_deref(), Some("explicit"));
 }
+
+#[test]
+fn redis_mode_defaults_to_standalone_with_no_topology() {
+    let r = Config::default().redis;
+    assert_eq!(r.mode, RedisMode::Standalone);
+    assert!(r.nodes.is_empty() && r.sentinels.is_empty());
+    assert_eq!((r.master_name, r.username), (None, None));
+    assert_eq!(r.tls, TlsConfig::default());
+    assert_eq!(r.node_metrics_limit, 16);
+    assert_eq!(RedisMode::Cluster.as_str(), "cluster");
+}
+
+#[test]
+fn cluster_sentinel_tls_and_acl_settings_parse() {
+    let c = yaml(
+        "redis:\n  mode: cluster\n  nodes:\n    - rediss://10.0.0.1:6379\n    - rediss://10.0.0.2:6379\n  username: app\n  tls:\n    ca_file: /etc/redguard/ca.pem\n    cert_file: /etc/redguard/client.pem\n    key_file: /etc/redguard/client.key\n  node_metrics_limit: 4\n",
+    )
+    .unwrap();
+    let r = &c.redis;
+    assert_eq!(r.mode, RedisMode::Cluster);
+    assert_eq!(r.nodes, ["rediss://10.0.0.1:6379", "rediss://10.0.0.2:6379"]);
+    assert_eq!(r.username.as_deref(), Some("app"));
+    assert_eq!(r.tls.ca_file, Some(PathBuf::from("/etc/redguard/ca.pem")));
+    assert_eq!(r.tls.key_file, Some(PathBuf::from("/etc/redguard/client.key")));
+    assert_eq!(r.node_metrics_limit, 4);
+    assert!(r.uses_tls());
+    assert_eq!(
+        r.display_target(),
+        "cluster rediss://10.0.0.1:6379,rediss://10.0.0.2:6379"
+    );
+
+    let c =
+        yaml("redis:\n  mode: sentinel\n  master_name: mymaster\n  sentinels: redis://s1:26379, redis://s2:26379\n")
+            .unwrap();
+    assert_eq!(c.redis.sentinels, ["redis://s1:26379", "redis://s2:26379"]);
+    assert_eq!(
+        c.redis.display_target(),
+        "sentinel mymaster via redis://s1:26379,redis://s2:26379"
+    );
+    assert!(!c.redis.uses_tls());
+}
+
+#[test]
+fn mode_specific_keys_are_checked() {
+    assert_eq!(
+        problems("redis:\n  mode: cluster\n"),
+        ["redis.nodes must list at least one seed node when redis.mode is cluster"]
+    );
+    assert_eq!(
+        problems("redis:\n  mode: sentinel\n  nodes: [redis://a:1]\n"),
+        [
+            "redis.master_name must be set when redis.mode is sentinel",
+            "redis.sentinels must list at least one sentinel when redis.mode is sentinel",
+            "redis.nodes is only used in another redis.mode (this one is sentinel)",
+        ]
+    );
+    assert_eq!(
+        problems("redis:\n  mode: cluster\n  nodes: [redis://a:1, rediss://b:2, 'http://u:pw@c:3']\n"),
+        [
+            "redis.nodes entries must start with redis:// or rediss://, got \"http://u:***@c:3\"",
+            "redis.nodes must all use the same scheme (all redis:// or all rediss://)",
+        ]
+    );
+    assert_eq!(
+        problems("redis:\n  mode: sentinel\n  master_name: m\n  sentinels: ['redis://:pw@s:26379']\n"),
+        ["redis.sentinels must not carry credentials; redis.username and the password are for the master"]
+    );
+    assert_eq!(
+        problems("redis:\n  username: ''\n  node_metrics_limit: 0\n  tls:\n    cert_file: c.pem\n"),
+        [
+            "redis.username must not be empty",
+            "redis.node_metrics_limit must be at least 1",
+            "redis.tls.cert_file and redis.tls.key_file must be set together",
+            "redis.tls is set but redis.url does not use rediss://",
+        ]
+    );
+    assert_eq!(
+        problems("redis:\n  master_name: m\n"),
+        ["redis.master_name is only used in another redis.mode (this one is standalone)"]
+    );
+    let (line, msg) = parse_err("redis:\n  tls:\n    ca: x\n");
+    assert_eq!(line, Some(3));
+    assert!(msg.contains("unknown field `ca`"), "{msg}");
+}
+
+#[test]
+fn mode_and_nodes_come_from_the_environment() {
+    let vars = env(&[
+        ("REDGUARD_REDIS_MODE", "cluster"),
+        ("REDGUARD_REDIS_NODES", "redis://a:7000,redis://b:7001"),
+        ("REDGUARD_REDIS_USERNAME", "app"),
+    ]);
+    let c = Config::load(None, vars).unwrap();
+    assert_eq!(c.redis.mode, RedisMode::Cluster);
+    assert_eq!(c.redis.nodes, ["redis://a:7000", "redis://b:7001"]);
+    assert_eq!(c.redis.username.as_deref(), Some("app"));
+}

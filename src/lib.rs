@@ -62,8 +62,8 @@ use crate::clock::SystemClock;
 use crate::config::{BreakerMode, Config};
 use crate::notify::Notifier;
 
-/// The client the API serves from. Cluster and sentinel modes will change the backend here.
-pub type Client = client::Resilient<backend::Standalone>;
+/// The client the API serves from: the backend is the one of `redis.mode` (standalone, cluster, sentinel).
+pub type Client = client::Resilient<backend::AnyBackend>;
 
 /// Why redguard could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +75,8 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("invalid Redis settings: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Redis(#[from] backend::BuildError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
     #[error(transparent)]
@@ -126,7 +126,10 @@ fn breaker_settings(cfg: &Config) -> Settings {
 /// Builds the resilient client and its observers from the config. The notifier is one of them; it is returned
 /// too so the caller can start its workers and give it its grace at shutdown.
 pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunError> {
-    let metrics = Arc::new(metrics::Metrics::new("standalone"));
+    // rustls needs one crypto provider for the process: ring (no C toolchain, no OpenSSL). Installing it a
+    // second time (tests build several clients) is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Arc::new(metrics::Metrics::new(cfg.redis.mode.as_str()));
     let notifier = Arc::new(Notifier::new(cfg, &metrics)?);
     let cache = Arc::new(FallbackCache::new(
         CacheSettings {
@@ -140,7 +143,7 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
     let mut observers: Vec<Arc<dyn Observer>> = vec![
         metrics.clone(),
         Arc::new(LogTransitions {
-            redis: cfg.redis.display_url(),
+            redis: cfg.redis.display_target(),
         }),
         Arc::new(client::RecoveryWaker(opened.clone())),
     ];
@@ -157,7 +160,14 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
         .as_nanos() as u64
         ^ u64::from(std::process::id());
     let breaker = Breaker::new(breaker_settings(cfg), Arc::new(SystemClock), seed, observers);
-    let backend = backend::Standalone::new(&cfg.redis)?;
+    let backend = backend::build(&cfg.redis, breaker_settings(cfg), metrics.clone())?;
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::spawn({
+            let backend = backend.clone();
+            let (target, username) = (cfg.redis.display_target(), cfg.redis.username.clone());
+            async move { backend.log_startup(target, username).await }
+        });
+    }
     let client = Arc::new(client::Resilient::new(
         backend,
         breaker,
@@ -229,7 +239,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     };
     let mut api_task = tokio::spawn(api::server::serve(listener, api::router(app), limits, stopped()));
     admin_state.socket_ready.store(true, Ordering::Release);
-    info!(socket = %cfg.listen.socket.display(), admin = %admin_addr, redis = %cfg.redis.display_url(), "redguard listening");
+    info!(socket = %cfg.listen.socket.display(), admin = %admin_addr, redis = %cfg.redis.display_target(), redis_mode = cfg.redis.mode.as_str(), "redguard listening");
 
     tokio::spawn(client.clone().run_recovery(stopped()));
     let checker = client.clone();

@@ -143,8 +143,57 @@ pub struct SinkMetrics {
     pub duration: Histogram,
 }
 
+/// Per-node health in cluster mode. `node` is a master's "host:port" for the first `redis.node_metrics_limit`
+/// masters seen, or "other" (summing the rest), so the label set stays bounded. The gauges count nodes (0 or 1
+/// for an address, 0..n for "other").
+pub struct NodeMetrics {
+    /// `redguard_redis_node_up`: nodes whose last call (or health check) succeeded.
+    pub up: IntGaugeVec,
+    /// `redguard_redis_node_circuit_open`: nodes whose own breaker is not closed.
+    pub circuit_open: IntGaugeVec,
+    /// `redguard_redis_node_failures_total`: failed calls and health checks.
+    pub failures: IntCounterVec,
+    /// `redguard_redis_node_rejected_total`: calls failed fast because the node's breaker was open.
+    pub rejected: IntCounterVec,
+}
+
+impl NodeMetrics {
+    fn new(registry: &Registry) -> NodeMetrics {
+        let gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["node"]).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("metric names are unique");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &["node"]).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("metric names are unique");
+            c
+        };
+        NodeMetrics {
+            up: gauge(
+                "redguard_redis_node_up",
+                "Cluster mode: master nodes whose last call or health check succeeded.",
+            ),
+            circuit_open: gauge(
+                "redguard_redis_node_circuit_open",
+                "Cluster mode: master nodes whose own circuit is open or half-open.",
+            ),
+            failures: counter(
+                "redguard_redis_node_failures_total",
+                "Cluster mode: failed calls and health checks, by master node.",
+            ),
+            rejected: counter(
+                "redguard_redis_node_rejected_total",
+                "Cluster mode: calls failed fast because the node's circuit was open.",
+            ),
+        }
+    }
+}
+
 /// All of redguard's metrics, registered in one registry.
 pub struct Metrics {
+    /// Cluster mode's per-node figures (empty in the other modes).
+    pub nodes: NodeMetrics,
     registry: Registry,
     circuit_state: [IntGauge; 3],
     pub consecutive_failures: IntGauge,
@@ -325,6 +374,7 @@ impl Metrics {
         reg(Box::new(notification_duration.clone()));
 
         Metrics {
+            nodes: NodeMetrics::new(&registry),
             circuit_state,
             consecutive_failures: gauge(
                 "redguard_circuit_consecutive_failures",

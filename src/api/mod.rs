@@ -33,7 +33,7 @@ use tokio::net::UnixListener;
 
 pub use error::ApiError;
 
-use crate::backend::Standalone;
+use crate::backend::AnyBackend;
 use crate::breaker::{Mode, Override, State as CircuitState};
 use crate::client::{Item, Reply, Served, Source};
 use crate::clock::SystemClock;
@@ -52,7 +52,7 @@ pub struct App {
     pub limits: request::Limits,
     pub max_pipeline_commands: usize,
     pub policy: Policy,
-    pub ratelimiter: RateLimiter<Standalone>,
+    pub ratelimiter: RateLimiter<AnyBackend>,
 }
 
 impl App {

@@ -267,11 +267,18 @@ impl<B: Backend> Resilient<B> {
                 self.metrics.call(CallResult::AppError);
                 Err(Unanswered::App(message))
             }
+            Err(BackendError::ShardUnavailable(message)) => {
+                // One cluster shard is down while others serve: its own node breaker counted this, the
+                // sidecar-wide one must not (it would cut off the healthy shards). The permit is given back.
+                drop(permit);
+                self.metrics.call(CallResult::Failure);
+                Err(Unanswered::Failed(Failure::Unavailable(message)))
+            }
             Err(err) => {
                 let (message, failure) = match err {
                     BackendError::Timeout => ("timed out".to_owned(), Failure::Timeout),
                     BackendError::Unavailable(m) => (m.clone(), Failure::Unavailable(m)),
-                    BackendError::App(_) => unreachable!("handled above"),
+                    BackendError::App(_) | BackendError::ShardUnavailable(_) => unreachable!("handled above"),
                 };
                 permit.failure(&message);
                 self.metrics.call(CallResult::Failure);

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod sink;
+pub mod topology;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,680 @@
+//! `redis.mode: cluster`: redis-rs's async cluster client (slot routing, MOVED/ASK), plus per-node health.
+//!
+//! # A partial outage
+//!
+//! Each master node gets its own small breaker (the same state machine and `breaker.*` settings as the
+//! sidecar's). A call goes to the node that owns its key's slot:
+//! - the node answers (or gives an application error such as CROSSSLOT or WRONGTYPE): the node is up;
+//! - it fails or times out: the node's breaker counts a failure; after `breaker.failure_threshold` of them the
+//!   node's circuit opens and calls for its slots fail fast, without waiting for a timeout, until a probe
+//!   (sent by the health task after `breaker.recovery_timeout`) succeeds.
+//!
+//! While at least one other master is up, such a failure is a [`BackendError::ShardUnavailable`]: the caller
+//! gets the fallback (cache, default or 503), and the sidecar-wide breaker does not count it, so keys on the
+//! healthy shards keep being served from Redis. When no master is up any more, failures are plain
+//! [`BackendError::Unavailable`] / [`BackendError::Timeout`] and the sidecar-wide breaker opens as in
+//! standalone mode. (With Redis's default `cluster-require-full-coverage yes`, a shard without a master makes
+//! every node answer CLUSTERDOWN after `cluster-node-timeout`: every node then counts as failing, and the whole
+//! sidecar degrades, as the cluster itself does.)
+//!
+//! Keyed commands are routed to the master of their first key's slot; a multi-key command whose keys are in
+//! different slots is sent there unchanged, and Redis's CROSSSLOT answer is an application error (422), never
+//! a silent non-atomic split. Keyless commands (PING) go to a node believed up.
+//!
+//! # Metrics
+//!
+//! `redguard_redis_node_{up,circuit_open,failures_total,rejected_total}{node}` with `node` = "host:port" for the
+//! first `redis.node_metrics_limit` masters seen, and `node="other"` summing the rest. Nodes that leave the
+//! topology (e.g. a failed master replaced by its replica) free their label.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
+
+use super::{bounded, into_values, pipeline_slots, with_credentials, Backend, BackendError, SlotReply};
+use crate::breaker::{Breaker, Observer, Settings, State, Transition};
+use crate::clock::SystemClock;
+use crate::config::RedisConfig;
+use crate::metrics::Metrics;
+
+/// Number of hash slots in a Redis Cluster.
+const SLOTS: u16 = 16384;
+/// How often the health task runs: probes due nodes, checks nodes not known to be up.
+const HEALTH_TICK: Duration = Duration::from_millis(500);
+/// The slot map is re-read at least this often, and soon after any node failure.
+const TOPOLOGY_MAX_AGE: Duration = Duration::from_secs(10);
+/// Label for nodes past `redis.node_metrics_limit`.
+const OTHER: &str = "other";
+
+/// The hash slot of a key, per the Redis Cluster spec: CRC16 (XMODEM) of the key, or of its hash tag (the part
+/// between the first `{` and the next `}`, if not empty), modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter()
+            .position(|&b| b == b'}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS
+}
+
+/// Hands out the bounded `node` label values: a node's own address while fewer than the limit are in use,
+/// else "other". A label is given back when its node leaves the topology.
+struct Labels(Vec<Option<String>>);
+
+impl Labels {
+    fn new(limit: usize) -> Labels {
+        Labels(vec![None; limit])
+    }
+
+    fn take(&mut self, addr: &str) -> String {
+        match self.0.iter_mut().find(|l| l.is_none()) {
+            Some(free) => {
+                *free = Some(addr.to_owned());
+                addr.to_owned()
+            }
+            None => OTHER.to_owned(),
+        }
+    }
+
+    fn give_back(&mut self, addr: &str) {
+        if let Some(slot) = self.0.iter_mut().find(|l| l.as_deref() == Some(addr)) {
+            *slot = None;
+        }
+    }
+}
+
+/// One master node and its health.
+struct Node {
+    addr: String,
+    host: String,
+    port: u16,
+    label: String,
+    breaker: Breaker,
+    up: AtomicBool,
+}
+
+/// The slot map as last read from the cluster.
+#[derive(Default)]
+struct Topology {
+    /// (first slot, last slot, index into `nodes`), sorted by first slot.
+    ranges: Vec<(u16, u16, usize)>,
+    nodes: Vec<Arc<Node>>,
+    read_at: Option<Instant>,
+}
+
+impl Topology {
+    fn node_for_slot(&self, slot: u16) -> Option<Arc<Node>> {
+        let i = self.ranges.partition_point(|&(start, _, _)| start <= slot);
+        let &(start, end, node) = self.ranges.get(i.checked_sub(1)?)?;
+        (start..=end).contains(&slot).then(|| self.nodes[node].clone())
+    }
+}
+
+struct Inner {
+    conn: ClusterConnection,
+    command_timeout: Duration,
+    breaker: Settings,
+    metrics: Arc<Metrics>,
+    labels: Mutex<Labels>,
+    topology: RwLock<Topology>,
+    refresh_requested: AtomicBool,
+    /// Set when a node fails: the next health round checks every node, so a whole-cluster outage is told
+    /// apart from one shard's within a tick even when all traffic goes to one shard.
+    check_all: AtomicBool,
+    next: AtomicUsize,
+}
+
+/// A Redis Cluster, with a breaker per master node.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+/// Keeps a node's `circuit_open` gauge and the log in step with its breaker.
+struct NodeObserver {
+    addr: String,
+    label: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Observer for NodeObserver {
+    fn on_transition(&self, t: &Transition, last_error: Option<&str>) {
+        let open = self.metrics.nodes.circuit_open.with_label_values(&[&self.label]);
+        if t.from == State::Closed {
+            open.inc();
+        }
+        if t.to == State::Closed {
+            open.dec();
+            tracing::info!(node = %self.addr, "cluster node circuit closed");
+        } else {
+            tracing::warn!(node = %self.addr, from = t.from.as_str(), to = t.to.as_str(), last_error, "cluster node circuit state changed");
+        }
+    }
+}
+
+impl Cluster {
+    /// Sets up the cluster client lazily (no connection yet) and spawns the health task, which reads the slot
+    /// map, checks nodes and probes failed ones. Must be called within a tokio runtime.
+    pub fn new(
+        cfg: &RedisConfig,
+        tls: Option<TlsCertificates>,
+        breaker: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RedisError> {
+        let seeds = cfg
+            .nodes
+            .iter()
+            .map(|url| url.parse().map(|info| with_credentials(info, cfg)))
+            .collect::<Result<Vec<redis::ConnectionInfo>, _>>()?;
+        let mut builder = ClusterClientBuilder::new(seeds)
+            .connection_timeout(cfg.connect_timeout)
+            .response_timeout(cfg.command_timeout)
+            // Enough for a MOVED then an ASK; anything longer is cut by the command timeout anyway.
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(100);
+        if let Some(certs) = tls {
+            builder = builder.certs(certs);
+        }
+        let client = builder.build()?;
+        let conn = client.get_pending_async_connection_with_config(redis::cluster::ClusterConfig::new());
+        let inner = Arc::new(Inner {
+            conn,
+            command_timeout: cfg.command_timeout,
+            breaker,
+            metrics,
+            labels: Mutex::new(Labels::new(cfg.node_metrics_limit)),
+            topology: RwLock::new(Topology::default()),
+            refresh_requested: AtomicBool::new(true),
+            check_all: AtomicBool::new(false),
+            next: AtomicUsize::new(0),
+        });
+        tokio::spawn(health_task(Arc::downgrade(&inner)));
+        Ok(Cluster { inner })
+    }
+
+    /// The master addresses of the current slot map, and whether each is up (for tests and health output).
+    pub fn nodes(&self) -> Vec<(String, bool)> {
+        self.inner
+            .topology()
+            .nodes
+            .iter()
+            .map(|n| (n.addr.clone(), n.up.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+impl Cluster {
+    /// The node owning `slot` (with a slot-map refresh requested if none is known) and the route to it; with
+    /// no slot, a node believed up.
+    fn target(&self, slot: Option<u16>) -> (Option<Arc<Node>>, SingleNodeRoutingInfo) {
+        let inner = &self.inner;
+        match slot {
+            Some(slot) => {
+                let node = inner.topology().node_for_slot(slot);
+                if node.is_none() {
+                    inner.refresh_requested.store(true, Ordering::Relaxed);
+                }
+                (
+                    node,
+                    SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)),
+                )
+            }
+            None => {
+                let node = inner.pick_up_node();
+                let routing = match &node {
+                    Some(n) => SingleNodeRoutingInfo::ByAddress {
+                        host: n.host.clone(),
+                        port: n.port,
+                    },
+                    None => SingleNodeRoutingInfo::Random,
+                };
+                (node, routing)
+            }
+        }
+    }
+}
+
+impl Backend for Cluster {
+    async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
+        let (node, routing) = self.target(first_key(cmd).map(key_slot));
+        let routing = RoutingInfo::SingleNode(routing);
+        self.inner
+            .call(
+                node,
+                |mut conn| async move { route(&mut conn, cmd.clone(), routing).await },
+            )
+            .await
+    }
+
+    /// A pipeline goes to one node in one round trip, so all its keys must hash to one slot (use hash tags,
+    /// `{user:1}:a` and `{user:1}:b`); otherwise it is refused with CROSSSLOT before anything is sent.
+    async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
+        let slot = pipeline_slot(pipe)?;
+        let (node, routing) = self.target(slot);
+        let mut pipe = pipe.clone();
+        pipe.ignore_errors();
+        let len = pipe.len();
+        // A transaction answers OK, QUEUED.. and then EXEC's array of replies: only that last one is wanted.
+        let (offset, count) = if pipe.is_transaction() { (len + 1, 1) } else { (0, len) };
+        let replies = self
+            .inner
+            .call(node, |mut conn| async move {
+                conn.route_pipeline(pipe, offset, count, routing).await
+            })
+            .await;
+        let values = match replies {
+            Ok(mut values) if offset > 0 => values.pop().map_or_else(
+                || Err(BackendError::Unavailable("no EXEC reply to a transaction".into())),
+                into_values,
+            ),
+            other => other,
+        };
+        pipeline_slots(len, values)
+    }
+}
+
+/// The one slot every keyed command of `pipe` uses, or CROSSSLOT (an application error) if they differ.
+fn pipeline_slot(pipe: &Pipeline) -> Result<Option<u16>, BackendError> {
+    let mut slots = pipe.cmd_iter().filter_map(|cmd| first_key(cmd).map(key_slot));
+    let first = slots.next();
+    match first {
+        Some(slot) if slots.any(|s| s != slot) => Err(BackendError::App(
+            "CROSSSLOT the pipeline's keys hash to different slots; in cluster mode every command of a pipeline \
+             must use keys of one slot (use hash tags such as {user:1})"
+                .into(),
+        )),
+        _ => Ok(first),
+    }
+}
+
+/// The first key of a keyed command (every typed op but PING has its key first).
+fn first_key(cmd: &Cmd) -> Option<&[u8]> {
+    let mut args = cmd.args_iter().map(|a| match a {
+        redis::Arg::Simple(bytes) => bytes,
+        _ => &b""[..],
+    });
+    let name = args.next()?;
+    if name.eq_ignore_ascii_case(b"PING") {
+        return None;
+    }
+    args.next()
+}
+
+impl Inner {
+    fn topology(&self) -> std::sync::RwLockReadGuard<'_, Topology> {
+        self.topology.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A node believed up, round-robin; else any known node; else none (route at random).
+    fn pick_up_node(&self) -> Option<Arc<Node>> {
+        let topo = self.topology();
+        let n = topo.nodes.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &topo.nodes[(start + i) % n])
+            .find(|node| node.up.load(Ordering::Relaxed) && node.breaker.state() == State::Closed)
+            .or_else(|| topo.nodes.get(start % n))
+            .cloned()
+    }
+
+    /// Whether any master other than `except` is up with a closed circuit.
+    fn others_up(&self, except: &str) -> bool {
+        self.topology()
+            .nodes
+            .iter()
+            .any(|n| n.addr != except && n.up.load(Ordering::Relaxed) && n.breaker.state() == State::Closed)
+    }
+
+    /// Sends one request through the node's breaker (if the node is known) and records the outcome.
+    async fn call<T, F, Fut>(&self, node: Option<Arc<Node>>, send: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(ClusterConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let Some(node) = node else {
+            return bounded(self.command_timeout, send(self.conn.clone())).await;
+        };
+        let permit = match node.breaker.try_acquire() {
+            Ok(permit) => permit,
+            Err(rejected) => {
+                self.metrics.nodes.rejected.with_label_values(&[&node.label]).inc();
+                let message = format!(
+                    "cluster node {} is failing; its circuit is open (next probe in {} ms)",
+                    node.addr,
+                    rejected.retry_after.as_millis()
+                );
+                return Err(self.degrade(&node, BackendError::Unavailable(message)));
+            }
+        };
+        let result = bounded(self.command_timeout, send(self.conn.clone())).await;
+        match &result {
+            Ok(_) | Err(BackendError::App(_)) => {
+                permit.success();
+                self.set_up(&node, true);
+                result
+            }
+            Err(err) => {
+                let message = match err {
+                    BackendError::Timeout => "timed out".to_owned(),
+                    BackendError::Unavailable(m) | BackendError::ShardUnavailable(m) | BackendError::App(m) => {
+                        m.clone()
+                    }
+                };
+                permit.failure(&message);
+                self.metrics.nodes.failures.with_label_values(&[&node.label]).inc();
+                self.set_up(&node, false);
+                self.refresh_requested.store(true, Ordering::Relaxed);
+                self.check_all.store(true, Ordering::Relaxed);
+                Err(self.degrade(&node, err.clone()))
+            }
+        }
+    }
+
+    /// A failure on one node is a shard outage while another master is up, else Redis's outage.
+    fn degrade(&self, node: &Node, err: BackendError) -> BackendError {
+        if !self.others_up(&node.addr) {
+            return err;
+        }
+        let message = match err {
+            BackendError::Timeout => "timed out".to_owned(),
+            BackendError::Unavailable(m) | BackendError::ShardUnavailable(m) | BackendError::App(m) => m,
+        };
+        if message.starts_with("cluster node ") {
+            BackendError::ShardUnavailable(message)
+        } else {
+            BackendError::ShardUnavailable(format!("cluster node {}: {message}", node.addr))
+        }
+    }
+
+    fn set_up(&self, node: &Node, up: bool) {
+        if node.up.swap(up, Ordering::Relaxed) != up {
+            let gauge = self.metrics.nodes.up.with_label_values(&[&node.label]);
+            if up {
+                gauge.inc();
+            } else {
+                gauge.dec();
+                tracing::warn!(node = %node.addr, "cluster node failing");
+            }
+        }
+    }
+
+    /// Reads CLUSTER SLOTS (from a node believed up, else any) and rebuilds the slot map, keeping the health of
+    /// nodes that stay and freeing the metric labels of nodes that left.
+    async fn refresh_topology(&self) -> Result<(), BackendError> {
+        let mut last = BackendError::Unavailable("no cluster node answered CLUSTER SLOTS".to_owned());
+        for _ in 0..3 {
+            let node = self.pick_up_node();
+            let routing = match &node {
+                Some(n) if n.up.load(Ordering::Relaxed) => RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: n.host.clone(),
+                    port: n.port,
+                }),
+                _ => RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            };
+            let mut conn = self.conn.clone();
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SLOTS");
+            match bounded(self.command_timeout, route(&mut conn, cmd, routing)).await {
+                Ok(value) => match parse_slots(&value) {
+                    Some(ranges) if !ranges.is_empty() => {
+                        self.install(ranges);
+                        return Ok(());
+                    }
+                    _ => last = BackendError::App(format!("unexpected CLUSTER SLOTS reply: {value:?}")),
+                },
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn install(&self, ranges: Vec<(u16, u16, String)>) {
+        let mut topo = self.topology.write().unwrap_or_else(|e| e.into_inner());
+        let old: HashMap<String, Arc<Node>> = topo.nodes.drain(..).map(|n| (n.addr.clone(), n)).collect();
+        let mut nodes: Vec<Arc<Node>> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut new_ranges = Vec::with_capacity(ranges.len());
+        for (start, end, addr) in ranges {
+            let i = *index.entry(addr.clone()).or_insert_with(|| {
+                nodes.push(old.get(&addr).cloned().unwrap_or_else(|| self.new_node(&addr)));
+                nodes.len() - 1
+            });
+            new_ranges.push((start, end, i));
+        }
+        new_ranges.sort_unstable();
+        for (addr, gone) in old.iter().filter(|(addr, _)| !index.contains_key(*addr)) {
+            tracing::info!(node = %addr, "cluster node left the slot map");
+            self.forget(gone);
+        }
+        if old.is_empty() || nodes.len() != old.len() || index.keys().any(|a| !old.contains_key(a)) {
+            let list: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
+            tracing::info!(masters = ?list, "cluster slot map read");
+        }
+        *topo = Topology {
+            ranges: new_ranges,
+            nodes,
+            read_at: Some(Instant::now()),
+        };
+    }
+
+    fn new_node(&self, addr: &str) -> Arc<Node> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+            .unwrap_or_else(|| (addr.to_owned(), 6379));
+        let label = self.labels.lock().unwrap_or_else(|e| e.into_inner()).take(addr);
+        let m = &self.metrics.nodes;
+        // Show the node from the start: down until it answers, no failures yet.
+        m.up.with_label_values(&[&label]);
+        m.circuit_open.with_label_values(&[&label]);
+        m.failures.with_label_values(&[&label]);
+        m.rejected.with_label_values(&[&label]);
+        let observer = Arc::new(NodeObserver {
+            addr: addr.to_owned(),
+            label: label.clone(),
+            metrics: self.metrics.clone(),
+        });
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64
+            ^ u64::from(port);
+        Arc::new(Node {
+            addr: addr.to_owned(),
+            host,
+            port,
+            label,
+            breaker: Breaker::new(self.breaker.clone(), Arc::new(SystemClock), seed, vec![observer]),
+            up: AtomicBool::new(false),
+        })
+    }
+
+    /// Drops a node's share of its label's gauges, and the label itself if it was the node's own.
+    fn forget(&self, node: &Node) {
+        let m = &self.metrics.nodes;
+        if node.label == OTHER {
+            if node.up.load(Ordering::Relaxed) {
+                m.up.with_label_values(&[OTHER]).dec();
+            }
+            if node.breaker.state() != State::Closed {
+                m.circuit_open.with_label_values(&[OTHER]).dec();
+            }
+            return;
+        }
+        let label = [node.label.as_str()];
+        let _ = m.up.remove_label_values(&label);
+        let _ = m.circuit_open.remove_label_values(&label);
+        let _ = m.failures.remove_label_values(&label);
+        let _ = m.rejected.remove_label_values(&label);
+        self.labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give_back(&node.addr);
+    }
+
+    /// One health round: re-read the slot map when asked or stale, then PING (concurrently) every node that is
+    /// not known to be up, or every node after a failure or when the map was stale. A node's breaker admits
+    /// the PING only when due, so an open node is probed once per recovery period.
+    async fn health_round(self: &Arc<Self>) {
+        let stale = self.topology().read_at.is_none_or(|t| t.elapsed() >= TOPOLOGY_MAX_AGE);
+        if stale || self.refresh_requested.swap(false, Ordering::Relaxed) {
+            if let Err(e) = self.refresh_topology().await {
+                self.refresh_requested.store(true, Ordering::Relaxed);
+                tracing::debug!(error = ?e, "cannot read the cluster slot map");
+            }
+        }
+        let all = stale || self.check_all.swap(false, Ordering::Relaxed);
+        let check: Vec<Arc<Node>> = {
+            let topo = self.topology();
+            topo.nodes
+                .iter()
+                .filter(|n| all || !n.up.load(Ordering::Relaxed) || n.breaker.state() != State::Closed)
+                .filter(|n| {
+                    n.breaker.state() != State::Open || n.breaker.snapshot().until_half_open.is_none_or(|d| d.is_zero())
+                })
+                .cloned()
+                .collect()
+        };
+        let mut pings = tokio::task::JoinSet::new();
+        for node in check {
+            let inner = self.clone();
+            pings.spawn(async move {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: node.host.clone(),
+                    port: node.port,
+                });
+                let ping = redis::cmd("PING");
+                let _ = inner
+                    .call(
+                        Some(node),
+                        |mut conn| async move { route(&mut conn, ping, routing).await },
+                    )
+                    .await;
+            });
+        }
+        while pings.join_next().await.is_some() {}
+    }
+}
+
+/// Sends one routed command. The cluster client hands server errors (CROSSSLOT, CLUSTERDOWN ...) back as a
+/// `Value::ServerError` reply; they are turned into errors here so they are classified like everywhere else.
+async fn route(conn: &mut ClusterConnection, cmd: Cmd, routing: RoutingInfo) -> Result<Value, RedisError> {
+    match conn.route_command(cmd, routing).await? {
+        Value::ServerError(err) => Err(err.into()),
+        value => Ok(value),
+    }
+}
+
+async fn health_task(inner: Weak<Inner>) {
+    loop {
+        match inner.upgrade() {
+            Some(inner) => inner.health_round().await,
+            None => return,
+        }
+        tokio::time::sleep(HEALTH_TICK).await;
+    }
+}
+
+/// Parses CLUSTER SLOTS into (first slot, last slot, "host:port" of the master).
+fn parse_slots(value: &Value) -> Option<Vec<(u16, u16, String)>> {
+    let Value::Array(entries) = value else {
+        return None;
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let Value::Array(fields) = entry else {
+                return None;
+            };
+            let int = |v: &Value| match v {
+                Value::Int(n) => u16::try_from(*n).ok(),
+                _ => None,
+            };
+            let (start, end) = (int(fields.first()?)?, int(fields.get(1)?)?);
+            let Value::Array(master) = fields.get(2)? else {
+                return None;
+            };
+            let host = match master.first()? {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                Value::SimpleString(s) => s.clone(),
+                _ => return None,
+            };
+            let port = match master.get(1)? {
+                Value::Int(n) => *n,
+                _ => return None,
+            };
+            Some((start, end, format!("{host}:{port}")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_follow_the_cluster_spec() {
+        // Values from CLUSTER KEYSLOT.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b""), 0);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_ne!(
+            key_slot(b"foo{}{bar}"),
+            key_slot(b"bar"),
+            "an empty tag means the whole key"
+        );
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+    }
+
+    #[test]
+    fn labels_are_bounded_and_given_back() {
+        let mut labels = Labels::new(2);
+        assert_eq!(labels.take("a:1"), "a:1");
+        assert_eq!(labels.take("b:2"), "b:2");
+        assert_eq!(labels.take("c:3"), "other");
+        assert_eq!(labels.take("d:4"), "other");
+        labels.give_back("a:1");
+        labels.give_back("c:3"); // never had its own label: no effect
+        assert_eq!(labels.take("e:5"), "e:5");
+        assert_eq!(labels.take("f:6"), "other");
+    }
+
+    #[test]
+    fn slot_ranges_find_their_node() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                Value::Array(vec![Value::BulkString(b"127.0.0.1".to_vec()), Value::Int(7000)]),
+            ]),
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(16383),
+                Value::Array(vec![Value::BulkString(b"127.0.0.1".to_vec()), Value::Int(7001)]),
+            ]),
+        ]);
+        let ranges = parse_slots(&reply).unwrap();
+        assert_eq!(
+            ranges,
+            [
+                (0, 5460, "127.0.0.1:7000".to_owned()),
+                (5461, 16383, "127.0.0.1:7001".to_owned())
+            ]
+        );
+        assert_eq!(parse_slots(&Value::Nil), None);
+    }
+}

@@ -1,0 +1,360 @@
+//! Redis access behind a small trait: one implementation per `redis.mode` (standalone, cluster, sentinel),
+//! chosen once at start ([`build`]).
+//!
+//! A backend only sends a command (or a pipeline) and classifies what came back: a reply, an application error
+//! (Redis is healthy, the command was wrong), or a failure (Redis is not healthy). In a pipeline each command
+//! gets its own reply or application error, but one unhealthy answer (LOADING, READONLY ...) fails the whole
+//! batch, as it would fail a single command. It knows nothing of the sidecar's
+//! breaker or cache; the resilient client adds those. Every call is bounded by the command timeout here,
+//! including any wait for a reconnection, a slot-map refresh or a sentinel lookup, because redis-rs sets no
+//! response timeout of its own by default and a hung Redis must be seen as a failure.
+//!
+//! The cluster backend also keeps one small breaker per master node, so that a failing shard is reported as
+//! [`BackendError::ShardUnavailable`] (answered from the fallback, but not counted by the sidecar-wide breaker)
+//! while other shards still answer; see [`cluster`].
+
+pub mod cluster;
+pub mod sentinel;
+pub mod standalone;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use redis::{
+    Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisError, ServerError, ServerErrorKind, TlsCertificates, Value,
+};
+
+pub use cluster::Cluster;
+pub use sentinel::Sentinel;
+pub use standalone::Standalone;
+
+use crate::config::{RedisConfig, RedisMode, TlsConfig};
+use crate::metrics::Metrics;
+
+/// What went wrong with a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendError {
+    /// Redis answered with an error about the command itself (WRONGTYPE, ERR syntax, CROSSSLOT, NOSCRIPT ...).
+    App(String),
+    /// Redis could not be reached, broke the connection, or reported it cannot serve (LOADING, READONLY ...).
+    Unavailable(String),
+    /// No answer within the command timeout.
+    Timeout,
+    /// Cluster mode: the node owning the key failed (or its own breaker is open) while other nodes still
+    /// answer. The call is answered like [`BackendError::Unavailable`], but it is not a failure of Redis as a
+    /// whole: the sidecar-wide breaker does not count it, so one shard's outage cannot cut off the others.
+    ShardUnavailable(String),
+}
+
+/// One command's outcome inside a pipeline: its reply, or the application error Redis answered it with.
+pub type SlotReply = Result<Value, String>;
+
+/// Redis access. Implemented by [`Standalone`], [`Cluster`] and [`Sentinel`], and [`AnyBackend`] over them.
+pub trait Backend: Send + Sync + 'static {
+    fn query(&self, cmd: &Cmd) -> impl Future<Output = Result<Value, BackendError>> + Send;
+
+    /// Sends every command of `pipe` in one round trip (inside MULTI/EXEC if it is atomic) and answers one
+    /// [`SlotReply`] per command, in order. A transaction Redis refused to run (EXECABORT) is one
+    /// [`BackendError::App`] naming the commands that caused it.
+    fn pipeline(&self, pipe: &Pipeline) -> impl Future<Output = Result<Vec<SlotReply>, BackendError>> + Send;
+}
+
+/// Server error codes that mean Redis cannot serve right now, rather than that the command was wrong.
+/// WRONGPASS / NOAUTH: redguard's own credentials are refused, so no command can succeed either.
+/// MOVED / ASK: a cluster redirect that could not be followed within the retries (the target is down).
+const UNHEALTHY_CODES: [&str; 10] = [
+    "MOVED",
+    "ASK",
+    "LOADING",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "READONLY",
+    "BUSY",
+    "WRONGPASS",
+    "NOAUTH",
+];
+
+/// Sorts a redis-rs error into the breaker's two kinds.
+pub fn classify(err: &RedisError) -> BackendError {
+    if err.is_timeout() {
+        return BackendError::Timeout;
+    }
+    let unhealthy = err.is_io_error()
+        || err.is_connection_refusal()
+        || err.is_connection_dropped()
+        || err.kind() == ErrorKind::AuthenticationFailed
+        || err.code().is_some_and(|code| UNHEALTHY_CODES.contains(&code));
+    if unhealthy || err.code().is_none() {
+        // No server error code: the failure happened on the way (I/O, protocol, client state), not in Redis.
+        BackendError::Unavailable(err.to_string())
+    } else if err.kind() == ErrorKind::Server(ServerErrorKind::ExecAbort) {
+        BackendError::App(exec_abort_message(err.clone()))
+    } else {
+        let code = err.code().unwrap_or_default();
+        BackendError::App(redis_cli_style(code, err.detail()))
+    }
+}
+
+/// "WRONGTYPE Operation against a key ...", as redis-cli shows it.
+fn redis_cli_style(code: &str, detail: Option<&str>) -> String {
+    match detail {
+        Some(detail) => format!("{code} {detail}"),
+        None => code.to_owned(),
+    }
+}
+
+/// "EXECABORT Transaction discarded because of previous errors: command 1: ERR unknown command ..."; the
+/// indices are positions in the caller's list of commands.
+fn exec_abort_message(err: RedisError) -> String {
+    let causes: Vec<String> = err
+        .into_server_errors()
+        .iter()
+        .flat_map(|errs| errs.iter())
+        .map(|(i, e)| format!("command {i}: {}", redis_cli_style(e.code(), e.details())))
+        .collect();
+    let mut message = "EXECABORT Transaction discarded because of previous errors".to_owned();
+    if !causes.is_empty() {
+        message.push_str(": ");
+        message.push_str(&causes.join("; "));
+    }
+    message
+}
+
+/// One pipeline slot: an unhealthy server error fails the batch, any other is that command's own answer.
+fn slot(value: Value) -> Result<SlotReply, BackendError> {
+    match value {
+        Value::ServerError(e) => {
+            let message = server_error_message(&e);
+            if UNHEALTHY_CODES.contains(&e.code()) {
+                Err(BackendError::Unavailable(message))
+            } else {
+                Ok(Err(message))
+            }
+        }
+        other => Ok(Ok(other)),
+    }
+}
+
+fn server_error_message(e: &ServerError) -> String {
+    redis_cli_style(e.code(), e.details())
+}
+
+/// The per-command answers of a pipeline sent with `ignore_errors`, which leaves each error in its slot.
+fn pipeline_slots(expected: usize, replies: Result<Vec<Value>, BackendError>) -> Result<Vec<SlotReply>, BackendError> {
+    let values = replies?;
+    if values.len() != expected {
+        return Err(BackendError::Unavailable(format!(
+            "expected {expected} replies to a pipeline, got {}",
+            values.len()
+        )));
+    }
+    values.into_iter().map(slot).collect()
+}
+
+/// A pipeline's reply as a list of values (redis-rs answers one array for the whole batch).
+fn into_values(value: Value) -> Result<Vec<Value>, BackendError> {
+    match value {
+        Value::Array(values) => Ok(values),
+        other => Err(BackendError::Unavailable(format!(
+            "expected an array of replies to a pipeline, got {other:?}"
+        ))),
+    }
+}
+
+/// Runs `fut` within `timeout`; a late answer is [`BackendError::Timeout`], an error is classified.
+async fn bounded<T>(
+    timeout: std::time::Duration,
+    fut: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, BackendError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Err(_elapsed) => Err(BackendError::Timeout),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(classify(&err)),
+    }
+}
+
+/// Why the Redis connection settings could not be turned into a backend (redguard does not start).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid Redis settings: {0}")]
+    Redis(#[from] RedisError),
+    #[error("cannot read {key} {}: {source}", .path.display())]
+    TlsFile {
+        key: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The backend of the configured `redis.mode`.
+#[derive(Clone)]
+pub enum AnyBackend {
+    Standalone(Standalone),
+    Cluster(Cluster),
+    Sentinel(Sentinel),
+}
+
+/// Builds the backend for `cfg.redis.mode`. No connection is made here: redguard starts (degraded) even when
+/// Redis is down, and heals when it comes back. Cluster mode needs a tokio runtime (it spawns its health task).
+pub fn build(
+    cfg: &RedisConfig,
+    breaker: crate::breaker::Settings,
+    metrics: Arc<Metrics>,
+) -> Result<AnyBackend, BuildError> {
+    let tls = tls_certificates(&cfg.tls)?;
+    Ok(match cfg.mode {
+        RedisMode::Standalone => AnyBackend::Standalone(Standalone::new(cfg, tls)?),
+        RedisMode::Cluster => AnyBackend::Cluster(Cluster::new(cfg, tls, breaker, metrics)?),
+        RedisMode::Sentinel => AnyBackend::Sentinel(Sentinel::new(cfg, tls)?),
+    })
+}
+
+impl Backend for AnyBackend {
+    async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
+        match self {
+            AnyBackend::Standalone(b) => b.query(cmd).await,
+            AnyBackend::Cluster(b) => b.query(cmd).await,
+            AnyBackend::Sentinel(b) => b.query(cmd).await,
+        }
+    }
+
+    async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
+        match self {
+            AnyBackend::Standalone(b) => b.pipeline(pipe).await,
+            AnyBackend::Cluster(b) => b.pipeline(pipe).await,
+            AnyBackend::Sentinel(b) => b.pipeline(pipe).await,
+        }
+    }
+}
+
+impl AnyBackend {
+    /// Connects once and logs the outcome, so a wrong password, an unknown master name or a TLS problem shows
+    /// up in the start-up log (never with the password in it), even before the first call fails.
+    pub async fn log_startup(&self, target: String, username: Option<String>) {
+        let username = username.as_deref().unwrap_or("");
+        match self.query(&redis::cmd("PING")).await {
+            Ok(_) => tracing::info!(redis = %target, "connected to Redis"),
+            Err(BackendError::Timeout) => {
+                tracing::warn!(redis = %target, "Redis did not answer within redis.command_timeout at start; serving degraded")
+            }
+            Err(BackendError::Unavailable(e) | BackendError::ShardUnavailable(e) | BackendError::App(e)) => {
+                let auth = ["WRONGPASS", "NOAUTH", "authentication failed"];
+                let hint = if auth
+                    .iter()
+                    .any(|a| e.to_ascii_lowercase().contains(&a.to_ascii_lowercase()))
+                {
+                    "; check redis.username and the password (REDGUARD_REDIS_PASSWORD or redis.password_file)"
+                } else {
+                    ""
+                };
+                tracing::error!(redis = %target, username, error = %e, "cannot use Redis at start{hint}; serving degraded");
+            }
+        }
+    }
+}
+
+/// Applies `redis.username` and the password (which win over the URL's user:pass) to one parsed URL.
+fn with_credentials(mut info: ConnectionInfo, cfg: &RedisConfig) -> ConnectionInfo {
+    let mut redis = info.redis_settings().clone();
+    if let Some(user) = &cfg.username {
+        redis = redis.set_username(user);
+    }
+    if let Some(password) = &cfg.password {
+        redis = redis.set_password(password.expose());
+    }
+    info = info.set_redis_settings(redis);
+    info
+}
+
+/// Reads the PEM files of `redis.tls`; `None` when none is set (the system trust store is used for rediss://).
+fn tls_certificates(cfg: &TlsConfig) -> Result<Option<TlsCertificates>, BuildError> {
+    if !cfg.is_set() {
+        return Ok(None);
+    }
+    let read = |key: &'static str, path: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>, BuildError> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read(p).map_err(|source| BuildError::TlsFile {
+                    key,
+                    path: p.clone(),
+                    source,
+                })
+            })
+            .transpose()
+    };
+    let root_cert = read("redis.tls.ca_file", &cfg.ca_file)?;
+    let cert = read("redis.tls.cert_file", &cfg.cert_file)?;
+    let key = read("redis.tls.key_file", &cfg.key_file)?;
+    let client_tls = cert.zip(key).map(|(client_cert, client_key)| redis::ClientTlsConfig {
+        client_cert,
+        client_key,
+    });
+    Ok(Some(TlsCertificates { client_tls, root_cert }))
+}
+
+/// A `redis::Client` for one URL with the configured credentials and certificates.
+fn client_for(url: &str, cfg: &RedisConfig, tls: Option<&TlsCertificates>) -> Result<redis::Client, RedisError> {
+    let info = with_credentials(url.parse::<ConnectionInfo>()?, cfg);
+    match tls {
+        Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+        None => redis::Client::open(info),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_slots_keep_application_errors_and_fail_on_unhealthy_ones() {
+        let wrongtype = redis::make_extension_error("WRONGTYPE".into(), Some("Operation against a key".into()));
+        let Some(errs) = wrongtype.into_server_errors() else {
+            panic!("a server error")
+        };
+        let value = Value::ServerError(errs[0].1.clone());
+        assert_eq!(slot(value), Ok(Err("WRONGTYPE Operation against a key".to_owned())));
+        assert_eq!(slot(Value::Int(3)), Ok(Ok(Value::Int(3))));
+        let loading = redis::make_extension_error("LOADING".into(), Some("loading the dataset".into()));
+        let value = Value::ServerError(loading.into_server_errors().unwrap()[0].1.clone());
+        assert_eq!(
+            slot(value),
+            Err(BackendError::Unavailable("LOADING loading the dataset".to_owned()))
+        );
+        assert!(
+            pipeline_slots(2, Ok(vec![Value::Int(1)])).is_err(),
+            "a short answer is a broken connection"
+        );
+    }
+
+    #[test]
+    fn application_errors_read_like_redis_cli() {
+        let err = redis::make_extension_error("NOSCRIPT".into(), Some("No matching script.".into()));
+        assert_eq!(classify(&err), BackendError::App("NOSCRIPT No matching script.".into()));
+        let err = redis::make_extension_error("BUSY".into(), Some("Redis is busy running a script.".into()));
+        assert!(matches!(classify(&err), BackendError::Unavailable(_)));
+    }
+
+    #[test]
+    fn auth_and_cluster_state_errors_are_failures_and_crossslot_is_an_app_error() {
+        let parsed = |text: &str| -> RedisError {
+            let v = redis::parse_redis_value(format!("-{text}\r\n").as_bytes()).unwrap();
+            match v {
+                Value::ServerError(e) => e.into(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(matches!(
+            classify(&parsed("WRONGPASS invalid username-password pair or user is disabled.")),
+            BackendError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(&parsed("CLUSTERDOWN The cluster is down")),
+            BackendError::Unavailable(_)
+        ));
+        assert_eq!(
+            classify(&parsed("CROSSSLOT Keys in request don't hash to the same slot")),
+            BackendError::App("CROSSSLOT Keys in request don't hash to the same slot".to_owned())
+        );
+    }
+}

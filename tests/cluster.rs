@@ -1,0 +1,264 @@
+//! Cluster mode against a real 3-master Redis Cluster on loopback: slot routing, CROSSSLOT as an application
+//! error, and a partial outage that degrades only the dead shard's keys while the sidecar-wide breaker stays
+//! closed and the per-node metrics move.
+
+mod common;
+
+use std::time::Duration;
+
+use common::topology::{Certs, RedisCluster};
+use common::{metric_value, wait_for, Redguard};
+use serde_json::{json, Value};
+
+fn config(seeds: &[String]) -> String {
+    format!(
+        "redis:\n  mode: cluster\n  nodes: [{}]\n  command_timeout: 500ms\nbreaker:\n  failure_threshold: 3\n  recovery_timeout: 1s\n  recovery_jitter: 0\n  recovery_backoff: 1\n",
+        seeds.join(", ")
+    )
+}
+
+fn call(rg: &Redguard, body: Value) -> (u16, Value) {
+    let r = rg.cmd(&body.to_string());
+    (r.status, r.json())
+}
+
+fn node_series(name: &str, addr: &str) -> String {
+    format!("{name}{{node=\"{addr}\"}}")
+}
+
+#[test]
+fn a_dead_master_degrades_only_its_own_keys() {
+    let mut cluster = RedisCluster::start(3);
+    // The URL is unused in cluster mode; the seeds come from the config.
+    let rg = Redguard::start("redis://127.0.0.1:1", &config(&cluster.seeds()));
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    wait_for("every master to be seen up", Duration::from_secs(15), || {
+        let m = rg.metrics();
+        addrs
+            .iter()
+            .all(|a| metric_value(&m, &node_series("redguard_redis_node_up", a)) == 1.0)
+            .then_some(())
+    });
+    assert!(
+        rg.metrics().contains(r#"redguard_build_info{redis_mode="cluster""#),
+        "{}",
+        rg.metrics()
+    );
+
+    // 200 keys, spread over all three shards (checked with Redis's own CLUSTER KEYSLOT and CLUSTER NODES).
+    let keys: Vec<String> = (0..200).map(|i| format!("key:{i}")).collect();
+    let owners = cluster.owners_of(&keys);
+    for n in 0..3 {
+        assert!(
+            owners.iter().filter(|&&o| o == n).count() > 20,
+            "node {n} owns too few keys: {owners:?}"
+        );
+    }
+    for key in &keys {
+        let (status, body) = call(&rg, json!({"op": "set", "key": key, "value": format!("v-{key}")}));
+        assert_eq!(
+            (status, &body),
+            (200, &json!({"result": true, "source": "redis"})),
+            "{key}"
+        );
+    }
+    for (key, &owner) in keys.iter().zip(&owners).step_by(7) {
+        assert_eq!(
+            cluster.nodes[owner].must(&["GET", key]),
+            format!("v-{key}"),
+            "{key} is on its slot's master"
+        );
+    }
+
+    // Keys in different slots: Redis's CROSSSLOT is an application error, not a failure (nor a silent split).
+    let (a, b) = (
+        &keys[0],
+        keys.iter().zip(&owners).find(|(_, &o)| o != owners[0]).unwrap().0,
+    );
+    let (status, body) = call(&rg, json!({"op": "del", "keys": [a, b]}));
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "redis_error");
+    assert!(
+        body["error"]["message"].as_str().unwrap().starts_with("CROSSSLOT"),
+        "{body}"
+    );
+    // Hash tags put keys in one slot, so multi-key ops work.
+    call(&rg, json!({"op": "set", "key": "{user:7}:a", "value": "1"}));
+    call(&rg, json!({"op": "set", "key": "{user:7}:b", "value": "2"}));
+    assert_eq!(
+        call(&rg, json!({"op": "del", "keys": ["{user:7}:a", "{user:7}:b"]})),
+        (200, json!({"result": 2, "source": "redis"}))
+    );
+    assert_eq!(rg.breaker_state(), "closed");
+
+    // Kill the master owning the first key.
+    let victim = owners[0];
+    let victim_addr = addrs[victim].clone();
+    cluster.nodes[victim].kill();
+
+    // Its keys are answered from the fallback cache; every other key still from Redis. Twice over, so the
+    // victim's own breaker opens and later calls fail fast.
+    for round in 0..2 {
+        for (key, &owner) in keys.iter().zip(&owners) {
+            let (status, body) = call(&rg, json!({"op": "get", "key": key}));
+            let want = if owner == victim {
+                json!({"result": format!("v-{key}"), "source": "cache", "degraded": true})
+            } else {
+                json!({"result": format!("v-{key}"), "source": "redis"})
+            };
+            assert_eq!((status, &body), (200, &want), "round {round}, {key} on node {owner}");
+        }
+    }
+    // A write to the dead shard is not reported as written; one to a live shard is.
+    let dead_key = &keys[0];
+    let (status, body) = call(&rg, json!({"op": "set", "key": dead_key, "value": "new"}));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "redis_unavailable");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&victim_addr),
+        "{body}"
+    );
+    let live_key = b;
+    assert_eq!(
+        call(&rg, json!({"op": "set", "key": live_key, "value": "new"})),
+        (200, json!({"result": true, "source": "redis"}))
+    );
+
+    // One shard's outage did not blind the sidecar: the sidecar-wide circuit is still closed.
+    assert_eq!(rg.breaker_state(), "closed");
+    let m = rg.metrics();
+    assert_eq!(
+        metric_value(&m, r#"redguard_circuit_state{state="closed"}"#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, &node_series("redguard_redis_node_up", &victim_addr)),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, &node_series("redguard_redis_node_circuit_open", &victim_addr)),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        metric_value(&m, &node_series("redguard_redis_node_failures_total", &victim_addr)) >= 3.0,
+        "{m}"
+    );
+    assert!(
+        metric_value(&m, &node_series("redguard_redis_node_rejected_total", &victim_addr)) >= 1.0,
+        "{m}"
+    );
+    for (i, addr) in addrs.iter().enumerate().filter(|(i, _)| *i != victim) {
+        assert_eq!(
+            metric_value(&m, &node_series("redguard_redis_node_up", addr)),
+            1.0,
+            "node {i}: {m}"
+        );
+        assert_eq!(
+            metric_value(&m, &node_series("redguard_redis_node_failures_total", addr)),
+            0.0,
+            "node {i}: {m}"
+        );
+    }
+
+    // The master comes back (empty: no persistence): its node breaker is probed closed and its keys are served
+    // by Redis again.
+    cluster.nodes[victim].restart();
+    wait_for(
+        "the dead shard to be served by Redis again",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = call(&rg, json!({"op": "get", "key": dead_key}));
+            (status == 200 && body["source"] == "redis").then_some(())
+        },
+    );
+    wait_for("the victim's node metrics to recover", Duration::from_secs(10), || {
+        let m = rg.metrics();
+        (metric_value(&m, &node_series("redguard_redis_node_up", &victim_addr)) == 1.0
+            && metric_value(&m, &node_series("redguard_redis_node_circuit_open", &victim_addr)) == 0.0)
+            .then_some(())
+    });
+    assert_eq!(rg.breaker_state(), "closed");
+}
+
+#[test]
+fn a_whole_cluster_outage_opens_the_sidecar_breaker() {
+    let mut cluster = RedisCluster::start(3);
+    // Two node labels at most: the third master is counted under node="other".
+    let yaml = config(&cluster.seeds()).replace("mode: cluster\n", "mode: cluster\n  node_metrics_limit: 2\n");
+    let rg = Redguard::start("redis://127.0.0.1:1", &yaml);
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    let m = wait_for("every master to be seen up", Duration::from_secs(15), || {
+        let m = rg.metrics();
+        let own = addrs
+            .iter()
+            .filter(|a| metric_value(&m, &node_series("redguard_redis_node_up", a)) == 1.0)
+            .count();
+        (own == 2 && metric_value(&m, &node_series("redguard_redis_node_up", "other")) == 1.0).then_some(m)
+    });
+    let labelled = m.lines().filter(|l| l.starts_with("redguard_redis_node_up{")).count();
+    assert_eq!(labelled, 3, "two addresses and \"other\":\n{m}");
+    assert_eq!(
+        call(&rg, json!({"op": "set", "key": "k", "value": "v"})),
+        (200, json!({"result": true, "source": "redis"}))
+    );
+    for node in &mut cluster.nodes {
+        node.kill();
+    }
+    // With no master left, failures are Redis's, not one shard's: the sidecar-wide breaker opens.
+    wait_for("the sidecar circuit to open", Duration::from_secs(15), || {
+        let (status, body) = call(&rg, json!({"op": "get", "key": "k"}));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["result"], "v", "{body}");
+        (rg.breaker_state() == "open").then_some(())
+    });
+    let (status, body) = call(&rg, json!({"op": "set", "key": "k", "value": "w"}));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("circuit_open")),
+        "{body}"
+    );
+    let m = rg.metrics();
+    assert_eq!(
+        metric_value(&m, &node_series("redguard_redis_node_up", "other")),
+        0.0,
+        "{m}"
+    );
+    assert!(
+        metric_value(&m, &node_series("redguard_redis_node_failures_total", "other")) >= 1.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn a_cluster_over_tls() {
+    let certs = Certs::generate();
+    let cluster = RedisCluster::start_tls(3, &certs);
+    let yaml = format!(
+        "redis:\n  mode: cluster\n  nodes: [{}]\n  tls:\n    ca_file: {}\n",
+        cluster.seeds().join(", "),
+        certs.path_str("ca.crt")
+    );
+    assert!(yaml.contains("rediss://"), "{yaml}");
+    let rg = Redguard::start("redis://127.0.0.1:1", &yaml);
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    wait_for("every TLS master to be seen up", Duration::from_secs(15), || {
+        let m = rg.metrics();
+        addrs
+            .iter()
+            .all(|a| metric_value(&m, &node_series("redguard_redis_node_up", a)) == 1.0)
+            .then_some(())
+    });
+    let keys: Vec<String> = (0..30).map(|i| format!("tls:{i}")).collect();
+    let owners = cluster.owners_of(&keys);
+    assert!((0..3).all(|n| owners.contains(&n)), "{owners:?}");
+    for (key, &owner) in keys.iter().zip(&owners) {
+        assert_eq!(
+            call(&rg, json!({"op": "set", "key": key, "value": "x"})),
+            (200, json!({"result": true, "source": "redis"}))
+        );
+        assert_eq!(cluster.nodes[owner].must(&["GET", key]), "x");
+    }
+}

@@ -1,0 +1,537 @@
+//! Redis topologies for the scale tests, all on loopback and started from the `redis-server` binary: a
+//! generic server with extra arguments (TLS, ACL), a 3-master cluster, and a master + replica watched by three
+//! sentinels. Certificates are made with the `openssl` CLI. Every process is killed on drop; every wait polls
+//! with a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::{free_port, wait_for};
+
+/// One `redis-server` (or sentinel) process with its own temp dir, and the redis-cli flags to reach it.
+pub struct Server {
+    pub port: u16,
+    pub dir: TempDir,
+    args: Vec<String>,
+    /// Extra redis-cli flags (TLS files, ACL user) used by [`Server::cli`].
+    pub cli_flags: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Starts `redis-server` on `port` with `args` added, and waits until it answers PING through redis-cli
+    /// with `cli_flags`.
+    pub fn start(port: u16, args: &[&str], cli_flags: &[&str]) -> Server {
+        Server::start_in(tempfile::tempdir().unwrap(), port, args, cli_flags)
+    }
+
+    /// Like [`Server::start`], in a dir the caller prepared (e.g. with a config file in it).
+    pub fn start_in(dir: TempDir, port: u16, args: &[&str], cli_flags: &[&str]) -> Server {
+        let mut s = Server {
+            port,
+            dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            cli_flags: cli_flags.iter().map(|a| a.to_string()).collect(),
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// A plain server on a free port.
+    pub fn plain(args: &[&str]) -> Server {
+        let port = free_port();
+        let port_s = port.to_string();
+        let mut all = vec!["--port", port_s.as_str()];
+        all.extend_from_slice(args);
+        Server::start(port, &all, &[])
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let dir = self.dir.path().to_str().unwrap().to_owned();
+        let log = self.log_path().to_str().unwrap().to_owned();
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", &dir, "--logfile", &log])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        wait_for(
+            &format!("redis-server on port {}", self.port),
+            Duration::from_secs(10),
+            || self.cli(&["PING"]).filter(|r| r == "PONG"),
+        );
+    }
+
+    /// Runs one command with redis-cli; None if the server did not answer.
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        cli(self.port, &self.cli_flags, args)
+    }
+
+    /// Like [`Server::cli`], panicking when the server does not answer.
+    pub fn must(&self, args: &[&str]) -> String {
+        self.cli(args)
+            .unwrap_or_else(|| panic!("redis on {} did not answer {args:?}; log:\n{}", self.port, self.log()))
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again with the same arguments (and the same dir, so a cluster node keeps its
+    /// nodes.conf).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs redis-cli against 127.0.0.1:`port`; None if it could not connect or the server answered an error.
+pub fn cli(port: u16, flags: &[String], args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["--no-auth-warning", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(flags)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let failed = !out.status.success()
+        || text.starts_with("Could not connect")
+        || text.starts_with("ERR")
+        || text.starts_with("NOAUTH")
+        || text.starts_with("WRONGPASS")
+        || text.is_empty() && !out.stderr.is_empty();
+    (!failed).then_some(text)
+}
+
+/// A field of a redis-cli INFO-like answer (`name:value` lines).
+pub fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(name)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// A field of a redis-cli answer made of alternating name / value lines (SENTINEL MASTER, CONFIG GET).
+pub fn pair_field(text: &str, name: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    lines
+        .chunks(2)
+        .find(|c| c[0] == name)
+        .and_then(|c| c.get(1))
+        .map(|v| v.to_string())
+}
+
+// ---- Cluster ----
+
+/// A Redis Cluster of masters without replicas. `cluster-require-full-coverage no`, so the other shards keep
+/// serving while one master is down (the setting redguard's per-node breakers are made for).
+pub struct RedisCluster {
+    pub nodes: Vec<Server>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, None)
+    }
+
+    /// A cluster whose clients and bus speak only TLS (`--port 0 --tls-port P --tls-cluster yes`).
+    pub fn start_tls(masters: usize, certs: &Certs) -> RedisCluster {
+        RedisCluster::start_with(masters, Some(certs))
+    }
+
+    fn start_with(masters: usize, certs: Option<&Certs>) -> RedisCluster {
+        let tls_args: Vec<String> = certs.map_or_else(Vec::new, |c| {
+            [
+                "--tls-cluster",
+                "yes",
+                "--tls-cert-file",
+                &c.path_str("server.crt"),
+                "--tls-key-file",
+                &c.path_str("server.key"),
+                "--tls-ca-cert-file",
+                &c.path_str("ca.crt"),
+                "--tls-auth-clients",
+                "no",
+            ]
+            .map(String::from)
+            .to_vec()
+        });
+        let cli_flags: Vec<String> = certs.map_or_else(Vec::new, |c| {
+            vec!["--tls".into(), "--cacert".into(), c.path_str("ca.crt")]
+        });
+        let nodes: Vec<Server> = (0..masters)
+            .map(|_| {
+                let (port, bus) = (free_port(), free_port());
+                let (port_s, bus_s) = (port.to_string(), bus.to_string());
+                let mut args: Vec<&str> = if certs.is_some() {
+                    vec!["--port", "0", "--tls-port", &port_s]
+                } else {
+                    vec!["--port", &port_s]
+                };
+                args.extend(tls_args.iter().map(String::as_str));
+                let flags: Vec<&str> = cli_flags.iter().map(String::as_str).collect();
+                args.extend_from_slice(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus_s,
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-require-full-coverage",
+                    "no",
+                ]);
+                Server::start(port, &args, &flags)
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(Server::addr).collect();
+        // redis-cli waits for the join without a limit of its own: give it one.
+        let mut create = Command::new("redis-cli")
+            .args(&cli_flags)
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("redis-cli runs");
+        let finished = std::time::Instant::now() + Duration::from_secs(30);
+        while create.try_wait().unwrap().is_none() && std::time::Instant::now() < finished {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = create.kill();
+        let out = create.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        for node in &cluster.nodes {
+            wait_for(
+                &format!("cluster_state:ok on {}", node.addr()),
+                Duration::from_secs(20),
+                || {
+                    let info = node.cli(&["CLUSTER", "INFO"])?;
+                    let ok = info_field(&info, "cluster_state").as_deref() == Some("ok")
+                        && info_field(&info, "cluster_known_nodes") == Some(masters.to_string());
+                    ok.then_some(())
+                },
+            );
+        }
+        cluster
+    }
+
+    pub fn seeds(&self) -> Vec<String> {
+        let scheme = if self.nodes[0].cli_flags.is_empty() {
+            "redis"
+        } else {
+            "rediss"
+        };
+        self.nodes
+            .iter()
+            .map(|n| format!("{scheme}://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// Slot ranges per master address, from CLUSTER NODES on node `via`.
+    pub fn slot_owners(&self, via: usize) -> Vec<(u16, u16, String)> {
+        let text = self.nodes[via].must(&["CLUSTER", "NODES"]);
+        let mut owners = Vec::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 8 || !fields[2].contains("master") {
+                continue;
+            }
+            let addr = fields[1].split('@').next().unwrap().to_owned();
+            for range in &fields[8..] {
+                if range.starts_with('[') {
+                    continue; // a slot being migrated
+                }
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                owners.push((a.parse().unwrap(), b.parse().unwrap(), addr.clone()));
+            }
+        }
+        owners
+    }
+
+    /// The slot of each key, from CLUSTER KEYSLOT (one redis-cli run for all keys).
+    pub fn key_slots(&self, keys: &[String]) -> Vec<u16> {
+        let script: String = keys.iter().map(|k| format!("CLUSTER KEYSLOT {k}\n")).collect();
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.nodes[0].port.to_string()])
+            .args(&self.nodes[0].cli_flags)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let slots: Vec<u16> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().parse().unwrap_or_else(|_| panic!("KEYSLOT answered {l:?}")))
+            .collect();
+        assert_eq!(slots.len(), keys.len());
+        slots
+    }
+
+    /// The index (in `nodes`) of the master owning each key.
+    pub fn owners_of(&self, keys: &[String]) -> Vec<usize> {
+        let owners = self.slot_owners(0);
+        self.key_slots(keys)
+            .into_iter()
+            .map(|slot| {
+                let addr = &owners
+                    .iter()
+                    .find(|(a, b, _)| (*a..=*b).contains(&slot))
+                    .unwrap_or_else(|| panic!("slot {slot} has no owner"))
+                    .2;
+                self.nodes.iter().position(|n| &n.addr() == addr).unwrap()
+            })
+            .collect()
+    }
+}
+
+// ---- Sentinel ----
+
+/// One master, one replica and three sentinels monitoring them as `mymaster` with quorum 2.
+pub struct SentinelGroup {
+    pub master: Server,
+    pub replica: Server,
+    pub sentinels: Vec<Server>,
+}
+
+pub const MASTER_NAME: &str = "mymaster";
+
+impl SentinelGroup {
+    pub fn start() -> SentinelGroup {
+        let master = Server::plain(&[]);
+        let master_port = master.port.to_string();
+        let replica = Server::plain(&["--replicaof", "127.0.0.1", &master_port]);
+        wait_for("the replica to sync", Duration::from_secs(20), || {
+            let info = replica.cli(&["INFO", "replication"])?;
+            (info_field(&info, "master_link_status").as_deref() == Some("up")).then_some(())
+        });
+        let sentinels: Vec<Server> = (0..3)
+            .map(|_| {
+                let port = free_port();
+                let dir = tempfile::tempdir().unwrap();
+                let conf = dir.path().join("sentinel.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+                         sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                         sentinel failover-timeout {MASTER_NAME} 2000\n\
+                         sentinel parallel-syncs {MASTER_NAME} 1\n"
+                    ),
+                )
+                .unwrap();
+                let conf_s = conf.to_str().unwrap().to_owned();
+                // The config lives in the server's own dir: sentinel rewrites it.
+                Server::start_in(dir, port, &[&conf_s, "--sentinel"], &[])
+            })
+            .collect();
+        let group = SentinelGroup {
+            master,
+            replica,
+            sentinels,
+        };
+        for s in &group.sentinels {
+            wait_for(
+                &format!("sentinel {} to know the replica and the other sentinels", s.port),
+                Duration::from_secs(30),
+                || {
+                    let m = s.cli(&["SENTINEL", "MASTER", MASTER_NAME])?;
+                    let ready = pair_field(&m, "num-slaves").as_deref() == Some("1")
+                        && pair_field(&m, "num-other-sentinels").as_deref() == Some("2");
+                    ready.then_some(())
+                },
+            );
+        }
+        group
+    }
+
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinels.iter().map(Server::url).collect()
+    }
+
+    /// The master address the first live sentinel reports.
+    pub fn master_addr(&self) -> Option<String> {
+        self.sentinels.iter().find_map(|s| {
+            let out = s.cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME])?;
+            let mut lines = out.lines().map(str::trim);
+            Some(format!("{}:{}", lines.next()?, lines.next()?))
+        })
+    }
+}
+
+// ---- TLS ----
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all made by `openssl` in a temp dir.
+pub struct Certs {
+    pub dir: TempDir,
+}
+
+impl Certs {
+    pub fn generate() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .stdin(Stdio::null())
+                .output()
+                .expect("openssl is installed");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=redguard test CA"];
+        ca.extend_from_slice(&ec);
+        ca.extend_from_slice(&["-keyout", "ca.key", "-out", "ca.crt"]);
+        ca.extend_from_slice(&[
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(&ca);
+        for (name, cn, ext) in [
+            (
+                "server",
+                "127.0.0.1",
+                // clientAuth too: cluster nodes present it to each other on the TLS cluster bus.
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+            ),
+            ("client", "redguard", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let (key, csr, crt, extfile) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+                format!("{name}.ext"),
+            );
+            std::fs::write(
+                d.join(&extfile),
+                format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n{ext}"),
+            )
+            .unwrap();
+            let subj = format!("/CN={cn}");
+            let mut req = vec!["req", "-subj", &subj, "-keyout", &key, "-out", &csr];
+            req.extend_from_slice(&ec);
+            openssl(&req);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &crt,
+                "-extfile",
+                &extfile,
+            ]);
+        }
+        Certs { dir }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub fn path_str(&self, file: &str) -> String {
+        self.path(file).display().to_string()
+    }
+
+    /// A TLS-only redis-server (`--port 0 --tls-port P`), requiring client certificates if `mutual`.
+    pub fn redis_server(&self, mutual: bool) -> Server {
+        let port = free_port();
+        let (port_s, cert, key, ca) = (
+            port.to_string(),
+            self.path_str("server.crt"),
+            self.path_str("server.key"),
+            self.path_str("ca.crt"),
+        );
+        let auth = if mutual { "yes" } else { "no" };
+        let mut flags = vec!["--tls", "--cacert", ca.as_str()];
+        let (ccert, ckey) = (self.path_str("client.crt"), self.path_str("client.key"));
+        if mutual {
+            flags.extend_from_slice(&["--cert", &ccert, "--key", &ckey]);
+        }
+        Server::start(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port_s,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                auth,
+            ],
+            &flags,
+        )
+    }
+}
+
+/// Writes `content` to a new file in `dir` and returns its path.
+pub fn write_file(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
