@@ -262,3 +262,43 @@ fn a_cluster_over_tls() {
         assert_eq!(cluster.nodes[owner].must(&["GET", key]), "x");
     }
 }
+
+#[test]
+fn pipelines_run_on_the_node_of_their_slot_and_cross_slot_ones_are_refused() {
+    let cluster = RedisCluster::start(3);
+    let rg = Redguard::start("redis://127.0.0.1:1", &config(&cluster.seeds()));
+    wait_for(
+        "the cluster to answer through redguard",
+        Duration::from_secs(15),
+        || (call(&rg, json!({"op": "ping"})).0 == 200).then_some(()),
+    );
+    // Hash tags put both keys in one slot: a transaction on them runs on their node.
+    let same_slot = json!({"atomic": true, "commands": [
+        {"op": "set", "key": "{user:1}:name", "value": "ada"},
+        {"op": "incr", "key": "{user:1}:visits"},
+        {"op": "get", "key": "{user:1}:name"},
+    ]});
+    let r = common::http(&rg.socket, "POST", "/v1/pipeline", &same_slot.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let results: Vec<Value> = r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["result"].clone())
+        .collect();
+    assert_eq!(results, vec![json!(true), json!(1), json!("ada")]);
+    // Keys in different slots cannot share one round trip to one node.
+    let cross = json!({"commands": [{"op": "get", "key": "a"}, {"op": "get", "key": "b"}]});
+    let r = common::http(&rg.socket, "POST", "/v1/pipeline", &cross.to_string());
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.json()["error"]["message"].as_str().unwrap().starts_with("CROSSSLOT"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        rg.breaker_state(),
+        "closed",
+        "a refused pipeline is not a failure of Redis"
+    );
+}
