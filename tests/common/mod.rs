@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -275,6 +277,11 @@ impl Redguard {
         rg.child = Some(rg.spawn(&config, &all_env));
         rg.wait_ready();
         rg
+    }
+
+    /// The process id, to read its memory and file descriptors from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redguard is running").id()
     }
 
     pub fn log_path(&self) -> PathBuf {
