@@ -4,9 +4,11 @@
 //! healthy, the command was wrong), or a failure (Redis is not healthy). It knows nothing of the breaker or the
 //! cache; the resilient client adds those. Every call is bounded by the command timeout here, including any
 //! wait for a reconnection, because redis-rs sets no response timeout of its own by default and a hung Redis
-//! must be seen as a failure.
+//! must be seen as a failure; and a connection that let a call time out is replaced, because redis-rs only
+//! reconnects after a connection fails, which a silently dead one may not do for many minutes.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -55,10 +57,18 @@ pub fn classify(err: &RedisError) -> BackendError {
     }
 }
 
-/// One multiplexed, auto-reconnecting connection to a standalone Redis.
+/// One multiplexed, auto-reconnecting connection to a standalone Redis, given up for a fresh one whenever a
+/// command times out on it.
 #[derive(Clone)]
 pub struct Standalone {
-    conn: ConnectionManager,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    manager_cfg: ConnectionManagerConfig,
+    /// The connection in use, and how many times it has been replaced.
+    current: Mutex<(u64, ConnectionManager)>,
     command_timeout: Duration,
 }
 
@@ -79,21 +89,52 @@ impl Standalone {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_cfg)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg.clone())?;
         Ok(Standalone {
-            conn,
-            command_timeout: cfg.command_timeout,
+            inner: Arc::new(Inner {
+                client,
+                manager_cfg,
+                current: Mutex::new((0, conn)),
+                command_timeout: cfg.command_timeout,
+            }),
         })
+    }
+
+    fn connection(&self) -> (u64, ConnectionManager) {
+        // Held only to clone a handle; nothing can panic under it.
+        self.inner.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Gives up the connection `generation` after a command timed out on it. redis-rs reconnects only when it
+    /// sees a connection fail, and a connection that just stops answering may not fail for many minutes (a
+    /// Redis host that vanished without a reset, a stale NAT entry, a proxy that hangs; TCP notices only at its
+    /// retransmission timeout): every probe would be sent down it again, and the breaker would never close.
+    /// The replacement connects on its first use; the old one closes once the calls still holding it are done,
+    /// and the replies it still owed go with it. Concurrent timeouts on one connection replace it once.
+    fn replace(&self, generation: u64) {
+        let mut current = self.inner.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != generation {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.inner.client.clone(), self.inner.manager_cfg.clone()) {
+            Ok(conn) => *current = (generation + 1, conn),
+            // Cannot happen with the settings above (they were accepted once already); keep the old one.
+            Err(e) => tracing::warn!(error = %e, "cannot replace a Redis connection that timed out"),
+        }
     }
 }
 
 impl Backend for Standalone {
     async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.command_timeout, cmd.query_async::<Value>(&mut conn)).await {
+        let (generation, mut conn) = self.connection();
+        let result = match tokio::time::timeout(self.inner.command_timeout, cmd.query_async::<Value>(&mut conn)).await {
             Err(_elapsed) => Err(BackendError::Timeout),
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(classify(&err)),
+        };
+        if result == Err(BackendError::Timeout) {
+            self.replace(generation);
         }
+        result
     }
 }
