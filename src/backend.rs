@@ -5,7 +5,9 @@
 //! cache; the resilient client adds those. Every call is bounded by the command timeout here, including any
 //! wait for a reconnection, because redis-rs sets no response timeout of its own by default and a hung Redis
 //! must be seen as a failure; and a connection that let a call time out is replaced, because redis-rs only
-//! reconnects after a connection fails, which a silently dead one may not do for many minutes.
+//! reconnects after a connection fails, which a silently dead one may not do for many minutes. A read that
+//! finds its connection closed is sent once more (within the same timeout): redis-rs learns that a connection
+//! was closed only when it next uses it, and that call should not fail while Redis is healthy.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -124,10 +126,26 @@ impl Standalone {
     }
 }
 
+/// Commands that only read: sending one twice changes nothing.
+const READ_ONLY: [&[u8]; 6] = [b"GET", b"HGET", b"HGETALL", b"EXISTS", b"TTL", b"PING"];
+
+fn read_only(cmd: &Cmd) -> bool {
+    matches!(cmd.args_iter().next(), Some(redis::Arg::Simple(name)) if READ_ONLY.contains(&name))
+}
+
 impl Backend for Standalone {
     async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
         let (generation, mut conn) = self.connection();
-        let result = match tokio::time::timeout(self.inner.command_timeout, cmd.query_async::<Value>(&mut conn)).await {
+        let attempt = async {
+            match cmd.query_async::<Value>(&mut conn).await {
+                // The connection was closed under us (Redis's idle `timeout`, CLIENT KILL, a load balancer, a
+                // reset), which redis-rs learns only now, as it starts reconnecting. Redis itself may be fine: a
+                // read is sent once more, on the fresh connection. A write is not: it may have been applied.
+                Err(e) if e.is_connection_dropped() && read_only(cmd) => cmd.query_async::<Value>(&mut conn).await,
+                other => other,
+            }
+        };
+        let result = match tokio::time::timeout(self.inner.command_timeout, attempt).await {
             Err(_elapsed) => Err(BackendError::Timeout),
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(classify(&err)),
@@ -136,5 +154,20 @@ impl Backend for Standalone {
             self.replace(generation);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reads_are_sent_twice() {
+        for name in ["GET", "HGET", "HGETALL", "EXISTS", "TTL", "PING"] {
+            assert!(read_only(redis::cmd(name).arg("k")), "{name}");
+        }
+        for name in ["SET", "DEL", "EXPIRE", "INCRBY", "HSET", "HDEL"] {
+            assert!(!read_only(redis::cmd(name).arg("k")), "{name}");
+        }
     }
 }
