@@ -12,7 +12,8 @@
 //! black-hole is lifted work again. Requests are never delayed, only replies, so a request reaches Redis before
 //! the next one is sent, or never.
 //!
-//! Threads, not an async runtime: one acceptor, two pumps per connection. Every loop wakes at least every
+//! Threads, not an async runtime: one acceptor, three pumps per connection (requests; replies read and
+//! stamped; replies delivered when due). Every loop wakes at least every
 //! `TICK` to look at the shutdown flag, so dropping the proxy stops and joins all of them within a few ticks
 //! (a blocked write gives up after `WRITE_TIMEOUT`). The counts of faults injected are logged on drop.
 
@@ -21,7 +22,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,8 +37,8 @@ const CHUNK: usize = 16 * 1024;
 pub enum Mode {
     /// Forward everything as it comes.
     Pass,
-    /// Hold each chunk Redis sends back for a time drawn uniformly from `[min, max]` (fixed when equal) before
-    /// forwarding it. Chunks stay in order, so a backlog of replies drains one delay after another.
+    /// Deliver each chunk Redis sends back a time drawn uniformly from `[min, max]` (fixed when equal) after it
+    /// arrived. Chunks stay in order: one drawn a shorter delay than the chunk before it waits for that one.
     Latency { min: Duration, max: Duration },
     /// Accept and read, never answer. Every connection open now, or accepted while this lasts, is dead for good.
     BlackHole,
@@ -163,9 +164,8 @@ impl Shared {
         min + Duration::from_micros(z % (span + 1))
     }
 
-    /// Sleeps `d` in ticks, giving up early on shutdown or when the connection is closed.
-    fn sleep(&self, conn: &Conn, d: Duration) {
-        let until = Instant::now() + d;
+    /// Sleeps until `until` in ticks, giving up early on shutdown or when the connection is closed.
+    fn sleep_until(&self, conn: &Conn, until: Instant) {
         while !self.stopping(conn) {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -397,16 +397,20 @@ fn admit(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
             Ok(upstream) => {
                 prepare(&client)?;
                 prepare(&upstream)?;
-                let (c2, u2) = (client.try_clone()?, upstream.try_clone()?);
+                let (c2, u2, u3) = (client.try_clone()?, upstream.try_clone()?, upstream.try_clone()?);
                 let conn = register(shared, &client)?;
                 bump(&shared.counters.connections);
-                let up = spawn_pump(shared, &conn, "fault-proxy-request", move |s, c| {
+                let (due_tx, due_rx) = mpsc::channel();
+                let requests = spawn_pump(shared, &conn, "fault-proxy-request", move |s, c| {
                     forward_requests(s, c, client, upstream)
                 });
-                let down = spawn_pump(shared, &conn, "fault-proxy-reply", move |s, c| {
-                    forward_replies(s, c, u2, c2)
+                let replies_in = spawn_pump(shared, &conn, "fault-proxy-reply-in", move |s, c| {
+                    read_replies(s, c, u2, due_tx)
                 });
-                lock(&shared.pumps).extend([up, down]);
+                let replies_out = spawn_pump(shared, &conn, "fault-proxy-reply-out", move |s, c| {
+                    deliver_replies(s, c, c2, u3, due_rx)
+                });
+                lock(&shared.pumps).extend([requests, replies_in, replies_out]);
             }
             Err(_) => {
                 // Redis itself is down: the application sees its connection reset, as it would.
@@ -519,22 +523,57 @@ fn forward_requests(shared: &Shared, conn: &Conn, mut client: TcpStream, mut ups
     }
 }
 
-/// Redis to application: delayed, cut, swallowed or forwarded, as the mode says.
-fn forward_replies(shared: &Shared, conn: &Conn, mut upstream: TcpStream, mut client: TcpStream) {
+/// Redis to application, first half: reads each chunk as it arrives and stamps when it is due (now, or after
+/// the latency in force), so that latency is added per chunk without the chunks queueing behind each other's
+/// delays, as on a slow link rather than a narrow one. A connection in a black hole swallows here.
+fn read_replies(shared: &Shared, conn: &Conn, mut upstream: TcpStream, due: mpsc::Sender<(Instant, Vec<u8>)>) {
     let mut buf = vec![0u8; CHUNK];
     while !shared.stopping(conn) {
         let n = match read_some(&mut upstream, &mut buf) {
             Got::Data(n) => n,
             Got::Idle => continue,
-            Got::Closed => return close_both(conn, &client, &upstream),
+            // Dropping `due` tells the delivery side, which closes once the chunks already read are out.
+            Got::Closed => return,
         };
-        if let Mode::Latency { min, max } = shared.mode() {
-            bump(&shared.counters.delayed_chunks);
-            shared.sleep(conn, shared.delay(min, max));
-        }
         if conn.stranded.load(Ordering::SeqCst) || shared.mode() == Mode::BlackHole {
             conn.strand(&shared.counters);
             shared.counters.black_holed_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            continue;
+        }
+        let at = match shared.mode() {
+            Mode::Latency { min, max } => {
+                bump(&shared.counters.delayed_chunks);
+                Instant::now() + shared.delay(min, max)
+            }
+            _ => Instant::now(),
+        };
+        if due.send((at, buf[..n].to_vec())).is_err() {
+            return;
+        }
+    }
+}
+
+/// Redis to application, second half: delivers each chunk, in order, once it is due; or cuts it in the middle
+/// and closes; or swallows it if the connection fell into a black hole meanwhile.
+fn deliver_replies(
+    shared: &Shared,
+    conn: &Conn,
+    mut client: TcpStream,
+    upstream: TcpStream,
+    due: mpsc::Receiver<(Instant, Vec<u8>)>,
+) {
+    while !shared.stopping(conn) {
+        let (at, chunk) = match due.recv_timeout(TICK) {
+            Ok(item) => item,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return close_both(conn, &client, &upstream),
+        };
+        shared.sleep_until(conn, at);
+        if conn.stranded.load(Ordering::SeqCst) {
+            shared
+                .counters
+                .black_holed_bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             continue;
         }
         if shared.stopping(conn) {
@@ -546,10 +585,10 @@ fn forward_replies(shared: &Shared, conn: &Conn, mut upstream: TcpStream, mut cl
             .is_ok();
         if cut {
             bump(&shared.counters.cut_replies);
-            let _ = client.write_all(&buf[..n / 2]);
+            let _ = client.write_all(&chunk[..chunk.len() / 2]);
             return close_both(conn, &client, &upstream);
         }
-        if client.write_all(&buf[..n]).is_err() {
+        if client.write_all(&chunk).is_err() {
             return close_both(conn, &client, &upstream);
         }
     }
