@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::thread;
@@ -638,4 +640,61 @@ fn a_connection_closed_by_redis_while_idle_costs_no_read() {
     let m = rg.metrics();
     assert_eq!(calls(&m, "failure"), 0.0);
     assert_eq!(rg.breaker()["failure_count"], 0);
+}
+
+/// The proxy itself: dropping it closes every connection it holds and joins every thread it started, so a test
+/// that ends, or fails, leaves nothing running behind it.
+#[test]
+fn the_fault_proxy_closes_its_connections_and_joins_its_threads_when_dropped() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.port);
+    let prefix = proxy.thread_prefix();
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    let mut open: Vec<TcpStream> = (0..3).map(|_| connect()).collect();
+    for s in &mut open {
+        s.write_all(b"PING\r\n").unwrap();
+        let mut pong = [0u8; 7];
+        s.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"+PONG\r\n");
+    }
+    // A reply held back when the proxy goes, and a connection swallowed by a black hole.
+    proxy.latency(Duration::from_secs(1));
+    open[0].write_all(b"PING\r\n").unwrap();
+    proxy.black_hole();
+    open.push(connect());
+    open[3].write_all(b"PING\r\n").unwrap();
+    // One acceptor, three pumps per forwarded connection, one for the swallowed one.
+    wait_for("the proxy's threads", RECOVERY, || {
+        (threads_named(&prefix) == 11).then_some(())
+    });
+
+    let started = Instant::now();
+    drop(proxy);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "drop took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(threads_named(&prefix), 0, "threads left behind");
+    for (i, s) in open.iter_mut().enumerate() {
+        let mut buf = [0u8; 16];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("connection {i} was left open: {other:?}"),
+        }
+    }
+}
+
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
 }

@@ -124,6 +124,8 @@ impl Conn {
 }
 
 struct Shared {
+    /// The proxy's own port, in its threads' names.
+    port: u16,
     upstream: SocketAddr,
     mode: Mutex<Mode>,
     /// Replies still to cut, one per reply chunk, whichever connection carries it.
@@ -198,6 +200,7 @@ impl FaultProxy {
             .unwrap_or_default()
             .as_nanos() as u64;
         let shared = Arc::new(Shared {
+            port: addr.port(),
             upstream: SocketAddr::from(([127, 0, 0, 1], upstream_port)),
             mode: Mutex::new(Mode::Pass),
             cuts_pending: AtomicU32::new(0),
@@ -210,7 +213,7 @@ impl FaultProxy {
         let acceptor = {
             let shared = shared.clone();
             thread::Builder::new()
-                .name("fault-proxy-accept".into())
+                .name(format!("fp{}-accept", addr.port()))
                 .spawn(move || accept_loop(&listener, &shared))
                 .unwrap()
         };
@@ -228,6 +231,11 @@ impl FaultProxy {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Every thread of this proxy is named with this prefix (Linux keeps 15 bytes of a name: enough).
+    pub fn thread_prefix(&self) -> String {
+        format!("fp{}-", self.addr.port())
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -390,7 +398,7 @@ fn admit(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
             prepare(&client)?;
             let conn = register(shared, &client)?;
             conn.strand(&shared.counters);
-            let pump = spawn_pump(shared, &conn, "fault-proxy-swallow", move |s, c| swallow(s, c, client));
+            let pump = spawn_pump(shared, &conn, "swallow", move |s, c| swallow(s, c, client));
             lock(&shared.pumps).push(pump);
         }
         Mode::Pass | Mode::Latency { .. } => match TcpStream::connect_timeout(&shared.upstream, WRITE_TIMEOUT) {
@@ -401,13 +409,11 @@ fn admit(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
                 let conn = register(shared, &client)?;
                 bump(&shared.counters.connections);
                 let (due_tx, due_rx) = mpsc::channel();
-                let requests = spawn_pump(shared, &conn, "fault-proxy-request", move |s, c| {
+                let requests = spawn_pump(shared, &conn, "req", move |s, c| {
                     forward_requests(s, c, client, upstream)
                 });
-                let replies_in = spawn_pump(shared, &conn, "fault-proxy-reply-in", move |s, c| {
-                    read_replies(s, c, u2, due_tx)
-                });
-                let replies_out = spawn_pump(shared, &conn, "fault-proxy-reply-out", move |s, c| {
+                let replies_in = spawn_pump(shared, &conn, "rep-in", move |s, c| read_replies(s, c, u2, due_tx));
+                let replies_out = spawn_pump(shared, &conn, "rep-out", move |s, c| {
                     deliver_replies(s, c, c2, u3, due_rx)
                 });
                 lock(&shared.pumps).extend([requests, replies_in, replies_out]);
@@ -436,13 +442,13 @@ fn register(shared: &Shared, client: &TcpStream) -> io::Result<Arc<Conn>> {
 fn spawn_pump(
     shared: &Arc<Shared>,
     conn: &Arc<Conn>,
-    name: &str,
+    role: &str,
     f: impl FnOnce(&Shared, &Conn) + Send + 'static,
 ) -> JoinHandle<()> {
     let (shared, conn) = (shared.clone(), conn.clone());
     conn.pumps.fetch_add(1, Ordering::SeqCst);
     thread::Builder::new()
-        .name(name.into())
+        .name(format!("fp{}-{role}", shared.port))
         .spawn(move || {
             // `f` owns this pump's handles on the sockets: they are closed when it returns.
             f(&shared, &conn);
