@@ -161,6 +161,43 @@ impl Backend for Standalone {
 mod tests {
     use super::*;
 
+    /// The error Redis would send, as redis-rs hands it over.
+    fn server_error(reply: &str) -> RedisError {
+        match redis::parse_redis_value(format!("-{reply}\r\n").as_bytes()).unwrap() {
+            Value::ServerError(e) => e.into(),
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    /// LOADING (a restarted Redis reading its dataset) cannot be produced in a test without gigabytes of data;
+    /// it takes the same path as READONLY and BUSY, which tests/faults.rs produces for real.
+    #[test]
+    fn server_states_are_failures_and_command_errors_are_app_errors() {
+        for reply in [
+            "LOADING Redis is loading the dataset in memory",
+            "READONLY You can't write against a read only replica.",
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "CLUSTERDOWN The cluster is down",
+        ] {
+            assert!(
+                matches!(classify(&server_error(reply)), BackendError::Unavailable(_)),
+                "{reply}"
+            );
+        }
+        assert_eq!(
+            classify(&server_error(
+                "WRONGTYPE Operation against a key holding the wrong kind of value"
+            )),
+            BackendError::App("WRONGTYPE Operation against a key holding the wrong kind of value".into())
+        );
+        assert!(matches!(
+            classify(&server_error("ERR syntax error")),
+            BackendError::App(_)
+        ));
+    }
+
     #[test]
     fn only_reads_are_sent_twice() {
         for name in ["GET", "HGET", "HGETALL", "EXISTS", "TTL", "PING"] {
