@@ -262,8 +262,9 @@ fn a_frozen_redis_trips_the_breaker_through_timeouts_and_nobody_waits_longer() {
             (200, cache, None), // the breaker is open by now: served from the cache without waiting
         ]
     );
-    // 200ms timeout plus a margin for a loaded 2-core machine; without the timeout these calls would hang.
-    assert!(slowest < Duration::from_millis(450), "slowest call took {slowest:?}");
+    // 200ms timeout plus a wide margin for a loaded 2-core machine (the bound is about hanging, not speed):
+    // without the timeout these calls would wait until Redis is thawed, i.e. forever.
+    assert!(slowest < Duration::from_millis(700), "slowest call took {slowest:?}");
     assert_eq!(rg.breaker_state(), "open");
 }
 

@@ -9,6 +9,9 @@
 //! including any wait for a reconnection, a slot-map refresh or a sentinel lookup, because redis-rs sets no
 //! response timeout of its own by default and a hung Redis must be seen as a failure.
 //!
+//! The standalone backend replaces a connection that let a command time out, and sends a read once more when
+//! its connection turns out to have been closed; see [`standalone`].
+//!
 //! The cluster backend also keeps one small breaker per master node, so that a failing shard is reported as
 //! [`BackendError::ShardUnavailable`] (answered from the fallback, but not counted by the sidecar-wide breaker)
 //! while other shards still answer; see [`cluster`].
@@ -325,6 +328,37 @@ mod tests {
             pipeline_slots(2, Ok(vec![Value::Int(1)])).is_err(),
             "a short answer is a broken connection"
         );
+    }
+
+    /// LOADING (a restarted Redis reading its dataset) cannot be produced in a test without gigabytes of data;
+    /// it takes the same path as READONLY and BUSY, which tests/faults.rs produces for real.
+    #[test]
+    fn server_states_are_failures_and_command_errors_are_app_errors() {
+        let server_error = |reply: &str| -> RedisError {
+            match redis::parse_redis_value(format!("-{reply}\r\n").as_bytes()).unwrap() {
+                Value::ServerError(e) => e.into(),
+                other => panic!("not an error reply: {other:?}"),
+            }
+        };
+        for reply in [
+            "LOADING Redis is loading the dataset in memory",
+            "READONLY You can't write against a read only replica.",
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "CLUSTERDOWN The cluster is down",
+        ] {
+            assert!(
+                matches!(classify(&server_error(reply)), BackendError::Unavailable(_)),
+                "{reply}"
+            );
+        }
+        let wrongtype = "WRONGTYPE Operation against a key holding the wrong kind of value";
+        assert_eq!(classify(&server_error(wrongtype)), BackendError::App(wrongtype.into()));
+        assert!(matches!(
+            classify(&server_error("ERR syntax error")),
+            BackendError::App(_)
+        ));
     }
 
     #[test]

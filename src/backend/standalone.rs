@@ -1,5 +1,13 @@
-//! `redis.mode: standalone`: one multiplexed, auto-reconnecting connection to one server.
+//! `redis.mode: standalone`: one multiplexed, auto-reconnecting connection to one server, given up for a fresh
+//! one whenever a command times out on it.
+//!
+//! redis-rs reconnects only after a connection fails, and a silently dead one (a Redis host that vanished
+//! without a reset, a stale NAT entry, a proxy that hangs) may not fail for many minutes: every probe would be
+//! sent down it again and the breaker would never close. So a timeout replaces the connection. And a read that
+//! finds its connection closed is sent once more within the same timeout: redis-rs learns that a connection was
+//! closed only when it next uses it, and that call should not fail while Redis is healthy.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -8,10 +16,16 @@ use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
 use super::{bounded, client_for, into_values, pipeline_slots, Backend, BackendError, SlotReply};
 use crate::config::RedisConfig;
 
-/// One multiplexed, auto-reconnecting connection to a standalone Redis.
 #[derive(Clone)]
 pub struct Standalone {
-    conn: ConnectionManager,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    manager_cfg: ConnectionManagerConfig,
+    /// The connection in use, and how many times it has been replaced.
+    current: Mutex<(u64, ConnectionManager)>,
     command_timeout: Duration,
 }
 
@@ -27,26 +41,91 @@ impl Standalone {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_cfg)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg.clone())?;
         Ok(Standalone {
-            conn,
-            command_timeout: cfg.command_timeout,
+            inner: Arc::new(Inner {
+                client,
+                manager_cfg,
+                current: Mutex::new((0, conn)),
+                command_timeout: cfg.command_timeout,
+            }),
         })
     }
+
+    fn connection(&self) -> (u64, ConnectionManager) {
+        // Held only to clone a handle; nothing can panic under it.
+        self.inner.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Gives up the connection `generation` after a command timed out on it. The replacement connects on its
+    /// first use; the old one closes once the calls still holding it are done, and the replies it still owed
+    /// go with it. Concurrent timeouts on one connection replace it once.
+    fn replace(&self, generation: u64) {
+        let mut current = self.inner.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != generation {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.inner.client.clone(), self.inner.manager_cfg.clone()) {
+            Ok(conn) => *current = (generation + 1, conn),
+            // Cannot happen with the settings above (they were accepted once already); keep the old one.
+            Err(e) => tracing::warn!(error = %e, "cannot replace a Redis connection that timed out"),
+        }
+    }
+
+    /// Bounds `result`'s wait by the command timeout, and replaces the connection if it timed out.
+    fn after(&self, generation: u64, result: &Result<impl Sized, BackendError>) {
+        if matches!(result, Err(BackendError::Timeout)) {
+            self.replace(generation);
+        }
+    }
+}
+
+/// Commands that only read: sending one twice changes nothing.
+const READ_ONLY: [&[u8]; 6] = [b"GET", b"HGET", b"HGETALL", b"EXISTS", b"TTL", b"PING"];
+
+fn read_only(cmd: &Cmd) -> bool {
+    matches!(cmd.args_iter().next(), Some(redis::Arg::Simple(name)) if READ_ONLY.contains(&name))
 }
 
 impl Backend for Standalone {
     async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
-        let mut conn = self.conn.clone();
-        bounded(self.command_timeout, cmd.query_async::<Value>(&mut conn)).await
+        let (generation, mut conn) = self.connection();
+        let attempt = async {
+            match cmd.query_async::<Value>(&mut conn).await {
+                // The connection was closed under us (Redis's idle `timeout`, CLIENT KILL, a load balancer, a
+                // reset), which redis-rs learns only now, as it starts reconnecting. Redis itself may be fine: a
+                // read is sent once more, on the fresh connection. A write is not: it may have been applied.
+                Err(e) if e.is_connection_dropped() && read_only(cmd) => cmd.query_async::<Value>(&mut conn).await,
+                other => other,
+            }
+        };
+        let result = bounded(self.inner.command_timeout, attempt).await;
+        self.after(generation, &result);
+        result
     }
 
     async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
-        let mut conn = self.conn.clone();
+        let (generation, mut conn) = self.connection();
         // With ignore_errors, redis-rs leaves each command's error in its slot instead of failing the batch.
         let mut pipe = pipe.clone();
         pipe.ignore_errors();
-        let replies = bounded(self.command_timeout, pipe.query_async::<Value>(&mut conn)).await;
+        let replies = bounded(self.inner.command_timeout, pipe.query_async::<Value>(&mut conn)).await;
+        self.after(generation, &replies);
         pipeline_slots(pipe.len(), replies.and_then(into_values))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reads_are_sent_twice() {
+        for name in ["GET", "HGET", "HGETALL", "EXISTS", "TTL", "PING"] {
+            assert!(read_only(redis::cmd(name).arg("k")), "{name}");
+        }
+        for name in ["SET", "DEL", "EXPIRE", "INCRBY", "HSET", "HDEL"] {
+            assert!(!read_only(redis::cmd(name).arg("k")), "{name}");
+        }
     }
 }

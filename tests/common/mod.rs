@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod sink;
 pub mod topology;
 
@@ -283,6 +284,11 @@ impl Redguard {
         rg.child = Some(rg.spawn(&config, &all_env));
         rg.wait_ready();
         rg
+    }
+
+    /// The process id, to read its memory and file descriptors from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redguard is running").id()
     }
 
     pub fn log_path(&self) -> PathBuf {
