@@ -563,3 +563,78 @@ fn the_first_call_after_redis_returns_is_answered_by_redis() {
         assert_eq!(r.status, 200, "round {round}: {}", r.body);
     }
 }
+
+#[test]
+fn clear_on_close_drops_the_fallback_cache_when_the_circuit_closes() {
+    let redis = RedisServer::start();
+    let keep = Redguard::start(&redis.url(), "");
+    let clear = Redguard::start(&redis.url(), "cache:\n  clear_on_close: true\n");
+    for rg in [&keep, &clear] {
+        ok(rg, json!({"op": "set", "key": "k", "value": "v"}));
+        rg.control("force_open");
+        assert_eq!(ok(rg, json!({"op": "get", "key": "k"}))["source"], "cache");
+        rg.control("reset"); // open -> closed
+        rg.control("force_open");
+    }
+    assert_eq!(ok(&keep, json!({"op": "get", "key": "k"}))["source"], "cache");
+    assert_eq!(
+        ok(&clear, json!({"op": "get", "key": "k"}))["source"],
+        "default",
+        "the cache was dropped on close"
+    );
+}
+
+#[test]
+fn the_health_routes_are_served_on_the_socket_too() {
+    let (_redis, rg) = start();
+    ok(&rg, json!({"op": "ping"}));
+    let redis_health = common::http(&rg.socket, "GET", "/api/v1/health/redis", "").json();
+    assert_eq!(redis_health["redis_available"], true);
+    assert_eq!(redis_health["circuit_breaker"]["successful_calls"], 1);
+    let cb = common::http(&rg.socket, "GET", "/api/v1/health/circuit-breaker", "").json();
+    assert_eq!(
+        (cb["state"].as_str(), cb["config"]["failure_threshold"].as_u64()),
+        (Some("closed"), Some(3))
+    );
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("rg.sock");
+    let config = dir.path().join("c.yaml");
+    let yaml = format!(
+        "listen:\n  socket: {}\nadmin:\n  listen: 127.0.0.1:{}\nredis:\n  url: {}\n",
+        socket.display(),
+        common::free_port(),
+        redis.url()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+        .args(["--log-format", "json", "run", "--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for("the socket", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&socket).ok()
+    });
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "redguard listening"),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string()),
+        "{text}"
+    );
+}

@@ -96,13 +96,15 @@ impl<B: Backend> Resilient<B> {
         let by_body = script_cmd("EVAL", &script.code, keys, args);
         let result = if self.scripts.knows(&script.sha) {
             let by_hash = script_cmd("EVALSHA", &script.sha, keys, args);
-            self.guarded(label, || async {
-                let first = self.backend.query(&by_hash).await;
-                if is_noscript(&first) {
-                    self.backend.query(&by_body).await
-                } else {
-                    first
-                }
+            self.guarded(label, || {
+                self.within_one_timeout(async {
+                    let first = self.backend.query(&by_hash).await;
+                    if is_noscript(&first) {
+                        self.backend.query(&by_body).await
+                    } else {
+                        first
+                    }
+                })
             })
             .await
         } else {
@@ -123,14 +125,30 @@ impl<B: Backend> Resilient<B> {
         args: &[Bytes<'_>],
     ) -> Result<Value, Unanswered> {
         let by_hash = script_cmd("EVALSHA", sha, keys, args);
-        self.guarded(label, || async {
-            let first = self.backend.query(&by_hash).await;
-            match self.scripts.body(sha) {
-                Some(body) if is_noscript(&first) => self.backend.query(&script_cmd("EVAL", &body, keys, args)).await,
-                _ => first,
-            }
+        self.guarded(label, || {
+            self.within_one_timeout(async {
+                let first = self.backend.query(&by_hash).await;
+                match self.scripts.body(sha) {
+                    Some(body) if is_noscript(&first) => {
+                        self.backend.query(&script_cmd("EVAL", &body, keys, args)).await
+                    }
+                    _ => first,
+                }
+            })
         })
         .await
+    }
+
+    /// Bounds the EVALSHA-then-EVAL pair by one command timeout, as every other call is: each query has its
+    /// own timeout, and the application must never wait for two.
+    async fn within_one_timeout(
+        &self,
+        pair: impl std::future::Future<Output = Result<Value, BackendError>>,
+    ) -> Result<Value, BackendError> {
+        let timeout = self.breaker.settings().probe_timeout;
+        tokio::time::timeout(timeout, pair)
+            .await
+            .unwrap_or(Err(BackendError::Timeout))
     }
 
     /// The body to send instead of EVALSHA inside a pipeline, where there is no second round trip to recover
