@@ -611,7 +611,7 @@ fn log_format_json_writes_one_json_object_per_line() {
         redis.url()
     );
     std::fs::write(&config, yaml).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
         .args(["--log-format", "json", "run", "--config", config.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()
