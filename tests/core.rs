@@ -525,7 +525,10 @@ fn the_password_can_come_from_a_file_or_the_environment() {
     let file = dir.path().join("redis-password");
     std::fs::write(&file, "from-a-file-42\n").unwrap();
     let rg = Redguard::start(&redis.url(), &format!("redis:\n  password_file: {}\n", file.display()));
-    assert_eq!(ok(&rg, json!({"op": "set", "key": "k", "value": "v"}))["source"], "redis");
+    assert_eq!(
+        ok(&rg, json!({"op": "set", "key": "k", "value": "v"}))["source"],
+        "redis"
+    );
 
     // The environment wins over the file: a wrong password there means Redis refuses every call.
     let rg = Redguard::start_with_env(
