@@ -55,6 +55,17 @@ fn redguard_breaker() -> Arc<Breaker> {
     Arc::new(Breaker::new(Settings::default(), Arc::new(SystemClock), 1, vec![]))
 }
 
+/// With the failure-rate and slow-call windows on, every call's outcome and duration are recorded under the lock.
+fn redguard_breaker_with_rates() -> Arc<Breaker> {
+    let settings = Settings {
+        failure_rate_threshold: Some(50.0),
+        slow_call_duration: Some(Duration::from_millis(100)),
+        slow_call_rate_threshold: Some(50.0),
+        ..Settings::default()
+    };
+    Arc::new(Breaker::new(settings, Arc::new(SystemClock), 1, vec![]))
+}
+
 fn failsafe_breaker() -> impl failsafe::CircuitBreaker + Clone + Send + Sync + 'static {
     use failsafe::{backoff, failure_policy, Config};
     // The same policy as redguard's default: 5 consecutive failures, then open for 60 s.
@@ -76,6 +87,15 @@ fn breaker_closed(c: &mut Criterion) {
     for threads in [1usize, 4] {
         let b = redguard_breaker();
         g.bench_function(BenchmarkId::new("redguard", threads), |bench| {
+            bench.iter_custom(|iters| {
+                let b = b.clone();
+                contended(threads, iters, move || {
+                    black_box(b.try_acquire().expect("closed")).success();
+                })
+            })
+        });
+        let b = redguard_breaker_with_rates();
+        g.bench_function(BenchmarkId::new("redguard_rate_windows", threads), |bench| {
             bench.iter_custom(|iters| {
                 let b = b.clone();
                 contended(threads, iters, move || {
