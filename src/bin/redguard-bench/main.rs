@@ -90,6 +90,9 @@ struct Args {
     /// figures from a run with errors are not comparable).
     #[arg(long)]
     allow_errors: bool,
+    /// Do not print the targets as met/missed (for smoke runs, whose figures mean nothing).
+    #[arg(long)]
+    no_checks: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
@@ -1031,7 +1034,7 @@ fn fmt_opt(x: Option<f64>, decimals: usize) -> String {
     x.map_or_else(|| "-".into(), |x| fmt(x, decimals))
 }
 
-fn print_table(report: &Report) {
+fn print_table(report: &Report, checks: bool) {
     let s = &report.settings;
     println!(
         "\nredguard-bench: {} round(s) of {}s (+{}s warm-up) per target; medians over rounds; ratios and added latency are medians of per-round comparisons with direct",
@@ -1122,8 +1125,18 @@ fn print_table(report: &Report) {
             .collect();
         println!("\nidle RSS at start: {}", idle.join(", "));
     }
+    if checks {
+        print_checks(&report.checks);
+    }
+    println!(
+        "\nload average (1 5 15 min): before {}, after {}",
+        report.machine.load_before, report.machine.load_after
+    );
+}
+
+fn print_checks(checks: &[Check]) {
     println!("\n== checks (informational; nothing here fails the run)");
-    for c in &report.checks {
+    for c in checks {
         let mark = match c.met {
             Some(true) => "met   ",
             Some(false) => "MISSED",
@@ -1131,10 +1144,6 @@ fn print_table(report: &Report) {
         };
         println!("[{mark}] {}: {}", c.target, c.detail);
     }
-    println!(
-        "\nload average (1 5 15 min): before {}, after {}",
-        report.machine.load_before, report.machine.load_after
-    );
 }
 
 fn find(cells: &[Cell], w: Workload, c: usize, t: Target) -> Option<&Cell> {
@@ -1413,7 +1422,7 @@ async fn run(args: Args) -> io::Result<()> {
         cells,
         memory,
     };
-    print_table(&report);
+    print_table(&report, !args.no_checks);
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report).map_err(io::Error::other)?;
         std::fs::write(path, json + "\n")?;
