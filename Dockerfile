@@ -20,11 +20,12 @@ WORKDIR /build
 #    (If Cargo.toml ever declares [[bench]]/[[test]]/[[example]] targets, stub their files
 #    here as well, or the manifest will not load; deploy/tests checks this.)
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src \
+RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && : > src/lib.rs \
+ && echo 'fn main() {}' > benches/hot_paths.rs \
  && cargo build --release --locked \
- && rm -rf src
+ && rm -rf src benches
 
 # 2. The crate itself. `touch` makes sure cargo sees the real sources as newer than the stub
 #    build it just cached (COPY keeps the mtimes of the build context).

@@ -33,7 +33,6 @@
 //! [`run`] wires them together and returns when the shutdown future resolves, the API has drained and pending
 //! notifications have had their grace.
 
-
 // The route futures nest many async fns (route -> client -> breaker-guarded backend call); computing their layout
 // exceeds rustc's default query depth in instrumented builds (cargo fuzz's sanitizer flags).
 #![recursion_limit = "256"]

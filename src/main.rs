@@ -66,7 +66,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            // One thread, like twemproxy. Measured (BENCHMARKS.md), the multi-threaded runtime cost more CPU per
+            // request and added latency: wake-ups crossed workers, and the Redis connection's task, woken at once on
+            // the other worker for each request, wrote every command on its own; on one thread the commands of
+            // concurrent requests leave in one write. Nothing on the request path blocks (locks are held for a few
+            // instructions), so one thread is not starved by a slow handler.
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime starts");

@@ -3,11 +3,14 @@
 //!
 //! A caller asks for a [`Permit`] before touching Redis and hands the outcome back through it. The machine sits
 //! behind a `std::sync::Mutex` that is held only for the few instructions of a decision, never across an
-//! `.await`. Observers (metrics, logs, notifications) run after the lock is released, so a slow observer can
+//! `.await`. The commonest case, closed with no failure being counted and no rate window, takes neither the lock
+//! nor the clock: an atomic flag, written under the lock after every change, says the machine is
+//! [quiet](state::Machine::is_quiet), and then admitting a call and recording its success would change nothing. Observers (metrics, logs, notifications) run after the lock is released, so a slow observer can
 //! never stall the breaker; they must not block either (the notifier only enqueues).
 
 pub mod state;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -31,6 +34,9 @@ use state::Machine;
 /// The shared breaker. One per sidecar.
 pub struct Breaker {
     guarded: Mutex<Guarded>,
+    /// `Machine::is_quiet`, as of the last change (stored under the lock). While it holds, calls are admitted
+    /// and their successes recorded without the lock or the clock.
+    quiet: AtomicBool,
     clock: SharedClock,
     observers: Vec<Arc<dyn Observer>>,
 }
@@ -45,6 +51,7 @@ impl Breaker {
     pub fn new(settings: Settings, clock: SharedClock, seed: u64, observers: Vec<Arc<dyn Observer>>) -> Self {
         let machine = Machine::new(settings, clock.now(), seed);
         Breaker {
+            quiet: AtomicBool::new(machine.is_quiet()),
             guarded: Mutex::new(Guarded {
                 machine,
                 last_error: None,
@@ -59,16 +66,39 @@ impl Breaker {
         self.guarded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Publishes whether the machine is quiet; called under the lock after every change to it.
+    fn publish(&self, g: &Guarded) {
+        self.quiet.store(g.machine.is_quiet(), Ordering::Release);
+    }
+
     pub fn settings(&self) -> Settings {
         self.lock().machine.settings().clone()
     }
 
     /// Asks to make one call to Redis.
+    ///
+    /// Inlined so that the quiet path is a load and a branch in the caller; the rest is out of line.
+    #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        if self.quiet.load(Ordering::Acquire) {
+            // `admit` would answer this at any time, changing nothing; no rate window wants the call's duration.
+            return Ok(Permit {
+                breaker: self,
+                kind: CallKind::Normal,
+                started: None,
+                armed: true,
+            });
+        }
+        self.admit_with_lock()
+    }
+
+    #[inline(never)]
+    fn admit_with_lock(&self) -> Result<Permit<'_>, Rejected> {
         let now = self.clock.now();
         let (admission, transition) = {
             let mut g = self.lock();
             let (admission, transition) = g.machine.admit(now);
+            self.publish(&g);
             (admission, transition.map(|t| (t, g.last_error.clone())))
         };
         if let Some((t, err)) = transition {
@@ -78,7 +108,7 @@ impl Breaker {
             Admission::Allowed(kind) => Ok(Permit {
                 breaker: self,
                 kind,
-                started: now,
+                started: Some(now),
                 armed: true,
             }),
             Admission::Rejected { retry_after } => Err(Rejected { retry_after }),
@@ -103,6 +133,7 @@ impl Breaker {
         let (snapshot, transition) = {
             let mut g = self.lock();
             let t = g.machine.apply(now, action);
+            self.publish(&g);
             (g.machine.snapshot(now), t.map(|t| (t, g.last_error.clone())))
         };
         if let Some((t, err)) = transition {
@@ -111,9 +142,21 @@ impl Breaker {
         snapshot
     }
 
-    fn finish(&self, kind: CallKind, started: Instant, error: Option<&str>) {
+    /// `started` is `None` for a call admitted on the quiet path: no rate window is kept, so its duration is
+    /// never looked at.
+    #[inline]
+    fn finish(&self, kind: CallKind, started: Option<Instant>, error: Option<&str>) {
+        if error.is_none() && kind == CallKind::Normal && self.quiet.load(Ordering::Acquire) {
+            // Closed and no failure counted: recording this success would change nothing.
+            return;
+        }
+        self.record_with_lock(kind, started, error);
+    }
+
+    #[inline(never)]
+    fn record_with_lock(&self, kind: CallKind, started: Option<Instant>, error: Option<&str>) {
         let now = self.clock.now();
-        let elapsed = now.saturating_duration_since(started);
+        let elapsed = started.map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
         let outcome = match error {
             None => Outcome::Success { elapsed },
             Some(_) => Outcome::Failure { elapsed },
@@ -123,7 +166,9 @@ impl Breaker {
             if let Some(e) = error {
                 g.last_error = Some(e.into());
             }
-            g.machine.record(now, kind, outcome).map(|t| (t, g.last_error.clone()))
+            let t = g.machine.record(now, kind, outcome);
+            self.publish(&g);
+            t.map(|t| (t, g.last_error.clone()))
         };
         if let Some((t, err)) = transition {
             self.notify(&t, err.as_deref());
@@ -143,7 +188,8 @@ impl Breaker {
 pub struct Permit<'a> {
     breaker: &'a Breaker,
     kind: CallKind,
-    started: Instant,
+    /// When the call was admitted; `None` on the quiet path (see [`Breaker::finish`]).
+    started: Option<Instant>,
     armed: bool,
 }
 
@@ -153,6 +199,7 @@ impl Permit<'_> {
     }
 
     /// Redis answered (an application error such as WRONGTYPE counts too: Redis is healthy).
+    #[inline]
     pub fn success(mut self) {
         self.armed = false;
         self.breaker.finish(self.kind, self.started, None);
@@ -166,9 +213,13 @@ impl Permit<'_> {
 }
 
 impl Drop for Permit<'_> {
+    #[inline]
     fn drop(&mut self) {
-        if self.armed {
-            self.breaker.lock().machine.abandon(self.kind);
+        // Only a probe holds anything to give back (`abandon` ignores the other kinds).
+        if self.armed && self.kind == CallKind::Probe {
+            let mut g = self.breaker.lock();
+            g.machine.abandon(self.kind);
+            self.breaker.publish(&g);
         }
     }
 }
@@ -224,6 +275,30 @@ mod tests {
                 (State::HalfOpen, State::Closed, timed_out),
             ]
         );
+    }
+
+    #[test]
+    fn the_quiet_path_counts_failures_and_resets_on_success() {
+        let clock = ManualClock::new();
+        let rec = Arc::new(Recorder::default());
+        let b = breaker(clock.clone(), rec.clone());
+        assert!(b.quiet.load(Ordering::Relaxed));
+        b.try_acquire().unwrap().failure("x");
+        assert!(!b.quiet.load(Ordering::Relaxed), "a failure is being counted");
+        b.try_acquire().unwrap().success();
+        assert!(b.quiet.load(Ordering::Relaxed), "the success reset the count");
+        // Admitted on the quiet path, reported after another call failed: the success still resets the count.
+        let early = b.try_acquire().unwrap();
+        b.try_acquire().unwrap().failure("x");
+        early.success();
+        b.try_acquire().unwrap().failure("x");
+        assert_eq!(b.state(), State::Closed, "one failure since the last success");
+        drop(b.try_acquire().unwrap());
+        b.try_acquire().unwrap().failure("x");
+        assert_eq!(b.state(), State::Open);
+        assert!(!b.quiet.load(Ordering::Relaxed));
+        assert!(b.try_acquire().is_err());
+        assert_eq!(rec.0.lock().unwrap().len(), 1);
     }
 
     #[test]

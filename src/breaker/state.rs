@@ -323,6 +323,17 @@ impl Machine {
         }
     }
 
+    /// Closed, no failure being counted, and no rate window kept. In this state [`Machine::admit`] answers
+    /// `Allowed(Normal)` and [`Machine::record`] of a normal call's success changes nothing, whatever the time:
+    /// a caller may skip both, and the clock (see [`super::Breaker`]'s fast path).
+    pub fn is_quiet(&self) -> bool {
+        matches!(self.inner, Inner::Closed) && self.consecutive_failures == 0 && !self.rates_on()
+    }
+
+    fn rates_on(&self) -> bool {
+        self.settings.failure_rate_threshold.is_some() || self.settings.slow_call_rate_threshold.is_some()
+    }
+
     /// Decides whether a call may go to Redis now. May move open -> half-open (or time out a stuck probe).
     pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
         let mut transition = self.expire_stuck_probe(now);
@@ -417,8 +428,7 @@ impl Machine {
     }
 
     fn record_closed(&mut self, now: Instant, failed: bool, elapsed: Duration) -> Option<Transition> {
-        let rates_on =
-            self.settings.failure_rate_threshold.is_some() || self.settings.slow_call_rate_threshold.is_some();
+        let rates_on = self.rates_on();
         if rates_on {
             let slow = self.settings.slow_call_duration.is_some_and(|d| elapsed > d);
             self.window

@@ -392,3 +392,35 @@ fn observe_mode_computes_states_but_never_rejects() {
         vec![(State::Closed, State::Open), (State::Open, State::HalfOpen)]
     );
 }
+
+#[test]
+fn a_quiet_machine_is_left_unchanged_by_an_admission_and_a_success() {
+    let mut t = Timeline::exact();
+    assert!(t.m.is_quiet());
+    let before = format!("{:?}", t.m);
+    t.advance(MS);
+    assert_eq!(t.admit(), Admission::Allowed(CallKind::Normal));
+    t.advance(MS);
+    assert_eq!(
+        t.m.record(t.now, CallKind::Normal, Outcome::Success { elapsed: MS }),
+        None
+    );
+    assert_eq!(
+        format!("{:?}", t.m),
+        before,
+        "nothing the fast path skips may change the machine"
+    );
+
+    // A failure being counted, a state other than closed, or a rate window: not quiet.
+    t.m.record(t.now, CallKind::Normal, Outcome::Failure { elapsed: MS });
+    assert!(!t.m.is_quiet());
+    t.m.record(t.now, CallKind::Normal, Outcome::Success { elapsed: MS });
+    assert!(t.m.is_quiet());
+    t.m.apply(t.now, Override::ForceOpen);
+    assert!(!t.m.is_quiet());
+    let rates = Timeline::new(Settings {
+        failure_rate_threshold: Some(50.0),
+        ..Settings::default()
+    });
+    assert!(!rates.m.is_quiet());
+}
