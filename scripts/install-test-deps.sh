@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and is missing: redis-server/redis-cli (tests start their own Redis),
 # promtool and prometheus (metric lint, alert-rule tests, the end-to-end alert test), kubectl (renders the
-# Kubernetes manifests). Debian/Ubuntu packages; needs root (or sudo) only when something is missing.
+# Kubernetes manifests), openssl (TLS test certificates), nutcracker (the load tool's peer proxy).
+# Debian/Ubuntu packages; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || need+=(redis-server)
 command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
 command -v kubectl >/dev/null || need+=(kubernetes-client)
+# twemproxy, the peer proxy the load tool's smoke run compares against (scripts/bench-smoke.sh).
+command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || need+=(nutcracker)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
 # The TLS tests make their certificates with the openssl CLI (redguard itself uses rustls, not OpenSSL).
 command -v openssl >/dev/null || need+=(openssl)
