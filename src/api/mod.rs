@@ -33,11 +33,12 @@ use tokio::net::UnixListener;
 
 pub use error::ApiError;
 
+use crate::backend::cluster::command_slot;
 use crate::backend::AnyBackend;
 use crate::breaker::{Mode, Override, State as CircuitState};
 use crate::client::{Item, Reply, Served, Source};
 use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::config::{Config, RedisMode};
 use crate::metrics::ApiRoute;
 use crate::policy::Policy;
 use crate::ratelimit::RateLimiter;
@@ -53,6 +54,8 @@ pub struct App {
     pub max_pipeline_commands: usize,
     pub policy: Policy,
     pub ratelimiter: RateLimiter<AnyBackend>,
+    /// `redis.mode: cluster`: a pipeline must keep to one slot.
+    pub cluster: bool,
 }
 
 impl App {
@@ -69,6 +72,7 @@ impl App {
             max_pipeline_commands: cfg.api.max_pipeline_commands,
             policy: Policy::from_config(&commands.deny, commands.allow.as_deref()),
             ratelimiter: RateLimiter::new(client.clone(), &cfg.ratelimit, Arc::new(SystemClock)),
+            cluster: cfg.redis.mode == RedisMode::Cluster,
             client,
         }
     }
@@ -201,6 +205,11 @@ async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
             return (ApiRoute::Pipeline, e.into_response());
         }
     }
+    if app.cluster {
+        if let Err(e) = one_slot(&p.items) {
+            return (ApiRoute::Pipeline, e.into_response());
+        }
+    }
     let response = match app.client.execute_pipeline(&p.items, p.atomic).await {
         Ok(answers) => json(pipeline::render(&p.shapes, &answers)),
         Err(e) => ApiError::from(e).into_response(),
@@ -218,6 +227,39 @@ async fn run_ratelimit(app: &App, body: &[u8]) -> (ApiRoute, Response) {
         Err(e) => ApiError::from(e).into_response(),
     };
     (ApiRoute::RateLimit, response)
+}
+
+/// Cluster mode sends a pipeline to one node in one round trip, so its keys must share a slot; a pipeline that
+/// spans slots is the caller's mistake, answered before anything is sent.
+fn one_slot(items: &[Item<'_>]) -> Result<(), ApiError> {
+    let mut first: Option<(usize, u16)> = None;
+    for (i, item) in items.iter().enumerate() {
+        let slot = match item {
+            Item::Op(op) => {
+                let cmd = op.to_cmd();
+                let args: Vec<&[u8]> = cmd
+                    .args_iter()
+                    .map(|a| match a {
+                        redis::Arg::Simple(bytes) => bytes,
+                        _ => &b""[..],
+                    })
+                    .collect();
+                command_slot(&args)
+            }
+            Item::Raw(args) => command_slot(args),
+        };
+        match (first, slot) {
+            (None, Some(slot)) => first = Some((i, slot)),
+            (Some((j, a)), Some(b)) if a != b => {
+                return Err(ApiError::BadRequest(format!(
+                    "field `commands`: in cluster mode a pipeline's keys must share one slot; command {j} uses \
+                     slot {a}, command {i} slot {b} (use hash tags such as {{user:1}})"
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `GET /v1/breaker` and the answer to `POST /v1/breaker`.

@@ -65,6 +65,16 @@ pub fn key_slot(key: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS
 }
 
+/// The slot of a command given as its arguments (name first), by the same rule the routing uses: its first
+/// key is the argument after the name; PING has none.
+pub fn command_slot<A: AsRef<[u8]>>(args: &[A]) -> Option<u16> {
+    let name = args.first()?.as_ref();
+    if name.eq_ignore_ascii_case(b"PING") {
+        return None;
+    }
+    args.get(1).map(|key| key_slot(key.as_ref()))
+}
+
 /// Hands out the bounded `node` label values: a node's own address while fewer than the limit are in use,
 /// else "other". A label is given back when its node leaves the topology.
 struct Labels(Vec<Option<String>>);
