@@ -504,7 +504,7 @@ fn check_config_names_the_file_line_and_key() {
 }
 
 #[test]
-fn passwords_never_reach_the_log() {
+fn passwords_never_reach_the_log_metrics_health_or_errors() {
     let redis = RedisServer::start();
     redis.cmd(&["CONFIG", "SET", "requirepass", "s3cret-pw-123"]).unwrap();
     let url = format!("redis://:s3cret-pw-123@127.0.0.1:{}", redis.port);
@@ -515,7 +515,24 @@ fn passwords_never_reach_the_log() {
     );
     let log = rg.log();
     assert!(log.contains("redguard listening"), "{log}");
-    assert!(!log.contains("s3cret-pw-123"), "password in log:\n{log}");
+    // Neither the log, nor /metrics, nor the health routes, nor an error answer shows it.
+    let mut redis = redis;
+    redis.kill();
+    let refused = rg.cmd(r#"{"op":"incr","key":"n"}"#);
+    assert_ne!(refused.status, 200, "{}", refused.body);
+    let emitted = [
+        ("log", rg.log()),
+        ("metrics", rg.metrics()),
+        ("health", common::http_tcp(rg.admin, "/api/v1/health/redis").body),
+        (
+            "breaker health",
+            common::http_tcp(rg.admin, "/api/v1/health/circuit-breaker").body,
+        ),
+        ("error answer", refused.body),
+    ];
+    for (what, text) in emitted {
+        assert!(!text.contains("s3cret-pw-123"), "password in {what}:\n{text}");
+    }
 }
 
 #[test]
