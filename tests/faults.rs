@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::faults::FaultProxy;
-use common::{free_port, metric_value, wait_for, Redguard, RedisServer};
+use common::{calls, free_port, transitions, wait_for, Redguard, RedisServer};
 use serde_json::{json, Value};
 
 /// The command timeout in `CONFIG`.
@@ -108,17 +108,6 @@ fn set(key: &str, value: &str) -> Value {
 
 fn wait_closed(rg: &Redguard, why: &str) {
     wait_for(why, RECOVERY, || (rg.breaker_state() == "closed").then_some(()));
-}
-
-fn calls(metrics: &str, result: &str) -> f64 {
-    metric_value(metrics, &format!("redguard_calls_total{{result=\"{result}\"}}"))
-}
-
-fn transitions(metrics: &str, from: &str, to: &str) -> f64 {
-    metric_value(
-        metrics,
-        &format!("redguard_circuit_transitions_total{{from=\"{from}\",to=\"{to}\"}}"),
-    )
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{http_tcp, metric_value, wait_for, Redguard, RedisServer};
+use common::{calls, http_tcp, metric_value, transitions, wait_for, Redguard, RedisServer};
 use serde_json::{json, Value};
 
 /// Two probe successes are needed to close, so the half-open state lasts until the test's own call.
@@ -21,17 +21,6 @@ fn get(rg: &Redguard, key: &str) -> Value {
 
 fn state_gauges(text: &str) -> [f64; 3] {
     ["closed", "open", "half_open"].map(|s| metric_value(text, &format!("redguard_circuit_state{{state=\"{s}\"}}")))
-}
-
-fn calls(text: &str, result: &str) -> f64 {
-    metric_value(text, &format!("redguard_calls_total{{result=\"{result}\"}}"))
-}
-
-fn transitions(text: &str, from: &str, to: &str) -> f64 {
-    metric_value(
-        text,
-        &format!("redguard_circuit_transitions_total{{from=\"{from}\",to=\"{to}\"}}"),
-    )
 }
 
 #[test]

@@ -388,3 +388,16 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// `redguard_calls_total{result}` in a text exposition.
+pub fn calls(metrics: &str, result: &str) -> f64 {
+    metric_value(metrics, &format!("redguard_calls_total{{result=\"{result}\"}}"))
+}
+
+/// `redguard_circuit_transitions_total{from, to}` in a text exposition.
+pub fn transitions(metrics: &str, from: &str, to: &str) -> f64 {
+    metric_value(
+        metrics,
+        &format!("redguard_circuit_transitions_total{{from=\"{from}\",to=\"{to}\"}}"),
+    )
+}
