@@ -40,6 +40,7 @@ use crate::client::{Item, Reply, Served, Source};
 use crate::clock::SystemClock;
 use crate::config::{Config, RedisMode};
 use crate::metrics::ApiRoute;
+use crate::op::OpName;
 use crate::policy::Policy;
 use crate::ratelimit::RateLimiter;
 use crate::{health, Client};
@@ -53,6 +54,9 @@ pub struct App {
     pub limits: request::Limits,
     pub max_pipeline_commands: usize,
     pub policy: Policy,
+    /// The policy's verdict on each typed op, by `OpName::index`: a typed op always sends the same command, so
+    /// it is judged once here instead of on every request.
+    op_denied: Vec<Option<String>>,
     pub ratelimiter: RateLimiter<AnyBackend>,
     /// `redis.mode: cluster`: a pipeline must keep to one slot.
     pub cluster: bool,
@@ -62,6 +66,7 @@ impl App {
     /// The routes' shared state, from the config.
     pub fn new(client: Arc<Client>, cfg: &Config) -> App {
         let commands = &cfg.api.commands;
+        let policy = Policy::from_config(&commands.deny, commands.allow.as_deref());
         App {
             max_body_bytes: cfg.api.max_body_bytes,
             read_timeout: cfg.api.read_timeout,
@@ -70,7 +75,11 @@ impl App {
                 max_value_bytes: cfg.api.max_value_bytes,
             },
             max_pipeline_commands: cfg.api.max_pipeline_commands,
-            policy: Policy::from_config(&commands.deny, commands.allow.as_deref()),
+            op_denied: OpName::ALL
+                .iter()
+                .map(|op| policy.check(&[op.command()]).err().map(|d| d.command))
+                .collect(),
+            policy,
             ratelimiter: RateLimiter::new(client.clone(), &cfg.ratelimit, Arc::new(SystemClock)),
             cluster: cfg.redis.mode == RedisMode::Cluster,
             client,
@@ -141,6 +150,14 @@ fn json(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// The policy's verdict on a typed op (judged once, when the config was read).
+fn permit_op(app: &App, op: OpName) -> Result<(), ApiError> {
+    match &app.op_denied[op.index()] {
+        Some(command) => Err(ApiError::CommandDenied(command.clone())),
+        None => Ok(()),
+    }
+}
+
 /// Asks the policy about one command; a refusal names it.
 fn permit<A: AsRef<[u8]>>(app: &App, args: &[A]) -> Result<(), ApiError> {
     app.policy.check(args).map_err(|d| ApiError::CommandDenied(d.command))
@@ -152,7 +169,7 @@ async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
     let route = ApiRoute::Op(req.op.name());
-    if let Err(e) = permit(app, &[req.op.name().command()]) {
+    if let Err(e) = permit_op(app, req.op.name()) {
         return (route, e.into_response());
     }
     let on_unavailable = req.on_unavailable.unwrap_or(app.client.default_on_unavailable());
@@ -198,7 +215,7 @@ async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
     };
     for item in &p.items {
         let judged = match item {
-            Item::Op(op) => permit(app, &[op.name().command()]),
+            Item::Op(op) => permit_op(app, op.name()),
             Item::Raw(args) => permit(app, args),
         };
         if let Err(e) = judged {
