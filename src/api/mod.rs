@@ -14,6 +14,7 @@ pub mod reply;
 pub mod request;
 pub mod resp;
 pub mod server;
+pub mod stream;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
