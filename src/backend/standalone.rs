@@ -36,7 +36,9 @@ impl Standalone {
         let client = client_for(&cfg.url, cfg, tls.as_ref())?;
         let manager_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.command_timeout))
+            // Every call is bounded by `bounded` below (which also replaces a hung connection); a second,
+            // redundant timer inside redis-rs would cost a wake-up of tokio's driver on every request.
+            .set_response_timeout(None)
             // Few, short retries: while Redis is down, calls should fail fast and let the breaker decide.
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
