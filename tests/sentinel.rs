@@ -1,5 +1,6 @@
 //! Sentinel mode against one master, one replica and three sentinels on loopback: the master is killed, the
-//! sentinels promote the replica, and redguard follows it, over plain TCP and over TLS with an ACL user.
+//! sentinels promote the replica, and redguard follows it, over plain TCP and over TLS with an ACL user. And
+//! sentinels that require a password of their own.
 
 mod common;
 
@@ -81,6 +82,7 @@ fn tls_and_an_acl_user_through_the_sentinels_and_across_a_failover() {
     let mut group = SentinelGroup::start_with(SentinelOptions {
         tls: Some(&certs),
         acl_user: Some(("app", "app-pw-5c1e")),
+        ..SentinelOptions::default()
     });
     let urls = group.sentinel_urls();
     assert!(urls.iter().all(|u| u.starts_with("rediss://")), "{urls:?}");
@@ -154,4 +156,81 @@ fn tls_and_an_acl_user_through_the_sentinels_and_across_a_failover() {
     );
     assert!(rg.log().contains("the master moved"), "{}", rg.log());
     assert!(!rg.log().contains("app-pw-5c1e"), "the password leaked:\n{}", rg.log());
+}
+
+/// Sentinels with `requirepass` (and an ACL user of their own): redguard reaches them with
+/// `redis.sentinel_password_file`, `REDGUARD_REDIS_SENTINEL_PASSWORD` or an ACL user; without credentials it
+/// starts degraded and says which keys to check, never printing a password.
+#[test]
+fn sentinels_that_require_a_password() {
+    let group = SentinelGroup::start_with(SentinelOptions {
+        sentinel_password: Some("sentinel-pw-93d2"),
+        sentinel_user: Some(("watcher", "watcher-pw-41ab")),
+        ..SentinelOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "redis:\n  mode: sentinel\n  master_name: {MASTER_NAME}\n  sentinels: [{}]\n",
+        group.sentinel_urls().join(", ")
+    );
+    let round_trip = |rg: &Redguard, key: &str| {
+        assert_eq!(
+            call(rg, json!({"op": "set", "key": key, "value": "v"})),
+            (200, json!({"result": true, "source": "redis"})),
+            "{}",
+            rg.log()
+        );
+        assert_eq!(group.master.must(&["GET", key]), "v");
+    };
+
+    // The password from a file (the sentinels' requirepass: the default user).
+    let pw = write_file(dir.path(), "sentinel-pw", "sentinel-pw-93d2\n");
+    let rg = Redguard::start(
+        "redis://127.0.0.1:1",
+        &format!("{base}  sentinel_password_file: {}\n", pw.display()),
+    );
+    round_trip(&rg, "via-file");
+    // From the environment, as an ACL user of the sentinels.
+    let rg = Redguard::start_with_env(
+        "redis://127.0.0.1:1",
+        &format!("{base}  sentinel_username: watcher\n"),
+        &[("REDGUARD_REDIS_SENTINEL_PASSWORD", "watcher-pw-41ab")],
+    );
+    round_trip(&rg, "via-env-and-user");
+
+    // Without credentials the sentinels refuse: degraded, with a clear line at start.
+    let rg = Redguard::start("redis://127.0.0.1:1", &base);
+    let line = wait_for("the start-up log line", Duration::from_secs(10), || {
+        rg.log()
+            .lines()
+            .find(|l| l.contains("cannot use Redis at start"))
+            .map(str::to_owned)
+    });
+    eprintln!("{line}");
+    assert!(line.contains("NOAUTH"), "{line}");
+    assert!(
+        line.contains("check redis.sentinel_username and the sentinel password"),
+        "{line}"
+    );
+    let (status, body) = call(&rg, json!({"op": "set", "key": "refused", "value": "v"}));
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = call(&rg, json!({"op": "get", "key": "via-file"}));
+    assert_eq!((status, body["source"].as_str()), (200, Some("default")), "{body}");
+    assert_eq!(group.master.cli(&["EXISTS", "refused"]).as_deref(), Some("0"));
+
+    // A wrong password is refused the same way, and is printed nowhere.
+    let rg = Redguard::start_with_env(
+        "redis://127.0.0.1:1",
+        &base,
+        &[("REDGUARD_REDIS_SENTINEL_PASSWORD", "wrong-pw-0f7c")],
+    );
+    wait_for("the start-up log line", Duration::from_secs(10), || {
+        rg.log().contains("cannot use Redis at start").then_some(())
+    });
+    let (status, body) = call(&rg, json!({"op": "set", "key": "refused", "value": "v"}));
+    assert_eq!(status, 503, "{body}");
+    let emitted = [rg.log(), body.to_string(), rg.metrics(), rg.breaker().to_string()];
+    for text in emitted {
+        assert!(!text.contains("wrong-pw-0f7c"), "the password leaked:\n{text}");
+    }
 }

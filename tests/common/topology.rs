@@ -1,8 +1,7 @@
 //! Redis topologies for the scale tests, all on loopback and started from the `redis-server` binary: a
 //! generic server with extra arguments (TLS, ACL), a 3-master cluster, and a master + replica watched by three
-//! sentinels (plain, or over TLS with an ACL user). Certificates are made with
-//! the `openssl` CLI. Every process is killed on drop; every wait polls
-//! with a deadline.
+//! sentinels (plain, or over TLS with ACL users, with password-protected sentinels). Certificates are made with
+//! the `openssl` CLI. Every process is killed on drop; every wait polls with a deadline.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -343,6 +342,10 @@ pub struct SentinelOptions<'a> {
     /// An ACL user (name, password) on master and replica, with the default user turned off: the replica
     /// and the sentinels authenticate as it too.
     pub acl_user: Option<(&'a str, &'a str)>,
+    /// `requirepass` on the sentinels (which also use it with each other).
+    pub sentinel_password: Option<&'a str>,
+    /// An extra ACL user (name, password) on the sentinels, beside the default user.
+    pub sentinel_user: Option<(&'a str, &'a str)>,
 }
 
 /// One master, one replica and three sentinels monitoring them as `mymaster` with quorum 2.
@@ -406,7 +409,10 @@ impl SentinelGroup {
             let info = replica.cli(&["INFO", "replication"])?;
             (info_field(&info, "master_link_status").as_deref() == Some("up")).then_some(())
         });
-        let sentinel_cli = tls_cli.clone();
+        let mut sentinel_cli = tls_cli.clone();
+        if let Some(pass) = opts.sentinel_password {
+            sentinel_cli.extend(["--pass", pass].map(String::from));
+        }
         let sentinels: Vec<Server> = (0..3)
             .map(|_| {
                 let port = free_port();
@@ -430,6 +436,12 @@ impl SentinelGroup {
                     conf.push_str(&format!(
                         "sentinel auth-user {MASTER_NAME} {user}\nsentinel auth-pass {MASTER_NAME} {pass}\n"
                     ));
+                }
+                if let Some(pass) = opts.sentinel_password {
+                    conf.push_str(&format!("requirepass {pass}\n"));
+                }
+                if let Some((user, pass)) = opts.sentinel_user {
+                    conf.push_str(&format!("user {user} on >{pass} allchannels +@all\n"));
                 }
                 let conf_path = dir.path().join("sentinel.conf");
                 std::fs::write(&conf_path, conf).unwrap();
