@@ -24,6 +24,10 @@ fn writes_follow_the_promoted_replica() {
     );
     let rg = Redguard::start("redis://127.0.0.1:1", &config);
     assert!(rg.metrics().contains(r#"redguard_build_info{redis_mode="sentinel""#));
+    assert!(
+        rg.breaker().get("nodes").is_none(),
+        "one master at a time: no nodes array"
+    );
 
     assert_eq!(
         call(&rg, json!({"op": "set", "key": "before", "value": "1"})),

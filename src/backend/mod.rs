@@ -14,7 +14,7 @@
 //!
 //! The cluster backend also keeps one small breaker per master node, so that a failing shard is reported as
 //! [`BackendError::ShardUnavailable`] (answered from the fallback, but not counted by the sidecar-wide breaker)
-//! while other shards still answer; see [`cluster`].
+//! while other shards still answer, and shows them through [`Backend::nodes`]; see [`cluster`].
 
 pub mod cluster;
 pub mod sentinel;
@@ -27,7 +27,7 @@ use redis::{
     Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisError, ServerError, ServerErrorKind, TlsCertificates, Value,
 };
 
-pub use cluster::Cluster;
+pub use cluster::{Cluster, NodeView};
 pub use sentinel::Sentinel;
 pub use standalone::Standalone;
 
@@ -60,6 +60,12 @@ pub trait Backend: Send + Sync + 'static {
     /// [`SlotReply`] per command, in order. A transaction Redis refused to run (EXECABORT) is one
     /// [`BackendError::App`] naming the commands that caused it.
     fn pipeline(&self, pipe: &Pipeline) -> impl Future<Output = Result<Vec<SlotReply>, BackendError>> + Send;
+
+    /// Cluster mode: each master's own breaker, for the JSON routes. `None` in the modes that have one node at a
+    /// time, so their answers keep their shape.
+    fn nodes(&self) -> Option<Vec<NodeView>> {
+        None
+    }
 }
 
 /// Server error codes that mean Redis cannot serve right now, rather than that the command was wrong.
@@ -227,6 +233,13 @@ impl Backend for AnyBackend {
             AnyBackend::Standalone(b) => b.pipeline(pipe).await,
             AnyBackend::Cluster(b) => b.pipeline(pipe).await,
             AnyBackend::Sentinel(b) => b.pipeline(pipe).await,
+        }
+    }
+
+    fn nodes(&self) -> Option<Vec<NodeView>> {
+        match self {
+            AnyBackend::Cluster(b) => b.nodes(),
+            AnyBackend::Standalone(_) | AnyBackend::Sentinel(_) => None,
         }
     }
 }
