@@ -34,6 +34,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "sentinels",
             "username",
             "password_file",
+            "sentinel_username",
+            "sentinel_password_file",
             "tls",
             "command_timeout",
             "connect_timeout",
@@ -93,6 +95,8 @@ const FILE_ONLY_KEYS: &[(&str, &[&str])] = &[("notify", &["sinks"]), ("api", &["
 
 /// The environment variable holding the Redis password; it wins over `redis.password_file`.
 const PASSWORD_ENV: &str = "REDGUARD_REDIS_PASSWORD";
+/// The environment variable holding the sentinels' password; it wins over `redis.sentinel_password_file`.
+const SENTINEL_PASSWORD_ENV: &str = "REDGUARD_REDIS_SENTINEL_PASSWORD";
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -111,9 +115,13 @@ pub enum ConfigError {
     /// A `REDGUARD_*` environment variable holds a value of the wrong type.
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
-    /// `redis.password_file` could not be read.
-    #[error("cannot read redis.password_file {}: {source}", .path.display())]
-    PasswordFile { path: PathBuf, source: std::io::Error },
+    /// `redis.password_file` or `redis.sentinel_password_file` (the `key`) could not be read.
+    #[error("cannot read {key} {}: {source}", .path.display())]
+    PasswordFile {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// One or more settings are out of range or inconsistent; each problem names its `section.key`.
     #[error("invalid configuration in {origin}:\n  {}", .problems.join("\n  "))]
     Invalid { origin: String, problems: Vec<String> },
@@ -244,6 +252,14 @@ pub struct RedisConfig {
     /// Password for AUTH: from `REDGUARD_REDIS_PASSWORD` or else `password_file`. Not a YAML key.
     #[serde(skip)]
     pub password: Option<Secret>,
+    /// Sentinel mode: ACL user for AUTH to the sentinels themselves (`redis.username` is the master's).
+    pub sentinel_username: Option<String>,
+    /// Sentinel mode: file whose content (trailing newline trimmed) is the sentinels' password.
+    pub sentinel_password_file: Option<PathBuf>,
+    /// Password for AUTH to the sentinels (their `requirepass` or an ACL user's): from
+    /// `REDGUARD_REDIS_SENTINEL_PASSWORD` or else `sentinel_password_file`. Not a YAML key, like `password`.
+    #[serde(skip)]
+    pub sentinel_password: Option<Secret>,
     /// Certificates for `rediss://` connections.
     #[serde(deserialize_with = "section")]
     pub tls: TlsConfig,
@@ -269,6 +285,9 @@ impl Default for RedisConfig {
             username: None,
             password_file: None,
             password: None,
+            sentinel_username: None,
+            sentinel_password_file: None,
+            sentinel_password: None,
             tls: TlsConfig::default(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -350,6 +369,23 @@ impl RedisConfig {
         self.mode_urls().first().is_some_and(|u| u.starts_with("rediss://"))
     }
 
+    /// The sentinels' credentials outside sentinel mode: an error, since nothing would use them and the
+    /// operator most likely meant the master's (`redis.username`, the password).
+    fn sentinel_credentials_unused(&self, p: &mut Vec<String>) {
+        for (key, set) in [
+            ("redis.sentinel_username", self.sentinel_username.is_some()),
+            ("redis.sentinel_password_file", self.sentinel_password_file.is_some()),
+            (SENTINEL_PASSWORD_ENV, self.sentinel_password.is_some()),
+        ] {
+            if set {
+                p.push(format!(
+                    "{key} is only used when redis.mode is sentinel (this one is {})",
+                    self.mode.as_str()
+                ));
+            }
+        }
+    }
+
     /// The `redis.*` rules that depend on the mode.
     fn problems(&self, p: &mut Vec<String>) {
         let scheme_ok = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
@@ -372,6 +408,7 @@ impl RedisConfig {
                 unused("nodes", !self.nodes.is_empty(), p);
                 unused("master_name", self.master_name.is_some(), p);
                 unused("sentinels", !self.sentinels.is_empty(), p);
+                self.sentinel_credentials_unused(p);
             }
             RedisMode::Cluster => {
                 if self.nodes.is_empty() {
@@ -379,6 +416,7 @@ impl RedisConfig {
                 }
                 unused("master_name", self.master_name.is_some(), p);
                 unused("sentinels", !self.sentinels.is_empty(), p);
+                self.sentinel_credentials_unused(p);
             }
             RedisMode::Sentinel => {
                 if self.master_name.as_deref().is_none_or(str::is_empty) {
@@ -389,7 +427,9 @@ impl RedisConfig {
                 }
                 if self.sentinels.iter().any(|u| u.contains('@')) {
                     p.push(
-                        "redis.sentinels must not carry credentials; redis.username and the password are for the master"
+                        "redis.sentinels must not carry credentials; set redis.sentinel_username and the sentinel \
+                         password (REDGUARD_REDIS_SENTINEL_PASSWORD or redis.sentinel_password_file) instead \
+                         (redis.username and the password are for the master)"
                             .to_owned(),
                     );
                 }
@@ -417,6 +457,9 @@ impl RedisConfig {
         }
         if self.username.as_deref() == Some("") {
             p.push("redis.username must not be empty".to_owned());
+        }
+        if self.sentinel_username.as_deref() == Some("") {
+            p.push("redis.sentinel_username must not be empty".to_owned());
         }
         if self.node_metrics_limit == 0 {
             p.push("redis.node_metrics_limit must be at least 1".to_owned());
@@ -731,11 +774,13 @@ impl Config {
         let mut config = parse(&text, &origin)?;
 
         let env: Vec<(String, String)> = env.into_iter().collect();
-        let mut env_password = None;
+        let (mut env_password, mut env_sentinel_password) = (None, None);
         let mut overrides = Vec::new();
         for (var, value) in &env {
             if var == PASSWORD_ENV {
                 env_password = Some(value.clone()).filter(|v| !v.is_empty());
+            } else if var == SENTINEL_PASSWORD_ENV {
+                env_sentinel_password = Some(value.clone()).filter(|v| !v.is_empty());
             } else if let Some((section, key)) = known_key(var) {
                 overrides.push((var.clone(), section, key, scalar(value)));
             } else if let Some((section, key)) = find_key(FILE_ONLY_KEYS, var) {
@@ -754,12 +799,18 @@ impl Config {
         if config.notify.instance.is_none() {
             config.notify.instance = notify::instance_from_env(&lookup);
         }
+        // Set before validation, so that a sentinel password outside sentinel mode is reported with the rest.
+        config.redis.sentinel_password = env_sentinel_password.map(Secret);
         let mut config = config.validated(&origin, &lookup)?;
-        config.redis.password = match (env_password, &config.redis.password_file) {
+        let r = &mut config.redis;
+        r.password = match (env_password, &r.password_file) {
             (Some(p), _) => Some(Secret(p)),
-            (None, Some(file)) => Some(read_password(file)?),
+            (None, Some(file)) => Some(read_password("redis.password_file", file)?),
             (None, None) => None,
         };
+        if let (None, Some(file)) = (&r.sentinel_password, &r.sentinel_password_file) {
+            r.sentinel_password = Some(read_password("redis.sentinel_password_file", file)?);
+        }
         Ok(config)
     }
 
@@ -954,8 +1005,9 @@ fn apply_overrides(
         .map_err(|e| parse_error(&e, origin))
 }
 
-fn read_password(path: &Path) -> Result<Secret, ConfigError> {
+fn read_password(key: &'static str, path: &Path) -> Result<Secret, ConfigError> {
     let err = |source| ConfigError::PasswordFile {
+        key,
         path: path.to_owned(),
         source,
     };

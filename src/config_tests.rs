@@ -453,7 +453,101 @@ fn password_comes_from_file_and_env_wins() {
     let vars = env(&[("REDGUARD_REDIS_PASSWORD_FILE", "/nonexistent/pw")]);
     let err = Config::load(None, vars).unwrap_err();
     assert!(matches!(&err, ConfigError::PasswordFile { path, .. } if path == Path::new("/nonexistent/pw")));
+    assert!(
+        err.to_string()
+            .starts_with("cannot read redis.password_file /nonexistent/pw: "),
+        "{err}"
+    );
     assert_eq!(Config::load(None, Vec::new()).unwrap().redis.password, None);
+}
+
+const SENTINEL: &str = "redis:\n  mode: sentinel\n  master_name: m\n  sentinels: [redis://s1:26379]\n";
+
+#[test]
+fn the_sentinel_password_comes_from_its_file_and_its_env_wins() {
+    let pw = file("sentinel-s3cret\n");
+    let cfg = file(&format!(
+        "{SENTINEL}  sentinel_username: watcher\n  sentinel_password_file: {}\n",
+        pw.path().display()
+    ));
+    let c = Config::load(Some(cfg.path()), Vec::new()).unwrap();
+    let r = &c.redis;
+    assert_eq!(r.sentinel_username.as_deref(), Some("watcher"));
+    assert_eq!(
+        r.sentinel_password.as_ref().map(Secret::expose),
+        Some("sentinel-s3cret")
+    );
+    assert_eq!(
+        (&r.username, &r.password),
+        (&None, &None),
+        "the master's credentials are separate"
+    );
+    assert!(!format!("{c:?}").contains("sentinel-s3cret"), "the secret never prints");
+
+    let vars = env(&[
+        ("REDGUARD_REDIS_SENTINEL_PASSWORD", "from-env"),
+        ("REDGUARD_REDIS_PASSWORD", "master-pw"),
+    ]);
+    let c = Config::load(Some(cfg.path()), vars).unwrap();
+    assert_eq!(c.redis.sentinel_password.as_ref().map(Secret::expose), Some("from-env"));
+    assert_eq!(c.redis.password.as_ref().map(Secret::expose), Some("master-pw"));
+
+    let only_env = file(SENTINEL);
+    let vars = env(&[
+        ("REDGUARD_REDIS_SENTINEL_PASSWORD", "from-env"),
+        ("REDGUARD_REDIS_SENTINEL_USERNAME", "watcher"),
+    ]);
+    let c = Config::load(Some(only_env.path()), vars).unwrap();
+    assert_eq!(c.redis.sentinel_password.as_ref().map(Secret::expose), Some("from-env"));
+    assert_eq!(c.redis.sentinel_username.as_deref(), Some("watcher"));
+
+    let vars = env(&[("REDGUARD_REDIS_SENTINEL_PASSWORD_FILE", "/nonexistent/sentinel-pw")]);
+    let err = Config::load(Some(only_env.path()), vars).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cannot read redis.sentinel_password_file /nonexistent/sentinel-pw: "),
+        "{err}"
+    );
+    let empty = file("\n");
+    let vars = env(&[("REDGUARD_REDIS_SENTINEL_PASSWORD_FILE", empty.path().to_str().unwrap())]);
+    let err = Config::load(Some(only_env.path()), vars).unwrap_err();
+    assert!(err.to_string().contains("file is empty"), "{err}");
+}
+
+#[test]
+fn sentinel_credentials_outside_sentinel_mode_are_refused() {
+    assert_eq!(
+        problems("redis:\n  sentinel_username: watcher\n  sentinel_password_file: /etc/pw\n"),
+        [
+            "redis.sentinel_username is only used when redis.mode is sentinel (this one is standalone)",
+            "redis.sentinel_password_file is only used when redis.mode is sentinel (this one is standalone)",
+        ]
+    );
+    assert_eq!(
+        problems("redis:\n  mode: cluster\n  nodes: [redis://a:1]\n  sentinel_username: watcher\n"),
+        ["redis.sentinel_username is only used when redis.mode is sentinel (this one is cluster)"]
+    );
+    // The variable is reported with every other problem, before any file is read.
+    let vars = env(&[
+        ("REDGUARD_REDIS_SENTINEL_PASSWORD", "s3cret-in-env"),
+        ("REDGUARD_REDIS_SENTINEL_PASSWORD_FILE", "/nonexistent/pw"),
+    ]);
+    let err = Config::load(None, vars).unwrap_err();
+    let ConfigError::Invalid { problems: found, .. } = &err else {
+        panic!("expected validation problems, got {err:?}")
+    };
+    assert_eq!(
+        found,
+        &[
+            "redis.sentinel_password_file is only used when redis.mode is sentinel (this one is standalone)",
+            "REDGUARD_REDIS_SENTINEL_PASSWORD is only used when redis.mode is sentinel (this one is standalone)",
+        ]
+    );
+    assert!(!err.to_string().contains("s3cret-in-env"), "{err}");
+    assert_eq!(
+        problems(&format!("{SENTINEL}  sentinel_username: ''\n")),
+        ["redis.sentinel_username must not be empty"]
+    );
 }
 
 #[test]
@@ -508,6 +602,19 @@ fn known_keys_match_the_structs() {
         Some(("redis", "password_file"))
     );
     assert_eq!(known_key("REDGUARD_REDIS_PASSWORD"), None);
+    assert_eq!(
+        known_key("REDGUARD_REDIS_SENTINEL_USERNAME"),
+        Some(("redis", "sentinel_username"))
+    );
+    assert_eq!(
+        known_key("REDGUARD_REDIS_SENTINEL_PASSWORD_FILE"),
+        Some(("redis", "sentinel_password_file"))
+    );
+    assert_eq!(
+        known_key("REDGUARD_REDIS_SENTINEL_PASSWORD"),
+        None,
+        "a secret, not a YAML key"
+    );
     assert_eq!(known_key("REDGUARD_API_COMMANDS"), None, "lists are file-only");
     assert_eq!(
         known_key("REDGUARD_RATELIMIT_ON_UNAVAILABLE"),
@@ -864,7 +971,11 @@ fn mode_specific_keys_are_checked() {
     );
     assert_eq!(
         problems("redis:\n  mode: sentinel\n  master_name: m\n  sentinels: ['redis://:pw@s:26379']\n"),
-        ["redis.sentinels must not carry credentials; redis.username and the password are for the master"]
+        [
+            "redis.sentinels must not carry credentials; set redis.sentinel_username and the sentinel password \
+             (REDGUARD_REDIS_SENTINEL_PASSWORD or redis.sentinel_password_file) instead (redis.username and the \
+             password are for the master)"
+        ]
     );
     assert_eq!(
         problems("redis:\n  username: ''\n  node_metrics_limit: 0\n  tls:\n    cert_file: c.pem\n"),

@@ -2,7 +2,8 @@
 //!
 //! Served on the admin listener and on the Unix socket. `GET /api/v1/health/redis` answers
 //! `{redis_available, circuit_breaker: {..figures..}, degraded_mode}`; `GET /api/v1/health/circuit-breaker`
-//! answers the same figures plus the time the state was entered and the configuration in force.
+//! answers the same figures plus the time the state was entered and the configuration in force, and in cluster
+//! mode a `nodes` array with each master's own breaker (left out in the other modes, so their shape is unchanged).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +11,7 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, NodeView};
 use crate::breaker::{Mode, Settings, State};
 use crate::client::Resilient;
 use crate::metrics::CallResult;
@@ -45,6 +46,9 @@ pub struct CircuitBreakerHealth {
     pub seconds_until_half_open: Option<f64>,
     pub forced: Option<&'static str>,
     pub config: ConfigInForce,
+    /// Cluster mode: each master's own breaker; absent (not null) in the other modes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeView>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -139,5 +143,6 @@ pub fn circuit_breaker<B: Backend>(client: &Resilient<B>) -> CircuitBreakerHealt
             success_threshold: s.success_threshold,
             command_timeout_seconds: s.probe_timeout.as_secs_f64(),
         },
+        nodes: client.nodes(),
     }
 }

@@ -168,8 +168,10 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
     if tokio::runtime::Handle::try_current().is_ok() {
         tokio::spawn({
             let backend = backend.clone();
-            let (target, username) = (cfg.redis.display_target(), cfg.redis.username.clone());
-            async move { backend.log_startup(target, username).await }
+            let r = &cfg.redis;
+            let (target, username, sentinel_username) =
+                (r.display_target(), r.username.clone(), r.sentinel_username.clone());
+            async move { backend.log_startup(target, username, sentinel_username).await }
         });
     }
     let client = Arc::new(client::Resilient::new(

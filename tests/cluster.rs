@@ -26,6 +26,21 @@ fn node_series(name: &str, addr: &str) -> String {
     format!("{name}{{node=\"{addr}\"}}")
 }
 
+/// The `nodes` array of a breaker answer, as (address, state) pairs in the order given.
+fn node_states(breaker: &Value) -> Vec<(String, String)> {
+    breaker["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no nodes array: {breaker}"))
+        .iter()
+        .map(|n| {
+            (
+                n["address"].as_str().unwrap().to_owned(),
+                n["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn a_dead_master_degrades_only_its_own_keys() {
     let mut cluster = RedisCluster::start(3);
@@ -43,6 +58,17 @@ fn a_dead_master_degrades_only_its_own_keys() {
         rg.metrics().contains(r#"redguard_build_info{redis_mode="cluster""#),
         "{}",
         rg.metrics()
+    );
+    // Each master's own breaker is in the JSON too, sorted by address.
+    let mut sorted = addrs.clone();
+    sorted.sort();
+    let closed: Vec<(String, String)> = sorted.iter().map(|a| (a.clone(), "closed".to_owned())).collect();
+    assert_eq!(node_states(&rg.breaker()), closed);
+    let first = &rg.breaker()["nodes"][0];
+    assert_eq!(
+        first,
+        &json!({"address": sorted[0], "state": "closed", "consecutive_failures": 0, "up": true,
+                "failures_total": 0, "rejected_total": 0})
     );
 
     // 200 keys, spread over all three shards (checked with Redis's own CLUSTER KEYSLOT and CLUSTER NODES).
@@ -124,8 +150,34 @@ fn a_dead_master_degrades_only_its_own_keys() {
         (200, json!({"result": true, "source": "redis"}))
     );
 
-    // One shard's outage did not blind the sidecar: the sidecar-wide circuit is still closed.
+    // One shard's outage did not blind the sidecar: the sidecar-wide circuit is still closed, and the JSON
+    // routes show which node is failing. (The health task probes the dead node every recovery_timeout, so it
+    // may be caught half-open for a moment.)
     assert_eq!(rg.breaker_state(), "closed");
+    let want: Vec<(String, String)> = sorted
+        .iter()
+        .map(|a| (a.clone(), if *a == victim_addr { "open" } else { "closed" }.to_owned()))
+        .collect();
+    let breaker = wait_for("the victim's node to show open", Duration::from_secs(10), || {
+        let b = rg.breaker();
+        (node_states(&b) == want).then_some(b)
+    });
+    for node in breaker["nodes"].as_array().unwrap() {
+        let dead = node["address"] == victim_addr.as_str();
+        assert_eq!(node["up"], !dead, "{breaker}");
+        assert_eq!(node["failures_total"].as_u64().unwrap() >= 3, dead, "{breaker}");
+        assert_eq!(node["rejected_total"].as_u64().unwrap() >= 1, dead, "{breaker}");
+        assert_eq!(node["consecutive_failures"].as_u64().unwrap() >= 3, dead, "{breaker}");
+    }
+    let health = wait_for(
+        "the health route to show the victim open",
+        Duration::from_secs(10),
+        || {
+            let h = common::http_tcp(rg.admin, "/api/v1/health/circuit-breaker").json();
+            (node_states(&h) == want).then_some(h)
+        },
+    );
+    assert_eq!(health["state"], "closed", "{health}");
     let m = rg.metrics();
     assert_eq!(
         metric_value(&m, r#"redguard_circuit_state{state="closed"}"#),
@@ -180,6 +232,9 @@ fn a_dead_master_degrades_only_its_own_keys() {
             && metric_value(&m, &node_series("redguard_redis_node_circuit_open", &victim_addr)) == 0.0)
             .then_some(())
     });
+    wait_for("every node to show closed again", Duration::from_secs(10), || {
+        (node_states(&rg.breaker()) == closed).then_some(())
+    });
     assert_eq!(rg.breaker_state(), "closed");
 }
 
@@ -200,6 +255,14 @@ fn a_whole_cluster_outage_opens_the_sidecar_breaker() {
     });
     let labelled = m.lines().filter(|l| l.starts_with("redguard_redis_node_up{")).count();
     assert_eq!(labelled, 3, "two addresses and \"other\":\n{m}");
+    // The JSON view is bounded by the same limit.
+    let nodes = node_states(&rg.breaker());
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    assert!(
+        nodes.iter().all(|(a, s)| addrs.contains(a) && s == "closed"),
+        "{nodes:?}"
+    );
+    assert!(nodes[0].0 < nodes[1].0, "sorted by address: {nodes:?}");
     assert_eq!(
         call(&rg, json!({"op": "set", "key": "k", "value": "v"})),
         (200, json!({"result": true, "source": "redis"}))

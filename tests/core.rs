@@ -615,6 +615,47 @@ fn the_health_routes_are_served_on_the_socket_too() {
     );
 }
 
+/// `nodes` (each cluster master's own breaker) is left out in standalone mode, not null: the answers keep
+/// exactly their shape.
+#[test]
+fn the_breaker_answers_have_no_nodes_outside_cluster_mode() {
+    let (_redis, rg) = start();
+    let keys = |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(
+        keys(&rg.breaker()),
+        ["failure_count", "forced", "mode", "seconds_until_half_open", "state"]
+    );
+    assert_eq!(
+        keys(&rg.control("force_open").json()),
+        ["failure_count", "forced", "mode", "seconds_until_half_open", "state"]
+    );
+    for cb in [
+        common::http(&rg.socket, "GET", "/api/v1/health/circuit-breaker", "").json(),
+        common::http_tcp(rg.admin, "/api/v1/health/circuit-breaker").json(),
+    ] {
+        assert_eq!(
+            keys(&cb),
+            [
+                "cache_hits",
+                "cache_misses",
+                "cache_size",
+                "config",
+                "failed_calls",
+                "failure_count",
+                "fallback_calls",
+                "forced",
+                "last_failure_time",
+                "seconds_until_half_open",
+                "state",
+                "state_entered_at",
+                "successful_calls",
+                "total_calls",
+            ],
+            "{cb}"
+        );
+    }
+}
+
 #[test]
 fn log_format_json_writes_one_json_object_per_line() {
     let redis = RedisServer::start();

@@ -1,11 +1,12 @@
 //! Sentinel mode against one master, one replica and three sentinels on loopback: the master is killed, the
-//! sentinels promote the replica, and redguard follows it.
+//! sentinels promote the replica, and redguard follows it, over plain TCP and over TLS with an ACL user. And
+//! sentinels that require a password of their own.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::topology::{info_field, SentinelGroup, MASTER_NAME};
+use common::topology::{info_field, write_file, Certs, SentinelGroup, SentinelOptions, MASTER_NAME};
 use common::{wait_for, Redguard};
 use serde_json::{json, Value};
 
@@ -23,6 +24,10 @@ fn writes_follow_the_promoted_replica() {
     );
     let rg = Redguard::start("redis://127.0.0.1:1", &config);
     assert!(rg.metrics().contains(r#"redguard_build_info{redis_mode="sentinel""#));
+    assert!(
+        rg.breaker().get("nodes").is_none(),
+        "one master at a time: no nodes array"
+    );
 
     assert_eq!(
         call(&rg, json!({"op": "set", "key": "before", "value": "1"})),
@@ -70,4 +75,166 @@ fn writes_follow_the_promoted_replica() {
     wait_for("the circuit to be closed", Duration::from_secs(5), || {
         (rg.breaker_state() == "closed").then_some(())
     });
+}
+
+/// Master, replica and sentinels speak only TLS (`--port 0`), and the data nodes know only the ACL user `app`:
+/// redguard reaches the sentinels and the master over `rediss://` with `redis.tls.ca_file`, authenticates as
+/// `app` with a password file, and follows the failover.
+#[test]
+fn tls_and_an_acl_user_through_the_sentinels_and_across_a_failover() {
+    let certs = Certs::generate();
+    let mut group = SentinelGroup::start_with(SentinelOptions {
+        tls: Some(&certs),
+        acl_user: Some(("app", "app-pw-5c1e")),
+        ..SentinelOptions::default()
+    });
+    let urls = group.sentinel_urls();
+    assert!(urls.iter().all(|u| u.starts_with("rediss://")), "{urls:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = write_file(dir.path(), "pw", "app-pw-5c1e\n");
+    // A TLS handshake in a debug build can take longer than the default 250ms, and a lookup makes three
+    // (sentinel, ROLE check, master).
+    let config = format!(
+        "redis:\n  mode: sentinel\n  master_name: {MASTER_NAME}\n  sentinels: [{}]\n  username: app\n  \
+         password_file: {}\n  command_timeout: 2s\n  tls:\n    ca_file: {}\nbreaker:\n  failure_threshold: 3\n  \
+         recovery_timeout: 500ms\n  recovery_jitter: 0\n",
+        urls.join(", "),
+        pw.display(),
+        certs.path_str("ca.crt")
+    );
+    let rg = Redguard::start("redis://127.0.0.1:1", &config);
+
+    wait_for("redguard to reach the master", Duration::from_secs(15), || {
+        let (status, body) = call(&rg, json!({"op": "ping"}));
+        (status == 200 && body["source"] == "redis").then_some(())
+    });
+    assert_eq!(
+        call(&rg, json!({"op": "set", "key": "before", "value": "1"})),
+        (200, json!({"result": true, "source": "redis"}))
+    );
+    assert_eq!(
+        call(&rg, json!({"op": "get", "key": "before"})),
+        (200, json!({"result": "1", "source": "redis"}))
+    );
+    assert_eq!(
+        group.master.must(&["GET", "before"]),
+        "1",
+        "written to the master, over TLS"
+    );
+    let clients = group.master.must(&["CLIENT", "LIST"]);
+    assert!(
+        clients
+            .lines()
+            .any(|l| l.contains(" user=app ") && l.contains("cmd=get")),
+        "redguard's connection is the ACL user's: {clients}"
+    );
+
+    let replica_addr = group.replica.addr();
+    group.master.kill();
+    let killed = Instant::now();
+    let mut attempts = 0;
+    wait_for(
+        "a write through redguard to reach the promoted replica",
+        Duration::from_secs(40),
+        || {
+            attempts += 1;
+            let (status, body) = call(&rg, json!({"op": "set", "key": "after", "value": "2"}));
+            (status == 200 && body["source"] == "redis").then_some(())
+        },
+    );
+    assert!(attempts > 1, "the first write after the kill cannot have succeeded");
+    eprintln!("TLS failover followed after {:?}", killed.elapsed());
+
+    assert_eq!(group.master_addr().as_deref(), Some(replica_addr.as_str()));
+    let role = group.replica.must(&["INFO", "replication"]);
+    assert_eq!(info_field(&role, "role").as_deref(), Some("master"), "{role}");
+    assert_eq!(
+        group.replica.must(&["GET", "after"]),
+        "2",
+        "the value landed on the new master"
+    );
+    assert_eq!(
+        call(&rg, json!({"op": "get", "key": "before"})),
+        (200, json!({"result": "1", "source": "redis"})),
+        "replicated data is read from the new master"
+    );
+    assert!(rg.log().contains("the master moved"), "{}", rg.log());
+    assert!(!rg.log().contains("app-pw-5c1e"), "the password leaked:\n{}", rg.log());
+}
+
+/// Sentinels with `requirepass` (and an ACL user of their own): redguard reaches them with
+/// `redis.sentinel_password_file`, `REDGUARD_REDIS_SENTINEL_PASSWORD` or an ACL user; without credentials it
+/// starts degraded and says which keys to check, never printing a password.
+#[test]
+fn sentinels_that_require_a_password() {
+    let group = SentinelGroup::start_with(SentinelOptions {
+        sentinel_password: Some("sentinel-pw-93d2"),
+        sentinel_user: Some(("watcher", "watcher-pw-41ab")),
+        ..SentinelOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "redis:\n  mode: sentinel\n  master_name: {MASTER_NAME}\n  sentinels: [{}]\n",
+        group.sentinel_urls().join(", ")
+    );
+    let round_trip = |rg: &Redguard, key: &str| {
+        assert_eq!(
+            call(rg, json!({"op": "set", "key": key, "value": "v"})),
+            (200, json!({"result": true, "source": "redis"})),
+            "{}",
+            rg.log()
+        );
+        assert_eq!(group.master.must(&["GET", key]), "v");
+    };
+
+    // The password from a file (the sentinels' requirepass: the default user).
+    let pw = write_file(dir.path(), "sentinel-pw", "sentinel-pw-93d2\n");
+    let rg = Redguard::start(
+        "redis://127.0.0.1:1",
+        &format!("{base}  sentinel_password_file: {}\n", pw.display()),
+    );
+    round_trip(&rg, "via-file");
+    // From the environment, as an ACL user of the sentinels.
+    let rg = Redguard::start_with_env(
+        "redis://127.0.0.1:1",
+        &format!("{base}  sentinel_username: watcher\n"),
+        &[("REDGUARD_REDIS_SENTINEL_PASSWORD", "watcher-pw-41ab")],
+    );
+    round_trip(&rg, "via-env-and-user");
+
+    // Without credentials the sentinels refuse: degraded, with a clear line at start.
+    let rg = Redguard::start("redis://127.0.0.1:1", &base);
+    let line = wait_for("the start-up log line", Duration::from_secs(10), || {
+        rg.log()
+            .lines()
+            .find(|l| l.contains("cannot use Redis at start"))
+            .map(str::to_owned)
+    });
+    eprintln!("{line}");
+    assert!(line.contains("NOAUTH"), "{line}");
+    assert!(
+        line.contains("check redis.sentinel_username and the sentinel password"),
+        "{line}"
+    );
+    let (status, body) = call(&rg, json!({"op": "set", "key": "refused", "value": "v"}));
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = call(&rg, json!({"op": "get", "key": "via-file"}));
+    assert_eq!((status, body["source"].as_str()), (200, Some("default")), "{body}");
+    assert_eq!(group.master.cli(&["EXISTS", "refused"]).as_deref(), Some("0"));
+
+    // A wrong password is refused the same way, and is printed nowhere.
+    let rg = Redguard::start_with_env(
+        "redis://127.0.0.1:1",
+        &base,
+        &[("REDGUARD_REDIS_SENTINEL_PASSWORD", "wrong-pw-0f7c")],
+    );
+    wait_for("the start-up log line", Duration::from_secs(10), || {
+        rg.log().contains("cannot use Redis at start").then_some(())
+    });
+    let (status, body) = call(&rg, json!({"op": "set", "key": "refused", "value": "v"}));
+    assert_eq!(status, 503, "{body}");
+    let emitted = [rg.log(), body.to_string(), rg.metrics(), rg.breaker().to_string()];
+    for text in emitted {
+        assert!(!text.contains("wrong-pw-0f7c"), "the password leaked:\n{text}");
+    }
 }

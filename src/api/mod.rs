@@ -35,7 +35,7 @@ use tokio::net::UnixListener;
 pub use error::ApiError;
 
 use crate::backend::cluster::command_slot;
-use crate::backend::AnyBackend;
+use crate::backend::{AnyBackend, NodeView};
 use crate::breaker::{Mode, Override, State as CircuitState};
 use crate::client::{Item, Reply, Served, Source};
 use crate::clock::SystemClock;
@@ -280,7 +280,8 @@ fn one_slot(items: &[Item<'_>]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `GET /v1/breaker` and the answer to `POST /v1/breaker`.
+/// `GET /v1/breaker` and the answer to `POST /v1/breaker`: the sidecar-wide breaker, and in cluster mode each
+/// master's own (`nodes`; absent, not null, in the other modes, so their answer keeps its shape).
 #[derive(Serialize)]
 struct BreakerView {
     state: &'static str,
@@ -288,6 +289,8 @@ struct BreakerView {
     seconds_until_half_open: Option<f64>,
     forced: Option<&'static str>,
     mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<Vec<NodeView>>,
 }
 
 fn breaker_view(client: &Client) -> BreakerView {
@@ -302,6 +305,7 @@ fn breaker_view(client: &Client) -> BreakerView {
             Mode::Enforce => "enforce",
             Mode::Observe => "observe",
         },
+        nodes: client.nodes(),
     }
 }
 

@@ -26,9 +26,14 @@
 //! `redguard_redis_node_{up,circuit_open,failures_total,rejected_total}{node}` with `node` = "host:port" for the
 //! first `redis.node_metrics_limit` masters seen, and `node="other"` summing the rest. Nodes that leave the
 //! topology (e.g. a failed master replaced by its replica) free their label.
+//!
+//! # JSON
+//!
+//! [`Cluster::node_views`] gives the same figures per node, with the breaker's state, for the `nodes` array of
+//! `GET /v1/breaker` and the circuit-breaker health route; it is bounded by the same limit.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +41,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
+use serde::Serialize;
 
 use super::{bounded, into_values, pipeline_slots, with_credentials, Backend, BackendError, SlotReply};
 use crate::breaker::{Breaker, Observer, Settings, State, Transition};
@@ -109,6 +115,27 @@ struct Node {
     label: String,
     breaker: Breaker,
     up: AtomicBool,
+    /// This node's own share of `redguard_redis_node_failures_total` / `_rejected_total` (a label may be
+    /// `other`, shared by several nodes), for the JSON view.
+    failures: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// One master's own breaker as `GET /v1/breaker` and the circuit-breaker health route show it (the figures of
+/// the per-node metrics, for one node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeView {
+    /// "host:port", as in CLUSTER SLOTS.
+    pub address: String,
+    /// "closed", "open" or "half_open".
+    pub state: &'static str,
+    pub consecutive_failures: u32,
+    /// The last call or health check succeeded.
+    pub up: bool,
+    /// Failed calls and health checks since the node joined the slot map.
+    pub failures_total: u64,
+    /// Calls failed fast because the node's circuit was open.
+    pub rejected_total: u64,
 }
 
 /// The slot map as last read from the cluster.
@@ -134,6 +161,8 @@ struct Inner {
     breaker: Settings,
     metrics: Arc<Metrics>,
     labels: Mutex<Labels>,
+    /// `redis.node_metrics_limit`: the most nodes with a label of their own, and in [`Cluster::node_views`].
+    node_limit: usize,
     topology: RwLock<Topology>,
     refresh_requested: AtomicBool,
     /// Set when a node fails: the next health round checks every node, so a whole-cluster outage is told
@@ -202,6 +231,7 @@ impl Cluster {
             breaker,
             metrics,
             labels: Mutex::new(Labels::new(cfg.node_metrics_limit)),
+            node_limit: cfg.node_metrics_limit,
             topology: RwLock::new(Topology::default()),
             refresh_requested: AtomicBool::new(true),
             check_all: AtomicBool::new(false),
@@ -211,14 +241,26 @@ impl Cluster {
         Ok(Cluster { inner })
     }
 
-    /// The master addresses of the current slot map, and whether each is up (for tests and health output).
-    pub fn nodes(&self) -> Vec<(String, bool)> {
-        self.inner
-            .topology()
-            .nodes
-            .iter()
-            .map(|n| (n.addr.clone(), n.up.load(Ordering::Relaxed)))
-            .collect()
+    /// The masters of the current slot map with their own breakers, sorted by address. At most
+    /// `redis.node_metrics_limit` of them, like the metric labels; past it, masters whose circuit is not closed
+    /// are kept first, so a failing shard is left out only when more masters fail than the limit.
+    pub fn node_views(&self) -> Vec<NodeView> {
+        let views = self.inner.topology().nodes.iter().map(|n| n.view()).collect();
+        bounded_views(views, self.inner.node_limit)
+    }
+}
+
+impl Node {
+    fn view(&self) -> NodeView {
+        let s = self.breaker.snapshot();
+        NodeView {
+            address: self.addr.clone(),
+            state: s.state.as_str(),
+            consecutive_failures: s.consecutive_failures,
+            up: self.up.load(Ordering::Relaxed),
+            failures_total: self.failures.load(Ordering::Relaxed),
+            rejected_total: self.rejected.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -290,6 +332,10 @@ impl Backend for Cluster {
         };
         pipeline_slots(len, values)
     }
+
+    fn nodes(&self) -> Option<Vec<NodeView>> {
+        Some(self.node_views())
+    }
 }
 
 /// The one slot every keyed command of `pipe` uses, or CROSSSLOT (an application error) if they differ.
@@ -360,6 +406,7 @@ impl Inner {
             Ok(permit) => permit,
             Err(rejected) => {
                 self.metrics.nodes.rejected.with_label_values(&[&node.label]).inc();
+                node.rejected.fetch_add(1, Ordering::Relaxed);
                 let message = format!(
                     "cluster node {} is failing; its circuit is open (next probe in {} ms)",
                     node.addr,
@@ -384,6 +431,7 @@ impl Inner {
                 };
                 permit.failure(&message);
                 self.metrics.nodes.failures.with_label_values(&[&node.label]).inc();
+                node.failures.fetch_add(1, Ordering::Relaxed);
                 self.set_up(&node, false);
                 self.refresh_requested.store(true, Ordering::Relaxed);
                 self.check_all.store(true, Ordering::Relaxed);
@@ -508,6 +556,8 @@ impl Inner {
             label,
             breaker: Breaker::new(self.breaker.clone(), Arc::new(SystemClock), seed, vec![observer]),
             up: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
         })
     }
 
@@ -576,6 +626,18 @@ impl Inner {
         }
         while pings.join_next().await.is_some() {}
     }
+}
+
+/// At most `limit` views, those whose circuit is not closed first, sorted by address.
+fn bounded_views(mut views: Vec<NodeView>, limit: usize) -> Vec<NodeView> {
+    views.sort_by(|a, b| {
+        (a.state == "closed")
+            .cmp(&(b.state == "closed"))
+            .then(a.address.cmp(&b.address))
+    });
+    views.truncate(limit);
+    views.sort_by(|a, b| a.address.cmp(&b.address));
+    views
 }
 
 /// Sends one routed command. The cluster client hands server errors (CROSSSLOT, CLUSTERDOWN ...) back as a
@@ -661,6 +723,38 @@ mod tests {
         labels.give_back("c:3"); // never had its own label: no effect
         assert_eq!(labels.take("e:5"), "e:5");
         assert_eq!(labels.take("f:6"), "other");
+    }
+
+    #[test]
+    fn node_views_are_bounded_keeping_failing_nodes_and_sorted_by_address() {
+        let view = |address: &str, state: &'static str| NodeView {
+            address: address.to_owned(),
+            state,
+            consecutive_failures: 0,
+            up: state == "closed",
+            failures_total: 0,
+            rejected_total: 0,
+        };
+        let views = vec![
+            view("10.0.0.4:6379", "closed"),
+            view("10.0.0.3:6379", "open"),
+            view("10.0.0.1:6379", "closed"),
+            view("10.0.0.2:6379", "half_open"),
+        ];
+        let addresses = |v: Vec<NodeView>| v.into_iter().map(|v| v.address).collect::<Vec<_>>();
+        assert_eq!(
+            addresses(bounded_views(views.clone(), 16)),
+            ["10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379", "10.0.0.4:6379"]
+        );
+        assert_eq!(
+            addresses(bounded_views(views.clone(), 3)),
+            ["10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"]
+        );
+        assert_eq!(
+            addresses(bounded_views(views, 1)),
+            ["10.0.0.2:6379"],
+            "failing nodes first, then by address"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!
 //! The cluster backend also keeps one small breaker per master node, so that a failing shard is reported as
 //! [`BackendError::ShardUnavailable`] (answered from the fallback, but not counted by the sidecar-wide breaker)
-//! while other shards still answer; see [`cluster`].
+//! while other shards still answer, and shows them through [`Backend::nodes`]; see [`cluster`].
 
 pub mod cluster;
 pub mod sentinel;
@@ -27,7 +27,7 @@ use redis::{
     Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisError, ServerError, ServerErrorKind, TlsCertificates, Value,
 };
 
-pub use cluster::Cluster;
+pub use cluster::{Cluster, NodeView};
 pub use sentinel::Sentinel;
 pub use standalone::Standalone;
 
@@ -60,6 +60,12 @@ pub trait Backend: Send + Sync + 'static {
     /// [`SlotReply`] per command, in order. A transaction Redis refused to run (EXECABORT) is one
     /// [`BackendError::App`] naming the commands that caused it.
     fn pipeline(&self, pipe: &Pipeline) -> impl Future<Output = Result<Vec<SlotReply>, BackendError>> + Send;
+
+    /// Cluster mode: each master's own breaker, for the JSON routes. `None` in the modes that have one node at a
+    /// time, so their answers keep their shape.
+    fn nodes(&self) -> Option<Vec<NodeView>> {
+        None
+    }
 }
 
 /// Server error codes that mean Redis cannot serve right now, rather than that the command was wrong.
@@ -229,29 +235,59 @@ impl Backend for AnyBackend {
             AnyBackend::Sentinel(b) => b.pipeline(pipe).await,
         }
     }
+
+    fn nodes(&self) -> Option<Vec<NodeView>> {
+        match self {
+            AnyBackend::Cluster(b) => b.nodes(),
+            AnyBackend::Standalone(_) | AnyBackend::Sentinel(_) => None,
+        }
+    }
 }
 
 impl AnyBackend {
     /// Connects once and logs the outcome, so a wrong password, an unknown master name or a TLS problem shows
-    /// up in the start-up log (never with the password in it), even before the first call fails.
-    pub async fn log_startup(&self, target: String, username: Option<String>) {
+    /// up in the start-up log (never with the password in it), even before the first call fails. In sentinel
+    /// mode a refusal may come from the sentinels or from the master (redis-rs reports both alike), so the hint
+    /// names both sets of credentials.
+    pub async fn log_startup(&self, target: String, username: Option<String>, sentinel_username: Option<String>) {
         let username = username.as_deref().unwrap_or("");
-        match self.query(&redis::cmd("PING")).await {
-            Ok(_) => tracing::info!(redis = %target, "connected to Redis"),
-            Err(BackendError::Timeout) => {
-                tracing::warn!(redis = %target, "Redis did not answer within redis.command_timeout at start; serving degraded")
+        let error = match self.query(&redis::cmd("PING")).await {
+            Ok(_) => {
+                tracing::info!(redis = %target, "connected to Redis");
+                return;
             }
-            Err(BackendError::Unavailable(e) | BackendError::ShardUnavailable(e) | BackendError::App(e)) => {
-                let auth = ["WRONGPASS", "NOAUTH", "authentication failed"];
-                let hint = if auth
-                    .iter()
-                    .any(|a| e.to_ascii_lowercase().contains(&a.to_ascii_lowercase()))
-                {
-                    "; check redis.username and the password (REDGUARD_REDIS_PASSWORD or redis.password_file)"
-                } else {
-                    ""
-                };
-                tracing::error!(redis = %target, username, error = %e, "cannot use Redis at start{hint}; serving degraded");
+            Err(BackendError::Timeout) => {
+                tracing::warn!(
+                    redis = %target,
+                    "Redis did not answer within redis.command_timeout at start; serving degraded"
+                );
+                return;
+            }
+            Err(BackendError::Unavailable(e) | BackendError::ShardUnavailable(e) | BackendError::App(e)) => e,
+        };
+        let refused = ["WRONGPASS", "NOAUTH", "authentication failed"]
+            .iter()
+            .any(|a| error.to_ascii_lowercase().contains(&a.to_ascii_lowercase()));
+        let master = "redis.username and the password (REDGUARD_REDIS_PASSWORD or redis.password_file)";
+        match (self, refused) {
+            (AnyBackend::Sentinel(_), true) => {
+                let sentinel_username = sentinel_username.as_deref().unwrap_or("");
+                tracing::error!(
+                    redis = %target, username, sentinel_username, error = %error,
+                    "cannot use Redis at start; check redis.sentinel_username and the sentinel password \
+                     (REDGUARD_REDIS_SENTINEL_PASSWORD or redis.sentinel_password_file) for the sentinels, and \
+                     {master} for the master; serving degraded"
+                )
+            }
+            (_, true) => tracing::error!(
+                redis = %target, username, error = %error,
+                "cannot use Redis at start; check {master}; serving degraded"
+            ),
+            (_, false) => {
+                tracing::error!(
+                    redis = %target, username, error = %error,
+                    "cannot use Redis at start; serving degraded"
+                )
             }
         }
     }

@@ -5,6 +5,10 @@
 //! it fails or times out, or the node answers READONLY (it was demoted). The next call asks the sentinels
 //! again, so once they have promoted a replica, writes reach the new master. Each call, lookup included, is
 //! bounded by `redis.command_timeout`; lookups are single-flight, so an outage does not stampede the sentinels.
+//!
+//! The sentinels and the master have credentials of their own: `redis.sentinel_username` and the sentinel
+//! password authenticate to the sentinels, `redis.username` and the password to the master (and to whichever
+//! replica is promoted). `rediss://` sentinel URLs mean TLS to both, with the same `redis.tls` files.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +69,13 @@ impl Sentinel {
         }
         if let Some(password) = &cfg.password {
             builder = builder.set_client_to_redis_password(password.expose());
+        }
+        // The sentinels' own credentials: their `requirepass` (no username) or an ACL user of theirs.
+        if let Some(user) = &cfg.sentinel_username {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = &cfg.sentinel_password {
+            builder = builder.set_client_to_sentinel_password(password.expose());
         }
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))

@@ -212,6 +212,11 @@ impl<B: Backend> Resilient<B> {
         &self.metrics
     }
 
+    /// Cluster mode: each master's own breaker (see [`Backend::nodes`]); `None` in the other modes.
+    pub fn nodes(&self) -> Option<Vec<crate::backend::NodeView>> {
+        self.backend.nodes()
+    }
+
     /// The configured policy for calls that cannot reach Redis, unless a request overrides it.
     pub fn default_on_unavailable(&self) -> OnUnavailable {
         self.on_unavailable

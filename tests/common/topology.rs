@@ -1,7 +1,7 @@
 //! Redis topologies for the scale tests, all on loopback and started from the `redis-server` binary: a
 //! generic server with extra arguments (TLS, ACL), a 3-master cluster, and a master + replica watched by three
-//! sentinels. Certificates are made with the `openssl` CLI. Every process is killed on drop; every wait polls
-//! with a deadline.
+//! sentinels (plain, or over TLS with ACL users, with password-protected sentinels). Certificates are made with
+//! the `openssl` CLI. Every process is killed on drop; every wait polls with a deadline.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -333,48 +333,129 @@ impl RedisCluster {
 
 // ---- Sentinel ----
 
+/// How a [`SentinelGroup`] is secured; the default is plain TCP and no credentials anywhere.
+#[derive(Default, Clone, Copy)]
+pub struct SentinelOptions<'a> {
+    /// Master, replica and sentinels listen with TLS only (`--port 0`), replicate over TLS, and the sentinels
+    /// talk TLS to them and to each other (`tls-replication yes`). Client certificates are not required.
+    pub tls: Option<&'a Certs>,
+    /// An ACL user (name, password) on master and replica, with the default user turned off: the replica
+    /// and the sentinels authenticate as it too.
+    pub acl_user: Option<(&'a str, &'a str)>,
+    /// `requirepass` on the sentinels (which also use it with each other).
+    pub sentinel_password: Option<&'a str>,
+    /// An extra ACL user (name, password) on the sentinels, beside the default user.
+    pub sentinel_user: Option<(&'a str, &'a str)>,
+}
+
 /// One master, one replica and three sentinels monitoring them as `mymaster` with quorum 2.
 pub struct SentinelGroup {
     pub master: Server,
     pub replica: Server,
     pub sentinels: Vec<Server>,
+    scheme: &'static str,
 }
 
 pub const MASTER_NAME: &str = "mymaster";
 
 impl SentinelGroup {
     pub fn start() -> SentinelGroup {
-        let master = Server::plain(&[]);
-        let master_port = master.port.to_string();
-        let replica = Server::plain(&["--replicaof", "127.0.0.1", &master_port]);
+        SentinelGroup::start_with(SentinelOptions::default())
+    }
+
+    pub fn start_with(opts: SentinelOptions<'_>) -> SentinelGroup {
+        // TLS settings, as `name value` pairs for both command lines and sentinel.conf lines.
+        let tls: Vec<(&str, String)> = opts.tls.map_or_else(Vec::new, |c| {
+            vec![
+                ("tls-cert-file", c.path_str("server.crt")),
+                ("tls-key-file", c.path_str("server.key")),
+                ("tls-ca-cert-file", c.path_str("ca.crt")),
+                ("tls-auth-clients", "no".to_owned()),
+                ("tls-replication", "yes".to_owned()),
+            ]
+        });
+        let tls_cli: Vec<String> = opts.tls.map_or_else(Vec::new, |c| {
+            vec!["--tls".into(), "--cacert".into(), c.path_str("ca.crt")]
+        });
+        let mut data_cli = tls_cli.clone();
+        if let Some((user, pass)) = opts.acl_user {
+            data_cli.extend(["--user", user, "--pass", pass].map(String::from));
+        }
+        let data_node = |replica_of: Option<u16>| -> Server {
+            let port = free_port();
+            let mut args: Vec<String> = if opts.tls.is_some() {
+                vec!["--port".into(), "0".into(), "--tls-port".into(), port.to_string()]
+            } else {
+                vec!["--port".into(), port.to_string()]
+            };
+            for (name, value) in &tls {
+                args.extend([format!("--{name}"), value.clone()]);
+            }
+            if let Some((user, pass)) = opts.acl_user {
+                args.extend(["--user", user, "on", &format!(">{pass}"), "~*", "&*", "+@all"].map(String::from));
+                args.extend(["--user", "default", "off"].map(String::from));
+                args.extend(["--masteruser", user, "--masterauth", pass].map(String::from));
+            }
+            if let Some(master) = replica_of {
+                args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let flags: Vec<&str> = data_cli.iter().map(String::as_str).collect();
+            Server::start(port, &args, &flags)
+        };
+        let master = data_node(None);
+        let replica = data_node(Some(master.port));
         wait_for("the replica to sync", Duration::from_secs(20), || {
             let info = replica.cli(&["INFO", "replication"])?;
             (info_field(&info, "master_link_status").as_deref() == Some("up")).then_some(())
         });
+        let mut sentinel_cli = tls_cli.clone();
+        if let Some(pass) = opts.sentinel_password {
+            sentinel_cli.extend(["--pass", pass].map(String::from));
+        }
         let sentinels: Vec<Server> = (0..3)
             .map(|_| {
                 let port = free_port();
                 let dir = tempfile::tempdir().unwrap();
-                let conf = dir.path().join("sentinel.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
-                         sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
-                         sentinel failover-timeout {MASTER_NAME} 2000\n\
-                         sentinel parallel-syncs {MASTER_NAME} 1\n"
-                    ),
-                )
-                .unwrap();
-                let conf_s = conf.to_str().unwrap().to_owned();
+                let mut conf = if opts.tls.is_some() {
+                    format!("port 0\ntls-port {port}\n")
+                } else {
+                    format!("port {port}\n")
+                };
+                for (name, value) in &tls {
+                    conf.push_str(&format!("{name} {value}\n"));
+                }
+                conf.push_str(&format!(
+                    "bind 127.0.0.1\nsentinel monitor {MASTER_NAME} 127.0.0.1 {} 2\n\
+                     sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                     sentinel failover-timeout {MASTER_NAME} 2000\n\
+                     sentinel parallel-syncs {MASTER_NAME} 1\n",
+                    master.port
+                ));
+                if let Some((user, pass)) = opts.acl_user {
+                    conf.push_str(&format!(
+                        "sentinel auth-user {MASTER_NAME} {user}\nsentinel auth-pass {MASTER_NAME} {pass}\n"
+                    ));
+                }
+                if let Some(pass) = opts.sentinel_password {
+                    conf.push_str(&format!("requirepass {pass}\n"));
+                }
+                if let Some((user, pass)) = opts.sentinel_user {
+                    conf.push_str(&format!("user {user} on >{pass} allchannels +@all\n"));
+                }
+                let conf_path = dir.path().join("sentinel.conf");
+                std::fs::write(&conf_path, conf).unwrap();
+                let conf_s = conf_path.to_str().unwrap().to_owned();
+                let flags: Vec<&str> = sentinel_cli.iter().map(String::as_str).collect();
                 // The config lives in the server's own dir: sentinel rewrites it.
-                Server::start_in(dir, port, &[&conf_s, "--sentinel"], &[])
+                Server::start_in(dir, port, &[&conf_s, "--sentinel"], &flags)
             })
             .collect();
         let group = SentinelGroup {
             master,
             replica,
             sentinels,
+            scheme: if opts.tls.is_some() { "rediss" } else { "redis" },
         };
         for s in &group.sentinels {
             wait_for(
@@ -391,8 +472,12 @@ impl SentinelGroup {
         group
     }
 
+    /// `redis://` or `rediss://` URLs of the sentinels, without credentials.
     pub fn sentinel_urls(&self) -> Vec<String> {
-        self.sentinels.iter().map(Server::url).collect()
+        self.sentinels
+            .iter()
+            .map(|s| format!("{}://127.0.0.1:{}", self.scheme, s.port))
+            .collect()
     }
 
     /// The master address the first live sentinel reports.
