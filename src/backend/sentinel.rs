@@ -79,7 +79,9 @@ impl Sentinel {
         }
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.command_timeout));
+            // `on_master` bounds every call, lookups included; a redundant per-request timer inside redis-rs
+            // would cost a wake-up of tokio's driver each time (as in standalone mode).
+            .set_response_timeout(None);
         Ok(Sentinel {
             inner: Arc::new(Inner {
                 sentinels: tokio::sync::Mutex::new(builder.build()?),
