@@ -14,7 +14,6 @@ pub mod reply;
 pub mod request;
 pub mod resp;
 pub mod server;
-pub mod stream;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;

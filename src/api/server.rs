@@ -22,7 +22,6 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::stream::ReadInterestStream;
 use super::ApiError;
 
 /// Limits of the accept loop, from the config.
@@ -64,13 +63,6 @@ pub async fn serve(listener: UnixListener, router: Router, limits: Limits, shutd
             Some(uid) => {
                 debug!(uid, "peer uid not in listen.allowed_uids");
                 Router::new().fallback(move || async move { ApiError::PeerNotAllowed(uid) })
-            }
-        };
-        let stream = match ReadInterestStream::new(stream) {
-            Ok(stream) => stream,
-            Err(e) => {
-                warn!(error = %e, "cannot register an accepted connection");
-                continue;
             }
         };
         let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
