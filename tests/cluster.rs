@@ -1,12 +1,12 @@
 //! Cluster mode against a real 3-master Redis Cluster on loopback: slot routing, CROSSSLOT as an application
-//! error, and a partial outage that degrades only the dead shard's keys while the sidecar-wide breaker stays
-//! closed and the per-node metrics move.
+//! error, a partial outage that degrades only the dead shard's keys while the sidecar-wide breaker stays
+//! closed and the per-node metrics move, TLS, and an ACL user on every node.
 
 mod common;
 
 use std::time::Duration;
 
-use common::topology::{Certs, RedisCluster};
+use common::topology::{info_field, write_file, Certs, ClusterOptions, RedisCluster};
 use common::{metric_value, wait_for, Redguard};
 use serde_json::{json, Value};
 
@@ -362,4 +362,178 @@ fn pipelines_run_on_the_node_of_their_slot_and_cross_slot_ones_are_refused() {
         "closed",
         "a refused pipeline is not a failure of Redis"
     );
+}
+
+/// What redis-cli prints for `args` on 127.0.0.1:`port` without any credentials.
+fn anonymous_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A cluster whose nodes accept only the ACL user `app` (the default user is off). redguard, given one seed,
+/// `redis.username` and a password file, authenticates as `app` on every master, including the two it only
+/// learns from the slot map and the one a MOVED sends it to; with a wrong password it starts degraded and
+/// prints the password nowhere.
+#[test]
+fn a_cluster_with_an_acl_user_and_a_password_file() {
+    const PASSWORD: &str = "app-pw-3d8e51";
+    let cluster = RedisCluster::start_with(
+        3,
+        ClusterOptions {
+            acl_user: Some(("app", PASSWORD)),
+            ..ClusterOptions::default()
+        },
+    );
+    // The default user is really off: a client without credentials is refused on every node, and the
+    // helpers (which assembled the cluster) are `app`.
+    for node in &cluster.nodes {
+        let refused = anonymous_cli(node.port, &["GET", "k"]);
+        assert!(refused.starts_with("NOAUTH"), "node {}: {refused:?}", node.port);
+        assert_eq!(node.must(&["ACL", "WHOAMI"]), "app");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let pw = write_file(dir.path(), "pw", &format!("{PASSWORD}\n"));
+    let acl = |seeds: &[String], pw: &std::path::Path| {
+        config(seeds).replace(
+            "mode: cluster\n",
+            &format!("mode: cluster\n  username: app\n  password_file: {}\n", pw.display()),
+        )
+    };
+    // One seed: the other two masters are known only from CLUSTER SLOTS, so redguard's connections to them
+    // are opened by the cluster client itself (and by the per-node health checks), not from the seed URL.
+    let seed = cluster.seeds()[..1].to_vec();
+    let rg = Redguard::start("redis://127.0.0.1:1", &acl(&seed, &pw));
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    wait_for("every master to be seen up", Duration::from_secs(15), || {
+        let m = rg.metrics();
+        addrs
+            .iter()
+            .all(|a| metric_value(&m, &node_series("redguard_redis_node_up", a)) == 1.0)
+            .then_some(())
+    });
+
+    // Keys on all three shards are written and read through Redis, and are on their slot's master.
+    let keys: Vec<String> = (0..60).map(|i| format!("acl:{i}")).collect();
+    let owners = cluster.owners_of(&keys);
+    assert!((0..3).all(|n| owners.contains(&n)), "{owners:?}");
+    for (key, &owner) in keys.iter().zip(&owners) {
+        let value = format!("v-{key}");
+        assert_eq!(
+            call(&rg, json!({"op": "set", "key": key, "value": value})),
+            (200, json!({"result": true, "source": "redis"})),
+            "{key}; log:\n{}",
+            rg.log()
+        );
+        assert_eq!(
+            cluster.nodes[owner].must(&["GET", key]),
+            value,
+            "{key} is on its slot's master"
+        );
+        assert_eq!(
+            call(&rg, json!({"op": "get", "key": key})),
+            (200, json!({"result": value, "source": "redis"})),
+            "{key}"
+        );
+    }
+
+    // Move an empty slot to another master behind redguard's back: its next write there is answered MOVED by
+    // the old owner and follows the redirect to the new one, as `app` too.
+    let moved_key = "moved:1".to_owned();
+    let slot = cluster.key_slots(std::slice::from_ref(&moved_key))[0];
+    assert!(
+        !cluster.key_slots(&keys).contains(&slot),
+        "slot {slot} must hold none of the keys written"
+    );
+    let from = cluster.owners_of(std::slice::from_ref(&moved_key))[0];
+    let to = (from + 1) % 3;
+    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.must(&["CLUSTER", "MYID"])).collect();
+    let slot_s = slot.to_string();
+    cluster.nodes[to].must(&["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &ids[from]]);
+    cluster.nodes[from].must(&["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &ids[to]]);
+    for n in [to, from, 3 - to - from] {
+        cluster.nodes[n].must(&["CLUSTER", "SETSLOT", &slot_s, "NODE", &ids[to]]);
+    }
+    wait_for("every node to agree on the moved slot", Duration::from_secs(10), || {
+        (0..3)
+            .all(|via| cluster.owners_of_via(via, std::slice::from_ref(&moved_key)) == [to])
+            .then_some(())
+    });
+    let moved_before = moved_errors(&cluster.nodes[from].must(&["INFO", "errorstats"]));
+    assert_eq!(
+        call(&rg, json!({"op": "set", "key": moved_key, "value": "redirected"})),
+        (200, json!({"result": true, "source": "redis"})),
+        "log:\n{}",
+        rg.log()
+    );
+    assert_eq!(cluster.nodes[to].must(&["GET", &moved_key]), "redirected");
+    assert!(
+        moved_errors(&cluster.nodes[from].must(&["INFO", "errorstats"])) > moved_before,
+        "the write went to the old owner first and was redirected"
+    );
+
+    // Every client connection on every node (but this CLIENT LIST's own) is redguard's, and it is `app`.
+    for node in &cluster.nodes {
+        let clients = node.must(&["CLIENT", "LIST"]);
+        let others: Vec<&str> = clients.lines().filter(|l| !l.contains("cmd=client")).collect();
+        assert!(
+            !others.is_empty(),
+            "no redguard connection on {}:\n{clients}",
+            node.addr()
+        );
+        assert!(
+            others.iter().all(|l| l.contains(" user=app ")),
+            "node {}:\n{clients}",
+            node.addr()
+        );
+    }
+    assert!(!rg.log().contains(PASSWORD), "the password leaked:\n{}", rg.log());
+    drop(rg);
+
+    // A wrong password: redguard starts, says which settings to check, serves degraded, and never shows the
+    // password.
+    let secret = "not-the-pw-58c2e0";
+    let wrong = write_file(dir.path(), "wrong-pw", secret);
+    let rg = Redguard::start("redis://127.0.0.1:1", &acl(&cluster.seeds(), &wrong));
+    let line = wait_for("the start-up log line", Duration::from_secs(10), || {
+        rg.log()
+            .lines()
+            .find(|l| l.contains("cannot use Redis at start"))
+            .map(str::to_owned)
+    });
+    assert!(line.contains("authentication failed"), "{line}");
+    assert!(line.contains(r#"username="app""#), "{line}");
+    assert!(line.contains("check redis.username and the password"), "{line}");
+    let (status, body) = call(&rg, json!({"op": "get", "key": keys[0]}));
+    assert_eq!(
+        (status, &body),
+        (200, &json!({"result": null, "source": "default", "degraded": true})),
+        "{body}"
+    );
+    let (status, set_body) = call(&rg, json!({"op": "set", "key": "refused", "value": "v"}));
+    assert_eq!(status, 503, "{set_body}");
+    let owner = cluster.owners_of(&["refused".to_owned()])[0];
+    assert_eq!(cluster.nodes[owner].must(&["EXISTS", "refused"]), "0");
+    let emitted = [
+        rg.log(),
+        body.to_string(),
+        set_body.to_string(),
+        rg.metrics(),
+        rg.breaker().to_string(),
+    ];
+    for text in emitted {
+        assert!(!text.contains(secret), "the password leaked:\n{text}");
+    }
+}
+
+/// `errorstat_MOVED:count=N` of an INFO errorstats answer (0 when no MOVED was answered yet).
+fn moved_errors(info: &str) -> u64 {
+    info_field(info, "errorstat_MOVED")
+        .and_then(|v| v.strip_prefix("count=")?.split(',').next()?.parse().ok())
+        .unwrap_or(0)
 }

@@ -43,7 +43,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
 use serde::Serialize;
 
-use super::{bounded, into_values, pipeline_slots, with_credentials, Backend, BackendError, SlotReply};
+use super::{bounded, client_for, into_values, pipeline_slots, with_credentials, Backend, BackendError, SlotReply};
 use crate::breaker::{Breaker, Observer, Settings, State, Transition};
 use crate::clock::SystemClock;
 use crate::config::RedisConfig;
@@ -169,6 +169,9 @@ struct Inner {
     /// apart from one shard's within a tick even when all traffic goes to one shard.
     check_all: AtomicBool,
     next: AtomicUsize,
+    /// A plain client per seed node (same credentials and TLS), only to say why the cluster cannot be used
+    /// ([`Cluster::seed_error`]).
+    seed_clients: Vec<(String, redis::Client)>,
 }
 
 /// A Redis Cluster, with a breaker per master node.
@@ -213,6 +216,14 @@ impl Cluster {
             .iter()
             .map(|url| url.parse().map(|info| with_credentials(info, cfg)))
             .collect::<Result<Vec<redis::ConnectionInfo>, _>>()?;
+        let seed_clients = cfg
+            .nodes
+            .iter()
+            .map(|url| {
+                let client = client_for(url, cfg, tls.as_ref())?;
+                Ok((client.get_connection_info().addr().to_string(), client))
+            })
+            .collect::<Result<Vec<_>, RedisError>>()?;
         let mut builder = ClusterClientBuilder::new(seeds)
             .connection_timeout(cfg.connect_timeout)
             .response_timeout(cfg.command_timeout)
@@ -236,9 +247,35 @@ impl Cluster {
             refresh_requested: AtomicBool::new(true),
             check_all: AtomicBool::new(false),
             next: AtomicUsize::new(0),
+            seed_clients,
         });
         tokio::spawn(health_task(Arc::downgrade(&inner)));
         Ok(Cluster { inner })
+    }
+
+    /// Why the seed nodes cannot be used, found by connecting to each directly (bounded by the command
+    /// timeout), or `None` if one of them answers. The cluster client reports a node that refuses the
+    /// credentials only as "No connections found", which hides a wrong username or password; a plain
+    /// connection says so (WRONGPASS, "authentication failed"), never with the password.
+    pub async fn seed_error(&self) -> Option<String> {
+        let mut first = None;
+        for (addr, client) in &self.inner.seed_clients {
+            let ping = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<Value>(&mut conn).await
+            };
+            match bounded(self.inner.command_timeout, ping).await {
+                Ok(_) => return None,
+                Err(e) => {
+                    let message = match e {
+                        BackendError::Timeout => "timed out".to_owned(),
+                        BackendError::Unavailable(m) | BackendError::ShardUnavailable(m) | BackendError::App(m) => m,
+                    };
+                    first.get_or_insert(format!("seed {addr}: {message}"));
+                }
+            }
+        }
+        first
     }
 
     /// The masters of the current slot map with their own breakers, sorted by address. At most

@@ -265,9 +265,20 @@ impl AnyBackend {
             }
             Err(BackendError::Unavailable(e) | BackendError::ShardUnavailable(e) | BackendError::App(e)) => e,
         };
-        let refused = ["WRONGPASS", "NOAUTH", "authentication failed"]
-            .iter()
-            .any(|a| error.to_ascii_lowercase().contains(&a.to_ascii_lowercase()));
+        let is_refusal = |error: &str| {
+            ["WRONGPASS", "NOAUTH", "authentication failed"]
+                .iter()
+                .any(|a| error.to_ascii_lowercase().contains(&a.to_ascii_lowercase()))
+        };
+        // The cluster client hides why no node could be used ("No connections found"): ask a seed directly.
+        let error = match self {
+            AnyBackend::Cluster(cluster) if !is_refusal(&error) => match cluster.seed_error().await {
+                Some(seed) => format!("{error} ({seed})"),
+                None => error,
+            },
+            _ => error,
+        };
+        let refused = is_refusal(&error);
         let master = "redis.username and the password (REDGUARD_REDIS_PASSWORD or redis.password_file)";
         match (self, refused) {
             (AnyBackend::Sentinel(_), true) => {

@@ -1,7 +1,8 @@
 //! Redis topologies for the scale tests, all on loopback and started from the `redis-server` binary: a
-//! generic server with extra arguments (TLS, ACL), a 3-master cluster, and a master + replica watched by three
-//! sentinels (plain, or over TLS with ACL users, with password-protected sentinels). Certificates are made with
-//! the `openssl` CLI. Every process is killed on drop; every wait polls with a deadline.
+//! generic server with extra arguments (TLS, ACL), a 3-master cluster (plain, TLS-only, or with an ACL user),
+//! and a master + replica watched by three sentinels (plain, or over TLS with ACL users, with
+//! password-protected sentinels). Certificates are made with the `openssl` CLI. Every process is killed on
+//! drop; every wait polls with a deadline.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -162,19 +163,38 @@ pub fn pair_field(text: &str, name: &str) -> Option<String> {
 /// serving while one master is down (the setting redguard's per-node breakers are made for).
 pub struct RedisCluster {
     pub nodes: Vec<Server>,
+    scheme: &'static str,
+}
+
+/// How a [`RedisCluster`] is secured; the default is plain TCP and no credentials.
+#[derive(Default, Clone, Copy)]
+pub struct ClusterOptions<'a> {
+    /// Clients and the cluster bus speak only TLS (`--port 0 --tls-port P --tls-cluster yes`). Client
+    /// certificates are not required.
+    pub tls: Option<&'a Certs>,
+    /// An ACL user (name, password) on every node, with the default user turned off: `redis-cli --cluster
+    /// create` and every helper call authenticate as it. (The cluster bus does not use ACL.)
+    pub acl_user: Option<(&'a str, &'a str)>,
 }
 
 impl RedisCluster {
     pub fn start(masters: usize) -> RedisCluster {
-        RedisCluster::start_with(masters, None)
+        RedisCluster::start_with(masters, ClusterOptions::default())
     }
 
     /// A cluster whose clients and bus speak only TLS (`--port 0 --tls-port P --tls-cluster yes`).
     pub fn start_tls(masters: usize, certs: &Certs) -> RedisCluster {
-        RedisCluster::start_with(masters, Some(certs))
+        RedisCluster::start_with(
+            masters,
+            ClusterOptions {
+                tls: Some(certs),
+                ..ClusterOptions::default()
+            },
+        )
     }
 
-    fn start_with(masters: usize, certs: Option<&Certs>) -> RedisCluster {
+    pub fn start_with(masters: usize, opts: ClusterOptions<'_>) -> RedisCluster {
+        let certs = opts.tls;
         let tls_args: Vec<String> = certs.map_or_else(Vec::new, |c| {
             [
                 "--tls-cluster",
@@ -191,9 +211,15 @@ impl RedisCluster {
             .map(String::from)
             .to_vec()
         });
-        let cli_flags: Vec<String> = certs.map_or_else(Vec::new, |c| {
+        let mut acl_args: Vec<String> = Vec::new();
+        let mut cli_flags: Vec<String> = certs.map_or_else(Vec::new, |c| {
             vec!["--tls".into(), "--cacert".into(), c.path_str("ca.crt")]
         });
+        if let Some((user, pass)) = opts.acl_user {
+            acl_args.extend(["--user", user, "on", &format!(">{pass}"), "~*", "&*", "+@all"].map(String::from));
+            acl_args.extend(["--user", "default", "off"].map(String::from));
+            cli_flags.extend(["--user", user, "--pass", pass].map(String::from));
+        }
         let nodes: Vec<Server> = (0..masters)
             .map(|_| {
                 let (port, bus) = (free_port(), free_port());
@@ -204,6 +230,7 @@ impl RedisCluster {
                     vec!["--port", &port_s]
                 };
                 args.extend(tls_args.iter().map(String::as_str));
+                args.extend(acl_args.iter().map(String::as_str));
                 let flags: Vec<&str> = cli_flags.iter().map(String::as_str).collect();
                 args.extend_from_slice(&[
                     "--cluster-enabled",
@@ -223,6 +250,7 @@ impl RedisCluster {
         let addrs: Vec<String> = nodes.iter().map(Server::addr).collect();
         // redis-cli waits for the join without a limit of its own: give it one.
         let mut create = Command::new("redis-cli")
+            .arg("--no-auth-warning")
             .args(&cli_flags)
             .args(["--cluster", "create"])
             .args(&addrs)
@@ -244,7 +272,10 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster {
+            nodes,
+            scheme: if certs.is_some() { "rediss" } else { "redis" },
+        };
         for node in &cluster.nodes {
             wait_for(
                 &format!("cluster_state:ok on {}", node.addr()),
@@ -260,15 +291,11 @@ impl RedisCluster {
         cluster
     }
 
+    /// `redis://` or `rediss://` URLs of the nodes, without credentials.
     pub fn seeds(&self) -> Vec<String> {
-        let scheme = if self.nodes[0].cli_flags.is_empty() {
-            "redis"
-        } else {
-            "rediss"
-        };
         self.nodes
             .iter()
-            .map(|n| format!("{scheme}://127.0.0.1:{}", n.port))
+            .map(|n| format!("{}://127.0.0.1:{}", self.scheme, n.port))
             .collect()
     }
 
@@ -297,7 +324,13 @@ impl RedisCluster {
     pub fn key_slots(&self, keys: &[String]) -> Vec<u16> {
         let script: String = keys.iter().map(|k| format!("CLUSTER KEYSLOT {k}\n")).collect();
         let mut child = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.nodes[0].port.to_string()])
+            .args([
+                "--no-auth-warning",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.nodes[0].port.to_string(),
+            ])
             .args(&self.nodes[0].cli_flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -316,7 +349,12 @@ impl RedisCluster {
 
     /// The index (in `nodes`) of the master owning each key.
     pub fn owners_of(&self, keys: &[String]) -> Vec<usize> {
-        let owners = self.slot_owners(0);
+        self.owners_of_via(0, keys)
+    }
+
+    /// Like [`RedisCluster::owners_of`], as node `via` sees the slot map.
+    pub fn owners_of_via(&self, via: usize, keys: &[String]) -> Vec<usize> {
+        let owners = self.slot_owners(via);
         self.key_slots(keys)
             .into_iter()
             .map(|slot| {
