@@ -1,15 +1,68 @@
 //! A lean HTTP/1.1 client over one keep-alive Unix-socket connection: one request at a time, a reused
 //! buffer, no allocation per request once warm. It only understands what redguard sends back (a
 //! `Content-Length` body), so that the figures measure the sidecar and not a general-purpose client.
+//!
+//! The socket is registered with epoll for both directions, as tokio's `UnixStream` does (and Go's netpoller;
+//! a blocking socket is woken alike). Linux then wakes the client each time redguard reads a request from it,
+//! a cost it charges to redguard. `--client-read-interest` registers readability only instead, to measure
+//! that cost: see BENCHMARKS.md.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
 
+/// Set once from `--client-read-interest`, before any connection is opened.
+pub static READ_INTEREST_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// The connection's socket, registered for both directions (the default) or for readability only.
+enum Stream {
+    Both(UnixStream),
+    ReadOnly(AsyncFd<std::os::unix::net::UnixStream>),
+}
+
+impl Stream {
+    async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Both(s) => s.write_all(bytes).await,
+            Stream::ReadOnly(fd) => {
+                // A request is far smaller than the socket buffer, so the write nearly always completes at
+                // once; without write interest, a full buffer is retried after yielding.
+                for _ in 0..1_000_000 {
+                    match (&mut fd.get_ref()).write(bytes) {
+                        Ok(n) if n == bytes.len() => return Ok(()),
+                        Ok(n) => bytes = &bytes[n..],
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => tokio::task::yield_now().await,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(io::Error::new(io::ErrorKind::TimedOut, "the socket stayed full"))
+            }
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Both(s) => s.read(buf).await,
+            Stream::ReadOnly(fd) => loop {
+                let mut ready = fd.readable().await?;
+                let len = buf.len();
+                if let Ok(read) = ready.try_io(|fd| (&mut fd.get_ref()).read(buf)) {
+                    if matches!(read, Ok(n) if n > 0 && n < len) {
+                        ready.clear_ready(); // drained, as tokio's own streams assume
+                    }
+                    return read;
+                }
+            },
+        }
+    }
+}
+
 pub struct HttpConn {
-    stream: UnixStream,
+    stream: Stream,
     /// The request being written (head + body), reused.
     out: Vec<u8>,
     /// Bytes read from the socket; the answer of the current request lives at the front.
@@ -25,8 +78,16 @@ pub struct Answer<'a> {
 
 impl HttpConn {
     pub async fn connect(path: &Path) -> io::Result<HttpConn> {
+        let stream = UnixStream::connect(path).await?;
+        let stream = if READ_INTEREST_ONLY.load(Ordering::Relaxed) {
+            let std = stream.into_std()?;
+            // SAFETY: the std stream owns its descriptor and the AsyncFd owns the stream until it is dropped.
+            Stream::ReadOnly(unsafe { AsyncFd::register_with_interest(std, Interest::READABLE) }?)
+        } else {
+            Stream::Both(stream)
+        };
         Ok(HttpConn {
-            stream: UnixStream::connect(path).await?,
+            stream,
             out: Vec::with_capacity(512),
             buf: vec![0; 8192],
             filled: 0,

@@ -77,6 +77,10 @@ struct Args {
     /// Threads of the load tool's own runtime (1 = a current-thread runtime).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Register the HTTP client's socket with epoll for readability only (the default registers both
+    /// directions, as tokio's UnixStream does), to measure what a client's write interest costs the sidecar.
+    #[arg(long)]
+    client_read_interest: bool,
     /// `cache.max_bytes` of the sidecars, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     cache_max_bytes: u64,
@@ -1002,6 +1006,7 @@ struct Settings {
     value_size: usize,
     pipeline_depth: usize,
     client_threads: usize,
+    client_read_interest: bool,
     cache_max_bytes: u64,
 }
 
@@ -1296,6 +1301,7 @@ fn checks(cells: &[Cell], memory: &[MemoryFill], idle: &BTreeMap<String, f64>) -
 
 fn main() -> std::process::ExitCode {
     let mut args = Args::parse();
+    http::READ_INTEREST_ONLY.store(args.client_read_interest, std::sync::atomic::Ordering::Relaxed);
     if !args.targets.contains(&Target::Direct) {
         args.targets.insert(0, Target::Direct);
     }
@@ -1427,6 +1433,7 @@ async fn run(args: Args) -> io::Result<()> {
             value_size: args.value_size,
             pipeline_depth: PIPELINE_DEPTH,
             client_threads: args.client_threads,
+            client_read_interest: args.client_read_interest,
             cache_max_bytes: args.cache_max_bytes,
         },
         checks: checks(&cells, &memory, &idle_rss_mib),
