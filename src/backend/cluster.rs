@@ -55,6 +55,9 @@ const SLOTS: u16 = 16384;
 const HEALTH_TICK: Duration = Duration::from_millis(500);
 /// The slot map is re-read at least this often, and soon after any node failure.
 const TOPOLOGY_MAX_AGE: Duration = Duration::from_secs(10);
+/// The longest wait between failed reads of the slot map (see [`RefreshBackoff`]): a cluster that comes back is
+/// seen within it, as a changed slot map is within [`TOPOLOGY_MAX_AGE`].
+const TOPOLOGY_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Label for nodes past `redis.node_metrics_limit`.
 const OTHER: &str = "other";
 
@@ -165,6 +168,7 @@ struct Inner {
     node_limit: usize,
     topology: RwLock<Topology>,
     refresh_requested: AtomicBool,
+    refresh_backoff: Mutex<RefreshBackoff>,
     /// Set when a node fails: the next health round checks every node, so a whole-cluster outage is told
     /// apart from one shard's within a tick even when all traffic goes to one shard.
     check_all: AtomicBool,
@@ -245,6 +249,12 @@ impl Cluster {
             node_limit: cfg.node_metrics_limit,
             topology: RwLock::new(Topology::default()),
             refresh_requested: AtomicBool::new(true),
+            refresh_backoff: Mutex::new(RefreshBackoff::new(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos() as u64,
+            )),
             check_all: AtomicBool::new(false),
             next: AtomicUsize::new(0),
             seed_clients,
@@ -627,9 +637,27 @@ impl Inner {
     async fn health_round(self: &Arc<Self>) {
         let stale = self.topology().read_at.is_none_or(|t| t.elapsed() >= TOPOLOGY_MAX_AGE);
         if stale || self.refresh_requested.swap(false, Ordering::Relaxed) {
-            if let Err(e) = self.refresh_topology().await {
+            let now = Instant::now();
+            let allowed = self
+                .refresh_backoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .allows(now);
+            if !allowed {
+                self.refresh_requested.store(true, Ordering::Relaxed); // kept for when the wait is over
+            } else if let Err(e) = self.refresh_topology().await {
                 self.refresh_requested.store(true, Ordering::Relaxed);
-                tracing::debug!(error = ?e, "cannot read the cluster slot map");
+                let wait = self
+                    .refresh_backoff
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .failed(now);
+                tracing::debug!(error = ?e, next_try_in = ?wait, "cannot read the cluster slot map");
+            } else {
+                self.refresh_backoff
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .succeeded();
             }
         }
         let all = stale || self.check_all.swap(false, Ordering::Relaxed);
@@ -696,6 +724,53 @@ async fn health_task(inner: Weak<Inner>) {
     }
 }
 
+/// When the slot map may be read again after failed reads. Each read goes through redis-rs's cluster client,
+/// which reconnects to every seed and retries, so one failed read is about nine connection attempts. Without a
+/// wait, a cluster that is down or refuses the credentials got 18 connections a second from every sidecar, and
+/// a fleet met a recovering cluster with a storm. After `n` failures in a row the wait is the health tick times
+/// 2^n, capped at [`TOPOLOGY_BACKOFF_MAX`], with "equal jitter" (a random half of it) so that sidecars which
+/// failed together do not retry together. A successful read resets it.
+struct RefreshBackoff {
+    failures: u32,
+    not_before: Option<Instant>,
+    rng: u64,
+}
+
+impl RefreshBackoff {
+    fn new(seed: u64) -> RefreshBackoff {
+        RefreshBackoff {
+            failures: 0,
+            not_before: None,
+            rng: seed | 1,
+        }
+    }
+
+    fn allows(&self, now: Instant) -> bool {
+        self.not_before.is_none_or(|t| now >= t)
+    }
+
+    /// Records a failed read at `now`; returns the wait before the next one.
+    fn failed(&mut self, now: Instant) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let base = HEALTH_TICK
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(TOPOLOGY_BACKOFF_MAX);
+        // xorshift64*, as the breaker's jitter.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let unit = (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        let wait = base / 2 + (base / 2).mul_f64(unit);
+        self.not_before = Some(now + wait);
+        wait
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.not_before = None;
+    }
+}
+
 /// Parses CLUSTER SLOTS into (first slot, last slot, "host:port" of the master).
 fn parse_slots(value: &Value) -> Option<Vec<(u16, u16, String)>> {
     let Value::Array(entries) = value else {
@@ -732,6 +807,47 @@ fn parse_slots(value: &Value) -> Option<Vec<(u16, u16, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_slot_map_reads_back_off_with_jitter_up_to_the_cap() {
+        let start = Instant::now();
+        let mut b = RefreshBackoff::new(42);
+        assert!(b.allows(start), "the first read is not held back");
+        let mut now = start;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let wait = b.failed(now);
+            assert!(
+                !b.allows(now + wait - Duration::from_millis(1)),
+                "held back until the wait is over"
+            );
+            assert!(b.allows(now + wait));
+            waits.push(wait);
+            now += wait;
+        }
+        // Base 1 s, 2 s, 4 s, 8 s, then capped at 10 s; each wait is in [base / 2, base].
+        let bases = [1, 2, 4, 8, 10, 10, 10, 10].map(Duration::from_secs);
+        for (wait, base) in waits.iter().zip(bases) {
+            assert!(
+                *wait >= base / 2 && *wait <= base,
+                "{wait:?} not within [{:?}, {base:?}]",
+                base / 2
+            );
+        }
+        b.succeeded();
+        assert!(b.allows(now), "a successful read resets the wait");
+        assert!(b.failed(now) <= Duration::from_secs(1), "and the doubling starts over");
+
+        // Sidecars that fail together spread their next reads over the jitter window.
+        let spread: std::collections::BTreeSet<Duration> = (0..100u64)
+            .map(|seed| RefreshBackoff::new(seed * 7919).failed(start))
+            .collect();
+        assert!(
+            spread.len() > 90,
+            "only {} distinct waits among 100 sidecars",
+            spread.len()
+        );
+    }
 
     #[test]
     fn key_slots_follow_the_cluster_spec() {
