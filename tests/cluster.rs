@@ -464,7 +464,7 @@ fn a_cluster_with_an_acl_user_and_a_password_file() {
             .all(|via| cluster.owners_of_via(via, std::slice::from_ref(&moved_key)) == [to])
             .then_some(())
     });
-    let moved_before = moved_errors(&cluster.nodes[from].must(&["INFO", "errorstats"]));
+    let moved_before = redirect_errors(&cluster.nodes[from].must(&["INFO", "errorstats"]), "MOVED");
     assert_eq!(
         call(&rg, json!({"op": "set", "key": moved_key, "value": "redirected"})),
         (200, json!({"result": true, "source": "redis"})),
@@ -473,8 +473,44 @@ fn a_cluster_with_an_acl_user_and_a_password_file() {
     );
     assert_eq!(cluster.nodes[to].must(&["GET", &moved_key]), "redirected");
     assert!(
-        moved_errors(&cluster.nodes[from].must(&["INFO", "errorstats"])) > moved_before,
+        redirect_errors(&cluster.nodes[from].must(&["INFO", "errorstats"]), "MOVED") > moved_before,
         "the write went to the old owner first and was redirected"
+    );
+
+    // A slot in the middle of a migration: the old owner answers ASK for a key it does not hold, and redguard
+    // (redis-rs) sends the command to the importing node with ASKING, for the write and for the read back.
+    let ask_key = (0..1000)
+        .map(|n| format!("ask:{n}"))
+        .find(|k| {
+            let s = cluster.key_slots(std::slice::from_ref(k))[0];
+            s != slot && !cluster.key_slots(&keys).contains(&s)
+        })
+        .expect("a free slot among 1,000 keys");
+    let ask_slot = cluster.key_slots(std::slice::from_ref(&ask_key))[0].to_string();
+    let from = cluster.owners_of(std::slice::from_ref(&ask_key))[0];
+    let to = (from + 1) % 3;
+    cluster.nodes[to].must(&["CLUSTER", "SETSLOT", &ask_slot, "IMPORTING", &ids[from]]);
+    cluster.nodes[from].must(&["CLUSTER", "SETSLOT", &ask_slot, "MIGRATING", &ids[to]]);
+    let asked_before = redirect_errors(&cluster.nodes[from].must(&["INFO", "errorstats"]), "ASK");
+    assert_eq!(
+        call(&rg, json!({"op": "set", "key": ask_key, "value": "asked"})),
+        (200, json!({"result": true, "source": "redis"})),
+        "log:\n{}",
+        rg.log()
+    );
+    assert_eq!(
+        call(&rg, json!({"op": "get", "key": ask_key})),
+        (200, json!({"result": "asked", "source": "redis"}))
+    );
+    let count = |n: usize| cluster.nodes[n].must(&["CLUSTER", "COUNTKEYSINSLOT", &ask_slot]);
+    assert_eq!(
+        (count(from), count(to)),
+        ("0".to_owned(), "1".to_owned()),
+        "the key is on the importing node"
+    );
+    assert!(
+        redirect_errors(&cluster.nodes[from].must(&["INFO", "errorstats"]), "ASK") >= asked_before + 2,
+        "the write and the read were both asked over"
     );
 
     // Every client connection on every node (but this CLIENT LIST's own) is redguard's, and it is `app`.
@@ -531,9 +567,9 @@ fn a_cluster_with_an_acl_user_and_a_password_file() {
     }
 }
 
-/// `errorstat_MOVED:count=N` of an INFO errorstats answer (0 when no MOVED was answered yet).
-fn moved_errors(info: &str) -> u64 {
-    info_field(info, "errorstat_MOVED")
+/// `errorstat_<KIND>:count=N` of an INFO errorstats answer, for MOVED or ASK (0 when none was answered yet).
+fn redirect_errors(info: &str, kind: &str) -> u64 {
+    info_field(info, &format!("errorstat_{kind}"))
         .and_then(|v| v.strip_prefix("count=")?.split(',').next()?.parse().ok())
         .unwrap_or(0)
 }
