@@ -219,11 +219,14 @@ pub fn build(
     })
 }
 
+/// The cluster client's futures are about seven times the size of the standalone ones (3.4 KB against 0.5 KB),
+/// and an enum's future is as large as its largest arm. Boxed, they cost cluster calls one allocation and keep
+/// every other mode's request future small (axum copies the whole handler future into a box per request).
 impl Backend for AnyBackend {
     async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
         match self {
             AnyBackend::Standalone(b) => b.query(cmd).await,
-            AnyBackend::Cluster(b) => b.query(cmd).await,
+            AnyBackend::Cluster(b) => Box::pin(b.query(cmd)).await,
             AnyBackend::Sentinel(b) => b.query(cmd).await,
         }
     }
@@ -231,7 +234,7 @@ impl Backend for AnyBackend {
     async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
         match self {
             AnyBackend::Standalone(b) => b.pipeline(pipe).await,
-            AnyBackend::Cluster(b) => b.pipeline(pipe).await,
+            AnyBackend::Cluster(b) => Box::pin(b.pipeline(pipe)).await,
             AnyBackend::Sentinel(b) => b.pipeline(pipe).await,
         }
     }

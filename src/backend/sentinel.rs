@@ -159,7 +159,8 @@ impl Sentinel {
         let deadline = Instant::now() + self.inner.command_timeout;
         let master = match self.current() {
             Some(master) => master,
-            None => match timeout_at(deadline, self.resolve()).await {
+            // Boxed: the lookup's future is most of this one's size, and it runs only after a failover.
+            None => match timeout_at(deadline, Box::pin(self.resolve())).await {
                 Err(_elapsed) => return Err(BackendError::Timeout),
                 Ok(Err(err)) => return Err(classify(&err)),
                 Ok(Ok(master)) => master,
