@@ -26,6 +26,20 @@ fn node_series(name: &str, addr: &str) -> String {
     format!("{name}{{node=\"{addr}\"}}")
 }
 
+/// Waits until redguard reports every master of `cluster` up (`redguard_redis_node_up` 1 for each address);
+/// answers their addresses.
+fn every_master_seen_up(rg: &Redguard, cluster: &RedisCluster) -> Vec<String> {
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    wait_for("every master to be seen up", Duration::from_secs(15), || {
+        let m = rg.metrics();
+        addrs
+            .iter()
+            .all(|a| metric_value(&m, &node_series("redguard_redis_node_up", a)) == 1.0)
+            .then_some(())
+    });
+    addrs
+}
+
 /// The `nodes` array of a breaker answer, as (address, state) pairs in the order given.
 fn node_states(breaker: &Value) -> Vec<(String, String)> {
     breaker["nodes"]
@@ -46,14 +60,7 @@ fn a_dead_master_degrades_only_its_own_keys() {
     let mut cluster = RedisCluster::start(3);
     // The URL is unused in cluster mode; the seeds come from the config.
     let rg = Redguard::start("redis://127.0.0.1:1", &config(&cluster.seeds()));
-    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
-    wait_for("every master to be seen up", Duration::from_secs(15), || {
-        let m = rg.metrics();
-        addrs
-            .iter()
-            .all(|a| metric_value(&m, &node_series("redguard_redis_node_up", a)) == 1.0)
-            .then_some(())
-    });
+    let addrs = every_master_seen_up(&rg, &cluster);
     assert!(
         rg.metrics().contains(r#"redguard_build_info{redis_mode="cluster""#),
         "{}",
@@ -306,14 +313,7 @@ fn a_cluster_over_tls() {
     );
     assert!(yaml.contains("rediss://"), "{yaml}");
     let rg = Redguard::start("redis://127.0.0.1:1", &yaml);
-    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
-    wait_for("every TLS master to be seen up", Duration::from_secs(15), || {
-        let m = rg.metrics();
-        addrs
-            .iter()
-            .all(|a| metric_value(&m, &node_series("redguard_redis_node_up", a)) == 1.0)
-            .then_some(())
-    });
+    every_master_seen_up(&rg, &cluster);
     let keys: Vec<String> = (0..30).map(|i| format!("tls:{i}")).collect();
     let owners = cluster.owners_of(&keys);
     assert!((0..3).all(|n| owners.contains(&n)), "{owners:?}");
@@ -409,14 +409,7 @@ fn a_cluster_with_an_acl_user_and_a_password_file() {
     // are opened by the cluster client itself (and by the per-node health checks), not from the seed URL.
     let seed = cluster.seeds()[..1].to_vec();
     let rg = Redguard::start("redis://127.0.0.1:1", &acl(&seed, &pw));
-    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
-    wait_for("every master to be seen up", Duration::from_secs(15), || {
-        let m = rg.metrics();
-        addrs
-            .iter()
-            .all(|a| metric_value(&m, &node_series("redguard_redis_node_up", a)) == 1.0)
-            .then_some(())
-    });
+    every_master_seen_up(&rg, &cluster);
 
     // Keys on all three shards are written and read through Redis, and are on their slot's master.
     let keys: Vec<String> = (0..60).map(|i| format!("acl:{i}")).collect();
@@ -536,12 +529,7 @@ fn a_cluster_with_an_acl_user_and_a_password_file() {
     let secret = "not-the-pw-58c2e0";
     let wrong = write_file(dir.path(), "wrong-pw", secret);
     let rg = Redguard::start("redis://127.0.0.1:1", &acl(&cluster.seeds(), &wrong));
-    let line = wait_for("the start-up log line", Duration::from_secs(10), || {
-        rg.log()
-            .lines()
-            .find(|l| l.contains("cannot use Redis at start"))
-            .map(str::to_owned)
-    });
+    let line = rg.startup_error_line();
     assert!(line.contains("authentication failed"), "{line}");
     assert!(line.contains(r#"username="app""#), "{line}");
     assert!(line.contains("check redis.username and the password"), "{line}");

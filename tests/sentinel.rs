@@ -15,6 +15,42 @@ fn call(rg: &Redguard, body: Value) -> (u16, Value) {
     (r.status, r.json())
 }
 
+/// Kills the master (which holds `before` = "1") and waits for redguard to follow the failover: writes fail, or
+/// are refused by the open circuit, until the sentinels have promoted the replica; then a write reaches it
+/// through redguard, and the replicated `before` is read from it.
+fn kill_the_master_and_follow_the_failover(rg: &Redguard, group: &mut SentinelGroup, what: &str) {
+    let replica_addr = group.replica.addr();
+    group.master.kill();
+    let killed = Instant::now();
+    let mut attempts = 0;
+    wait_for(
+        "a write through redguard to reach the promoted replica",
+        Duration::from_secs(40),
+        || {
+            attempts += 1;
+            let (status, body) = call(rg, json!({"op": "set", "key": "after", "value": "2"}));
+            (status == 200 && body["source"] == "redis").then_some(())
+        },
+    );
+    assert!(attempts > 1, "the first write after the kill cannot have succeeded");
+    eprintln!("{what} followed after {:?}", killed.elapsed());
+
+    assert_eq!(group.master_addr().as_deref(), Some(replica_addr.as_str()));
+    let role = group.replica.must(&["INFO", "replication"]);
+    assert_eq!(info_field(&role, "role").as_deref(), Some("master"), "{role}");
+    assert_eq!(
+        group.replica.must(&["GET", "after"]),
+        "2",
+        "the value landed on the new master"
+    );
+    assert_eq!(
+        call(rg, json!({"op": "get", "key": "before"})),
+        (200, json!({"result": "1", "source": "redis"})),
+        "replicated data is read from the new master"
+    );
+    assert!(rg.log().contains("the master moved"), "{}", rg.log());
+}
+
 #[test]
 fn writes_follow_the_promoted_replica() {
     let mut group = SentinelGroup::start();
@@ -39,39 +75,7 @@ fn writes_follow_the_promoted_replica() {
         "written to the first master"
     );
 
-    let replica_addr = group.replica.addr();
-    group.master.kill();
-    let killed = Instant::now();
-
-    // Writes fail (or are refused by the open circuit) until the sentinels have promoted the replica; then
-    // they reach it through redguard.
-    let mut attempts = 0;
-    wait_for(
-        "a write through redguard to succeed after the failover",
-        Duration::from_secs(40),
-        || {
-            attempts += 1;
-            let (status, body) = call(&rg, json!({"op": "set", "key": "after", "value": "2"}));
-            (status == 200 && body["source"] == "redis").then_some(())
-        },
-    );
-    assert!(attempts > 1, "the first write after the kill cannot have succeeded");
-    eprintln!("failover followed after {:?}", killed.elapsed());
-
-    assert_eq!(group.master_addr().as_deref(), Some(replica_addr.as_str()));
-    let role = group.replica.must(&["INFO", "replication"]);
-    assert_eq!(info_field(&role, "role").as_deref(), Some("master"), "{role}");
-    assert_eq!(
-        group.replica.must(&["GET", "after"]),
-        "2",
-        "the value landed on the new master"
-    );
-    assert_eq!(
-        call(&rg, json!({"op": "get", "key": "before"})),
-        (200, json!({"result": "1", "source": "redis"})),
-        "replicated data is read from the new master"
-    );
-    assert!(rg.log().contains("the master moved"), "{}", rg.log());
+    kill_the_master_and_follow_the_failover(&rg, &mut group, "failover");
     wait_for("the circuit to be closed", Duration::from_secs(5), || {
         (rg.breaker_state() == "closed").then_some(())
     });
@@ -129,36 +133,7 @@ fn tls_and_an_acl_user_through_the_sentinels_and_across_a_failover() {
         "redguard's connection is the ACL user's: {clients}"
     );
 
-    let replica_addr = group.replica.addr();
-    group.master.kill();
-    let killed = Instant::now();
-    let mut attempts = 0;
-    wait_for(
-        "a write through redguard to reach the promoted replica",
-        Duration::from_secs(40),
-        || {
-            attempts += 1;
-            let (status, body) = call(&rg, json!({"op": "set", "key": "after", "value": "2"}));
-            (status == 200 && body["source"] == "redis").then_some(())
-        },
-    );
-    assert!(attempts > 1, "the first write after the kill cannot have succeeded");
-    eprintln!("TLS failover followed after {:?}", killed.elapsed());
-
-    assert_eq!(group.master_addr().as_deref(), Some(replica_addr.as_str()));
-    let role = group.replica.must(&["INFO", "replication"]);
-    assert_eq!(info_field(&role, "role").as_deref(), Some("master"), "{role}");
-    assert_eq!(
-        group.replica.must(&["GET", "after"]),
-        "2",
-        "the value landed on the new master"
-    );
-    assert_eq!(
-        call(&rg, json!({"op": "get", "key": "before"})),
-        (200, json!({"result": "1", "source": "redis"})),
-        "replicated data is read from the new master"
-    );
-    assert!(rg.log().contains("the master moved"), "{}", rg.log());
+    kill_the_master_and_follow_the_failover(&rg, &mut group, "TLS failover");
     assert!(!rg.log().contains("app-pw-5c1e"), "the password leaked:\n{}", rg.log());
 }
 
@@ -204,12 +179,7 @@ fn sentinels_that_require_a_password() {
 
     // Without credentials the sentinels refuse: degraded, with a clear line at start.
     let rg = Redguard::start("redis://127.0.0.1:1", &base);
-    let line = wait_for("the start-up log line", Duration::from_secs(10), || {
-        rg.log()
-            .lines()
-            .find(|l| l.contains("cannot use Redis at start"))
-            .map(str::to_owned)
-    });
+    let line = rg.startup_error_line();
     eprintln!("{line}");
     assert!(line.contains("NOAUTH"), "{line}");
     assert!(

@@ -124,12 +124,7 @@ fn a_wrong_password_is_logged_clearly_and_redguard_starts_degraded() {
     let pw = write_file(dir.path(), "pw", secret);
     let yaml = format!("redis:\n  username: app\n  password_file: {}\n", pw.display());
     let rg = Redguard::start(&server.url(), &yaml);
-    let line = wait_for("the start-up log line", Duration::from_secs(10), || {
-        rg.log()
-            .lines()
-            .find(|l| l.contains("cannot use Redis at start"))
-            .map(str::to_owned)
-    });
+    let line = rg.startup_error_line();
     assert!(line.contains("authentication failed"), "{line}");
     assert!(line.contains(r#"username="app""#), "{line}");
     assert!(line.contains("check redis.username and the password"), "{line}");

@@ -295,6 +295,16 @@ impl Redguard {
         self.dir.path().join("redguard.log")
     }
 
+    /// The line redguard logs when it cannot use Redis at start (it then serves degraded), once it is logged.
+    pub fn startup_error_line(&self) -> String {
+        wait_for("the start-up log line", Duration::from_secs(10), || {
+            self.log()
+                .lines()
+                .find(|l| l.contains("cannot use Redis at start"))
+                .map(str::to_owned)
+        })
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
