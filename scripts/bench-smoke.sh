@@ -28,3 +28,8 @@ echo "== redguard-bench smoke (1 round of 1s per target)"
   --duration 1s --warmup 200ms --rounds 1 --concurrency 2 \
   --workload get,set,mix,pipeline --targets direct,redguard,redguard-open,twemproxy \
   --fill-value-sizes 16384 --no-checks --json "$target_dir/bench-smoke.json"
+
+echo "== redguard-bench smoke with --client-read-interest (the client registered for readability only)"
+"$target_dir/$profile_dir/redguard-bench" \
+  --duration 1s --warmup 200ms --rounds 1 --concurrency 2 \
+  --workload get,pipeline --targets direct,redguard --no-memory --no-checks --client-read-interest
