@@ -6,14 +6,18 @@
 //! through every update), evicting least-recently-used entries first. Each entry also has a lifetime:
 //! `settings.ttl` from its last refresh, further capped by any expiry known to exist on the Redis key,
 //! so a cached value neither goes too stale nor outlives the key it mirrors.
+//!
+//! This file holds those rules; `cache/store.rs` holds the entries, laid out so that the memory spent
+//! beyond `max_bytes` stays small.
+
+mod store;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use lru::LruCache;
-
 use crate::clock::SharedClock;
+use store::{Expiry, HashFields, Store, Tick, Value, ValueRef, MAX_KEY_LEN, NEVER};
 
 /// Limits of the fallback cache. `max_entries == 0` or `max_bytes == 0` disables it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,29 +31,9 @@ pub struct CacheSettings {
 }
 
 impl CacheSettings {
-    fn admits(&self, size: u64) -> bool {
-        self.max_entries > 0 && self.max_bytes > 0 && size <= self.max_bytes
+    fn admits(&self, key: &[u8], size: u64) -> bool {
+        self.max_entries > 0 && self.max_bytes > 0 && size <= self.max_bytes && key.len() <= MAX_KEY_LEN
     }
-
-    /// A value learned now stays servable until this instant (before any Redis-side expiry).
-    fn fresh_until(&self, now: Instant) -> Option<Instant> {
-        self.ttl.and_then(|ttl| now.checked_add(ttl))
-    }
-}
-
-/// What the cache holds for one Redis key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CachedValue {
-    /// A Redis string (GET/SET/INCR).
-    Str(Vec<u8>),
-    /// A Redis hash. `complete` is true only when it came from HGETALL (or was built from one): a partial hash
-    /// (fields learned from HGET/HSET) must never answer HGETALL.
-    Hash {
-        /// The fields known, with their values.
-        fields: HashMap<Vec<u8>, Vec<u8>>,
-        /// Whether `fields` is the whole hash.
-        complete: bool,
-    },
 }
 
 /// Result of a lookup; `as_str()` gives "hit" / "miss" / "expired" (used as a metric label).
@@ -74,152 +58,142 @@ impl<T> Lookup<T> {
     }
 }
 
-struct Entry {
-    value: CachedValue,
-    /// Refresh time + `settings.ttl`: reset whenever a new value is learned.
-    fresh_until: Option<Instant>,
-    /// Expiry known to exist on the Redis key (SET with a TTL, EXPIRE). Only ever shortened while the entry
-    /// lives: GET, HGETALL or HSET do not clear a key's TTL in Redis, so refreshing the value must not either.
-    deadline: Option<Instant>,
-}
-
-impl Entry {
-    fn expired(&self, now: Instant) -> bool {
-        earliest(self.fresh_until, self.deadline).is_some_and(|at| now >= at)
-    }
-}
-
-/// The one definition of an entry's cost, used for every byte-counter update.
-fn entry_size(key: &[u8], value: &CachedValue) -> u64 {
-    let value_len = match value {
-        CachedValue::Str(v) => v.len(),
-        CachedValue::Hash { fields, .. } => fields.iter().map(|(f, v)| f.len() + v.len()).sum(),
-    };
-    (key.len() + value_len) as u64
-}
-
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn partial_hash(fields: &[(&[u8], &[u8])]) -> CachedValue {
+fn partial_hash<'a>(fields: &[(&[u8], &[u8])]) -> Value<'a> {
     let fields = fields.iter().map(|&(f, v)| (f.to_vec(), v.to_vec()));
-    CachedValue::Hash {
+    Value::Hash(HashFields {
         fields: fields.collect(),
         complete: false,
-    }
+    })
 }
 
 struct Inner {
-    lru: LruCache<Vec<u8>, Entry>,
+    store: Store,
     bytes: u64,
     limits: CacheSettings,
+    /// Tick 0: the store keeps instants as nanoseconds since this one.
+    epoch: Instant,
 }
 
 impl Inner {
+    fn tick(&self, at: Option<Instant>) -> Tick {
+        at.map_or(NEVER, |at| {
+            let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+            nanos.min(u128::from(NEVER - 1)) as Tick
+        })
+    }
+
+    /// A value learned at `now` stays servable until this tick (before any Redis-side expiry).
+    fn fresh_until(&self, now: Instant) -> Tick {
+        self.tick(self.limits.ttl.and_then(|ttl| now.checked_add(ttl)))
+    }
+
     fn remove(&mut self, key: &[u8]) {
-        if let Some(entry) = self.lru.pop(key) {
-            self.bytes -= entry_size(key, &entry.value);
+        if let Some(i) = self.store.find(key) {
+            self.bytes -= self.store.remove(i);
         }
     }
 
-    /// Removes `key` if it has expired, so that writes never revive stale data. Returns whether it did.
-    fn purge_expired(&mut self, key: &[u8], now: Instant) -> bool {
-        let expired = self.lru.peek(key).is_some_and(|e| e.expired(now));
-        if expired {
-            self.remove(key);
+    /// The entry of `key` if it has not expired; an expired one is removed, so that writes never revive
+    /// stale data.
+    fn find_live(&mut self, key: &[u8], now: Instant) -> Option<u32> {
+        let i = self.store.find(key)?;
+        if self.store.expiry(i).expired(self.tick(Some(now))) {
+            self.bytes -= self.store.remove(i);
+            return None;
         }
-        expired
+        Some(i)
     }
 
     /// Restores both limits after an insert or growth, least recently used first.
     fn evict(&mut self) {
-        while self.lru.len() > self.limits.max_entries || self.bytes > self.limits.max_bytes {
-            let Some((key, entry)) = self.lru.pop_lru() else {
+        while self.store.len() > self.limits.max_entries || self.bytes > self.limits.max_bytes {
+            let Some(bytes) = self.store.pop_lru() else {
                 break;
             };
-            self.bytes -= entry_size(&key, &entry.value);
+            self.bytes -= bytes;
         }
     }
 
-    fn store(&mut self, key: &[u8], value: CachedValue, deadline: Option<Instant>, now: Instant) {
-        let size = entry_size(key, &value);
-        if !self.limits.admits(size) {
+    /// Stores a value learned at `now`; `deadline` is an expiry the Redis key is known to have.
+    fn store(&mut self, key: &[u8], value: Value<'_>, deadline: Option<Instant>, now: Instant) {
+        let size = (key.len() + value.bytes()) as u64;
+        if !self.limits.admits(key, size) {
             // The newer value cannot be kept, so the older one must not be served either.
             return self.remove(key);
         }
-        self.purge_expired(key, now);
-        let fresh_until = self.limits.fresh_until(now);
-        if let Some(entry) = self.lru.get_mut(key) {
-            self.bytes = self.bytes - entry_size(key, &entry.value) + size;
-            entry.value = value;
-            entry.fresh_until = fresh_until;
-            entry.deadline = earliest(entry.deadline, deadline);
+        let fresh_until = self.fresh_until(now);
+        let deadline = self.tick(deadline);
+        if let Some(i) = self.find_live(key, now) {
+            self.bytes = self.bytes - self.store.bytes(i) + size;
+            let known = self.store.expiry(i).deadline;
+            self.store.replace(i, value);
+            self.store.set_expiry(
+                i,
+                Expiry {
+                    fresh_until,
+                    deadline: known.min(deadline),
+                },
+            );
+            self.store.promote(i);
         } else {
-            let entry = Entry {
-                value,
-                fresh_until,
-                deadline,
-            };
-            self.lru.put(key.to_vec(), entry);
+            self.store.insert(key, value, Expiry { fresh_until, deadline });
             self.bytes += size;
         }
         self.evict();
     }
 
     fn set_hash_fields(&mut self, key: &[u8], fields: &[(&[u8], &[u8])], now: Instant) {
-        self.purge_expired(key, now);
-        let Some(entry) = self.lru.get_mut(key) else {
+        let Some(i) = self.find_live(key, now) else {
             return self.store(key, partial_hash(fields), None, now);
         };
-        let old = entry_size(key, &entry.value);
-        let CachedValue::Hash { fields: map, .. } = &mut entry.value else {
+        let old = self.store.bytes(i);
+        let Some(hash) = self.store.hash_mut(i) else {
             // A string replaced by a hash: store() swaps the value and keeps any known key deadline.
             return self.store(key, partial_hash(fields), None, now);
         };
         for &(f, v) in fields {
-            match map.get_mut(f) {
+            match hash.fields.get_mut(f) {
                 Some(slot) => {
                     slot.clear();
                     slot.extend_from_slice(v);
                 }
                 None => {
-                    map.insert(f.to_vec(), v.to_vec());
+                    hash.fields.insert(f.to_vec(), v.to_vec());
                 }
             }
         }
-        entry.fresh_until = self.limits.fresh_until(now);
-        let size = entry_size(key, &entry.value);
+        let expiry = Expiry {
+            fresh_until: self.fresh_until(now),
+            ..self.store.expiry(i)
+        };
+        self.store.set_expiry(i, expiry);
+        self.store.promote(i);
+        let size = self.store.bytes(i);
         self.bytes = self.bytes - old + size;
         if size > self.limits.max_bytes {
-            self.remove(key);
+            self.bytes -= self.store.remove(i);
         }
         self.evict();
     }
 
     fn remove_hash_fields(&mut self, key: &[u8], fields: &[&[u8]], now: Instant) {
-        if self.purge_expired(key, now) {
-            return;
-        }
-        let Some(entry) = self.lru.peek_mut(key) else {
+        let Some(i) = self.find_live(key, now) else {
             return;
         };
-        let old = entry_size(key, &entry.value);
-        let CachedValue::Hash { fields: map, .. } = &mut entry.value else {
+        let old = self.store.bytes(i);
+        let Some(hash) = self.store.hash_mut(i) else {
             // Redis would have refused HDEL on a string, so what we cached no longer matches it.
-            return self.remove(key);
+            self.bytes -= self.store.remove(i);
+            return;
         };
         for f in fields {
-            map.remove(*f);
+            hash.fields.remove(*f);
         }
         // A hash without fields does not exist in Redis; a partial one without fields tells us nothing.
-        let emptied = map.is_empty();
-        self.bytes = self.bytes - old + entry_size(key, &entry.value);
+        let emptied = hash.fields.is_empty();
+        self.bytes = self.bytes - old + self.store.bytes(i);
         if emptied {
-            self.remove(key);
+            self.bytes -= self.store.remove(i);
         }
     }
 
@@ -227,11 +201,10 @@ impl Inner {
         if in_.is_zero() {
             return self.remove(key);
         }
-        if self.purge_expired(key, now) {
-            return;
-        }
-        if let Some(entry) = self.lru.peek_mut(key) {
-            entry.deadline = earliest(entry.deadline, now.checked_add(in_));
+        if let Some(i) = self.find_live(key, now) {
+            let mut expiry = self.store.expiry(i);
+            expiry.deadline = expiry.deadline.min(self.tick(now.checked_add(in_)));
+            self.store.set_expiry(i, expiry);
         }
     }
 }
@@ -243,11 +216,15 @@ pub struct FallbackCache {
 }
 
 impl FallbackCache {
-    /// Creates an empty cache. Limits are enforced by the cache itself (the LRU is unbounded), which is also
-    /// how a zero limit disables it.
+    /// Creates an empty cache. Limits are enforced by the cache itself (the store is unbounded), which is
+    /// also how a zero limit disables it.
     pub fn new(limits: CacheSettings, clock: SharedClock) -> Self {
-        let lru = LruCache::unbounded();
-        let inner = Mutex::new(Inner { lru, bytes: 0, limits });
+        let inner = Mutex::new(Inner {
+            store: Store::new(),
+            bytes: 0,
+            limits,
+            epoch: clock.now(),
+        });
         FallbackCache { inner, clock }
     }
 
@@ -257,47 +234,47 @@ impl FallbackCache {
     }
 
     /// Removes an expired entry (reporting `Expired`); otherwise `read` picks the answer and a hit promotes.
-    fn lookup<T>(&self, key: &[u8], read: impl FnOnce(&CachedValue) -> Option<T>) -> Lookup<T> {
+    fn lookup<T>(&self, key: &[u8], read: impl FnOnce(ValueRef<'_>) -> Option<T>) -> Lookup<T> {
         let now = self.clock.now();
         let mut inner = self.lock();
-        let Some(entry) = inner.lru.peek(key) else {
+        let Some(i) = inner.store.find(key) else {
             return Lookup::Miss;
         };
-        if entry.expired(now) {
-            inner.remove(key);
+        if inner.store.expiry(i).expired(inner.tick(Some(now))) {
+            inner.bytes -= inner.store.remove(i);
             return Lookup::Expired;
         }
-        let found = read(&entry.value);
+        let found = read(inner.store.value(i));
         if found.is_some() {
-            inner.lru.promote(key);
+            inner.store.promote(i);
         }
         found.map_or(Lookup::Miss, Lookup::Hit)
     }
 
-    /// GET fallback: a fresh `Str` entry -> Hit(bytes clone). A Hash entry -> Miss. Expired entries are
+    /// GET fallback: a fresh string entry -> Hit(bytes clone). A hash entry -> Miss. Expired entries are
     /// removed and reported as Expired.
     pub fn get_str(&self, key: &[u8]) -> Lookup<Vec<u8>> {
         self.lookup(key, |value| match value {
-            CachedValue::Str(v) => Some(v.clone()),
-            CachedValue::Hash { .. } => None,
+            ValueRef::Str(v) => Some(v.to_vec()),
+            ValueRef::Hash(_) => None,
         })
     }
 
-    /// HGET fallback: field present in a fresh Hash entry (complete or partial) -> Hit(value). Otherwise
+    /// HGET fallback: field present in a fresh hash entry (complete or partial) -> Hit(value). Otherwise
     /// Miss/Expired.
     pub fn get_hash_field(&self, key: &[u8], field: &[u8]) -> Lookup<Vec<u8>> {
         self.lookup(key, |value| match value {
-            CachedValue::Hash { fields, .. } => fields.get(field).cloned(),
-            CachedValue::Str(_) => None,
+            ValueRef::Hash(h) => h.fields.get(field).cloned(),
+            ValueRef::Str(_) => None,
         })
     }
 
-    /// HGETALL fallback: only a fresh *complete* Hash -> Hit(fields as Vec<(field, value)> sorted by
+    /// HGETALL fallback: only a fresh *complete* hash -> Hit(fields as Vec<(field, value)> sorted by
     /// field). Partial -> Miss.
     pub fn get_hash(&self, key: &[u8]) -> Lookup<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut found = self.lookup(key, |value| match value {
-            CachedValue::Hash { fields, complete } if *complete => {
-                Some(fields.iter().map(|(f, v)| (f.clone(), v.clone())).collect::<Vec<_>>())
+            ValueRef::Hash(h) if h.complete => {
+                Some(h.fields.iter().map(|(f, v)| (f.clone(), v.clone())).collect::<Vec<_>>())
             }
             _ => None,
         });
@@ -312,10 +289,9 @@ impl FallbackCache {
     /// The value is fresh, so its `settings.ttl` restarts now; `expires_in` (SET with ttl_ms) and any
     /// expiry already known for the key still cap its life, so the entry never outlives the Redis key.
     pub fn put_str(&self, key: &[u8], value: &[u8], expires_in: Option<Duration>) {
-        let value = CachedValue::Str(value.to_vec());
         let now = self.clock.now();
         let deadline = expires_in.and_then(|d| now.checked_add(d));
-        self.lock().store(key, value, deadline, now);
+        self.lock().store(key, Value::Str(value), deadline, now);
     }
 
     /// Stores a complete hash (after a successful HGETALL), restarting its `settings.ttl` like `put_str`.
@@ -324,10 +300,10 @@ impl FallbackCache {
         if fields.is_empty() {
             return self.remove(key);
         }
-        let value = CachedValue::Hash {
-            fields: fields.iter().cloned().collect(),
+        let value = Value::Hash(HashFields {
+            fields: fields.iter().cloned().collect::<HashMap<_, _>>(),
             complete: true,
-        };
+        });
         let now = self.clock.now();
         self.lock().store(key, value, None, now);
     }
@@ -365,13 +341,13 @@ impl FallbackCache {
     /// Drops every entry.
     pub fn clear(&self) {
         let mut inner = self.lock();
-        inner.lru.clear();
+        inner.store.clear();
         inner.bytes = 0;
     }
 
     /// Number of entries held, including expired ones not yet looked up.
     pub fn len(&self) -> usize {
-        self.lock().lru.len()
+        self.lock().store.len()
     }
 
     /// Whether no entry is held.
