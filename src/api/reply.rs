@@ -134,7 +134,17 @@ impl<'a> Answer<'a> {
     }
 
     pub fn to_json(&self) -> Result<Vec<u8>, ApiError> {
-        let mut out = Vec::with_capacity(64);
+        // Sized for the common single value up front (base64 is the larger encoding): growing the buffer
+        // while a 100-byte value is escaped into it cost two reallocations per GET.
+        let payload = match &self.result {
+            Result_::Value(Value {
+                reply: Reply::Bytes(bytes),
+                ..
+            }) => bytes.len().div_ceil(3) * 4,
+            Result_::Value(_) => 0,
+            Result_::Default(raw) => raw.get().len(),
+        };
+        let mut out = Vec::with_capacity(64 + payload);
         serde_json::to_writer(&mut out, self).map_err(|_| ApiError::NotUtf8)?;
         Ok(out)
     }
