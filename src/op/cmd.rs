@@ -11,7 +11,7 @@ impl Op<'_> {
         let mut cmd;
         match self {
             Op::Get { key } => {
-                cmd = redis::cmd("GET");
+                cmd = sized("GET", 1, key.len());
                 cmd.arg(key.as_ref());
             }
             Op::Set {
@@ -21,7 +21,8 @@ impl Op<'_> {
                 nx,
                 xx,
             } => {
-                cmd = redis::cmd("SET");
+                // Room for PX ms NX: the optional arguments are short.
+                cmd = sized("SET", 5, key.len() + value.len() + 32);
                 cmd.arg(key.as_ref()).arg(value.as_ref());
                 if let Some(ms) = ttl_ms {
                     cmd.arg("PX").arg(*ms);
@@ -137,6 +138,14 @@ impl Op<'_> {
         }
         cmd
     }
+}
+
+/// A command with room for `args` more arguments of `bytes` in all, for the ops on every request's path:
+/// `redis::cmd` starts empty and grew its buffers twice for a GET.
+fn sized(name: &str, args: usize, bytes: usize) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(1 + args, name.len() + bytes);
+    cmd.arg(name);
+    cmd
 }
 
 fn with_all(mut cmd: redis::Cmd, args: &[Bytes<'_>]) -> redis::Cmd {
