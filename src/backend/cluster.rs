@@ -43,7 +43,9 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
 use serde::Serialize;
 
-use super::{bounded, client_for, into_values, pipeline_slots, with_credentials, Backend, BackendError, SlotReply};
+use super::{
+    bounded, client_for, into_values, pipeline_slots, tcp_settings, with_settings, Backend, BackendError, SlotReply,
+};
 use crate::breaker::{Breaker, Observer, Settings, State, Transition};
 use crate::clock::SystemClock;
 use crate::config::RedisConfig;
@@ -218,7 +220,7 @@ impl Cluster {
         let seeds = cfg
             .nodes
             .iter()
-            .map(|url| url.parse().map(|info| with_credentials(info, cfg)))
+            .map(|url| url.parse().map(|info| with_settings(info, cfg)))
             .collect::<Result<Vec<redis::ConnectionInfo>, _>>()?;
         let seed_clients = cfg
             .nodes
@@ -231,6 +233,7 @@ impl Cluster {
         let mut builder = ClusterClientBuilder::new(seeds)
             .connection_timeout(cfg.connect_timeout)
             .response_timeout(cfg.command_timeout)
+            .tcp_settings(tcp_settings())
             // Enough for a MOVED then an ASK; anything longer is cut by the command timeout anyway.
             .retries(2)
             .min_retry_wait(10)

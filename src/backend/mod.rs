@@ -307,8 +307,17 @@ impl AnyBackend {
     }
 }
 
-/// Applies `redis.username` and the password (which win over the URL's user:pass) to one parsed URL.
-fn with_credentials(mut info: ConnectionInfo, cfg: &RedisConfig) -> ConnectionInfo {
+/// TCP options of every connection to Redis: `TCP_NODELAY`, which redis-rs leaves off by default. With Nagle's
+/// algorithm on, a command written while an earlier one is still unacknowledged waits for that ACK, which puts
+/// one request's latency into the next one's whenever concurrent requests share the multiplexed connection.
+/// Proxies (twemproxy, Envoy) set it for the same reason.
+pub(crate) fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
+/// Applies `redis.username` and the password (which win over the URL's user:pass) and [`tcp_settings`] to one
+/// parsed URL.
+fn with_settings(info: ConnectionInfo, cfg: &RedisConfig) -> ConnectionInfo {
     let mut redis = info.redis_settings().clone();
     if let Some(user) = &cfg.username {
         redis = redis.set_username(user);
@@ -316,8 +325,7 @@ fn with_credentials(mut info: ConnectionInfo, cfg: &RedisConfig) -> ConnectionIn
     if let Some(password) = &cfg.password {
         redis = redis.set_password(password.expose());
     }
-    info = info.set_redis_settings(redis);
-    info
+    info.set_redis_settings(redis).set_tcp_settings(tcp_settings())
 }
 
 /// Reads the PEM files of `redis.tls`; `None` when none is set (the system trust store is used for rediss://).
@@ -348,7 +356,7 @@ fn tls_certificates(cfg: &TlsConfig) -> Result<Option<TlsCertificates>, BuildErr
 
 /// A `redis::Client` for one URL with the configured credentials and certificates.
 fn client_for(url: &str, cfg: &RedisConfig, tls: Option<&TlsCertificates>) -> Result<redis::Client, RedisError> {
-    let info = with_credentials(url.parse::<ConnectionInfo>()?, cfg);
+    let info = with_settings(url.parse::<ConnectionInfo>()?, cfg);
     match tls {
         Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
         None => redis::Client::open(info),
@@ -358,6 +366,20 @@ fn client_for(url: &str, cfg: &RedisConfig, tls: Option<&TlsCertificates>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_to_redis_disable_nagle_and_keep_the_credentials() {
+        let cfg = RedisConfig {
+            username: Some("app".into()),
+            ..RedisConfig::default()
+        };
+        let info = client_for("redis://127.0.0.1:1/", &cfg, None)
+            .unwrap()
+            .get_connection_info()
+            .clone();
+        assert!(info.tcp_settings().nodelay(), "TCP_NODELAY must be set");
+        assert_eq!(info.redis_settings().username(), Some("app"));
+    }
 
     #[test]
     fn pipeline_slots_keep_application_errors_and_fail_on_unhealthy_ones() {

@@ -55,7 +55,9 @@ impl Sentinel {
             .map(|url| url.parse::<ConnectionInfo>().map(|info| info.addr().clone()))
             .collect::<Result<Vec<_>, _>>()?;
         let master_name = cfg.master_name.clone().unwrap_or_default();
-        let mut builder = SentinelClientBuilder::new(addrs, &master_name, SentinelServerType::Master)?;
+        let mut builder = SentinelClientBuilder::new(addrs, &master_name, SentinelServerType::Master)?
+            .set_client_to_redis_tcp_settings(super::tcp_settings())
+            .set_client_to_sentinel_tcp_settings(super::tcp_settings());
         if cfg.uses_tls() {
             builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
             if let Some(certs) = tls {
