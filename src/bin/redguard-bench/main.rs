@@ -1320,12 +1320,31 @@ fn main() -> std::process::ExitCode {
             .build()
     }
     .expect("tokio runtime starts");
-    match runtime.block_on(run(args)) {
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = run(args) => outcome,
+            // Dropping `run` here drops its processes, which kills them, and removes the scratch directory.
+            signal = stop_signal() => Err(io::Error::other(format!("{signal}: stopped the processes it started"))),
+        }
+    });
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("redguard-bench: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// SIGINT or SIGTERM. The processes the tool starts must not outlive it: Ctrl-C reaches them through the
+/// terminal's process group anyway, but `timeout`, `kill` and CI runners signal the tool alone.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler can be installed");
+    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler can be installed");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
     }
 }
 
