@@ -752,7 +752,7 @@ impl Default for AdminConfig {
 }
 
 impl Config {
-    /// Parse + validate YAML text. `origin` names the source in errors (a file path, or "<defaults>").
+    /// Parse + validate YAML text. `origin` names the source in errors (a file path, or "`<defaults>`").
     /// Sink secret files are read; `*_env` references resolve against an empty environment (use [`Config::load`]).
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
         parse(text, origin)?.validated(origin, &|_| None)

@@ -29,6 +29,7 @@
 //! - [`ratelimit`]: the sliding-window limiter, in Redis or, while Redis is away, in process.
 //! - [`api`], [`admin`], [`health`], [`metrics`]: the edges.
 //! - [`notify`]: state-change notifications to Slack, PagerDuty and webhooks, off the request path.
+//! - [`clock`] and [`jitter`]: injected time, and the seeded randomness that spreads retries.
 //!
 //! [`run`] wires them together and returns when the shutdown future resolves, the API has drained and pending
 //! notifications have had their grace.
@@ -46,6 +47,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod health;
+pub mod jitter;
 pub mod metrics;
 pub mod notify;
 pub mod op;

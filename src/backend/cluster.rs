@@ -49,6 +49,7 @@ use super::{
 use crate::breaker::{Breaker, Observer, Settings, State, Transition};
 use crate::clock::SystemClock;
 use crate::config::RedisConfig;
+use crate::jitter::Jitter;
 use crate::metrics::Metrics;
 
 /// Number of hash slots in a Redis Cluster.
@@ -736,7 +737,7 @@ async fn health_task(inner: Weak<Inner>) {
 struct RefreshBackoff {
     failures: u32,
     not_before: Option<Instant>,
-    rng: u64,
+    jitter: Jitter,
 }
 
 impl RefreshBackoff {
@@ -744,7 +745,7 @@ impl RefreshBackoff {
         RefreshBackoff {
             failures: 0,
             not_before: None,
-            rng: seed | 1,
+            jitter: Jitter::new(seed),
         }
     }
 
@@ -758,12 +759,7 @@ impl RefreshBackoff {
         let base = HEALTH_TICK
             .saturating_mul(1u32 << self.failures.min(16))
             .min(TOPOLOGY_BACKOFF_MAX);
-        // xorshift64*, as the breaker's jitter.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let unit = (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-        let wait = base / 2 + (base / 2).mul_f64(unit);
+        let wait = base / 2 + (base / 2).mul_f64(self.jitter.unit());
         self.not_before = Some(now + wait);
         wait
     }

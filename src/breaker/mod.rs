@@ -1,5 +1,5 @@
 //! The circuit breaker as the rest of redguard sees it: a thread-safe wrapper around the pure
-//! [`state::Machine`], with an injected [`Clock`] and observers that hear about every state change.
+//! [`state::Machine`], with an injected [`Clock`](crate::clock::Clock) and observers that hear about every state change.
 //!
 //! A caller asks for a [`Permit`] before touching Redis and hands the outcome back through it. The machine sits
 //! behind a `std::sync::Mutex` that is held only for the few instructions of a decision, never across an

@@ -16,6 +16,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::jitter::Jitter;
+
 /// The three states, as named in the API, the health JSON and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -263,7 +265,7 @@ pub struct Machine {
     window: Window,
     /// The open period before jitter; grows by `recovery_backoff` on each failed probe.
     open_period: Duration,
-    rng: u64,
+    rng: Jitter,
 }
 
 /// A point-in-time view for health output and the control route.
@@ -290,7 +292,7 @@ impl Machine {
             consecutive_failures: 0,
             window,
             open_period,
-            rng: seed | 1,
+            rng: Jitter::new(seed),
         }
     }
 
@@ -542,13 +544,7 @@ impl Machine {
 
     /// `period` stretched by a random fraction in `[0, recovery_jitter)` of itself.
     fn jittered(&mut self, period: Duration) -> Duration {
-        // xorshift64*: tiny, deterministic for a given seed, plenty for spreading probes.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
-        period.mul_f64(1.0 + self.settings.recovery_jitter * unit)
+        period.mul_f64(1.0 + self.settings.recovery_jitter * self.rng.unit())
     }
 }
 

@@ -17,6 +17,7 @@ use super::event::{truncate, Event, Notice};
 use super::sink::Sink;
 use super::transport::{Answer, Transport};
 use crate::config::NotifyConfig;
+use crate::jitter::Jitter;
 
 /// The first retry waits about this long; each further one doubles it.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -65,23 +66,6 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or_default())
-}
-
-/// A small deterministic generator for backoff jitter; one per sink worker.
-pub struct Jitter(u64);
-
-impl Jitter {
-    pub fn new(seed: u64) -> Jitter {
-        Jitter(seed | 1)
-    }
-
-    /// A number in `[0, 1)` (xorshift64*).
-    pub fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Why a notice was not delivered. Texts carry the sink's answer (truncated, secrets scrubbed), never its URL.

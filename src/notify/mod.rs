@@ -40,13 +40,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use self::delivery::{Damper, Delivered, DeliveryError, Jitter, Policy};
+use self::delivery::{Damper, Delivered, DeliveryError, Policy};
 use self::event::{Context, Event, Notice};
 use self::queue::Queue;
 use self::sink::{Sink, SinkError};
 use self::transport::Transport;
 use crate::breaker::{Observer, Transition};
 use crate::config::Config;
+use crate::jitter::Jitter;
 use crate::metrics::{Metrics, SinkMetrics};
 
 /// Why the notifier could not be set up.
