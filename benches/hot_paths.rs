@@ -211,6 +211,18 @@ fn fallback_cache(c: &mut Criterion) {
                 cache.put_str(black_box(&keys[j]), black_box(&value), None)
             })
         });
+        // The same, with every new key's elder by half the cache read back: reads keep half of the entries
+        // alive for a second lap, so evictions leave the arena's segments half dead and compaction runs.
+        g.bench_function(BenchmarkId::new("put_new_evicting_half_read", entries), |b| {
+            b.iter(|| {
+                j = (j + 1) % keys.len();
+                cache.put_str(black_box(&keys[j]), black_box(&value), None);
+                if j.is_multiple_of(2) {
+                    let elder = (j + keys.len() - entries / 2) % keys.len();
+                    black_box(cache.get_str(black_box(&keys[elder])));
+                }
+            })
+        });
         assert_eq!(cache.len(), entries);
     }
     g.finish();

@@ -10,6 +10,7 @@
 //! This file holds those rules; `cache/store.rs` holds the entries, laid out so that the memory spent
 //! beyond `max_bytes` stays small.
 
+mod arena;
 mod store;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::clock::SharedClock;
-use store::{Expiry, HashFields, Store, Tick, Value, ValueRef, MAX_KEY_LEN, NEVER};
+use store::{Expiry, HashFields, Store, Tick, Value, ValueRef, MAX_ENTRY_BYTES, NEVER};
 
 /// Limits of the fallback cache. `max_entries == 0` or `max_bytes == 0` disables it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +32,8 @@ pub struct CacheSettings {
 }
 
 impl CacheSettings {
-    fn admits(&self, key: &[u8], size: u64) -> bool {
-        self.max_entries > 0 && self.max_bytes > 0 && size <= self.max_bytes && key.len() <= MAX_KEY_LEN
+    fn admits(&self, size: u64) -> bool {
+        self.max_entries > 0 && self.max_bytes > 0 && size <= self.max_bytes.min(MAX_ENTRY_BYTES)
     }
 }
 
@@ -117,7 +118,7 @@ impl Inner {
     /// Stores a value learned at `now`; `deadline` is an expiry the Redis key is known to have.
     fn store(&mut self, key: &[u8], value: Value<'_>, deadline: Option<Instant>, now: Instant) {
         let size = (key.len() + value.bytes()) as u64;
-        if !self.limits.admits(key, size) {
+        if !self.limits.admits(size) {
             // The newer value cannot be kept, so the older one must not be served either.
             return self.remove(key);
         }
