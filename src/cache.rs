@@ -8,7 +8,7 @@
 //! so a cached value neither goes too stale nor outlives the key it mirrors.
 //!
 //! This file holds those rules; `cache/store.rs` holds the entries, laid out so that the memory spent
-//! beyond `max_bytes` stays small.
+//! beyond `max_bytes` stays small, in the segments of `cache/arena.rs`.
 
 mod arena;
 mod store;
