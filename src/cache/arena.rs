@@ -79,7 +79,7 @@ impl Arena {
     pub fn with_segment(segment: usize) -> Self {
         assert!(
             segment >= 64 && segment <= u32::MAX as usize,
-            "a segment holds small entries"
+            "segments are 64 bytes to 4 GiB"
         );
         Arena {
             segments: Vec::new(),
@@ -311,9 +311,14 @@ mod tests {
         let reused = a.alloc(4);
         assert_eq!(reused.seg, old[0].seg);
         assert_eq!(Some(a.segments[reused.seg as usize].bytes.as_ptr()), spare);
-        // The head emptied starts over rather than being given back.
+        // The head emptied starts over in place rather than being given back.
+        assert_eq!(a.head, reused.seg);
+        a.free(reused, 4);
+        assert_eq!(a.capacity(), 128, "the head is kept");
+        assert_eq!(a.alloc(4), reused, "and appended to from its start");
+        // `new`'s segment, full and no longer the head, stays until its last entry goes.
         a.free(new, 4);
-        assert_eq!(a.segments[new.seg as usize].live, 15 * 4);
+        assert_eq!(a.capacity(), 128);
     }
 
     #[test]

@@ -690,20 +690,14 @@ mod tests {
     fn compaction_bounds_the_dead_bytes_under_random_churn() {
         let mut store = small_store();
         let mut values: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut jitter = crate::jitter::Jitter::new(0x9e37_79b9_7f4a_7c15);
+        let mut below = |n: u64| (jitter.unit() * n as f64) as u64;
         let mut peak_capacity = 0;
         for _ in 0..20_000 {
-            let r = next();
-            let k = (r % 1000).to_le_bytes()[..2].to_vec();
-            match r >> 60 {
+            let k = below(1000).to_le_bytes()[..2].to_vec();
+            match below(16) {
                 0..=7 => {
-                    let v = vec![(r >> 8) as u8; (r >> 16) as usize % 13];
+                    let v = vec![below(256) as u8; below(13) as usize];
                     put(&mut store, &k, Value::Str(&v));
                     values.insert(k, v);
                 }
@@ -729,7 +723,8 @@ mod tests {
             assert!(arena.dead() <= bound, "dead bytes {} over {bound}", arena.dead());
             peak_capacity = peak_capacity.max(arena.capacity());
         }
-        // 300 entries of at most 8 + 2 + 12 bytes fill 26 segments; the arena stayed within a third more.
+        // 300 entries of at most 8 + 2 + 12 bytes take at most 26 segments' worth; the arena stayed within a
+        // third more.
         assert!(peak_capacity <= 35 * SEGMENT as u64, "peak capacity {peak_capacity}");
         check_arena(&store);
         assert_eq!(store.len(), values.len());
