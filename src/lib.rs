@@ -245,7 +245,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         read_timeout: cfg.api.read_timeout,
         allowed_uids: cfg.listen.allowed_uids.clone(),
     };
-    let mut api_task = tokio::spawn(api::server::serve(listener, api::router(app), limits, stopped()));
+    let mut api_task = tokio::spawn(api::server::serve(listener, app, limits, stopped()));
     admin_state.socket_ready.store(true, Ordering::Release);
     info!(socket = %cfg.listen.socket.display(), admin = %admin_addr, redis = %cfg.redis.display_target(), redis_mode = cfg.redis.mode.as_str(), "redguard listening");
 

@@ -376,10 +376,29 @@ fn bad_requests_get_a_4xx_with_a_json_error_naming_the_problem() {
     // Unknown route, wrong method.
     let r = common::http(&rg.socket, "GET", "/v2/everything", "");
     assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("not_found")));
-    let r = common::http(&rg.socket, "GET", "/v1/cmd", "");
+    for (method, path, allow) in [
+        ("GET", "/v1/cmd", "POST"),
+        ("PUT", "/v1/pipeline", "POST"),
+        ("DELETE", "/v1/breaker", "GET,HEAD,POST"),
+        ("POST", "/api/v1/health/redis", "GET,HEAD"),
+    ] {
+        let r = common::http(&rg.socket, method, path, "");
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].as_str(), r.header("allow")),
+            (405, Some("method_not_allowed"), Some(allow)),
+            "{method} {path}"
+        );
+    }
+    // A query string does not change the route; HEAD is answered like GET, without a body.
+    let r = common::http(&rg.socket, "GET", "/api/v1/health/circuit-breaker?verbose=1", "");
+    assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("closed")));
+    let r = common::raw_request(
+        &rg.socket,
+        b"HEAD /v1/breaker HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (405, Some("method_not_allowed"))
+        (r.status, r.body.as_str(), r.header("content-type")),
+        (200, "", Some("application/json"))
     );
     let r = rg.control("explode");
     assert_eq!(

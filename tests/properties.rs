@@ -2,7 +2,7 @@
 //! with a JSON body and a documented status, and never panics. (`fuzz/` holds the coverage-guided version of
 //! the same property for longer runs.)
 //!
-//! The router is driven in-process (no socket) with the breaker forced open, so no case touches Redis and
+//! The API's handler is driven in-process (no socket) with the breaker forced open, so no case touches Redis and
 //! every write takes the documented 503 path.
 
 use std::sync::Arc;
@@ -11,13 +11,12 @@ use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
-use redguard::api::{self, request};
+use redguard::api::{self, request, App};
 use redguard::breaker::Override;
 use redguard::config::Config;
 use serde_json::Value;
-use tower::ServiceExt;
 
-fn router() -> axum::Router {
+fn app() -> App {
     // Nothing listens on port 1: even an admitted call would fail fast, but the breaker is forced open anyway.
     let cfg = Config::from_yaml(
         "redis:\n  url: redis://127.0.0.1:1\napi:\n  max_body_bytes: 4096\n  max_key_bytes: 64\n  max_value_bytes: 256\n",
@@ -26,29 +25,28 @@ fn router() -> axum::Router {
     .unwrap();
     let (client, _notifier) = redguard::build_client(&cfg).unwrap();
     client.breaker().apply(Override::ForceOpen);
-    let app = api::App::new(client, &cfg);
-    api::router(Arc::new(app))
+    App::new(client, &cfg)
 }
 
-/// One runtime and router for every case.
-fn shared() -> &'static (tokio::runtime::Runtime, axum::Router) {
-    static SHARED: std::sync::OnceLock<(tokio::runtime::Runtime, axum::Router)> = std::sync::OnceLock::new();
+/// One runtime and app for every case.
+fn shared() -> &'static (tokio::runtime::Runtime, Arc<App>) {
+    static SHARED: std::sync::OnceLock<(tokio::runtime::Runtime, Arc<App>)> = std::sync::OnceLock::new();
     SHARED.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let router = rt.block_on(async { router() });
-        (rt, router)
+        let app = rt.block_on(async { app() });
+        (rt, Arc::new(app))
     })
 }
 
 /// Sends `body` to /v1/cmd and returns the status and the parsed JSON body.
 fn dispatch(body: Vec<u8>) -> (u16, Value) {
-    let (rt, router) = shared();
+    let (rt, app) = shared();
     rt.block_on(async {
         let req = Request::post("/v1/cmd").body(Body::from(body)).unwrap();
-        let res = router.clone().oneshot(req).await.unwrap();
+        let res = api::handle(app, req).await;
         let status = res.status().as_u16();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let json =

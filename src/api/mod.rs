@@ -21,12 +21,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{header, Uri};
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, Method, Request};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
@@ -87,23 +85,9 @@ impl App {
     }
 }
 
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/v1/cmd", post(cmd))
-        .route("/v1/command", post(command))
-        .route("/v1/pipeline", post(pipeline))
-        .route("/v1/ratelimit", post(ratelimit))
-        .route("/v1/breaker", get(breaker_get).post(breaker_post))
-        .route("/api/v1/health/redis", get(health_redis))
-        .route("/api/v1/health/circuit-breaker", get(health_circuit_breaker))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(app)
-}
-
 /// Reads a whole body, refusing it past `max_bytes` or when it does not arrive within `deadline`
 /// (a client trickling bytes must not hold a connection slot forever).
-async fn read_body(body: Body, max_bytes: usize, deadline: Duration) -> Result<Bytes, ApiError> {
+async fn read_body(body: impl RequestBody, max_bytes: usize, deadline: Duration) -> Result<Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, max_bytes);
     match tokio::time::timeout(deadline, limited.collect()).await {
         Err(_) => Err(ApiError::RequestTimeout),
@@ -119,7 +103,7 @@ macro_rules! timed {
     ($app:expr, $body:expr, $run:ident) => {{
         let started = Instant::now();
         let (route, response) = match read_body($body, $app.max_body_bytes, $app.read_timeout).await {
-            Ok(body) => $run(&$app, &body).await,
+            Ok(body) => $run($app, &body).await,
             Err(e) => (ApiRoute::Invalid, e.into_response()),
         };
         let status = response.status().as_u16();
@@ -130,20 +114,49 @@ macro_rules! timed {
     }};
 }
 
-async fn cmd(State(app): State<Arc<App>>, body: Body) -> Response {
-    timed!(app, body, run_cmd)
+/// What a request body may be: hyper's on the socket, any buffered body in tests.
+pub trait RequestBody: hyper::body::Body<Data = Bytes, Error: Into<axum::BoxError>> {}
+impl<B: hyper::body::Body<Data = Bytes, Error: Into<axum::BoxError>>> RequestBody for B {}
+
+/// Answers one request. The API is a handful of fixed routes, so a `match` on the path and the method is the
+/// whole router: it reads as the route table, and spares every request the generic router's work (its route
+/// lookup, a boxed future and extension map per request: about a tenth of a GET's instructions, see
+/// BENCHMARKS.md, change 11). `HEAD` is answered like `GET`, without the body; a known path with another
+/// method gets 405 with `Allow`.
+pub async fn handle(app: &App, req: Request<impl RequestBody>) -> Response {
+    let (parts, body) = req.into_parts();
+    let method = &parts.method;
+    let read = method == Method::GET || method == Method::HEAD;
+    let post = method == Method::POST;
+    match parts.uri.path() {
+        "/v1/cmd" if post => timed!(app, body, run_cmd),
+        "/v1/command" if post => timed!(app, body, run_command),
+        "/v1/pipeline" if post => timed!(app, body, run_pipeline),
+        "/v1/ratelimit" if post => timed!(app, body, run_ratelimit),
+        "/v1/breaker" if read => breaker_get(app),
+        "/v1/breaker" if post => breaker_post(app, body).await,
+        "/api/v1/health/redis" if read => {
+            observe(app, ApiRoute::Health, 200);
+            Json(health::redis(&app.client)).into_response()
+        }
+        "/api/v1/health/circuit-breaker" if read => {
+            observe(app, ApiRoute::Health, 200);
+            Json(health::circuit_breaker(&app.client)).into_response()
+        }
+        "/v1/cmd" | "/v1/command" | "/v1/pipeline" | "/v1/ratelimit" => method_not_allowed("POST"),
+        "/v1/breaker" => method_not_allowed("GET,HEAD,POST"),
+        "/api/v1/health/redis" | "/api/v1/health/circuit-breaker" => method_not_allowed("GET,HEAD"),
+        path => ApiError::NotFound(path.to_owned()).into_response(),
+    }
 }
 
-async fn command(State(app): State<Arc<App>>, body: Body) -> Response {
-    timed!(app, body, run_command)
-}
-
-async fn pipeline(State(app): State<Arc<App>>, body: Body) -> Response {
-    timed!(app, body, run_pipeline)
-}
-
-async fn ratelimit(State(app): State<Arc<App>>, body: Body) -> Response {
-    timed!(app, body, run_ratelimit)
+/// 405, with the methods the route takes (RFC 9110 asks for `Allow`).
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = ApiError::MethodNotAllowed.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 fn json(body: Vec<u8>) -> Response {
@@ -308,9 +321,9 @@ fn breaker_view(client: &Client) -> BreakerView {
     }
 }
 
-async fn breaker_get(State(app): State<Arc<App>>) -> Json<BreakerView> {
-    observe(&app, ApiRoute::Breaker, 200);
-    Json(breaker_view(&app.client))
+fn breaker_get(app: &App) -> Response {
+    observe(app, ApiRoute::Breaker, 200);
+    Json(breaker_view(&app.client)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -319,7 +332,7 @@ struct BreakerAction {
     action: String,
 }
 
-async fn breaker_post(State(app): State<Arc<App>>, body: Body) -> Response {
+async fn breaker_post(app: &App, body: impl RequestBody) -> Response {
     let body = read_body(body, app.max_body_bytes, app.read_timeout).await;
     let result = body.and_then(|body| {
         let req: BreakerAction = serde_json::from_slice(&body)
@@ -341,30 +354,12 @@ async fn breaker_post(State(app): State<Arc<App>>, body: Body) -> Response {
         }
         Err(e) => e.into_response(),
     };
-    observe(&app, ApiRoute::Breaker, response.status().as_u16());
+    observe(app, ApiRoute::Breaker, response.status().as_u16());
     response
-}
-
-async fn health_redis(State(app): State<Arc<App>>) -> Json<health::RedisHealth> {
-    observe(&app, ApiRoute::Health, 200);
-    Json(health::redis(&app.client))
-}
-
-async fn health_circuit_breaker(State(app): State<Arc<App>>) -> Json<health::CircuitBreakerHealth> {
-    observe(&app, ApiRoute::Health, 200);
-    Json(health::circuit_breaker(&app.client))
 }
 
 fn observe(app: &App, route: ApiRoute, status: u16) {
     app.client.metrics().observe_api(route, status, 0.0);
-}
-
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(uri.path().to_owned())
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
 }
 
 /// Why the socket could not be set up.

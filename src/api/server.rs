@@ -9,20 +9,21 @@
 //! - with `listen.allowed_uids`, a peer whose uid (SO_PEERCRED) is not listed gets 403 on every request;
 //! - on shutdown the loop stops accepting and in-flight requests finish; the caller bounds that wait.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::response::IntoResponse;
 use hyper::server::conn::http1;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::ApiError;
+use super::{handle, ApiError, App};
 
 /// Limits of the accept loop, from the config.
 #[derive(Debug, Clone)]
@@ -32,9 +33,9 @@ pub struct Limits {
     pub allowed_uids: Option<Vec<u32>>,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then waits for open connections to finish their
+/// Serves the API to `listener` until `shutdown` resolves, then waits for open connections to finish their
 /// in-flight request (the caller bounds this with `listen.drain_timeout`).
-pub async fn serve(listener: UnixListener, router: Router, limits: Limits, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: UnixListener, app: Arc<App>, limits: Limits, shutdown: impl Future<Output = ()>) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
@@ -58,14 +59,21 @@ pub async fn serve(listener: UnixListener, router: Router, limits: Limits, shutd
                 }
             },
         };
-        let service = match peer_uid_refused(&stream, limits.allowed_uids.as_deref()) {
-            None => router.clone(),
-            Some(uid) => {
-                debug!(uid, "peer uid not in listen.allowed_uids");
-                Router::new().fallback(move || async move { ApiError::PeerNotAllowed(uid) })
+        let refused = peer_uid_refused(&stream, limits.allowed_uids.as_deref());
+        if let Some(uid) = refused {
+            debug!(uid, "peer uid not in listen.allowed_uids");
+        }
+        let app = app.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            async move {
+                Ok::<_, Infallible>(match refused {
+                    None => handle(&app, req).await,
+                    Some(uid) => ApiError::PeerNotAllowed(uid).into_response(),
+                })
             }
-        };
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

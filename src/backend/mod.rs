@@ -221,7 +221,8 @@ pub fn build(
 
 /// The cluster client's futures are about seven times the size of the standalone ones (3.4 KB against 0.5 KB),
 /// and an enum's future is as large as its largest arm. Boxed, they cost cluster calls one allocation and keep
-/// every other mode's request future small (axum copies the whole handler future into a box per request).
+/// every other mode's request future small (hyper moves the whole handler future into its connection's slot
+/// on every request).
 impl Backend for AnyBackend {
     async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
         match self {
