@@ -1,4 +1,5 @@
-//! The accept loop of the Unix socket: HTTP/1.1 connections, bounded and guarded.
+//! The accept loop of the Unix socket: HTTP/1.1 connections (hyper's), bounded and guarded, each request
+//! answered by [`super::handle`].
 //!
 //! `axum::serve` offers no connection limit, read timeout or peer check, which a sidecar sharing a pod with
 //! code it does not control needs. So the loop is ours:
