@@ -92,8 +92,8 @@ impl Arena {
         }
     }
 
-    /// An arena like this one, without its segments (the spare included).
-    pub fn emptied(self) -> Arena {
+    /// A new, empty arena with this one's segment size.
+    pub fn emptied(&self) -> Arena {
         Arena::with_segment(self.segment)
     }
 

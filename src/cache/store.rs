@@ -253,9 +253,9 @@ impl Store {
     /// Key plus value bytes, as `max_bytes` counts them.
     pub fn bytes(&self, i: Idx) -> u64 {
         let (h, _) = self.entry(i);
-        let value = match self.value(i) {
-            ValueRef::Str(v) => v.len(),
-            ValueRef::Hash(h) => h.bytes(),
+        let value = match h.is_hash() {
+            true => self.hashes[&i].bytes(),
+            false => h.value_len as usize,
         };
         (h.value_at() - h.key_at() + value) as u64
     }
@@ -430,8 +430,7 @@ impl Store {
 
     /// Drops every entry and gives the memory back.
     pub fn clear(&mut self) {
-        let arena = std::mem::replace(&mut self.arena, Arena::new()).emptied();
-        *self = Store::with_arena(arena);
+        *self = Store::with_arena(self.arena.emptied());
     }
 
     /// Moves the live entries out of the arena's emptiest segment once its dead bytes pass the arena's
