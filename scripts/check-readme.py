@@ -24,7 +24,7 @@ The README is the source: nothing here copies its commands or answers. The conve
 Needs only python3 and what the quick start needs. The release build comes first (fat LTO: minutes the first
 time), so the wait for the socket covers the start, not the build. If the admin port 127.0.0.1:9190 is taken
 by something else, the command runs with REDGUARD_ADMIN_LISTEN=127.0.0.1:0 (said in the output) instead of
-failing on an unrelated process.
+failing on an unrelated process, unless an example calls :9190 (then the check stops, saying so).
 
 Usage: python3 scripts/check-readme.py [README.md]
 """
@@ -320,6 +320,11 @@ def main():
         return 1
     env = dict(os.environ)
     if tcp_listening("127.0.0.1", 9190):
+        admin_examples = [ex.line_no for ex in examples if ":9190" in ex.command]
+        if admin_examples:
+            print(f"check-readme: 127.0.0.1:9190 is taken by another process, and examples call it "
+                  f"(README.md:{', '.join(map(str, admin_examples))}); stop that process first")
+            return 1
         env["REDGUARD_ADMIN_LISTEN"] = "127.0.0.1:0"
         print("check-readme: 127.0.0.1:9190 is taken by another process; running with REDGUARD_ADMIN_LISTEN=127.0.0.1:0")
     redis_6379 = redis_identity(6379)
