@@ -61,7 +61,11 @@ fn accepted_keys() -> BTreeSet<String> {
         for key in section_keys(&path).expect("walk only visits sections") {
             let mut below = path.clone();
             below.push(Step::Key(key.clone()));
-            let dotted = if name.is_empty() { key.clone() } else { format!("{name}.{key}") };
+            let dotted = if name.is_empty() {
+                key.clone()
+            } else {
+                format!("{name}.{key}")
+            };
             if section_keys(&below).is_some() {
                 walk(below, dotted, keys);
                 continue;
@@ -76,10 +80,12 @@ fn accepted_keys() -> BTreeSet<String> {
             }
         }
     }
-    let sections = section_keys(&[]).expect(
-        "the config no longer refuses unknown keys (deny_unknown_fields), so this test cannot learn its keys",
+    let sections = section_keys(&[])
+        .expect("the config no longer refuses unknown keys (deny_unknown_fields), so this test cannot learn its keys");
+    assert!(
+        sections.iter().any(|s| s == "redis"),
+        "unexpected top-level keys: {sections:?}"
     );
-    assert!(sections.iter().any(|s| s == "redis"), "unexpected top-level keys: {sections:?}");
     let mut keys = BTreeSet::new();
     walk(Vec::new(), String::new(), &mut keys);
     keys
@@ -91,13 +97,19 @@ fn yaml_keys(value: &Value, name: &str, keys: &mut BTreeSet<String>) {
         Value::Mapping(m) => {
             for (k, v) in m {
                 let k = k.as_str().expect("config keys are strings");
-                let dotted = if name.is_empty() { k.to_owned() } else { format!("{name}.{k}") };
+                let dotted = if name.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{name}.{k}")
+                };
                 yaml_keys(v, &dotted, keys);
             }
         }
         Value::Sequence(items) if items.iter().any(Value::is_mapping) => {
             keys.insert(name.to_owned());
-            items.iter().for_each(|item| yaml_keys(item, &format!("{name}[]"), keys));
+            items
+                .iter()
+                .for_each(|item| yaml_keys(item, &format!("{name}[]"), keys));
         }
         _ => {
             keys.insert(name.to_owned());
@@ -114,13 +126,19 @@ struct Row {
 /// The rows of docs/configuration.md's tables whose first cell is a key in backticks.
 fn documented_rows() -> Vec<Row> {
     let is_key = |s: &str| {
-        s.contains('.') && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c))
+        s.contains('.')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c))
     };
     read("docs/configuration.md")
         .lines()
         .filter(|line| line.starts_with('|'))
         .filter_map(|line| {
-            let cells: Vec<String> = line.trim_matches('|').split(" | ").map(|c| c.trim().to_owned()).collect();
+            let cells: Vec<String> = line
+                .trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_owned())
+                .collect();
             let key = cells.first()?.strip_prefix('`')?.strip_suffix('`')?.to_owned();
             is_key(&key).then_some(Row { key, cells })
         })
@@ -138,7 +156,10 @@ fn configuration_doc_lists_each_accepted_key_exactly_once() {
     let mut seen = BTreeMap::<&str, usize>::new();
     rows.iter().for_each(|r| *seen.entry(r.key.as_str()).or_default() += 1);
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).map(|(k, _)| *k).collect();
-    assert!(twice.is_empty(), "docs/configuration.md documents these keys more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "docs/configuration.md documents these keys more than once: {twice:?}"
+    );
     let documented: BTreeSet<String> = seen.keys().map(|k| k.to_string()).collect();
     let missing = difference(&accepted, &documented);
     let unknown = difference(&documented, &accepted);
@@ -153,7 +174,11 @@ fn configuration_doc_lists_each_accepted_key_exactly_once() {
 fn example_config_has_every_accepted_key_except_the_per_sink_ones() {
     let mut example = BTreeSet::new();
     let text = read("examples/redguard.yaml");
-    yaml_keys(&serde_yaml_ng::from_str(&text).expect("examples/redguard.yaml parses"), "", &mut example);
+    yaml_keys(
+        &serde_yaml_ng::from_str(&text).expect("examples/redguard.yaml parses"),
+        "",
+        &mut example,
+    );
     // The example has no sink (`sinks: []`): which keys a sink takes depends on its type (docs/configuration.md).
     let accepted: BTreeSet<String> = accepted_keys().into_iter().filter(|k| !k.contains("[]")).collect();
     let missing = difference(&accepted, &example);
@@ -165,7 +190,10 @@ fn example_config_has_every_accepted_key_except_the_per_sink_ones() {
     );
     let example = Config::from_yaml(&text, "examples/redguard.yaml").expect("the example config is valid");
     let defaults = Config::from_yaml("", "<defaults>").expect("the defaults are valid");
-    assert!(example == defaults, "examples/redguard.yaml must hold every key at its default");
+    assert!(
+        example == defaults,
+        "examples/redguard.yaml must hold every key at its default"
+    );
 }
 
 /// A value of the right type for a sink key, so that validation gets as far as judging the key's type.
@@ -186,14 +214,20 @@ fn sink_keys_belong_to_the_types_the_doc_says() {
     assert!(!rows.is_empty(), "docs/configuration.md documents no sink keys");
     for row in rows {
         let key = row.key.trim_start_matches("notify.sinks[].");
-        let types = row.cells.get(1).unwrap_or_else(|| panic!("{}: no types column", row.key));
+        let types = row
+            .cells
+            .get(1)
+            .unwrap_or_else(|| panic!("{}: no types column", row.key));
         for kind in SINK_TYPES {
             let documented = types.contains(&format!("`{kind}`"));
             if key == "type" {
                 assert!(documented, "notify.sinks[].type must list {kind}");
                 continue;
             }
-            let sink = Mapping::from_iter([(Value::from("type"), Value::from(kind)), (Value::from(key), sample(key))]);
+            let sink = Mapping::from_iter([
+                (Value::from("type"), Value::from(kind)),
+                (Value::from(key), sample(key)),
+            ]);
             let yaml = serde_yaml_ng::to_string(&nest(
                 &[Step::Key("notify".into()), Step::Key("sinks".into())],
                 Value::Sequence(vec![Value::Mapping(sink)]),
@@ -203,11 +237,14 @@ fn sink_keys_belong_to_the_types_the_doc_says() {
                 Err(ConfigError::Invalid { problems, .. }) => problems
                     .iter()
                     .any(|p| p.contains(&format!("notify.sinks[0].{key} is not a setting of type {kind}"))),
-                Err(ConfigError::Parse { message, .. }) => panic!("{}: give the test a sample value: {message}", row.key),
+                Err(ConfigError::Parse { message, .. }) => {
+                    panic!("{}: give the test a sample value: {message}", row.key)
+                }
                 _ => false,
             };
             assert_eq!(
-                documented, !refused,
+                documented,
+                !refused,
                 "docs/configuration.md says {} {} a key of type {kind}, but validation {} it",
                 row.key,
                 if documented { "is" } else { "is not" },
@@ -249,7 +286,10 @@ fn registered_metrics() -> BTreeSet<String> {
         .filter(|s| s.starts_with("redguard_") && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
         .map(str::to_owned)
         .collect();
-    assert!(names.len() > 10, "found too few metric names in src/metrics.rs: {names:?}");
+    assert!(
+        names.len() > 10,
+        "found too few metric names in src/metrics.rs: {names:?}"
+    );
     names
 }
 
@@ -258,9 +298,21 @@ fn operations_doc_names_every_metric_and_no_other() {
     let registered = registered_metrics();
     let documented = metric_names(&read("docs/operations.md"));
     let missing = difference(&registered, &documented);
-    assert!(missing.is_empty(), "docs/operations.md does not document these metrics: {missing:?}");
-    for doc in ["README.md", "docs/operations.md", "docs/api.md", "docs/topologies.md", "docs/ARCHITECTURE.md"] {
+    assert!(
+        missing.is_empty(),
+        "docs/operations.md does not document these metrics: {missing:?}"
+    );
+    for doc in [
+        "README.md",
+        "docs/operations.md",
+        "docs/api.md",
+        "docs/topologies.md",
+        "docs/ARCHITECTURE.md",
+    ] {
         let unknown = difference(&metric_names(&read(doc)), &registered);
-        assert!(unknown.is_empty(), "{doc} names metrics that src/metrics.rs does not register: {unknown:?}");
+        assert!(
+            unknown.is_empty(),
+            "{doc} names metrics that src/metrics.rs does not register: {unknown:?}"
+        );
     }
 }
