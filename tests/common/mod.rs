@@ -91,7 +91,7 @@ impl RedisServer {
             ])
             .stdout(Stdio::null())
             .spawn()
-            .expect("redis-server is installed (see README: Running the tests)");
+            .expect("redis-server is installed (see README: Quick start)");
         self.child = Some(child);
         let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
         wait_for(
