@@ -317,7 +317,7 @@ impl TlsConfig {
 }
 
 /// Masks the password (or a bare user-info part) of one URL; see [`RedisConfig::display_url`].
-fn mask_url(url: &str) -> String {
+pub(crate) fn mask_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
