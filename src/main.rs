@@ -1,4 +1,7 @@
 //! The `redguard` command: parses arguments, sets up logging, loads the config and calls [`redguard::run`].
+//!
+//! Exit status: 0 on success, 1 when something fails at run time, 2 for a usage error (clap's), and
+//! [`EXIT_CONFIG`] (78) whenever the configuration is invalid, by `run`, `check-config` and `notify-test` alike.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,8 +11,18 @@ use clap::{Parser, Subcommand, ValueEnum};
 use redguard::config::Config;
 use tracing_subscriber::EnvFilter;
 
+/// The exit status for an invalid configuration: `EX_CONFIG` of sysexits.h, distinct from clap's usage error (2)
+/// and from a failure at run time (1), so a supervisor or a CI step can tell a bad config from a crash.
+const EXIT_CONFIG: u8 = 78;
+
 #[derive(Parser)]
-#[command(name = "redguard", version, about = "A circuit-breaking Redis sidecar")]
+#[command(
+    name = "redguard",
+    version,
+    about = "A circuit-breaking Redis sidecar",
+    after_help = "Exit status: 0 success; 1 failure at run time; 2 usage error; 78 invalid configuration \
+                  (EX_CONFIG; from run, check-config and notify-test alike)."
+)]
 struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -32,7 +45,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file (and the REDGUARD_* environment overrides) and exit.
+    /// Validate a config file (and the REDGUARD_* environment overrides) and exit: the settings, and what
+    /// `run` checks on this host before serving (the socket path, the socket group, the Redis URLs and TLS
+    /// files). Exits 78 if anything is invalid.
     CheckConfig { file: PathBuf },
     /// Send one test notification to every configured sink and report each result; exits non-zero if any
     /// sink failed (or none is configured).
@@ -47,23 +62,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(Some(&file), env_vars()) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::CheckConfig { file } => check_config(&file),
         Command::NotifyTest { config } => notify_test(&config),
         Command::Run { config } => {
             let cfg = match Config::load(config.as_deref(), env_vars()) {
                 Ok(cfg) => cfg,
                 Err(e) => {
                     eprintln!("redguard: invalid configuration: {e}");
-                    return ExitCode::from(2);
+                    return ExitCode::from(EXIT_CONFIG);
                 }
             };
             // One thread, like twemproxy. Measured (BENCHMARKS.md), the multi-threaded runtime cost more CPU per
@@ -75,8 +81,13 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime starts");
-            match runtime.block_on(redguard::run(cfg, shutdown_signal())) {
+            let result = runtime.block_on(redguard::run(cfg, shutdown_signal()));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e @ redguard::RunError::Preflight(_)) => {
+                    eprintln!("redguard: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "redguard failed");
                     eprintln!("redguard: {e}");
@@ -87,12 +98,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// `redguard check-config`: the config validation, then the pre-flight checks `run` makes on this host.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(Some(file), env_vars()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match redguard::preflight::check(&cfg) {
+        Ok(checked) => {
+            for note in &checked.notes {
+                eprintln!("note: {note}");
+            }
+            println!("{}: OK", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 fn notify_test(file: &std::path::Path) -> ExitCode {
     let cfg = match Config::load(Some(file), env_vars()) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("redguard: invalid configuration: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     if cfg.notify.sinks.is_empty() {
