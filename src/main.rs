@@ -2,6 +2,7 @@
 //!
 //! Exit status: 0 on success, 1 when something fails at run time, 2 for a usage error (clap's), and
 //! [`EXIT_CONFIG`] (78) whenever the configuration is invalid, by `run`, `check-config` and `notify-test` alike.
+//! Signals: SIGTERM and SIGINT drain and stop; SIGHUP is logged and otherwise ignored until live reload exists.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use redguard::config::Config;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 /// The exit status for an invalid configuration: `EX_CONFIG` of sysexits.h, distinct from clap's usage error (2)
@@ -21,7 +23,9 @@ const EXIT_CONFIG: u8 = 78;
     version,
     about = "A circuit-breaking Redis sidecar",
     after_help = "Exit status: 0 success; 1 failure at run time; 2 usage error; 78 invalid configuration \
-                  (EX_CONFIG; from run, check-config and notify-test alike)."
+                  (EX_CONFIG; from run, check-config and notify-test alike).\n\
+                  Signals: SIGTERM and SIGINT drain in-flight requests, remove the socket and exit 0; SIGHUP \
+                  is logged and ignored (live reload is not supported yet)."
 )]
 struct Cli {
     /// Log format.
@@ -81,7 +85,12 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime starts");
-            let result = runtime.block_on(redguard::run(cfg, shutdown_signal()));
+            let result = runtime.block_on(async {
+                // Installed before anything is bound, so that no signal finds the default action (which would
+                // end the process and leave the socket behind).
+                let signals = Signals::install();
+                redguard::run(cfg, signals.shutdown()).await
+            });
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ redguard::RunError::Preflight(_)) => {
@@ -174,13 +183,36 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// The signals redguard handles. SIGHUP will mean "reload the config" (a later issue); until then it is
+/// logged and ignored, so that a `kill -HUP` (or a terminal closing) never cuts requests off.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    /// Must be called within the runtime.
+    fn install() -> Signals {
+        let on = |kind: SignalKind, name: &str| signal(kind).unwrap_or_else(|e| panic!("{name} handler installs: {e}"));
+        Signals {
+            term: on(SignalKind::terminate(), "SIGTERM"),
+            int: on(SignalKind::interrupt(), "SIGINT"),
+            hup: on(SignalKind::hangup(), "SIGHUP"),
+        }
+    }
+
+    /// Resolves on SIGTERM or SIGINT; logs each SIGHUP (one line per delivery the runtime reports).
+    async fn shutdown(mut self) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => tracing::warn!(
+                    "SIGHUP received: live reload is not supported yet; the configuration is unchanged and \
+                     redguard keeps serving"
+                ),
+            }
+        }
     }
 }

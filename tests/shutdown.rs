@@ -1,6 +1,6 @@
 //! SIGTERM under load: requests in flight when the signal arrives finish with a real answer, later clients get
-//! a clear connection error, and redguard exits 0 within the drain timeout with its socket removed. Stopping
-//! removes only the socket redguard created, never another instance's.
+//! a clear connection error, and redguard exits 0 within the drain timeout with its socket removed. SIGHUP does
+//! not stop it, and stopping removes only the socket redguard created, never another instance's.
 
 mod common;
 
@@ -176,4 +176,26 @@ fn stopping_one_instance_leaves_the_socket_of_another_on_the_same_path() {
     let status = wait_for("B to exit", Duration::from_secs(10), || b.0.try_wait().unwrap());
     assert_eq!(status.code(), Some(0));
     assert!(!a.socket.exists(), "B removed its own socket");
+}
+
+#[test]
+fn sighup_is_logged_and_ignored_and_sigterm_still_drains() {
+    let redis = RedisServer::start();
+    let mut rg = Redguard::start(&redis.url(), "");
+    for n in 1..=2 {
+        // SAFETY: kill(2) on the redguard child this test owns.
+        unsafe { libc::kill(rg.pid() as libc::pid_t, libc::SIGHUP) };
+        wait_for("the SIGHUP log line", Duration::from_secs(10), || {
+            (rg.log()
+                .matches("SIGHUP received: live reload is not supported yet")
+                .count()
+                == n)
+                .then_some(())
+        });
+        assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200, "still serving after SIGHUP {n}");
+    }
+    rg.sigterm();
+    assert_eq!(rg.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(!rg.socket.exists(), "socket removed on shutdown");
+    assert!(rg.log().contains("redguard stopped"), "{}", rg.log());
 }
