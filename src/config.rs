@@ -172,7 +172,9 @@ const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
-    /// Path of the Unix socket redguard listens on.
+    /// Path of the Unix socket redguard listens on. Its directory must exist, it fits `sun_path` (107 bytes on
+    /// Linux), and nothing but a stale socket may be at it at start: anything else is refused, never replaced
+    /// (checked by [`crate::preflight`], in `run` and `check-config` alike).
     pub socket: PathBuf,
     /// Permission bits of the socket file, written as an octal string ("0660").
     #[serde(deserialize_with = "socket_mode")]
