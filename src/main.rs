@@ -2,7 +2,8 @@
 //!
 //! Exit status: 0 on success, 1 when something fails at run time, 2 for a usage error (clap's), and
 //! [`EXIT_CONFIG`] (78) whenever the configuration is invalid, by `run`, `check-config` and `notify-test` alike.
-//! Signals: SIGTERM and SIGINT drain and stop; SIGHUP is logged and otherwise ignored until live reload exists.
+//! Signals: SIGTERM and SIGINT drain and stop; SIGHUP is logged and otherwise ignored until live reload exists,
+//! and so are SIGUSR1 and SIGUSR2.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ const EXIT_CONFIG: u8 = 78;
     after_help = "Exit status: 0 success; 1 failure at run time; 2 usage error; 78 invalid configuration \
                   (EX_CONFIG; from run, check-config and notify-test alike).\n\
                   Signals: SIGTERM and SIGINT drain in-flight requests, remove the socket and exit 0; SIGHUP \
-                  is logged and ignored (live reload is not supported yet)."
+                  (live reload is not supported yet), SIGUSR1 and SIGUSR2 are logged and ignored."
 )]
 struct Cli {
     /// Log format.
@@ -184,11 +185,15 @@ fn init_logging(format: LogFormat) {
 }
 
 /// The signals redguard handles. SIGHUP will mean "reload the config" (a later issue); until then it is
-/// logged and ignored, so that a `kill -HUP` (or a terminal closing) never cuts requests off.
+/// logged and ignored, so that a `kill -HUP` (or a terminal closing) never cuts requests off. SIGUSR1 and
+/// SIGUSR2, whose default action also ends the process (and which some tools send to reopen logs), are
+/// logged and ignored too.
 struct Signals {
     term: Signal,
     int: Signal,
     hup: Signal,
+    usr1: Signal,
+    usr2: Signal,
 }
 
 impl Signals {
@@ -199,11 +204,14 @@ impl Signals {
             term: on(SignalKind::terminate(), "SIGTERM"),
             int: on(SignalKind::interrupt(), "SIGINT"),
             hup: on(SignalKind::hangup(), "SIGHUP"),
+            usr1: on(SignalKind::user_defined1(), "SIGUSR1"),
+            usr2: on(SignalKind::user_defined2(), "SIGUSR2"),
         }
     }
 
-    /// Resolves on SIGTERM or SIGINT; logs each SIGHUP (one line per delivery the runtime reports).
+    /// Resolves on SIGTERM or SIGINT; logs each other signal (one line per delivery the runtime reports).
     async fn shutdown(mut self) {
+        let ignored = |name: &str| tracing::warn!(signal = name, "{name} has no meaning for redguard; ignored");
         loop {
             tokio::select! {
                 _ = self.term.recv() => return,
@@ -212,6 +220,8 @@ impl Signals {
                     "SIGHUP received: live reload is not supported yet; the configuration is unchanged and \
                      redguard keeps serving"
                 ),
+                _ = self.usr1.recv() => ignored("SIGUSR1"),
+                _ = self.usr2.recv() => ignored("SIGUSR2"),
             }
         }
     }

@@ -179,20 +179,23 @@ fn stopping_one_instance_leaves_the_socket_of_another_on_the_same_path() {
 }
 
 #[test]
-fn sighup_is_logged_and_ignored_and_sigterm_still_drains() {
+fn sighup_and_sigusr_are_logged_and_ignored_and_sigterm_still_drains() {
     let redis = RedisServer::start();
     let mut rg = Redguard::start(&redis.url(), "");
-    for n in 1..=2 {
+    let signals = [
+        (libc::SIGHUP, "SIGHUP received: live reload is not supported yet"),
+        (libc::SIGHUP, "SIGHUP received: live reload is not supported yet"),
+        (libc::SIGUSR1, "SIGUSR1 has no meaning for redguard; ignored"),
+        (libc::SIGUSR2, "SIGUSR2 has no meaning for redguard; ignored"),
+    ];
+    for (i, (sig, line)) in signals.into_iter().enumerate() {
+        let before = rg.log().matches(line).count();
         // SAFETY: kill(2) on the redguard child this test owns.
-        unsafe { libc::kill(rg.pid() as libc::pid_t, libc::SIGHUP) };
-        wait_for("the SIGHUP log line", Duration::from_secs(10), || {
-            (rg.log()
-                .matches("SIGHUP received: live reload is not supported yet")
-                .count()
-                == n)
-                .then_some(())
+        unsafe { libc::kill(rg.pid() as libc::pid_t, sig) };
+        wait_for(line, Duration::from_secs(10), || {
+            (rg.log().matches(line).count() == before + 1).then_some(())
         });
-        assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200, "still serving after SIGHUP {n}");
+        assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200, "still serving after signal {i}");
     }
     rg.sigterm();
     assert_eq!(rg.wait_exit(Duration::from_secs(10)), Some(0));
