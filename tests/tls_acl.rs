@@ -154,7 +154,19 @@ fn a_missing_tls_file_stops_redguard_at_start() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(78), "an invalid configuration: {stderr}");
+    assert!(
+        stderr.contains("cannot read redis.tls.ca_file /nonexistent/ca.crt"),
+        "{stderr}"
+    );
+    // The pre-flight check reads the files, so `check-config` refuses it alike.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+        .args(["check-config", config.to_str().unwrap()])
+        .env("REDGUARD_LISTEN_SOCKET", &socket)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(
         stderr.contains("cannot read redis.tls.ca_file /nonexistent/ca.crt"),
         "{stderr}"
