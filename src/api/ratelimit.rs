@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::request::{self, Str};
+use super::request::{self, integer, Str};
 use crate::metrics::DecisionSource;
 use crate::op::Bytes;
 use crate::ratelimit::{Decision, Limit, MAX_LIMIT, MAX_WINDOW_MS};
@@ -20,9 +20,9 @@ use crate::ratelimit::{Decision, Limit, MAX_LIMIT, MAX_WINDOW_MS};
 struct Raw<'a> {
     #[serde(borrow)]
     key: Option<Str<'a>>,
-    limit: Option<u64>,
-    window_ms: Option<u64>,
-    cost: Option<u64>,
+    limit: Option<serde_json::Number>,
+    window_ms: Option<serde_json::Number>,
+    cost: Option<serde_json::Number>,
 }
 
 /// A parsed check: the application's key and its limit.
@@ -39,24 +39,18 @@ pub fn parse(body: &[u8]) -> Result<Check<'_>, ApiError> {
     if key.is_empty() {
         return Err(ApiError::BadRequest("field `key` must not be an empty string".into()));
     }
-    let limit = raw.limit.ok_or_else(|| need("limit"))?;
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "field `limit` must be in 1..={MAX_LIMIT}, got {limit}"
-        )));
-    }
-    let window_ms = raw.window_ms.ok_or_else(|| need("window_ms"))?;
-    if !(1..=MAX_WINDOW_MS).contains(&window_ms) {
-        return Err(ApiError::BadRequest(format!(
-            "field `window_ms` must be in 1..={MAX_WINDOW_MS}, got {window_ms}"
-        )));
-    }
-    let cost = raw.cost.unwrap_or(1);
-    if !(1..=limit).contains(&cost) {
-        return Err(ApiError::BadRequest(format!(
-            "field `cost` must be in 1..={limit} (the limit), got {cost}"
-        )));
-    }
+    // Each bound is checked on the JSON number itself, so a fraction or a number past 64 bits is refused
+    // naming the field, never rounded into range.
+    let bounded = |field: &str, n: Option<&serde_json::Number>, max: u64| {
+        integer(field, n.ok_or_else(|| need(field))?, 1, max as i64).map(|v| v as u64)
+    };
+    let limit = bounded("limit", raw.limit.as_ref(), MAX_LIMIT)?;
+    let window_ms = bounded("window_ms", raw.window_ms.as_ref(), MAX_WINDOW_MS)?;
+    let cost = match raw.cost.as_ref() {
+        None => 1,
+        Some(n) => integer("cost", n, 1, limit as i64)
+            .map_err(|e| ApiError::BadRequest(format!("{e} (at most the limit)")))? as u64,
+    };
     let key = match key {
         Cow::Borrowed(k) => Cow::Borrowed(k.as_bytes()),
         Cow::Owned(k) => Cow::Owned(k.into_bytes()),
@@ -135,21 +129,39 @@ mod tests {
             (r#"{"key":"k","window_ms":1}"#, "missing field `limit`"),
             (
                 r#"{"key":"k","limit":0,"window_ms":1}"#,
-                "`limit` must be in 1..=100000, got 0",
+                "field `limit` must be an integer in 1..=100000, got 0",
             ),
-            (r#"{"key":"k","limit":100001,"window_ms":1}"#, "`limit` must be in"),
+            (
+                r#"{"key":"k","limit":100001,"window_ms":1}"#,
+                "field `limit` must be an integer in 1..=100000, got 100001",
+            ),
             (r#"{"key":"k","limit":-1,"window_ms":1}"#, "field `limit`"),
             (r#"{"key":"k","limit":1}"#, "missing field `window_ms`"),
             (
                 r#"{"key":"k","limit":1,"window_ms":0}"#,
-                "`window_ms` must be in 1..=86400000",
+                "field `window_ms` must be an integer in 1..=86400000, got 0",
             ),
             (
                 r#"{"key":"k","limit":2,"window_ms":1,"cost":3}"#,
-                "`cost` must be in 1..=2 (the limit), got 3",
+                "field `cost` must be an integer in 1..=2, got 3 (at most the limit)",
             ),
-            (r#"{"key":"k","limit":2,"window_ms":1,"cost":0}"#, "`cost` must be in"),
+            (
+                r#"{"key":"k","limit":2,"window_ms":1,"cost":0}"#,
+                "field `cost` must be an integer in 1..=2, got 0",
+            ),
             (r#"{"key":"k","limit":2,"window_ms":1.5}"#, "field `window_ms`"),
+            (
+                r#"{"key":"k","limit":18446744073709551616,"window_ms":1}"#,
+                "field `limit` must be an integer in 1..=100000, got 1.8446744073709552e+19",
+            ),
+            (
+                r#"{"key":"k","limit":2,"limit":3,"window_ms":1}"#,
+                "duplicate field `limit`",
+            ),
+            (
+                r#"{"key":"k","limit":2,"window_ms":1} {"key":"k"}"#,
+                "exactly one JSON value",
+            ),
             (
                 r#"{"key":"k","limit":2,"window_ms":1,"burst":3}"#,
                 "unknown field `burst`",
