@@ -715,3 +715,83 @@ fn log_format_json_writes_one_json_object_per_line() {
         "{text}"
     );
 }
+
+/// `"cached": true` says a refused write was kept for this pod's reads; when the cache refused it (disabled, or
+/// the value larger than `cache.max_bytes`), the answer says `false` and a read indeed finds nothing.
+#[test]
+fn cached_says_what_the_cache_actually_kept() {
+    let redis = RedisServer::start();
+    for yaml in ["cache:\n  max_entries: 0\n", "cache:\n  max_bytes: 0\n"] {
+        let rg = Redguard::start(&redis.url(), yaml);
+        assert_eq!(rg.control("force_open").status, 200);
+        for body in [
+            r#"{"op":"set","key":"k","value":"v"}"#,
+            r#"{"op":"mset","pairs":{"k":"v"}}"#,
+        ] {
+            let r = rg.cmd(body);
+            assert_eq!(
+                (r.status, r.json()["cached"].clone()),
+                (503, json!(false)),
+                "{yaml} {body}"
+            );
+        }
+        let r = rg.post(
+            "/v1/pipeline",
+            &json!({"commands": [{"op": "set", "key": "k", "value": "v"}]}),
+        );
+        assert_eq!((r.status, r.json()["cached"].clone()), (503, json!(false)), "{yaml}");
+        let got = ok(&rg, json!({"op": "get", "key": "k"}));
+        assert_eq!(
+            (got["result"].clone(), got["source"].clone()),
+            (json!(null), json!("default"))
+        );
+    }
+
+    // 32 bytes of key + value fit, 33 do not.
+    let rg = Redguard::start(&redis.url(), "cache:\n  max_bytes: 32\n");
+    assert_eq!(rg.control("force_open").status, 200);
+    let (fits, too_big) = ("v".repeat(31), "v".repeat(32));
+    let cached = |body: Value| {
+        let r = rg.post(
+            if body.get("commands").is_some() {
+                "/v1/pipeline"
+            } else {
+                "/v1/cmd"
+            },
+            &body,
+        );
+        assert_eq!(r.status, 503, "{body} -> {}", r.body);
+        r.json()["cached"].as_bool().unwrap()
+    };
+    assert!(cached(json!({"op": "set", "key": "a", "value": fits})));
+    assert_eq!(ok(&rg, json!({"op": "get", "key": "a"}))["source"], "cache");
+    assert!(!cached(json!({"op": "set", "key": "a", "value": too_big})));
+    assert_eq!(ok(&rg, json!({"op": "get", "key": "a"}))["source"], "default");
+    assert!(!cached(json!({"op": "mset", "pairs": {"a": fits, "b": too_big}})));
+    assert!(cached(json!({"op": "mset", "pairs": {"a": "1", "b": "2"}})));
+    // Each value fits alone, but together they do not: not every value of the MSET is kept.
+    assert!(!cached(
+        json!({"op": "mset", "pairs": {"a": fits.clone(), "b": fits.clone()}})
+    ));
+    // A pipeline's writes: cached only if each of them was kept.
+    let set = |key: &str, value: &str| json!({"op": "set", "key": key, "value": value});
+    assert!(cached(json!({"commands": [set("a", "1"), set("b", "2")]})));
+    assert!(!cached(json!({"commands": [set("a", "1"), set("b", &too_big)]})));
+    assert!(!cached(
+        json!({"commands": [set("a", "1"), {"args": ["SET", "c", "3"]}]})
+    ));
+    // With on_unavailable: default the answer is a 200, and it says the same.
+    let r = ok(
+        &rg,
+        json!({"op": "set", "key": "a", "value": too_big, "on_unavailable": "default"}),
+    );
+    assert_eq!(r, json!({"result": false, "source": "default", "degraded": true}));
+    let r = ok(
+        &rg,
+        json!({"op": "set", "key": "a", "value": "1", "on_unavailable": "default"}),
+    );
+    assert_eq!(
+        r,
+        json!({"result": false, "source": "default", "degraded": true, "cached": true})
+    );
+}
