@@ -795,3 +795,51 @@ fn cached_says_what_the_cache_actually_kept() {
         json!({"result": false, "source": "default", "degraded": true, "cached": true})
     );
 }
+
+/// A forced-open circuit never half-opens by itself, so no answer may hint at a time to retry: no
+/// `retry_after_ms`, no `Retry-After`, `reset_ms: 0` from a `deny` rate limiter, and `/v1/breaker` and the health
+/// JSON agree (`seconds_until_half_open: null`). The automatic open state keeps its hint.
+#[test]
+fn a_forced_open_circuit_gives_no_retry_hint() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), &format!("{FAST}ratelimit:\n  on_unavailable: deny\n"));
+    assert_eq!(rg.control("force_open").status, 200);
+    let breaker = rg.breaker();
+    assert_eq!(
+        (breaker["state"].clone(), breaker["forced"].clone()),
+        (json!("open"), json!("open"))
+    );
+    assert_eq!(breaker["seconds_until_half_open"], Value::Null);
+    let health = common::http(&rg.socket, "GET", "/api/v1/health/circuit-breaker", "").json();
+    assert_eq!(health["seconds_until_half_open"], Value::Null, "{health}");
+    let answers = [
+        rg.cmd(r#"{"op":"set","key":"k","value":"v"}"#),
+        rg.cmd(r#"{"op":"incr","key":"n"}"#),
+        rg.post("/v1/command", &json!({"args": ["SET", "k", "v"]})),
+        rg.post("/v1/pipeline", &json!({"commands": [{"op": "incr", "key": "n"}]})),
+    ];
+    for r in &answers {
+        let body = r.json();
+        assert_eq!(
+            (r.status, body["error"]["code"].clone()),
+            (503, json!("circuit_open")),
+            "{body}"
+        );
+        assert_eq!(body["error"].get("retry_after_ms"), None, "{body}");
+        assert_eq!(r.header("retry-after"), None, "{body}");
+    }
+    let r = rg.post("/v1/ratelimit", &json!({"key": "k", "limit": 1, "window_ms": 60000}));
+    assert_eq!(r.json()["reset_ms"], 0, "{}", r.body);
+
+    // Reset, then let failures open it: now it will half-open, and the answers say when.
+    assert_eq!(rg.control("reset").status, 200);
+    let mut redis = redis;
+    redis.kill();
+    common::wait_for("the circuit to open", Duration::from_secs(10), || {
+        rg.cmd(r#"{"op":"incr","key":"n"}"#);
+        (rg.breaker_state() == "open").then_some(())
+    });
+    let r = rg.cmd(r#"{"op":"incr","key":"n"}"#);
+    assert!(r.json()["error"]["retry_after_ms"].as_u64().is_some(), "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("1"));
+}

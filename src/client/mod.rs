@@ -105,7 +105,11 @@ impl Served {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
     /// The breaker is open; Redis was not called.
-    CircuitOpen { retry_after: Duration, cached: bool },
+    /// `retry_after` is `None` while the circuit is forced open.
+    CircuitOpen {
+        retry_after: Option<Duration>,
+        cached: bool,
+    },
     /// Redis failed on this call.
     Unavailable { message: String, cached: bool },
     /// Redis did not answer within the command timeout.
@@ -117,7 +121,7 @@ pub enum CallError {
 /// Why Redis could not serve a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    Rejected(Duration),
+    Rejected(Option<Duration>),
     Unavailable(String),
     Timeout,
 }

@@ -156,9 +156,10 @@ impl<B: Backend> RateLimiter<B> {
             RateLimitFallback::Deny => Decision {
                 allowed: false,
                 remaining: 0,
-                // When the circuit is open, Redis will not be asked again before this.
+                // When the circuit is open, Redis will not be asked again before this (unknown, 0, while it is
+                // forced open).
                 reset_ms: match failure {
-                    Failure::Rejected(retry_after) => ceil_ms(*retry_after),
+                    Failure::Rejected(Some(retry_after)) => ceil_ms(*retry_after),
                     _ => 0,
                 },
                 source: DecisionSource::Default,
