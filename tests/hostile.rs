@@ -217,7 +217,10 @@ fn no_body_is_accepted_in_part() {
         ("/v1/cmd", r#"{"op":"get","key":"a"}{"op":"del","keys":["a"]}"#),
         ("/v1/cmd", r#"{"op":"del","keys":["a"]} trailing"#),
         ("/v1/command", r#"{"args":["GET","a"]}{"args":["DEL","a"]}"#),
-        ("/v1/pipeline", r#"{"commands":[{"op":"get","key":"a"}]}{"commands":[{"op":"del","keys":["a"]}]}"#),
+        (
+            "/v1/pipeline",
+            r#"{"commands":[{"op":"get","key":"a"}]}{"commands":[{"op":"del","keys":["a"]}]}"#,
+        ),
         ("/v1/ratelimit", r#"{"key":"k","limit":1,"window_ms":1000}{"key":"k"}"#),
         ("/v1/breaker", r#"{"action":"reset"}{"action":"force_open"}"#),
         ("/v1/breaker", r#"{"action":"force_open"} x"#),
@@ -225,17 +228,53 @@ fn no_body_is_accepted_in_part() {
         refused(path, body, one_value);
     }
     for (path, body, want) in [
-        ("/v1/cmd", r#"{"op":"del","keys":["b"],"keys":["a"]}"#, "duplicate field `keys`"),
-        ("/v1/cmd", r#"{"op":"mset","pairs":{"a":"2","a":"3"}}"#, "duplicate key \"a\""),
-        ("/v1/cmd", r#"{"op":"hset","key":"h","fields":{"f":"1","f":"2"}}"#, "duplicate key \"f\""),
-        ("/v1/command", r#"{"args":["GET","a"],"args":["DEL","a"]}"#, "duplicate field `args`"),
-        ("/v1/pipeline", r#"{"commands":[{"op":"del","keys":["b"],"keys":["a"]}]}"#, "commands[0]"),
-        ("/v1/ratelimit", r#"{"key":"k","key":"j","limit":1,"window_ms":1000}"#, "duplicate field `key`"),
-        ("/v1/breaker", r#"{"action":"reset","action":"force_open"}"#, "duplicate field `action`"),
+        (
+            "/v1/cmd",
+            r#"{"op":"del","keys":["b"],"keys":["a"]}"#,
+            "duplicate field `keys`",
+        ),
+        (
+            "/v1/cmd",
+            r#"{"op":"mset","pairs":{"a":"2","a":"3"}}"#,
+            "duplicate key \"a\"",
+        ),
+        (
+            "/v1/cmd",
+            r#"{"op":"hset","key":"h","fields":{"f":"1","f":"2"}}"#,
+            "duplicate key \"f\"",
+        ),
+        (
+            "/v1/command",
+            r#"{"args":["GET","a"],"args":["DEL","a"]}"#,
+            "duplicate field `args`",
+        ),
+        (
+            "/v1/pipeline",
+            r#"{"commands":[{"op":"del","keys":["b"],"keys":["a"]}]}"#,
+            "commands[0]",
+        ),
+        (
+            "/v1/ratelimit",
+            r#"{"key":"k","key":"j","limit":1,"window_ms":1000}"#,
+            "duplicate field `key`",
+        ),
+        (
+            "/v1/breaker",
+            r#"{"action":"reset","action":"force_open"}"#,
+            "duplicate field `action`",
+        ),
         ("/v1/breaker", r#"["force_open"]"#, "expected a JSON object"),
         ("/v1/breaker", r#"{"action":1}"#, "field `action`"),
-        ("/v1/ratelimit", r#"{"key":"k","limit":1.5,"window_ms":1000}"#, "field `limit` must be an integer in 1..=100000"),
-        ("/v1/ratelimit", r#"{"key":"k","limit":1,"window_ms":18446744073709551616}"#, "field `window_ms` must be an integer in 1..=86400000"),
+        (
+            "/v1/ratelimit",
+            r#"{"key":"k","limit":1.5,"window_ms":1000}"#,
+            "field `limit` must be an integer in 1..=100000",
+        ),
+        (
+            "/v1/ratelimit",
+            r#"{"key":"k","limit":1,"window_ms":18446744073709551616}"#,
+            "field `window_ms` must be an integer in 1..=86400000",
+        ),
     ] {
         refused(path, body, want);
     }
@@ -259,14 +298,29 @@ fn numeric_fields_name_their_bounds_and_infinite_scores_round_trip() {
         assert!(message.contains(want), "{body}: {message:?} lacks {want:?}");
     };
     let ttl = "field `ttl_ms` must be an integer in 1..=1000000000000000000";
-    bad(r#"{"op":"set","key":"k","value":"v","ttl_ms":9223372036854775808}"#, ttl);
-    bad(r#"{"op":"set","key":"k","value":"v","ttl_ms":18446744073709551616}"#, ttl);
-    bad(r#"{"op":"set","key":"k","value":"v","ttl_ms":9223372036854775807}"#, ttl);
+    bad(
+        r#"{"op":"set","key":"k","value":"v","ttl_ms":9223372036854775808}"#,
+        ttl,
+    );
+    bad(
+        r#"{"op":"set","key":"k","value":"v","ttl_ms":18446744073709551616}"#,
+        ttl,
+    );
+    bad(
+        r#"{"op":"set","key":"k","value":"v","ttl_ms":9223372036854775807}"#,
+        ttl,
+    );
     bad(r#"{"op":"set","key":"k","value":"v","ttl_ms":0}"#, ttl);
     let seconds = "field `seconds` must be an integer in -1000000000000000..=1000000000000000";
     bad(r#"{"op":"expire","key":"k","seconds":9223372036854775807}"#, seconds);
-    bad(r#"{"op":"incr","key":"n","by":9223372036854775808}"#, "field `by` must be an integer in");
-    bad(r#"{"op":"zrange","key":"z","start":0,"stop":1e30}"#, "field `stop` must be an integer in");
+    bad(
+        r#"{"op":"incr","key":"n","by":9223372036854775808}"#,
+        "field `by` must be an integer in",
+    );
+    bad(
+        r#"{"op":"zrange","key":"z","start":0,"stop":1e30}"#,
+        "field `stop` must be an integer in",
+    );
     assert_eq!(redis.cmd(&["DBSIZE"]).as_deref(), Some("0"));
 
     // The bounds are accepted, by redguard and by Redis.
@@ -280,7 +334,10 @@ fn numeric_fields_name_their_bounds_and_infinite_scores_round_trip() {
     assert_eq!(ok(r#"{"op":"expire","key":"k","seconds":1000000000000000}"#), true);
     ok(r#"{"op":"incr","key":"n","by":9223372036854775807}"#);
 
-    assert_eq!(ok(r#"{"op":"zadd","key":"z","members":{"top":"inf","bottom":"-inf","mid":1}}"#), 3);
+    assert_eq!(
+        ok(r#"{"op":"zadd","key":"z","members":{"top":"inf","bottom":"-inf","mid":1}}"#),
+        3
+    );
     assert_eq!(ok(r#"{"op":"zadd","key":"z","members":[["+inf","top2"]]}"#), 1);
     assert_eq!(redis.cmd(&["ZSCORE", "z", "bottom"]).as_deref(), Some("-inf"));
     assert_eq!(ok(r#"{"op":"zscore","key":"z","member":"top"}"#), "inf");
@@ -289,5 +346,8 @@ fn numeric_fields_name_their_bounds_and_infinite_scores_round_trip() {
     let back = serde_json::json!({"op": "zadd", "key": "z2", "members": range.as_array().unwrap().iter()
         .map(|e| serde_json::json!([e["score"], e["member"]])).collect::<Vec<_>>()});
     assert_eq!(ok(&back.to_string()), 4, "{back}");
-    assert_eq!(ok(r#"{"op":"zrange","key":"z2","start":0,"stop":-1,"withscores":true}"#), range);
+    assert_eq!(
+        ok(r#"{"op":"zrange","key":"z2","start":0,"stop":-1,"withscores":true}"#),
+        range
+    );
 }
