@@ -296,4 +296,17 @@ fn mixed_costs_are_summed_exactly_and_reset_names_the_right_call() {
     );
     // A call that fits exactly is allowed.
     assert_eq!(decided(&check(&rg, "other", 50, 60_000, 50)), (true, 0));
+    // A key left by the earlier script (one entry per unit, named `<id>-<call>:<i>`) starts over.
+    let now_us = (redis_ms(&rg) * 1000).to_string();
+    let legacy = "redguard:ratelimit:legacy";
+    redis.cmd(&[
+        "ZADD",
+        legacy,
+        &now_us,
+        "0123456789abcdef-1:1",
+        &now_us,
+        "0123456789abcdef-1:2",
+    ]);
+    assert_eq!(decided(&check(&rg, "legacy", 2, 60_000, 1)), (true, 1));
+    assert_eq!(redis.cmd(&["ZCARD", legacy]).as_deref(), Some("1"));
 }
