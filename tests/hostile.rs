@@ -278,6 +278,13 @@ fn no_body_is_accepted_in_part() {
     ] {
         refused(path, body, want);
     }
+    // A rate-limit key is bounded like any key: it is held in Redis, and in process while Redis is away.
+    let long_key = serde_json::json!({"key": "k".repeat(1025), "limit": 1, "window_ms": 1000}).to_string();
+    refused(
+        "/v1/ratelimit",
+        &long_key,
+        "field `key` is 1025 bytes, over api.max_key_bytes (1024)",
+    );
     // None of it happened: `a` is still 1, nothing else was written, the circuit is closed and not forced.
     assert_eq!(redis.cmd(&["GET", "a"]).as_deref(), Some("1"));
     assert_eq!(redis.cmd(&["DBSIZE"]).as_deref(), Some("1"));

@@ -254,7 +254,7 @@ async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
 }
 
 async fn run_ratelimit(app: &App, body: &[u8]) -> (ApiRoute, Response) {
-    let check = match ratelimit::parse(body) {
+    let check = match ratelimit::parse(body, app.limits.max_key_bytes) {
         Ok(c) => c,
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };

@@ -32,12 +32,20 @@ pub struct Check<'a> {
     pub limit: Limit,
 }
 
-pub fn parse(body: &[u8]) -> Result<Check<'_>, ApiError> {
+/// `max_key_bytes` (`api.max_key_bytes`) bounds the key as it bounds a typed op's: the key is held in Redis and,
+/// while Redis is away, in this process (`ratelimit.local_max_keys` of them).
+pub fn parse(body: &[u8], max_key_bytes: usize) -> Result<Check<'_>, ApiError> {
     let raw: Raw<'_> = request::deserialize(body)?;
     let need = |field: &str| ApiError::BadRequest(format!("missing field `{field}`"));
     let key = raw.key.ok_or_else(|| need("key"))?.0;
     if key.is_empty() {
         return Err(ApiError::BadRequest("field `key` must not be an empty string".into()));
+    }
+    if key.len() > max_key_bytes {
+        return Err(ApiError::BadRequest(format!(
+            "field `key` is {} bytes, over api.max_key_bytes ({max_key_bytes})",
+            key.len()
+        )));
     }
     // Each bound is checked on the JSON number itself, so a fraction or a number past 64 bits is refused
     // naming the field, never rounded into range.
@@ -91,7 +99,7 @@ mod tests {
     use super::*;
 
     fn bad(body: &str) -> String {
-        match parse(body.as_bytes()) {
+        match parse(body.as_bytes(), 8) {
             Err(ApiError::BadRequest(m)) => m,
             other => panic!("{body}: {other:?}"),
         }
@@ -99,7 +107,7 @@ mod tests {
 
     #[test]
     fn a_check_parses_with_cost_defaulting_to_one() {
-        let c = parse(br#"{"key":"login:203.0.113.9","limit":10,"window_ms":60000}"#).unwrap();
+        let c = parse(br#"{"key":"login:203.0.113.9","limit":10,"window_ms":60000}"#, 1024).unwrap();
         assert_eq!(c.key.as_ref(), b"login:203.0.113.9");
         assert_eq!(
             c.limit,
@@ -110,7 +118,7 @@ mod tests {
             }
         );
         assert_eq!(
-            parse(br#"{"key":"k","limit":5,"window_ms":1,"cost":5}"#)
+            parse(br#"{"key":"k","limit":5,"window_ms":1,"cost":5}"#, 1024)
                 .unwrap()
                 .limit
                 .cost,
@@ -122,6 +130,10 @@ mod tests {
     fn bad_checks_name_the_field() {
         for (body, want) in [
             (r#"{"limit":1,"window_ms":1}"#, "missing field `key`"),
+            (
+                r#"{"key":"123456789","limit":1,"window_ms":1}"#,
+                "field `key` is 9 bytes, over api.max_key_bytes (8)",
+            ),
             (
                 r#"{"key":"","limit":1,"window_ms":1}"#,
                 "`key` must not be an empty string",
