@@ -3,7 +3,9 @@
 //! `{"key": "login:203.0.113.9", "limit": 10, "window_ms": 60000, "cost"?: 1}` answers
 //! `{"allowed": bool, "remaining": n, "reset_ms": n, "source": "redis"}`; a decision made without Redis says
 //! `"source": "local"` or `"default"` and `"degraded": true`. A denied call is still a `200`: the decision is
-//! the answer, and what to do with it is the application's.
+//! the answer, and what to do with it is the application's. `key` is at most `api.max_key_bytes`; `limit` is in
+//! 1..=100000, `window_ms` in 1..=86400000 and `cost` in 1..=`limit`, each an integer (anything else is a 400
+//! naming the field and its bounds).
 
 use std::borrow::Cow;
 

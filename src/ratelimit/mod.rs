@@ -10,7 +10,7 @@
 //! in the same microsecond.
 //!
 //! What one call may cost Redis is bounded, whatever its `cost`: one entry per allowed call carrying its cost and
-//! a running total (see [`SCRIPT`]), so each call does O(log n) work on a key of n <= `limit` live entries and
+//! a running total (see `SCRIPT`), so each call does O(log n) work on a key of n <= `limit` live entries and
 //! deletes at most [`MAX_DROPPED`] expired ones. Measured on Redis 7.0.15 (`INFO commandstats` usec_per_call,
 //! `MEMORY USAGE`), on a 2-core machine at load average 9, where a trivial EVAL took 21 us:
 //!
