@@ -176,8 +176,11 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
         tokio::spawn({
             let backend = backend.clone();
             let r = &cfg.redis;
-            let (target, username, sentinel_username) =
-                (r.display_target(), r.username.clone(), r.sentinel_username.clone());
+            let (target, username, sentinel_username) = (
+                r.display_target(),
+                backend::effective_username(r),
+                backend::effective_sentinel_username(r),
+            );
             async move { backend.log_startup(target, username, sentinel_username).await }
         });
     }

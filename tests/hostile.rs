@@ -400,3 +400,165 @@ fn an_invalid_config_exits_78_from_every_command_and_a_usage_error_2() {
         "documented in --help"
     );
 }
+
+/// Nothing is accepted in part: on every route that takes a body, a second JSON value or trailing bytes after
+/// the first, a key given twice and a number out of its field's bounds are each a 400 naming the problem, and
+/// none of those requests does anything.
+#[test]
+fn no_body_is_accepted_in_part() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), "");
+    assert_eq!(rg.cmd(r#"{"op":"set","key":"a","value":"1"}"#).status, 200);
+    let refused = |path: &str, body: &str, want: &str| {
+        let r = common::http(&rg.socket, "POST", path, body);
+        assert_eq!(r.status, 400, "{path} {body}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], "bad_request", "{path} {body}");
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(want), "{path} {body}: {message:?} lacks {want:?}");
+    };
+    let one_value = "a body is exactly one JSON value";
+    for (path, body) in [
+        ("/v1/cmd", r#"{"op":"get","key":"a"}{"op":"del","keys":["a"]}"#),
+        ("/v1/cmd", r#"{"op":"del","keys":["a"]} trailing"#),
+        ("/v1/command", r#"{"args":["GET","a"]}{"args":["DEL","a"]}"#),
+        (
+            "/v1/pipeline",
+            r#"{"commands":[{"op":"get","key":"a"}]}{"commands":[{"op":"del","keys":["a"]}]}"#,
+        ),
+        ("/v1/ratelimit", r#"{"key":"k","limit":1,"window_ms":1000}{"key":"k"}"#),
+        ("/v1/breaker", r#"{"action":"reset"}{"action":"force_open"}"#),
+        ("/v1/breaker", r#"{"action":"force_open"} x"#),
+    ] {
+        refused(path, body, one_value);
+    }
+    for (path, body, want) in [
+        (
+            "/v1/cmd",
+            r#"{"op":"del","keys":["b"],"keys":["a"]}"#,
+            "duplicate field `keys`",
+        ),
+        (
+            "/v1/cmd",
+            r#"{"op":"mset","pairs":{"a":"2","a":"3"}}"#,
+            "duplicate key \"a\"",
+        ),
+        (
+            "/v1/cmd",
+            r#"{"op":"hset","key":"h","fields":{"f":"1","f":"2"}}"#,
+            "duplicate key \"f\"",
+        ),
+        (
+            "/v1/command",
+            r#"{"args":["GET","a"],"args":["DEL","a"]}"#,
+            "duplicate field `args`",
+        ),
+        (
+            "/v1/pipeline",
+            r#"{"commands":[{"op":"del","keys":["b"],"keys":["a"]}]}"#,
+            "commands[0]",
+        ),
+        (
+            "/v1/ratelimit",
+            r#"{"key":"k","key":"j","limit":1,"window_ms":1000}"#,
+            "duplicate field `key`",
+        ),
+        (
+            "/v1/breaker",
+            r#"{"action":"reset","action":"force_open"}"#,
+            "duplicate field `action`",
+        ),
+        ("/v1/breaker", r#"["force_open"]"#, "expected a JSON object"),
+        ("/v1/breaker", r#"{"action":1}"#, "field `action`"),
+        (
+            "/v1/ratelimit",
+            r#"{"key":"k","limit":1.5,"window_ms":1000}"#,
+            "field `limit` must be an integer in 1..=100000",
+        ),
+        (
+            "/v1/ratelimit",
+            r#"{"key":"k","limit":1,"window_ms":18446744073709551616}"#,
+            "field `window_ms` must be an integer in 1..=86400000",
+        ),
+    ] {
+        refused(path, body, want);
+    }
+    // A rate-limit key is bounded like any key: it is held in Redis, and in process while Redis is away.
+    let long_key = serde_json::json!({"key": "k".repeat(1025), "limit": 1, "window_ms": 1000}).to_string();
+    refused(
+        "/v1/ratelimit",
+        &long_key,
+        "field `key` is 1025 bytes, over api.max_key_bytes (1024)",
+    );
+    // None of it happened: `a` is still 1, nothing else was written, the circuit is closed and not forced.
+    assert_eq!(redis.cmd(&["GET", "a"]).as_deref(), Some("1"));
+    assert_eq!(redis.cmd(&["DBSIZE"]).as_deref(), Some("1"));
+    assert_eq!(rg.breaker()["forced"], serde_json::Value::Null);
+}
+
+/// Every numeric field refuses what Redis would refuse (or what would be rounded on the way) with a 400 that
+/// names the field and its bounds, rather than a 422 from Redis or a serde message about "floating point";
+/// the bounds themselves reach Redis and work. Infinite scores travel as the strings zrange answers with.
+#[test]
+fn numeric_fields_name_their_bounds_and_infinite_scores_round_trip() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), "");
+    let bad = |body: &str, want: &str| {
+        let r = rg.cmd(body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(want), "{body}: {message:?} lacks {want:?}");
+    };
+    let ttl = "field `ttl_ms` must be an integer in 1..=1000000000000000000";
+    bad(
+        r#"{"op":"set","key":"k","value":"v","ttl_ms":9223372036854775808}"#,
+        ttl,
+    );
+    bad(
+        r#"{"op":"set","key":"k","value":"v","ttl_ms":18446744073709551616}"#,
+        ttl,
+    );
+    bad(
+        r#"{"op":"set","key":"k","value":"v","ttl_ms":9223372036854775807}"#,
+        ttl,
+    );
+    bad(r#"{"op":"set","key":"k","value":"v","ttl_ms":0}"#, ttl);
+    let seconds = "field `seconds` must be an integer in -1000000000000000..=1000000000000000";
+    bad(r#"{"op":"expire","key":"k","seconds":9223372036854775807}"#, seconds);
+    bad(
+        r#"{"op":"incr","key":"n","by":9223372036854775808}"#,
+        "field `by` must be an integer in",
+    );
+    bad(
+        r#"{"op":"zrange","key":"z","start":0,"stop":1e30}"#,
+        "field `stop` must be an integer in",
+    );
+    assert_eq!(redis.cmd(&["DBSIZE"]).as_deref(), Some("0"));
+
+    // The bounds are accepted, by redguard and by Redis.
+    let ok = |body: &str| {
+        let r = rg.cmd(body);
+        assert_eq!(r.status, 200, "{body}: {}", r.body);
+        r.json()["result"].clone()
+    };
+    ok(r#"{"op":"set","key":"k","value":"v","ttl_ms":1000000000000000000}"#);
+    assert!(redis.cmd(&["PTTL", "k"]).unwrap().parse::<i64>().unwrap() > 999_999_000_000_000_000);
+    assert_eq!(ok(r#"{"op":"expire","key":"k","seconds":1000000000000000}"#), true);
+    ok(r#"{"op":"incr","key":"n","by":9223372036854775807}"#);
+
+    assert_eq!(
+        ok(r#"{"op":"zadd","key":"z","members":{"top":"inf","bottom":"-inf","mid":1}}"#),
+        3
+    );
+    assert_eq!(ok(r#"{"op":"zadd","key":"z","members":[["+inf","top2"]]}"#), 1);
+    assert_eq!(redis.cmd(&["ZSCORE", "z", "bottom"]).as_deref(), Some("-inf"));
+    assert_eq!(ok(r#"{"op":"zscore","key":"z","member":"top"}"#), "inf");
+    let range = ok(r#"{"op":"zrange","key":"z","start":0,"stop":-1,"withscores":true}"#);
+    // What zrange answers can be sent back as it is.
+    let back = serde_json::json!({"op": "zadd", "key": "z2", "members": range.as_array().unwrap().iter()
+        .map(|e| serde_json::json!([e["score"], e["member"]])).collect::<Vec<_>>()});
+    assert_eq!(ok(&back.to_string()), 4, "{back}");
+    assert_eq!(
+        ok(r#"{"op":"zrange","key":"z2","start":0,"stop":-1,"withscores":true}"#),
+        range
+    );
+}

@@ -172,3 +172,31 @@ fn a_missing_tls_file_stops_redguard_at_start() {
         "{stderr}"
     );
 }
+
+/// The start-up log names the user the connection really uses: the one in the URL when `redis.username` is not
+/// set (it was logged as `username=""`), and Redis's `default` user when neither names one.
+#[test]
+fn the_log_names_the_effective_user() {
+    let server = acl_server();
+    let secret = "wrong-pw-c41e";
+    let rg = Redguard::start(&format!("redis://app:{secret}@127.0.0.1:{}", server.port), "");
+    let line = rg.startup_error_line();
+    assert!(line.contains(r#"username="app""#), "{line}");
+    assert!(!rg.log().contains(secret), "the password leaked:\n{}", rg.log());
+
+    let rg = Redguard::start(&format!("redis://:{secret}@127.0.0.1:{}", server.port), "");
+    let line = rg.startup_error_line();
+    assert!(line.contains(r#"username="default""#), "{line}");
+
+    let ok = Redguard::start(&format!("redis://app:pw@127.0.0.1:{}", server.port), "");
+    let line = wait_for("the connected line", Duration::from_secs(10), || {
+        ok.log()
+            .lines()
+            .find(|l| l.contains("connected to Redis"))
+            .map(str::to_owned)
+    });
+    assert!(
+        line.contains("username=app") || line.contains(r#"username="app""#),
+        "{line}"
+    );
+}

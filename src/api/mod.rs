@@ -251,7 +251,7 @@ async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
 }
 
 async fn run_ratelimit(app: &App, body: &[u8]) -> (ApiRoute, Response) {
-    let check = match ratelimit::parse(body) {
+    let check = match ratelimit::parse(body, app.limits.max_key_bytes) {
         Ok(c) => c,
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
@@ -338,8 +338,8 @@ struct BreakerAction {
 async fn breaker_post(app: &App, body: impl RequestBody) -> Response {
     let body = read_body(body, app.max_body_bytes, app.read_timeout).await;
     let result = body.and_then(|body| {
-        let req: BreakerAction = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("expected {{\"action\": ..}}: {e}")))?;
+        // The same reader as every other body: one JSON object, each field once, nothing after it.
+        let req: BreakerAction = request::deserialize(&body)?;
         match req.action.as_str() {
             "force_open" => Ok(Override::ForceOpen),
             "force_closed" => Ok(Override::ForceClosed),

@@ -468,11 +468,14 @@ impl Inner {
             Err(rejected) => {
                 self.metrics.nodes.rejected.with_label_values(&[&node.label]).inc();
                 node.rejected.fetch_add(1, Ordering::Relaxed);
-                let message = format!(
-                    "cluster node {} is failing; its circuit is open (next probe in {} ms)",
-                    node.addr,
-                    rejected.retry_after.as_millis()
-                );
+                let message = match rejected.retry_after {
+                    Some(wait) => format!(
+                        "cluster node {} is failing; its circuit is open (next probe in {} ms)",
+                        node.addr,
+                        wait.as_millis()
+                    ),
+                    None => format!("cluster node {} is failing; its circuit is forced open", node.addr),
+                };
                 return Err(self.degrade(&node, BackendError::Unavailable(message)));
             }
         };
