@@ -84,8 +84,9 @@ impl Standalone {
     }
 }
 
-/// Whether sending `cmd` twice changes nothing, as the command table says. Asked only after a connection
-/// dropped under a command, never on the way out.
+/// Whether sending `cmd` twice changes nothing, as the command table says. Asked only after a command failed
+/// with a dropped (or refused) connection, never on a command's way out: a binary search of the table there costs
+/// nothing next to the failed system call.
 fn read_only(cmd: &Cmd) -> bool {
     commands::lookup(cmd).is_some_and(commands::Command::resend)
 }
