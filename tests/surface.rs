@@ -561,7 +561,11 @@ fn raw_writes_drop_the_keys_the_command_table_gives_and_reads_drop_none() {
     assert_eq!(source("k3"), "default");
     assert_eq!(source("k4"), "cache");
     assert_eq!(source("k5"), "cache");
-    assert_eq!(source("v"), "cache", "a value that names a cached key no longer costs that entry");
+    assert_eq!(
+        source("v"),
+        "cache",
+        "a value that names a cached key no longer costs that entry"
+    );
 }
 
 #[test]
