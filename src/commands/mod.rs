@@ -187,7 +187,7 @@ impl Command {
                 let at = (usize::from(from)..len)
                     .find(|&i| args.arg_at(i).is_some_and(|a| a.eq_ignore_ascii_case(b"STREAMS")))?;
                 let rest = len - at - 1;
-                (rest > 0 && rest % 2 == 0).then(|| KeyPositions::range(at + 1, at + 1 + rest / 2, 1))
+                (rest > 0 && rest.is_multiple_of(2)).then(|| KeyPositions::range(at + 1, at + 1 + rest / 2, 1))
             }
             Keys::Movable { .. } => None,
         }
