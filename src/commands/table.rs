@@ -83,7 +83,10 @@ impl Command {
     }
 }
 
-pub(super) static COMMANDS: &[Command] = &[
+/// Every row, in one place in memory ([`ROWS`] is the same list for compile-time use: the lookup's index).
+pub(super) static COMMANDS: &[Command] = ROWS;
+
+pub(super) const ROWS: &[Command] = &[
     container(
         "ACL",
         &[

@@ -25,8 +25,9 @@ fn rows_and_subcommands_are_sorted_unique_and_uppercase() {
             );
         }
     }
-    // Every row can be found by its own name.
+    // Every row can be found by its own name, and starts with a letter (the lookup's index is by letter).
     for row in all() {
+        assert!(row.name.as_bytes()[0].is_ascii_uppercase(), "{}", row.name);
         assert!(std::ptr::eq(find(row.name.as_bytes()).unwrap(), row));
     }
 }
@@ -37,7 +38,12 @@ fn lookup_ignores_case_and_resolves_subcommands() {
     assert_eq!(find(b"ZRangeByScore").unwrap().name, "ZRANGEBYSCORE");
     assert!(find(b"GETX").is_none());
     assert!(find(b"").is_none());
+    assert!(
+        find(b"[GET").is_none() && find(b"@").is_none() && find(b"1").is_none(),
+        "no letter first"
+    );
     assert!(find(b"\xff\xfe").is_none());
+    assert!(find(&[b'A'; 1000]).is_none(), "a long name");
     let sub = lookup(&["object", "Encoding", "k"]).unwrap();
     assert_eq!((sub.name, sub.kind), ("ENCODING", Kind::Read));
     assert_eq!(lookup(&["CLIENT", "kill", "id", "1"]).unwrap().kind, Kind::Admin);
