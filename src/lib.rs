@@ -26,6 +26,7 @@
 //! - [`client`]: breaker + backend + cache; where the sidecar's promises are kept, for typed ops, raw
 //!   commands, pipelines and scripts.
 //! - [`op`]: the typed ops; [`policy`]: the command allow/deny rules.
+//! - [`commands`]: the command table (read/write, resend, keys, flags) that policy, cache, retry and routing share.
 //! - [`ratelimit`]: the sliding-window limiter, in Redis or, while Redis is away, in process.
 //! - [`api`], [`admin`], [`health`], [`metrics`]: the edges.
 //! - [`notify`]: state-change notifications to Slack, PagerDuty and webhooks, off the request path.
@@ -46,6 +47,7 @@ pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod health;
 pub mod jitter;

@@ -601,6 +601,45 @@ fn the_first_call_after_redis_returns_is_answered_by_redis() {
 }
 
 #[test]
+fn a_read_whose_connection_was_closed_is_sent_again_and_a_write_is_not() {
+    let (redis, rg) = start();
+    ok(&rg, json!({"op": "set", "key": "k", "value": "v"}));
+    ok(&rg, json!({"op": "zadd", "key": "z", "members": [[1, "m"]]}));
+    // Every read the command table calls safe to resend, typed or raw, not only the six the backend once listed.
+    let reads = [
+        json!({"op": "mget", "keys": ["k"]}),
+        json!({"op": "zscore", "key": "z", "member": "m"}),
+        json!({"op": "get", "key": "k"}),
+    ];
+    for read in reads {
+        // Redis closes redguard's connection (as its idle `timeout` or a load balancer would); redis-rs learns it
+        // only when it next uses the connection.
+        redis.must(&["CLIENT", "KILL", "TYPE", "normal"]);
+        let r = rg.cmd(&read.to_string());
+        assert_eq!(
+            (r.status, r.json()["source"].clone()),
+            (200, json!("redis")),
+            "{read}: {}",
+            r.body
+        );
+    }
+    let r = rg.post("/v1/command", &json!({"args": ["LRANGE", "nolist", "0", "-1"]}));
+    assert_eq!(r.status, 200, "a raw read too, before the kill");
+    redis.must(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let r = rg.post("/v1/command", &json!({"args": ["LRANGE", "nolist", "0", "-1"]}));
+    assert_eq!(r.status, 200, "a raw read after the kill: {}", r.body);
+    // A write is not sent twice (it may have been applied): the caller hears that Redis could not be asked.
+    redis.must(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let r = rg.cmd(r#"{"op":"incr","key":"n"}"#);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(
+        ok(&rg, json!({"op": "get", "key": "n"}))["result"],
+        json!(null),
+        "and it did not run"
+    );
+}
+
+#[test]
 fn clear_on_close_drops_the_fallback_cache_when_the_circuit_closes() {
     let redis = RedisServer::start();
     let keep = Redguard::start(&redis.url(), "");

@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ApiError;
 
-use crate::backend::cluster::command_slot;
 use crate::backend::{AnyBackend, NodeView};
 use crate::breaker::{Mode, Override, State as CircuitState};
 use crate::client::{Item, Reply, Served, Source};
@@ -38,7 +37,7 @@ use crate::metrics::ApiRoute;
 use crate::op::OpName;
 use crate::policy::Policy;
 use crate::ratelimit::RateLimiter;
-use crate::{health, Client};
+use crate::{commands, health, Client};
 
 /// What the routes share.
 pub struct App {
@@ -268,18 +267,8 @@ fn one_slot(items: &[Item<'_>]) -> Result<(), ApiError> {
     let mut first: Option<(usize, u16)> = None;
     for (i, item) in items.iter().enumerate() {
         let slot = match item {
-            Item::Op(op) => {
-                let cmd = op.to_cmd();
-                let args: Vec<&[u8]> = cmd
-                    .args_iter()
-                    .map(|a| match a {
-                        redis::Arg::Simple(bytes) => bytes,
-                        _ => &b""[..],
-                    })
-                    .collect();
-                command_slot(&args)
-            }
-            Item::Raw(args) => command_slot(args),
+            Item::Op(op) => commands::slot(&op.to_cmd()),
+            Item::Raw(args) => commands::slot(args.as_slice()),
         };
         match (first, slot) {
             (None, Some(slot)) => first = Some((i, slot)),

@@ -17,9 +17,11 @@
 //! every node answer CLUSTERDOWN after `cluster-node-timeout`: every node then counts as failing, and the whole
 //! sidecar degrades, as the cluster itself does.)
 //!
-//! Keyed commands are routed to the master of their first key's slot; a multi-key command whose keys are in
-//! different slots is sent there unchanged, and Redis's CROSSSLOT answer is an application error (422), never
-//! a silent non-atomic split. Keyless commands (PING) go to a node believed up.
+//! Keyed commands are routed to the master of their first key's slot, the first key being where the command table
+//! says ([`crate::commands::first_key`]: EVAL's first declared key, XREAD's first stream); a multi-key command
+//! whose keys are in different slots is sent there unchanged, and Redis's CROSSSLOT answer is an application
+//! error (422), never a silent non-atomic split. Keyless commands (PING, EVAL with no keys) go to a node believed
+//! up.
 //!
 //! # Metrics
 //!
@@ -48,12 +50,11 @@ use super::{
 };
 use crate::breaker::{Breaker, Observer, Settings, State, Transition};
 use crate::clock::SystemClock;
+use crate::commands;
 use crate::config::RedisConfig;
 use crate::jitter::Jitter;
 use crate::metrics::Metrics;
 
-/// Number of hash slots in a Redis Cluster.
-const SLOTS: u16 = 16384;
 /// How often the health task runs: probes due nodes, checks nodes not known to be up.
 const HEALTH_TICK: Duration = Duration::from_millis(500);
 /// The slot map is re-read at least this often, and soon after any node failure.
@@ -63,29 +64,6 @@ const TOPOLOGY_MAX_AGE: Duration = Duration::from_secs(10);
 const TOPOLOGY_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Label for nodes past `redis.node_metrics_limit`.
 const OTHER: &str = "other";
-
-/// The hash slot of a key, per the Redis Cluster spec: CRC16 (XMODEM) of the key, or of its hash tag (the part
-/// between the first `{` and the next `}`, if not empty), modulo 16384.
-pub fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        rest.iter()
-            .position(|&b| b == b'}')
-            .filter(|&close| close > 0)
-            .map(|close| &rest[..close])
-    });
-    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS
-}
-
-/// The slot of a command given as its arguments (name first), by the same rule the routing uses: its first
-/// key is the argument after the name; PING has none.
-pub fn command_slot<A: AsRef<[u8]>>(args: &[A]) -> Option<u16> {
-    let name = args.first()?.as_ref();
-    if name.eq_ignore_ascii_case(b"PING") {
-        return None;
-    }
-    args.get(1).map(|key| key_slot(key.as_ref()))
-}
 
 /// Hands out the bounded `node` label values: a node's own address while fewer than the limit are in use,
 /// else "other". A label is given back when its node leaves the topology.
@@ -358,7 +336,7 @@ impl Cluster {
 
 impl Backend for Cluster {
     async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
-        let (node, routing) = self.target(first_key(cmd).map(key_slot));
+        let (node, routing) = self.target(commands::slot(cmd));
         let routing = RoutingInfo::SingleNode(routing);
         self.inner
             .call(
@@ -401,7 +379,7 @@ impl Backend for Cluster {
 
 /// The one slot every keyed command of `pipe` uses, or CROSSSLOT (an application error) if they differ.
 fn pipeline_slot(pipe: &Pipeline) -> Result<Option<u16>, BackendError> {
-    let mut slots = pipe.cmd_iter().filter_map(|cmd| first_key(cmd).map(key_slot));
+    let mut slots = pipe.cmd_iter().filter_map(commands::slot);
     let first = slots.next();
     match first {
         Some(slot) if slots.any(|s| s != slot) => Err(BackendError::App(
@@ -411,19 +389,6 @@ fn pipeline_slot(pipe: &Pipeline) -> Result<Option<u16>, BackendError> {
         )),
         _ => Ok(first),
     }
-}
-
-/// The first key of a keyed command (every typed op but PING has its key first).
-fn first_key(cmd: &Cmd) -> Option<&[u8]> {
-    let mut args = cmd.args_iter().map(|a| match a {
-        redis::Arg::Simple(bytes) => bytes,
-        _ => &b""[..],
-    });
-    let name = args.next()?;
-    if name.eq_ignore_ascii_case(b"PING") {
-        return None;
-    }
-    args.next()
 }
 
 impl Inner {
@@ -859,22 +824,6 @@ mod tests {
             "only {} distinct waits among 100 sidecars",
             spread.len()
         );
-    }
-
-    #[test]
-    fn key_slots_follow_the_cluster_spec() {
-        // Values from CLUSTER KEYSLOT.
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"bar"), 5061);
-        assert_eq!(key_slot(b""), 0);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
-        assert_ne!(
-            key_slot(b"foo{}{bar}"),
-            key_slot(b"bar"),
-            "an empty tag means the whole key"
-        );
-        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
     }
 
     #[test]
