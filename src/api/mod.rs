@@ -1,7 +1,7 @@
 //! The application-facing API: HTTP/1.1 + JSON on a Unix socket.
 //!
 //! Routes are thin: they parse ([`request`], [`command`], [`pipeline`], [`ratelimit`]), ask the command policy,
-//! call the resilient client or the rate limiter, and render ([`reply`], [`resp`]); every failure is an
+//! call the resilient client or the rate limiter, and render ([`reply`], [`raw_reply`]); every failure is an
 //! [`ApiError`], shaped into a response in one place. The policy judges every command an application sends,
 //! typed ops by the command they send. The control routes (`/v1/breaker`) exist only here, never on a
 //! network listener.
@@ -10,9 +10,9 @@ pub mod command;
 pub mod error;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod raw_reply;
 pub mod reply;
 pub mod request;
-pub mod resp;
 pub mod server;
 pub mod socket;
 
