@@ -30,6 +30,7 @@
 //! - [`api`], [`admin`], [`health`], [`metrics`]: the edges.
 //! - [`notify`]: state-change notifications to Slack, PagerDuty and webhooks, off the request path.
 //! - [`clock`] and [`jitter`]: injected time, and the seeded randomness that spreads retries.
+//! - [`resources`]: the descriptors both listeners and Redis share, and returning freed memory.
 //!
 //! [`run`] wires them together and returns when the shutdown future resolves, the API has drained and pending
 //! notifications have had their grace.
@@ -53,8 +54,9 @@ pub mod notify;
 pub mod op;
 pub mod policy;
 pub mod ratelimit;
+pub mod resources;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -87,6 +89,8 @@ pub enum RunError {
     Serve(std::io::Error),
     #[error(transparent)]
     Notify(#[from] notify::NotifyError),
+    #[error(transparent)]
+    Descriptors(#[from] resources::DescriptorError),
 }
 
 /// Logs every transition: opening and half-open probes failing at warn, recovery at info.
@@ -205,6 +209,8 @@ pub async fn notify_test(cfg: &Config) -> Result<Vec<notify::TestReport>, RunErr
 /// `listen.drain_timeout`), removes the socket file, gives pending notifications `notify.shutdown_grace`
 /// and returns.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    resources::reserve_descriptors(&cfg)?;
+    resources::return_freed_memory();
     let (client, notifier) = build_client(&cfg)?;
     if notifier.is_enabled() {
         notifier.start(notify_transport(&cfg)?);
@@ -229,10 +235,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
             source,
         })?;
     let admin_addr = admin_listener.local_addr().map_err(RunError::Serve)?;
-    let admin_server = axum::serve(admin_listener, admin::router(admin_state.clone()))
-        .with_graceful_shutdown(stopped())
-        .into_future();
-    let admin_task = tokio::spawn(admin_server);
+    let admin_router = admin::router(admin_state.clone());
+    let admin_limits = api::server::Limits {
+        name: "admin",
+        max_connections: cfg.admin.max_connections,
+        read_timeout: cfg.admin.read_timeout,
+    };
+    let admin_task = tokio::spawn(api::server::serve(
+        admin_listener,
+        admin_limits,
+        move |_: &tokio::net::TcpStream| admin::AdminHandler(admin_router.clone()),
+        stopped(),
+    ));
 
     let listener = api::bind(
         &cfg.listen.socket,
@@ -241,11 +255,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     )?;
     let app = Arc::new(api::App::new(client.clone(), &cfg));
     let limits = api::server::Limits {
+        name: "api",
         max_connections: cfg.api.max_connections,
         read_timeout: cfg.api.read_timeout,
-        allowed_uids: cfg.listen.allowed_uids.clone(),
     };
-    let mut api_task = tokio::spawn(api::server::serve(listener, app, limits, stopped()));
+    let allowed_uids = cfg.listen.allowed_uids.clone();
+    let api_handler = move |stream: &tokio::net::UnixStream| {
+        api::server::ApiHandler::new(app.clone(), allowed_uids.as_deref(), stream)
+    };
+    let mut api_task = tokio::spawn(api::server::serve(listener, limits, api_handler, stopped()));
     admin_state.socket_ready.store(true, Ordering::Release);
     info!(socket = %cfg.listen.socket.display(), admin = %admin_addr, redis = %cfg.redis.display_target(), redis_mode = cfg.redis.mode.as_str(), "redguard listening");
 

@@ -1,13 +1,17 @@
-//! Hostile and malformed input: every bad request gets its exact status and error code, slow and idle clients
-//! cannot hold the socket hostage, and the socket's access controls hold.
+//! Hostile and malformed input: every bad request gets its exact status and error code (hyper's own refusals
+//! too), slow and idle clients cannot hold the socket hostage, a flood on the admin listener cannot starve the
+//! socket, many large bodies at once stay within the body budget and their memory is given back, and the
+//! socket's access controls hold.
 
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{raw_request, Redguard, RedisServer};
+use common::{raw_request, rss_kib, wait_for, Redguard, RedisServer};
 
 const LIMITS: &str =
     "api:\n  max_body_bytes: 4KiB\n  max_key_bytes: 16\n  max_value_bytes: 64\n  read_timeout: 300ms\n";
@@ -195,4 +199,195 @@ fn the_socket_gets_the_configured_group_and_mode() {
     let meta = std::fs::metadata(&rg.socket).unwrap();
     assert_eq!(meta.gid(), group);
     assert_eq!(meta.mode() & 0o777, 0o640);
+}
+
+#[test]
+fn hypers_own_refusals_carry_the_json_error_body() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), LIMITS);
+    let malformed = raw_request(&rg.socket, b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n");
+    assert_eq!(malformed.status, 400, "{malformed:?}");
+    assert_eq!(malformed.json()["error"]["code"], "bad_request");
+    let bad_header = raw_request(&rg.socket, b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n");
+    assert_eq!(bad_header.status, 400, "{bad_header:?}");
+    assert_eq!(bad_header.json()["error"]["code"], "bad_request");
+    let huge_head = format!(
+        "POST /v1/cmd HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let too_large = raw_request(&rg.socket, huge_head.as_bytes());
+    assert_eq!(too_large.status, 431, "{too_large:?}");
+    let json = too_large.json();
+    assert_eq!(json["error"]["code"], "headers_too_large");
+    assert!(json["error"]["message"].as_str().unwrap().contains("16384 bytes"), "{json}");
+    assert_eq!(too_large.header("content-type"), Some("application/json"));
+    // The server serves on.
+    assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+}
+
+#[test]
+fn a_declared_body_over_the_limit_is_refused_before_it_is_sent() {
+    let redis = RedisServer::start();
+    // A long read timeout: waiting for the body instead of refusing at once would show as a timeout here.
+    let rg = Redguard::start(&redis.url(), "api:\n  max_body_bytes: 4KiB\n  read_timeout: 60s\n");
+    let started = Instant::now();
+    let never_sent = raw_request(
+        &rg.socket,
+        b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n",
+    );
+    assert_eq!(never_sent.status, 413, "{never_sent:?}");
+    assert_eq!(never_sent.json()["error"]["code"], "payload_too_large");
+    // A client that asks first is told no, not `100 Continue`.
+    let mut asking = UnixStream::connect(&rg.socket).unwrap();
+    asking.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    asking
+        .write_all(b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000000\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    asking.read_to_string(&mut answer).expect("an answer, then the connection closes");
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+/// Opens `n` connections at once, each declaring a 1 MiB body and sending all of it but 48,576 bytes; returns
+/// them open. A connection whose body was refused is closed by the server, so its writes may fail.
+fn large_bodies(socket: &Path, n: usize) -> Vec<UnixStream> {
+    let writers: Vec<_> = (0..n)
+        .map(|_| {
+            let socket: PathBuf = socket.to_owned();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&socket).unwrap();
+                let head = b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n";
+                let _ = s.write_all(head).and_then(|_| s.write_all(&vec![b' '; 1_000_000]));
+                s
+            })
+        })
+        .collect();
+    writers.into_iter().map(|w| w.join().unwrap()).collect()
+}
+
+/// Splits connections into (refused with 503 `overloaded`, still being read). A refusal is written before the
+/// server closes the connection, so once the writes ended it is already waiting in the client's buffer.
+fn refused_and_open(conns: &[UnixStream]) -> (usize, usize) {
+    let (mut refused, mut open) = (0, 0);
+    for mut c in conns {
+        c.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1024];
+        match c.read(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => open += 1,
+            Ok(n) if n > 0 => {
+                let answer = String::from_utf8_lossy(&buf[..n]);
+                assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+                assert!(answer.contains(r#""code":"overloaded""#), "{answer}");
+                assert!(answer.contains("retry-after: 1\r\n"), "{answer}");
+                refused += 1;
+            }
+            other => panic!("a connection ended without an answer: {other:?}"),
+        }
+    }
+    (refused, open)
+}
+
+#[test]
+fn many_large_bodies_stay_within_the_budget_and_their_memory_is_given_back() {
+    const MIB: u64 = 1024;
+    const N: usize = 64;
+    const BUDGET_MIB: u64 = 24;
+    let redis = RedisServer::start();
+    let rg = Redguard::start(
+        &redis.url(),
+        &format!("api:\n  max_inflight_body_bytes: {BUDGET_MIB}MiB\n  read_timeout: 60s\n"),
+    );
+    assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+    let idle = rss_kib(rg.pid());
+    // Twice: a second burst is where glibc's dynamic mmap threshold used to keep the memory.
+    for round in 1..=2 {
+        let conns = large_bodies(&rg.socket, N);
+        let during = rss_kib(rg.pid());
+        let (refused, open) = refused_and_open(&conns);
+        // Each admitted body holds 1 MiB minus its uncounted first 8 KiB of the budget.
+        let fits = (BUDGET_MIB * MIB * 1024 / (1_048_576 - 8192)) as usize;
+        assert!(open <= fits, "round {round}: {open} bodies admitted, the budget fits {fits}");
+        assert!(refused >= N - fits, "round {round}: only {refused} refused");
+        // The bodies, plus hyper's read buffers and the test binary's debug-build slack.
+        let bound = idle + (BUDGET_MIB + 12) * MIB;
+        assert!(
+            during < bound,
+            "round {round}: RSS {during} KiB with {open} bodies in flight, bound {bound} KiB (idle {idle} KiB)"
+        );
+        drop(conns);
+        let near_idle = idle + 6 * MIB;
+        let after = wait_for(
+            &format!("RSS back under {near_idle} KiB after round {round} (idle {idle} KiB)"),
+            Duration::from_secs(10),
+            || Some(rss_kib(rg.pid())).filter(|&r| r < near_idle),
+        );
+        eprintln!("round {round}: idle {idle} KiB, during {during} KiB ({open} in flight, {refused} refused), after {after} KiB");
+    }
+    assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+}
+
+#[test]
+fn a_flood_on_the_admin_listener_cannot_starve_the_socket() {
+    let redis = RedisServer::start();
+    // 64 + 4 + the reserve fit in 256 descriptors; 300 admin connections would not.
+    let rg = Redguard::start_with_nofile(
+        &redis.url(),
+        "api:\n  max_connections: 64\nadmin:\n  max_connections: 4\n  read_timeout: 300ms\n",
+        256,
+    );
+    let flood: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut c = TcpStream::connect(rg.admin).unwrap();
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+            c
+        })
+        .collect();
+    // The application is served meanwhile.
+    for _ in 0..5 {
+        assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+    }
+    drop(flood);
+    // A silent admin connection is closed after admin.read_timeout (once the flood has left the backlog).
+    let closed_after = wait_for("a silent admin connection to be closed", Duration::from_secs(15), || {
+        let mut c = TcpStream::connect(rg.admin).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = Instant::now();
+        matches!(c.read(&mut [0u8; 64]), Ok(0)).then(|| started.elapsed())
+    });
+    assert!(closed_after < Duration::from_secs(3), "closed after {closed_after:?}");
+    // The admin listener answers again once the flood is gone.
+    let live = wait_for("/livez", Duration::from_secs(10), || {
+        common::try_http_tcp(rg.admin, "/livez").ok().filter(|r| r.status == 200)
+    });
+    assert_eq!(live.json()["status"], "ok");
+    let log = rg.log();
+    assert!(!log.contains("accept failed"), "{log}");
+    let at_limit = log.matches("connection limit reached").count();
+    assert!((1..=2).contains(&at_limit), "logged {at_limit} times:\n{log}");
+}
+
+#[test]
+fn a_config_whose_connections_do_not_fit_the_descriptor_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("redguard.yaml");
+    std::fs::write(&config, "admin:\n  max_connections: 64\n").unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"));
+    common::limit_open_files(&mut command, 256);
+    let out = command
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("REDGUARD_LISTEN_SOCKET", dir.path().join("rg.sock"))
+        .env("REDGUARD_ADMIN_LISTEN", format!("127.0.0.1:{}", common::free_port()))
+        .env("REDGUARD_REDIS_URL", "redis://127.0.0.1:1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("api.max_connections (1024) + admin.max_connections (64)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("open-file limit (256"), "{stderr}");
+    assert!(!dir.path().join("rg.sock").exists(), "no socket is left behind");
 }
