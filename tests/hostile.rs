@@ -331,13 +331,14 @@ fn many_large_bodies_stay_within_the_budget_and_their_memory_is_given_back() {
 #[test]
 fn a_flood_on_the_admin_listener_cannot_starve_the_socket() {
     let redis = RedisServer::start();
-    // 64 + 4 + the reserve fit in 256 descriptors; 300 admin connections would not.
+    // 4 + 4 + the reserve fit in 140 descriptors; 130 admin connections and the process's own would not. The
+    // admin listener's backlog (128) holds the flood beyond its 4 connections.
     let rg = Redguard::start_with_nofile(
         &redis.url(),
-        "api:\n  max_connections: 64\nadmin:\n  max_connections: 4\n  read_timeout: 300ms\n",
-        256,
+        "api:\n  max_connections: 4\nadmin:\n  max_connections: 4\n  read_timeout: 300ms\n",
+        140,
     );
-    let flood: Vec<TcpStream> = (0..300)
+    let flood: Vec<TcpStream> = (0..130)
         .map(|_| {
             let mut c = TcpStream::connect(rg.admin).unwrap();
             c.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
@@ -357,10 +358,8 @@ fn a_flood_on_the_admin_listener_cannot_starve_the_socket() {
         matches!(c.read(&mut [0u8; 64]), Ok(0)).then(|| started.elapsed())
     });
     assert!(closed_after < Duration::from_secs(3), "closed after {closed_after:?}");
-    // The admin listener answers again once the flood is gone.
-    let live = wait_for("/livez", Duration::from_secs(10), || {
-        common::try_http_tcp(rg.admin, "/livez").ok().filter(|r| r.status == 200)
-    });
+    // The admin listener answers again.
+    let live = common::try_http_tcp(rg.admin, "/livez").unwrap();
     assert_eq!(live.json()["status"], "ok");
     let log = rg.log();
     assert!(!log.contains("accept failed"), "{log}");
