@@ -184,7 +184,8 @@ pub fn raw_request(socket: &Path, request: &[u8]) -> Response {
     parse_response(&raw)
 }
 
-fn parse_response(raw: &[u8]) -> Response {
+/// Parses a raw HTTP/1.1 response (head and body, chunked or not).
+pub fn parse_response(raw: &[u8]) -> Response {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
