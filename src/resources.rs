@@ -62,14 +62,14 @@ pub fn reserve_descriptors(cfg: &Config) -> Result<u64, DescriptorError> {
             lim.rlim_cur = lim.rlim_max;
         }
     }
-    let limit = lim.rlim_cur as u64;
+    let limit = lim.rlim_cur;
     if needed > limit {
         return Err(DescriptorError::TooFew {
             api,
             admin,
             needed,
             limit,
-            hard: lim.rlim_max as u64,
+            hard: lim.rlim_max,
         });
     }
     Ok(limit)

@@ -238,7 +238,10 @@ fn hypers_own_refusals_carry_the_json_error_body() {
     assert_eq!(too_large.status, 431, "{too_large:?}");
     let json = too_large.json();
     assert_eq!(json["error"]["code"], "headers_too_large");
-    assert!(json["error"]["message"].as_str().unwrap().contains("16384 bytes"), "{json}");
+    assert!(
+        json["error"]["message"].as_str().unwrap().contains("16384 bytes"),
+        "{json}"
+    );
     assert_eq!(too_large.header("content-type"), Some("application/json"));
     // The server serves on.
     assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
@@ -263,10 +266,16 @@ fn a_declared_body_over_the_limit_is_refused_before_it_is_sent() {
         .write_all(b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000000\r\n\r\n")
         .unwrap();
     let mut answer = String::new();
-    asking.read_to_string(&mut answer).expect("an answer, then the connection closes");
+    asking
+        .read_to_string(&mut answer)
+        .expect("an answer, then the connection closes");
     assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 /// Opens `n` connections at once, each declaring a 1 MiB body and sending all of it but 48,576 bytes; returns
@@ -312,9 +321,11 @@ const MIB: u64 = 1024; // in KiB, the unit of VmRSS
 
 /// Waits until redguard's RSS is under `bound` KiB; returns it.
 fn rss_falls_under(rg: &Redguard, bound: u64, what: &str) -> u64 {
-    wait_for(&format!("RSS under {bound} KiB {what}"), Duration::from_secs(10), || {
-        Some(rss_kib(rg.pid())).filter(|&r| r < bound)
-    })
+    wait_for(
+        &format!("RSS under {bound} KiB {what}"),
+        Duration::from_secs(10),
+        || Some(rss_kib(rg.pid())).filter(|&r| r < bound),
+    )
 }
 
 #[test]
@@ -365,7 +376,10 @@ fn the_memory_of_large_bodies_is_given_back_after_each_burst() {
         let conns = large_bodies(&rg.socket, N);
         let during = rss_kib(rg.pid());
         assert_eq!(refused_and_open(&conns), (0, N), "round {round}");
-        assert!(during > idle + 64 * MIB, "round {round}: the bodies were read ({during} KiB)");
+        assert!(
+            during > idle + 64 * MIB,
+            "round {round}: the bodies were read ({during} KiB)"
+        );
         drop(conns);
         let after = rss_falls_under(&rg, idle + 8 * MIB, &format!("after round {round} (idle {idle} KiB)"));
         eprintln!("round {round}: idle {idle} KiB, during {during} KiB, after {after} KiB");
@@ -395,12 +409,16 @@ fn a_flood_on_the_admin_listener_cannot_starve_the_socket() {
     }
     drop(flood);
     // A silent admin connection is closed after admin.read_timeout (once the flood has left the backlog).
-    let closed_after = wait_for("a silent admin connection to be closed", Duration::from_secs(15), || {
-        let mut c = TcpStream::connect(rg.admin).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let started = Instant::now();
-        matches!(c.read(&mut [0u8; 64]), Ok(0)).then(|| started.elapsed())
-    });
+    let closed_after = wait_for(
+        "a silent admin connection to be closed",
+        Duration::from_secs(15),
+        || {
+            let mut c = TcpStream::connect(rg.admin).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let started = Instant::now();
+            matches!(c.read(&mut [0u8; 64]), Ok(0)).then(|| started.elapsed())
+        },
+    );
     assert!(closed_after < Duration::from_secs(3), "closed after {closed_after:?}");
     // The admin listener answers again.
     let live = common::try_http_tcp(rg.admin, "/livez").unwrap();

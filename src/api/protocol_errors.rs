@@ -168,7 +168,10 @@ mod tests {
     fn the_replacement_is_a_complete_json_answer() {
         let out = String::from_utf8(answer(&ApiError::HeadersTooLarge(16384))).unwrap();
         let (head, body) = out.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{head}");
+        assert!(
+            head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{head}"
+        );
         assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"]["code"], "headers_too_large");

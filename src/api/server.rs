@@ -125,7 +125,12 @@ pub async fn serve<L: Listener, H: Handler>(
     loop {
         if slots.available_permits() == 0 {
             if let Some(times) = at_limit.record(Instant::now()) {
-                warn!(listener = name, max_connections = limits.max_connections, times, "connection limit reached; new connections wait in the listen backlog");
+                warn!(
+                    listener = name,
+                    max_connections = limits.max_connections,
+                    times,
+                    "connection limit reached; new connections wait in the listen backlog"
+                );
             }
         }
         let slot = tokio::select! {
@@ -215,7 +220,11 @@ mod tests {
         for i in 1..=293 {
             assert_eq!(t.record(start + Duration::from_millis(i)), None);
         }
-        assert_eq!(t.record(start + LOG_INTERVAL), Some(294), "then one line with the count");
+        assert_eq!(
+            t.record(start + LOG_INTERVAL),
+            Some(294),
+            "then one line with the count"
+        );
         assert_eq!(t.record(start + LOG_INTERVAL + Duration::from_secs(1)), None);
     }
 }
