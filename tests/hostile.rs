@@ -169,6 +169,14 @@ fn only_allowed_peer_uids_may_use_the_socket() {
     let r = other.cmd(r#"{"op":"ping"}"#);
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "peer_not_allowed");
+    // A refused peer does not keep its connection (and so a connection slot) open for more requests.
+    let started = Instant::now();
+    let kept_alive = raw_request(
+        &other.socket,
+        b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n{\"op\":\"ping\"}",
+    );
+    assert_eq!(kept_alive.status, 403);
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
     let m = other.metrics();
     assert_eq!(
         common::metric_value(&m, r#"redguard_redis_command_duration_seconds_count{op="ping"}"#),

@@ -15,7 +15,7 @@
 //! - on shutdown the loop stops accepting and in-flight requests finish; the caller bounds that wait.
 //!
 //! On the Unix socket, with `listen.allowed_uids`, a peer whose uid (SO_PEERCRED) is not listed gets 403 on
-//! every request ([`ApiHandler`]).
+//! every request, and the connection is closed after it ([`ApiHandler`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,6 +23,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -192,7 +193,14 @@ impl Handler for ApiHandler {
         async move {
             match refused {
                 None => handle(&app, req).await,
-                Some(uid) => ApiError::PeerNotAllowed(uid).into_response(),
+                Some(uid) => {
+                    // Closed after the answer: a refused peer must not keep connection slots for itself.
+                    let mut response = ApiError::PeerNotAllowed(uid).into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    response
+                }
             }
         }
     }
