@@ -48,10 +48,17 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::CheckConfig { file } => match Config::load(Some(&file), env_vars()) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                ExitCode::SUCCESS
-            }
+            // The descriptor check is run's too: a config that cannot start must not pass here.
+            Ok(cfg) => match redguard::resources::reserve_descriptors(&cfg) {
+                Ok(_) => {
+                    println!("{}: OK", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE

@@ -176,7 +176,11 @@ fn only_allowed_peer_uids_may_use_the_socket() {
         b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n{\"op\":\"ping\"}",
     );
     assert_eq!(kept_alive.status, 403);
-    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
     let m = other.metrics();
     assert_eq!(
         common::metric_value(&m, r#"redguard_redis_command_duration_seconds_count{op="ping"}"#),
@@ -469,4 +473,14 @@ fn a_config_whose_connections_do_not_fit_the_descriptor_limit_is_refused() {
     );
     assert!(stderr.contains("open-file limit (256"), "{stderr}");
     assert!(!dir.path().join("rg.sock").exists(), "no socket is left behind");
+    // check-config says so too.
+    let mut check = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"));
+    common::limit_open_files(&mut check, 256);
+    let out = check.args(["check-config", config.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("api.max_connections (1024) + admin.max_connections (64)"),
+        "{stderr}"
+    );
 }
