@@ -30,6 +30,7 @@
 //! - [`api`], [`admin`], [`health`], [`metrics`]: the edges.
 //! - [`notify`]: state-change notifications to Slack, PagerDuty and webhooks, off the request path.
 //! - [`clock`] and [`jitter`]: injected time, and the seeded randomness that spreads retries.
+//! - [`preflight`]: the checks `run` makes before serving, which `check-config` makes too.
 //! - [`resources`]: the descriptors both listeners and Redis share, and returning freed memory.
 //!
 //! [`run`] wires them together and returns when the shutdown future resolves, the API has drained and pending
@@ -53,6 +54,7 @@ pub mod metrics;
 pub mod notify;
 pub mod op;
 pub mod policy;
+pub mod preflight;
 pub mod ratelimit;
 pub mod resources;
 
@@ -76,8 +78,11 @@ pub type Client = client::Resilient<backend::AnyBackend>;
 /// Why redguard could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The config cannot be used on this host (the pre-flight check): nothing was started.
     #[error(transparent)]
-    Socket(#[from] api::SocketError),
+    Preflight(#[from] preflight::PreflightError),
+    #[error(transparent)]
+    Socket(#[from] api::socket::SocketError),
     #[error("cannot bind the admin listener on {addr}: {source}")]
     Admin {
         addr: std::net::SocketAddr,
@@ -89,8 +94,6 @@ pub enum RunError {
     Serve(std::io::Error),
     #[error(transparent)]
     Notify(#[from] notify::NotifyError),
-    #[error(transparent)]
-    Descriptors(#[from] resources::DescriptorError),
 }
 
 /// Logs every transition: opening and half-open probes failing at warn, recovery at info.
@@ -206,10 +209,15 @@ pub async fn notify_test(cfg: &Config) -> Result<Vec<notify::TestReport>, RunErr
 }
 
 /// Runs redguard until `shutdown` resolves, then drains in-flight requests (bounded by
-/// `listen.drain_timeout`), removes the socket file, gives pending notifications `notify.shutdown_grace`
-/// and returns.
+/// `listen.drain_timeout`), removes the socket file (if it is still the one it created), gives pending
+/// notifications `notify.shutdown_grace` and returns. Starts only if the [`preflight`] check passes; a start
+/// that fails after the socket was bound removes it again.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
-    resources::reserve_descriptors(&cfg)?;
+    // Raised first, so the pre-flight check (which compares with the hard limit) holds for this process.
+    if let Err(e) = resources::raise_descriptor_limit() {
+        warn!(error = %e, "cannot raise the open-file limit");
+    }
+    let checked = preflight::check(&cfg)?;
     resources::return_freed_memory();
     let (client, notifier) = build_client(&cfg)?;
     if notifier.is_enabled() {
@@ -248,11 +256,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         stopped(),
     ));
 
-    let listener = api::bind(
-        &cfg.listen.socket,
-        cfg.listen.socket_mode,
-        cfg.listen.socket_group.as_deref(),
-    )?;
+    // From here on, every way out of this function removes the socket file through `socket_file` (dropped on
+    // an early return, removed explicitly after the drain), and only if it is still the one bound here.
+    let (listener, socket_file) = api::socket::bind(&cfg.listen.socket, cfg.listen.socket_mode, checked.socket_gid)?;
     let app = Arc::new(api::App::new(client.clone(), &cfg));
     let limits = api::server::Limits {
         name: "api",
@@ -275,7 +281,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         _ = shutdown => info!("shutdown requested; draining"),
         res = &mut api_task => {
             // The accept loop only returns after shutdown; getting here means its task died.
-            let _ = std::fs::remove_file(&cfg.listen.socket);
+            socket_file.remove();
             return Err(RunError::Serve(std::io::Error::other(format!("the API server stopped: {res:?}"))));
         }
     }
@@ -289,9 +295,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         api_task.abort();
     }
     admin_task.abort();
-    if let Err(e) = std::fs::remove_file(&cfg.listen.socket) {
-        warn!(error = %e, "could not remove the socket file");
-    }
+    socket_file.remove();
     // After the drain, so transitions caused by the last requests are sent too.
     notifier.shutdown(cfg.notify.shutdown_grace).await;
     info!("redguard stopped");

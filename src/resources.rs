@@ -2,9 +2,10 @@
 //!
 //! Both listeners (the Unix socket and the admin TCP listener) and every Redis connection draw on one
 //! RLIMIT_NOFILE. Each listener stops accepting at its own connection limit, so neither can take the other's
-//! descriptors; [`reserve_descriptors`] checks at start that the two limits plus a reserve for everything else
-//! fit the process's limit, after raising the soft limit to the hard one. A config that does not fit is refused
-//! with the keys to change, rather than failing under load with EMFILE.
+//! descriptors. At start `run` raises the soft limit to the hard one ([`raise_descriptor_limit`]), and the
+//! pre-flight check ([`crate::preflight`], which `check-config` runs too) refuses a config whose two limits plus a
+//! reserve for everything else do not fit ([`descriptor_problem`]), naming the keys to change, rather than
+//! failing under load with EMFILE.
 //!
 //! [`return_freed_memory`] makes large buffers (request bodies) go back to the kernel when they are freed: see its
 //! comment for why glibc otherwise keeps them.
@@ -17,62 +18,54 @@ use crate::config::Config;
 /// (`/etc/group`, DNS).
 pub const RESERVED_DESCRIPTORS: u64 = 128;
 
-/// Why the descriptors the config asks for are not available.
-#[derive(Debug, thiserror::Error)]
-pub enum DescriptorError {
-    #[error("cannot read RLIMIT_NOFILE: {0}")]
-    Read(std::io::Error),
-    #[error(
-        "api.max_connections ({api}) + admin.max_connections ({admin}) + {RESERVED_DESCRIPTORS} descriptors reserved \
-         for Redis and the process = {needed}, more than the open-file limit ({limit}, hard limit {hard}); lower \
-         api.max_connections or admin.max_connections, or raise the limit (ulimit -n, the container runtime's nofile)"
-    )]
-    TooFew {
-        api: usize,
-        admin: usize,
-        needed: u64,
-        limit: u64,
-        hard: u64,
-    },
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit and checks that both listeners' connection limits and the
-/// reserve fit in it. Returns the limit in force.
-pub fn reserve_descriptors(cfg: &Config) -> Result<u64, DescriptorError> {
-    let (api, admin) = (cfg.api.max_connections, cfg.admin.max_connections);
-    let needed = (api as u64)
-        .saturating_add(admin as u64)
-        .saturating_add(RESERVED_DESCRIPTORS);
+/// The process's RLIMIT_NOFILE: (soft, hard).
+fn open_file_limit() -> std::io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(DescriptorError::Read(std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit reads the struct; raising the soft limit up to the hard one is always permitted.
-        // If it fails anyway, the current soft limit stays and is checked below.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
-        }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// The problem, if both listeners' connection limits and the reserve do not fit in the hard RLIMIT_NOFILE (the
+/// limit `run` raises its own to, see [`raise_descriptor_limit`]). Changes nothing, so `check-config` asks too.
+pub fn descriptor_problem(cfg: &Config) -> Option<String> {
+    let (api, admin) = (cfg.api.max_connections, cfg.admin.max_connections);
+    let needed = (api as u64)
+        .saturating_add(admin as u64)
+        .saturating_add(RESERVED_DESCRIPTORS);
+    match open_file_limit() {
+        Err(e) => Some(format!("cannot read the open-file limit (RLIMIT_NOFILE): {e}")),
+        Ok((_, hard)) if needed > hard => Some(format!(
+            "api.max_connections ({api}) + admin.max_connections ({admin}) + {RESERVED_DESCRIPTORS} descriptors \
+             reserved for Redis and the process = {needed}, more than the open-file limit ({hard}, the hard \
+             RLIMIT_NOFILE); lower api.max_connections or admin.max_connections, or raise the limit (ulimit -Hn, \
+             the container runtime's nofile)"
+        )),
+        Ok(_) => None,
     }
-    let limit = lim.rlim_cur;
-    if needed > limit {
-        return Err(DescriptorError::TooFew {
-            api,
-            admin,
-            needed,
-            limit,
-            hard: lim.rlim_max,
-        });
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (always permitted), so that [`descriptor_problem`]'s check
+/// holds for the running process. Returns the limit in force.
+pub fn raise_descriptor_limit() -> std::io::Result<u64> {
+    let (soft, hard) = open_file_limit()?;
+    if soft >= hard {
+        return Ok(soft);
     }
-    Ok(limit)
+    let raised = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(hard)
 }
 
 /// Fixes glibc's mmap threshold at its default (128 KiB), so that buffers at least that large (request bodies

@@ -1,7 +1,10 @@
 //! Hostile and malformed input: every bad request gets its exact status and error code (hyper's own refusals
 //! too), slow and idle clients cannot hold the socket hostage, a flood on the admin listener cannot starve the
 //! socket, many large bodies at once stay within the body budget and their memory is given back, and the
-//! socket's access controls hold.
+//! socket's access controls hold. And a careless operator: a socket path that names a file, a link or a
+//! directory never costs them that file, `check-config` refuses whatever `run` would refuse (connection limits
+//! that do not fit the open-file limit too), a failed start leaves no socket behind, and an invalid config
+//! exits 78.
 
 mod common;
 
@@ -9,6 +12,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{raw_request, rss_kib, wait_for, Redguard, RedisServer};
@@ -482,5 +486,205 @@ fn a_config_whose_connections_do_not_fit_the_descriptor_limit_is_refused() {
     assert!(
         stderr.contains("api.max_connections (1024) + admin.max_connections (64)"),
         "{stderr}"
+    );
+}
+
+/// An invalid configuration's exit status (EX_CONFIG), for `run`, `check-config` and `notify-test`.
+const EXIT_CONFIG: i32 = 78;
+
+/// Runs the redguard binary to its exit, or kills it after 10 s (a `run` that should have refused to start but
+/// serves instead): its exit code (None if killed) and its stderr.
+fn redguard_exit(cmd: &mut Command, dir: &Path) -> (Option<i32>, String) {
+    let log = dir.join("stderr.log");
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, std::fs::read_to_string(&log).unwrap())
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_redguard"))
+}
+
+/// `check-config FILE` and `run --config FILE` (admin on a free port, Redis where nothing listens: neither is
+/// reached when the config is refused).
+fn check_and_run(file: &Path, dir: &Path) -> [(Option<i32>, String); 2] {
+    let file = file.to_str().unwrap();
+    let admin = format!("127.0.0.1:{}", common::free_port());
+    [
+        redguard_exit(bin().args(["check-config", file]), dir),
+        redguard_exit(
+            bin()
+                .args(["run", "--config", file])
+                .env("REDGUARD_ADMIN_LISTEN", &admin),
+            dir,
+        ),
+    ]
+}
+
+#[test]
+fn a_file_a_link_or_a_directory_at_the_socket_path_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("redguard.yaml");
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    let link = dir.path().join("link.sock");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    let subdir = dir.path().join("a-directory");
+    std::fs::create_dir(&subdir).unwrap();
+    // The config file itself, a link to a regular file, a directory.
+    for (path, kind) in [
+        (&config, "a regular file"),
+        (&link, "a symbolic link"),
+        (&subdir, "a directory"),
+    ] {
+        let yaml = format!(
+            "listen:\n  socket: {}\nredis:\n  url: redis://127.0.0.1:1\n",
+            path.display()
+        );
+        std::fs::write(&config, &yaml).unwrap();
+        for (code, stderr) in check_and_run(&config, dir.path()) {
+            assert_eq!(code, Some(EXIT_CONFIG), "{kind}: {stderr}");
+            assert!(
+                stderr.contains(&format!("listen.socket {} is {kind}", path.display())),
+                "{kind}: {stderr}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            yaml,
+            "the config file is intact"
+        );
+    }
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    assert!(subdir.is_dir());
+}
+
+#[test]
+fn check_config_refuses_what_run_refuses_and_names_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("redguard.yaml");
+    let long = dir.path().join("s".repeat(120)); // over sun_path's 107 bytes
+    std::fs::write(
+        &config,
+        format!(
+            "listen:\n  socket: {}\n  socket_group: no-such-group-rg\nredis:\n  url: redis://127.0.0.1:99999\n",
+            long.display()
+        ),
+    )
+    .unwrap();
+    for (code, stderr) in check_and_run(&config, dir.path()) {
+        assert_eq!(code, Some(EXIT_CONFIG), "{stderr}");
+        for expected in [
+            "a Unix socket path may have at most 107",
+            "listen.socket_group: no group \"no-such-group-rg\"",
+            "redis.url: \"redis://127.0.0.1:99999\" is not a valid Redis URL",
+        ] {
+            assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_start_that_fails_after_the_bind_leaves_no_socket_behind() {
+    // SAFETY: getuid(2) and getgroups(2) cannot fail with these arguments.
+    let (uid, groups) = unsafe {
+        let mut groups = vec![0 as libc::gid_t; 256];
+        let n = libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr());
+        groups.truncate(n.max(0) as usize);
+        groups.push(libc::getgid());
+        (libc::getuid(), groups)
+    };
+    // A group this process may not give the socket to: chown fails after the bind. Root may give it any group,
+    // so it runs without CAP_CHOWN.
+    let gid = [65534, 0, 12345].into_iter().find(|g| !groups.contains(g)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("rg.sock");
+    let config = dir.path().join("redguard.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen:\n  socket: {}\n  socket_group: \"{gid}\"\nadmin:\n  listen: 127.0.0.1:{}\nredis:\n  url: redis://127.0.0.1:1\n",
+            socket.display(),
+            common::free_port()
+        ),
+    )
+    .unwrap();
+    let mut cmd = if uid == 0 {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--inh-caps=-chown",
+            "--bounding-set=-chown",
+            env!("CARGO_BIN_EXE_redguard"),
+        ]);
+        c
+    } else {
+        bin()
+    };
+    let (code, stderr) = redguard_exit(cmd.args(["run", "--config", config.to_str().unwrap()]), dir.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot set up socket {}", socket.display())),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::symlink_metadata(&socket).is_err(),
+        "the socket bound before the failure is removed"
+    );
+
+    // The admin port taken: nothing is bound either.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "listen:\n  socket: {}\nadmin:\n  listen: {}\nredis:\n  url: redis://127.0.0.1:1\n",
+            socket.display(),
+            taken.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = redguard_exit(bin().args(["run", "--config", config.to_str().unwrap()]), dir.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot bind the admin listener"), "{stderr}");
+    assert!(std::fs::symlink_metadata(&socket).is_err(), "no socket left");
+}
+
+#[test]
+fn an_invalid_config_exits_78_from_every_command_and_a_usage_error_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "breaker:\n  failure_treshold: 3\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    for args in [
+        vec!["check-config", bad],
+        vec!["run", "--config", bad],
+        vec!["notify-test", "--config", bad],
+    ] {
+        let (code, stderr) = redguard_exit(bin().args(&args), dir.path());
+        assert_eq!(code, Some(EXIT_CONFIG), "{args:?}: {stderr}");
+        assert!(stderr.contains("failure_treshold"), "{args:?}: {stderr}");
+    }
+    let (code, _) = redguard_exit(bin().args(["run", "--no-such-flag"]), dir.path());
+    assert_eq!(code, Some(2), "clap's usage error");
+    let help = bin().arg("--help").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("78 invalid configuration"),
+        "documented in --help"
     );
 }

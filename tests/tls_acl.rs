@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::topology::{write_file, Certs, Server};
-use common::{wait_for, Redguard};
+use common::topology::{write_file, Certs};
+use common::{wait_for, Redguard, RedisServer};
 use serde_json::{json, Value};
 
 fn call(rg: &Redguard, body: Value) -> (u16, Value) {
@@ -14,11 +14,11 @@ fn call(rg: &Redguard, body: Value) -> (u16, Value) {
     (r.status, r.json())
 }
 
-fn tls_url(server: &Server) -> String {
+fn tls_url(server: &RedisServer) -> String {
     format!("rediss://127.0.0.1:{}", server.port)
 }
 
-fn round_trip(rg: &Redguard, server: &Server) {
+fn round_trip(rg: &Redguard, server: &RedisServer) {
     // The first TLS handshake (debug build) may take longer than one command timeout: wait for the start-up
     // check to have connected.
     wait_for("redguard to reach Redis", Duration::from_secs(10), || {
@@ -78,8 +78,8 @@ fn mutual_tls_presents_the_client_certificate() {
 }
 
 /// A Redis whose default user is off; `app` / `pw` may do everything.
-fn acl_server() -> Server {
-    let mut server = Server::plain(&[]);
+fn acl_server() -> RedisServer {
+    let mut server = RedisServer::plain(&[]);
     server.must(&["ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all"]);
     server.must(&["ACL", "SETUSER", "default", "off"]);
     server.cli_flags = ["--user", "app", "--pass", "pw"].map(String::from).to_vec();
@@ -154,7 +154,19 @@ fn a_missing_tls_file_stops_redguard_at_start() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(78), "an invalid configuration: {stderr}");
+    assert!(
+        stderr.contains("cannot read redis.tls.ca_file /nonexistent/ca.crt"),
+        "{stderr}"
+    );
+    // The pre-flight check reads the files, so `check-config` refuses it alike.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+        .args(["check-config", config.to_str().unwrap()])
+        .env("REDGUARD_LISTEN_SOCKET", &socket)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(
         stderr.contains("cannot read redis.tls.ca_file /nonexistent/ca.crt"),
         "{stderr}"

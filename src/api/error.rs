@@ -21,7 +21,7 @@ const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("unknown op `{0}`; see the README for the ops redguard offers")]
+    #[error("unknown op `{0}`; see docs/api.md for the ops redguard offers")]
     UnknownOp(String),
     #[error("request body is larger than api.max_body_bytes ({0} bytes)")]
     PayloadTooLarge(usize),

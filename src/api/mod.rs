@@ -15,10 +15,8 @@ pub mod reply;
 pub mod request;
 pub mod resp;
 pub mod server;
+pub mod socket;
 
-use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
-use tokio::net::UnixListener;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 pub use error::ApiError;
@@ -461,50 +458,4 @@ async fn breaker_post(app: &App, body: impl RequestBody) -> Response {
 
 fn observe(app: &App, route: ApiRoute, status: u16) {
     app.client.metrics().observe_api(route, status, 0.0);
-}
-
-/// Why the socket could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum SocketError {
-    #[error("another process is already listening on {0}; refusing to start")]
-    InUse(String),
-    #[error("listen.socket_group: no group {0:?} (give a numeric gid or a name from /etc/group)")]
-    UnknownGroup(String),
-    #[error("cannot set up socket {path}: {source}")]
-    Io { path: String, source: io::Error },
-}
-
-/// Binds the Unix socket: removes a stale file left by a crashed run, but refuses to steal a live one. Then
-/// sets the file's mode and, if given, its group.
-pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, SocketError> {
-    let shown = path.display().to_string();
-    let io_err = |source| SocketError::Io {
-        path: shown.clone(),
-        source,
-    };
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(SocketError::InUse(shown));
-        }
-        std::fs::remove_file(path).map_err(io_err)?;
-    }
-    let listener = UnixListener::bind(path).map_err(io_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
-    if let Some(group) = group {
-        let gid = resolve_group(group).ok_or_else(|| SocketError::UnknownGroup(group.to_owned()))?;
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err)?;
-    }
-    Ok(listener)
-}
-
-/// A numeric gid, or a group name looked up in /etc/group.
-fn resolve_group(group: &str) -> Option<u32> {
-    if let Ok(gid) = group.parse() {
-        return Some(gid);
-    }
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    groups.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == group).then(|| fields.nth(1)?.parse().ok())?
-    })
 }

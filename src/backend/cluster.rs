@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::cluster::ClusterClientBuilder;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
@@ -209,6 +209,40 @@ impl Observer for NodeObserver {
     }
 }
 
+/// The cluster client and one plain client per seed node (for [`Cluster::seed_error`]), as configured; no
+/// connection is made. Also what the pre-flight check builds ([`super::check`]), so `check-config` refuses
+/// exactly the settings this would.
+pub(super) fn clients(
+    cfg: &RedisConfig,
+    tls: Option<TlsCertificates>,
+) -> Result<(ClusterClient, Vec<(String, redis::Client)>), RedisError> {
+    let seeds = cfg
+        .nodes
+        .iter()
+        .map(|url| url.parse().map(|info| with_settings(info, cfg)))
+        .collect::<Result<Vec<redis::ConnectionInfo>, _>>()?;
+    let seed_clients = cfg
+        .nodes
+        .iter()
+        .map(|url| {
+            let client = client_for(url, cfg, tls.as_ref())?;
+            Ok((client.get_connection_info().addr().to_string(), client))
+        })
+        .collect::<Result<Vec<_>, RedisError>>()?;
+    let mut builder = ClusterClientBuilder::new(seeds)
+        .connection_timeout(cfg.connect_timeout)
+        .response_timeout(cfg.command_timeout)
+        .tcp_settings(tcp_settings())
+        // Enough for a MOVED then an ASK; anything longer is cut by the command timeout anyway.
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(100);
+    if let Some(certs) = tls {
+        builder = builder.certs(certs);
+    }
+    Ok((builder.build()?, seed_clients))
+}
+
 impl Cluster {
     /// Sets up the cluster client lazily (no connection yet) and spawns the health task, which reads the slot
     /// map, checks nodes and probes failed ones. Must be called within a tokio runtime.
@@ -218,31 +252,7 @@ impl Cluster {
         breaker: Settings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RedisError> {
-        let seeds = cfg
-            .nodes
-            .iter()
-            .map(|url| url.parse().map(|info| with_settings(info, cfg)))
-            .collect::<Result<Vec<redis::ConnectionInfo>, _>>()?;
-        let seed_clients = cfg
-            .nodes
-            .iter()
-            .map(|url| {
-                let client = client_for(url, cfg, tls.as_ref())?;
-                Ok((client.get_connection_info().addr().to_string(), client))
-            })
-            .collect::<Result<Vec<_>, RedisError>>()?;
-        let mut builder = ClusterClientBuilder::new(seeds)
-            .connection_timeout(cfg.connect_timeout)
-            .response_timeout(cfg.command_timeout)
-            .tcp_settings(tcp_settings())
-            // Enough for a MOVED then an ASK; anything longer is cut by the command timeout anyway.
-            .retries(2)
-            .min_retry_wait(10)
-            .max_retry_wait(100);
-        if let Some(certs) = tls {
-            builder = builder.certs(certs);
-        }
-        let client = builder.build()?;
+        let (client, seed_clients) = clients(cfg, tls)?;
         let conn = client.get_pending_async_connection_with_config(redis::cluster::ClusterConfig::new());
         let inner = Arc::new(Inner {
             conn,

@@ -31,7 +31,7 @@ pub use cluster::{Cluster, NodeView};
 pub use sentinel::Sentinel;
 pub use standalone::Standalone;
 
-use crate::config::{RedisConfig, RedisMode, TlsConfig};
+use crate::config::{mask_url, RedisConfig, RedisMode, TlsConfig};
 use crate::metrics::Metrics;
 
 /// What went wrong with a command.
@@ -217,6 +217,38 @@ pub fn build(
         RedisMode::Cluster => AnyBackend::Cluster(Cluster::new(cfg, tls, breaker, metrics)?),
         RedisMode::Sentinel => AnyBackend::Sentinel(Sentinel::new(cfg, tls)?),
     })
+}
+
+/// Every reason [`build`] would refuse these settings, found without connecting (and without a runtime): the
+/// `redis.tls` files, each URL of the mode (all bad ones are named, masked), then the mode's client, built by
+/// the same function [`build`] uses. Part of the pre-flight check that `run` and `check-config` share.
+pub fn check(cfg: &RedisConfig) -> Vec<String> {
+    let mut p = Vec::new();
+    let tls = tls_certificates(&cfg.tls).unwrap_or_else(|e| {
+        p.push(e.to_string());
+        None
+    });
+    let key = match cfg.mode {
+        RedisMode::Standalone => "redis.url",
+        RedisMode::Cluster => "redis.nodes",
+        RedisMode::Sentinel => "redis.sentinels",
+    };
+    for url in cfg.mode_urls() {
+        if let Err(e) = url.parse::<ConnectionInfo>() {
+            p.push(format!("{key}: {:?} is not a valid Redis URL: {e}", mask_url(url)));
+        }
+    }
+    if p.is_empty() {
+        let built = match cfg.mode {
+            RedisMode::Standalone => client_for(&cfg.url, cfg, tls.as_ref()).map(drop),
+            RedisMode::Cluster => cluster::clients(cfg, tls).map(drop),
+            RedisMode::Sentinel => sentinel::client(cfg, tls).map(drop),
+        };
+        if let Err(e) = built {
+            p.push(BuildError::Redis(e).to_string());
+        }
+    }
+    p
 }
 
 /// The cluster client's futures are about seven times the size of the standalone ones (3.4 KB against 0.5 KB),
