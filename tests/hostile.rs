@@ -450,43 +450,29 @@ fn a_config_whose_connections_do_not_fit_the_descriptor_limit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("redguard.yaml");
     std::fs::write(&config, "admin:\n  max_connections: 64\n").unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"));
-    common::limit_open_files(&mut command, 256);
-    let stderr_path = dir.path().join("stderr");
-    let mut child = command
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("REDGUARD_LISTEN_SOCKET", dir.path().join("rg.sock"))
-        .env("REDGUARD_ADMIN_LISTEN", format!("127.0.0.1:{}", common::free_port()))
-        .env("REDGUARD_REDIS_URL", "redis://127.0.0.1:1")
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let exited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for("redguard to refuse to start", Duration::from_secs(10), || {
-            child.try_wait().unwrap()
-        })
-    }));
-    let _ = child.kill();
-    let _ = child.wait();
-    let status = exited.expect("redguard exits at once");
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
-    assert!(!status.success(), "{stderr}");
-    assert!(
-        stderr.contains("api.max_connections (1024) + admin.max_connections (64)"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("open-file limit (256"), "{stderr}");
-    assert!(!dir.path().join("rg.sock").exists(), "no socket is left behind");
-    // check-config says so too.
-    let mut check = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"));
-    common::limit_open_files(&mut check, 256);
-    let out = check.args(["check-config", config.to_str().unwrap()]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("api.max_connections (1024) + admin.max_connections (64)"),
-        "{stderr}"
-    );
+    let socket = dir.path().join("rg.sock");
+    let with_256_files = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redguard"));
+        common::limit_open_files(&mut cmd, 256);
+        cmd.args(args)
+            .env("REDGUARD_LISTEN_SOCKET", &socket)
+            .env("REDGUARD_ADMIN_LISTEN", format!("127.0.0.1:{}", common::free_port()))
+            .env("REDGUARD_REDIS_URL", "redis://127.0.0.1:1");
+        cmd
+    };
+    for args in [
+        &["run", "--config", config.to_str().unwrap()][..],
+        &["check-config", config.to_str().unwrap()][..],
+    ] {
+        let (code, stderr) = redguard_exit(&mut with_256_files(args), dir.path());
+        assert_eq!(code, Some(EXIT_CONFIG), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("api.max_connections (1024) + admin.max_connections (64)"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("open-file limit (256"), "{args:?}: {stderr}");
+        assert!(!socket.exists(), "no socket is left behind");
+    }
 }
 
 /// An invalid configuration's exit status (EX_CONFIG), for `run`, `check-config` and `notify-test`.
