@@ -87,3 +87,19 @@ pub fn return_freed_memory() {
         }
     }
 }
+
+/// Gives the allocator's free memory back to the kernel: free pages anywhere in the heap, not only at its top.
+///
+/// Connections allocate below the mmap threshold (hyper's read buffer, at most
+/// [`crate::api::server::MAX_BUF_BYTES`], the connection's state), so a burst of connections leaves its memory
+/// in glibc's free lists when they close: 1,000 connections that each sent 15 KB of a header block left RSS
+/// 28 MiB above idle after they had gone. The accept loop calls this once after such a burst
+/// ([`crate::api::server`]), not per connection: it walks the heap, which costs about a millisecond for tens of
+/// MiB. A no-op on other C libraries.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

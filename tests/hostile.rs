@@ -403,6 +403,31 @@ fn the_memory_of_large_bodies_is_given_back_after_each_burst() {
 }
 
 #[test]
+fn the_memory_of_many_connections_is_given_back_once_they_close() {
+    const N: usize = 500;
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), "api:\n  read_timeout: 60s\n");
+    assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+    let idle = rss_kib(rg.pid());
+    // Each sends most of a header block the read buffer (16 KiB) can hold, and waits.
+    let mut head = b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nX-Padding: ".to_vec();
+    head.resize(15_000, b'a');
+    let conns: Vec<UnixStream> = (0..N)
+        .map(|_| {
+            let mut c = UnixStream::connect(&rg.socket).unwrap();
+            c.write_all(&head).unwrap();
+            c
+        })
+        .collect();
+    let during = wait_for("the connections' buffers to be filled", Duration::from_secs(10), || {
+        Some(rss_kib(rg.pid())).filter(|&r| r > idle + 10 * MIB)
+    });
+    drop(conns);
+    let after = rss_falls_under(&rg, idle + 3 * MIB, "once the connections closed");
+    eprintln!("idle {idle} KiB, {N} connections {during} KiB, after {after} KiB");
+}
+
+#[test]
 fn a_flood_on_the_admin_listener_cannot_starve_the_socket() {
     let redis = RedisServer::start();
     // 4 + 4 + the reserve fit in 140 descriptors; 130 admin connections and the process's own would not. The

@@ -10,6 +10,7 @@
 //! - hyper's read buffer, which holds a request's header block, is capped at [`MAX_BUF_BYTES`] per connection;
 //!   a larger header block gets 431, with the JSON error body like hyper's other own answers
 //!   ([`super::protocol_errors`]);
+//! - when a burst of connections has ended, the memory they held goes back to the kernel ([`Bursts`]);
 //! - a failed accept (EMFILE and friends) or the limit being reached is logged once per [`LOG_INTERVAL`], with
 //!   how often it happened, not once per attempt;
 //! - on shutdown the loop stops accepting and in-flight requests finish; the caller bounds that wait.
@@ -20,6 +21,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,7 @@ use tracing::{debug, warn};
 
 use super::protocol_errors::JsonErrors;
 use super::{handle, ApiError, App};
+use crate::resources;
 
 /// The most a connection's read buffer may hold, and so the largest header block (hyper's default is about
 /// 400 KiB, which times `api.max_connections` is far more memory than the sidecar has). Request heads here are a
@@ -73,6 +76,34 @@ impl Listener for TcpListener {
     type Stream = TcpStream;
     async fn accept(&self) -> io::Result<TcpStream> {
         TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+/// Connections open at once that make a burst, after which freed memory is given back.
+const BURST_CONNECTIONS: usize = 64;
+
+/// Notices the end of a burst of connections: once as many as [`BURST_CONNECTIONS`] were open and at most a
+/// quarter of that peak still are, the memory they held is given back to the kernel
+/// ([`resources::release_free_memory`]). Steady traffic on pooled connections never triggers it.
+#[derive(Debug, Default)]
+struct Bursts {
+    peak: AtomicUsize,
+}
+
+impl Bursts {
+    /// Called with the number of open connections after one was accepted.
+    fn opened(&self, open: usize) {
+        self.peak.fetch_max(open, Ordering::Relaxed);
+    }
+
+    /// Called with the number of open connections after one closed; true when a burst just ended.
+    fn closed(&self, open: usize) -> bool {
+        let peak = self.peak.load(Ordering::Relaxed);
+        if peak < BURST_CONNECTIONS || open > peak / 4 {
+            return false;
+        }
+        self.peak.store(open, Ordering::Relaxed);
+        true
     }
 }
 
@@ -120,6 +151,8 @@ pub async fn serve<L: Listener, H: Handler>(
         .header_read_timeout(limits.read_timeout)
         .max_buf_size(MAX_BUF_BYTES);
     let (mut failed_accepts, mut at_limit) = (Throttled::default(), Throttled::default());
+    let bursts = Arc::new(Bursts::default());
+    let max = limits.max_connections;
     let name = limits.name;
     tokio::pin!(shutdown);
 
@@ -152,6 +185,7 @@ pub async fn serve<L: Listener, H: Handler>(
                 }
             },
         };
+        bursts.opened(max - slots.available_permits());
         let handler = handler_for(&stream);
         let service = service_fn(move |req| {
             let answer = handler.call(req);
@@ -159,11 +193,15 @@ pub async fn serve<L: Listener, H: Handler>(
         });
         let io = TokioIo::new(JsonErrors::new(stream, MAX_BUF_BYTES));
         let conn = graceful.watch(http.serve_connection(io, service));
+        let (slots, bursts) = (slots.clone(), bursts.clone());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(error = %e, "connection ended with an error");
             }
             drop(slot);
+            if bursts.closed(max - slots.available_permits()) {
+                resources::release_free_memory();
+            }
         });
     }
     drop(listener);
@@ -219,6 +257,21 @@ fn peer_uid_refused(stream: &UnixStream, allowed: Option<&[u32]>) -> Option<u32>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_ends_once_most_of_its_connections_have_closed() {
+        let b = Bursts::default();
+        for open in 1..=BURST_CONNECTIONS {
+            b.opened(open);
+        }
+        assert!(!b.closed(BURST_CONNECTIONS / 2), "half still open");
+        assert!(b.closed(BURST_CONNECTIONS / 4), "a quarter left: the burst is over");
+        assert!(!b.closed(0), "and it ends once");
+        // Steady traffic below the burst size never counts as one.
+        let steady = Bursts::default();
+        steady.opened(BURST_CONNECTIONS - 1);
+        assert!(!steady.closed(0));
+    }
 
     #[test]
     fn a_flood_is_logged_once_per_interval_with_its_count() {
