@@ -7,8 +7,9 @@
 //! reserve for everything else do not fit ([`descriptor_problem`]), naming the keys to change, rather than
 //! failing under load with EMFILE.
 //!
-//! [`return_freed_memory`] makes large buffers (request bodies) go back to the kernel when they are freed: see its
-//! comment for why glibc otherwise keeps them.
+//! [`return_freed_memory`] makes large buffers (request bodies) go back to the kernel when they are freed, and
+//! [`release_free_memory`] gives back what a burst of connections left in the heap: see their comments for why
+//! glibc otherwise keeps both.
 
 use crate::config::Config;
 

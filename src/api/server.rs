@@ -10,7 +10,7 @@
 //! - hyper's read buffer, which holds a request's header block, is capped at [`MAX_BUF_BYTES`] per connection;
 //!   a larger header block gets 431, with the JSON error body like hyper's other own answers
 //!   ([`super::protocol_errors`]);
-//! - when a burst of connections has ended, the memory they held goes back to the kernel ([`Bursts`]);
+//! - when a burst of connections has ended, the memory they held goes back to the kernel (`Bursts`);
 //! - a failed accept (EMFILE and friends) or the limit being reached is logged once per [`LOG_INTERVAL`], with
 //!   how often it happened, not once per attempt;
 //! - on shutdown the loop stops accepting and in-flight requests finish; the caller bounds that wait.
