@@ -32,6 +32,7 @@
 //! - [`notify`]: state-change notifications to Slack, PagerDuty and webhooks, off the request path.
 //! - [`clock`] and [`jitter`]: injected time, and the seeded randomness that spreads retries.
 //! - [`preflight`]: the checks `run` makes before serving, which `check-config` makes too.
+//! - [`resources`]: the descriptors both listeners and Redis share, and returning freed memory.
 //!
 //! [`run`] wires them together and returns when the shutdown future resolves, the API has drained and pending
 //! notifications have had their grace.
@@ -57,8 +58,9 @@ pub mod op;
 pub mod policy;
 pub mod preflight;
 pub mod ratelimit;
+pub mod resources;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -216,7 +218,12 @@ pub async fn notify_test(cfg: &Config) -> Result<Vec<notify::TestReport>, RunErr
 /// notifications `notify.shutdown_grace` and returns. Starts only if the [`preflight`] check passes; a start
 /// that fails after the socket was bound removes it again.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    // Raised first, so the pre-flight check (which compares with the hard limit) holds for this process.
+    if let Err(e) = resources::raise_descriptor_limit() {
+        warn!(error = %e, "cannot raise the open-file limit");
+    }
     let checked = preflight::check(&cfg)?;
+    resources::return_freed_memory();
     let (client, notifier) = build_client(&cfg)?;
     if notifier.is_enabled() {
         notifier.start(notify_transport(&cfg)?);
@@ -241,21 +248,33 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
             source,
         })?;
     let admin_addr = admin_listener.local_addr().map_err(RunError::Serve)?;
-    let admin_server = axum::serve(admin_listener, admin::router(admin_state.clone()))
-        .with_graceful_shutdown(stopped())
-        .into_future();
-    let admin_task = tokio::spawn(admin_server);
+    let admin_router = admin::router(admin_state.clone());
+    let admin_limits = api::server::Limits {
+        name: "admin",
+        max_connections: cfg.admin.max_connections,
+        read_timeout: cfg.admin.read_timeout,
+    };
+    let admin_task = tokio::spawn(api::server::serve(
+        admin_listener,
+        admin_limits,
+        move |_: &tokio::net::TcpStream| admin::AdminHandler(admin_router.clone()),
+        stopped(),
+    ));
 
     // From here on, every way out of this function removes the socket file through `socket_file` (dropped on
     // an early return, removed explicitly after the drain), and only if it is still the one bound here.
     let (listener, socket_file) = api::socket::bind(&cfg.listen.socket, cfg.listen.socket_mode, checked.socket_gid)?;
     let app = Arc::new(api::App::new(client.clone(), &cfg));
     let limits = api::server::Limits {
+        name: "api",
         max_connections: cfg.api.max_connections,
         read_timeout: cfg.api.read_timeout,
-        allowed_uids: cfg.listen.allowed_uids.clone(),
     };
-    let mut api_task = tokio::spawn(api::server::serve(listener, app, limits, stopped()));
+    let allowed_uids = cfg.listen.allowed_uids.clone();
+    let api_handler = move |stream: &tokio::net::UnixStream| {
+        api::server::ApiHandler::new(app.clone(), allowed_uids.as_deref(), stream)
+    };
+    let mut api_task = tokio::spawn(api::server::serve(listener, limits, api_handler, stopped()));
     admin_state.socket_ready.store(true, Ordering::Release);
     info!(socket = %cfg.listen.socket.display(), admin = %admin_addr, redis = %cfg.redis.display_target(), redis_mode = cfg.redis.mode.as_str(), "redguard listening");
 

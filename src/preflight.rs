@@ -4,7 +4,8 @@
 //! [`crate::config`] validates the settings themselves; this checks them against the host, without changing
 //! anything and without connecting to Redis: the socket path (its length against the platform's limit, that
 //! its directory exists, and that nothing but a stale socket is at it), `listen.socket_group` (it must
-//! resolve), and the Redis settings, built into clients exactly as `run` builds them ([`backend::check`]).
+//! resolve), the Redis settings, built into clients exactly as `run` builds them ([`backend::check`]), and that
+//! both listeners' connection limits fit the open-file limit ([`resources::descriptor_problem`]).
 //! Every problem is reported at once, like the config validation does.
 
 use std::path::Path;
@@ -12,6 +13,7 @@ use std::path::Path;
 use crate::api::socket::{self, Found};
 use crate::backend;
 use crate::config::Config;
+use crate::resources;
 
 /// What the checks found when they passed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -47,6 +49,7 @@ pub fn check(cfg: &Config) -> Result<Checked, PreflightError> {
         }
     }
     problems.extend(backend::check(&cfg.redis));
+    problems.extend(resources::descriptor_problem(cfg));
     if problems.is_empty() {
         Ok(checked)
     } else {

@@ -1,17 +1,21 @@
-//! Hostile and malformed input: every bad request gets its exact status and error code, slow and idle clients
-//! cannot hold the socket hostage, and the socket's access controls hold. And a careless operator: a socket path
-//! that names a file, a link or a directory never costs them that file, `check-config` refuses whatever `run`
-//! would refuse, a failed start leaves no socket behind, and an invalid config exits 78.
+//! Hostile and malformed input: every bad request gets its exact status and error code (hyper's own refusals
+//! too), slow and idle clients cannot hold the socket hostage, a flood on the admin listener cannot starve the
+//! socket, many large bodies at once stay within the body budget and their memory is given back, and the
+//! socket's access controls hold. And a careless operator: a socket path that names a file, a link or a
+//! directory never costs them that file, `check-config` refuses whatever `run` would refuse (connection limits
+//! that do not fit the open-file limit too), a failed start leaves no socket behind, and an invalid config
+//! exits 78.
 
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{raw_request, Redguard, RedisServer};
+use common::{raw_request, rss_kib, wait_for, Redguard, RedisServer};
 
 const LIMITS: &str =
     "api:\n  max_body_bytes: 4KiB\n  max_key_bytes: 16\n  max_value_bytes: 64\n  read_timeout: 300ms\n";
@@ -169,6 +173,18 @@ fn only_allowed_peer_uids_may_use_the_socket() {
     let r = other.cmd(r#"{"op":"ping"}"#);
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "peer_not_allowed");
+    // A refused peer does not keep its connection (and so a connection slot) open for more requests.
+    let started = Instant::now();
+    let kept_alive = raw_request(
+        &other.socket,
+        b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n{\"op\":\"ping\"}",
+    );
+    assert_eq!(kept_alive.status, 403);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
     let m = other.metrics();
     assert_eq!(
         common::metric_value(&m, r#"redguard_redis_command_duration_seconds_count{op="ping"}"#),
@@ -199,6 +215,289 @@ fn the_socket_gets_the_configured_group_and_mode() {
     let meta = std::fs::metadata(&rg.socket).unwrap();
     assert_eq!(meta.gid(), group);
     assert_eq!(meta.mode() & 0o777, 0o640);
+}
+
+/// Sends `request` and reads the answer. The server closes the connection with part of the request unread, so
+/// the read may end in ECONNRESET after the answer, which counts nonetheless.
+fn answer_despite_reset(socket: &Path, request: &[u8]) -> common::Response {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset && !raw.is_empty() => break,
+            Err(e) => panic!("no answer: {e}"),
+        }
+    }
+    common::parse_response(&raw)
+}
+
+#[test]
+fn hypers_own_refusals_carry_the_json_error_body() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), LIMITS);
+    let malformed = raw_request(&rg.socket, b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n");
+    assert_eq!(malformed.status, 400, "{malformed:?}");
+    assert_eq!(malformed.json()["error"]["code"], "bad_request");
+    let bad_header = raw_request(&rg.socket, b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n");
+    assert_eq!(bad_header.status, 400, "{bad_header:?}");
+    assert_eq!(bad_header.json()["error"]["code"], "bad_request");
+    let huge_head = format!(
+        "POST /v1/cmd HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let too_large = answer_despite_reset(&rg.socket, huge_head.as_bytes());
+    assert_eq!(too_large.status, 431, "{too_large:?}");
+    let json = too_large.json();
+    assert_eq!(json["error"]["code"], "headers_too_large");
+    assert!(
+        json["error"]["message"].as_str().unwrap().contains("16384 bytes"),
+        "{json}"
+    );
+    assert_eq!(too_large.header("content-type"), Some("application/json"));
+    // The server serves on.
+    assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+}
+
+#[test]
+fn a_declared_body_over_the_limit_is_refused_before_it_is_sent() {
+    let redis = RedisServer::start();
+    // A long read timeout: waiting for the body instead of refusing at once would show as a timeout here.
+    let rg = Redguard::start(&redis.url(), "api:\n  max_body_bytes: 4KiB\n  read_timeout: 60s\n");
+    let started = Instant::now();
+    let never_sent = raw_request(
+        &rg.socket,
+        b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n",
+    );
+    assert_eq!(never_sent.status, 413, "{never_sent:?}");
+    assert_eq!(never_sent.json()["error"]["code"], "payload_too_large");
+    // A client that asks first is told no, not `100 Continue`.
+    let mut asking = UnixStream::connect(&rg.socket).unwrap();
+    asking.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    asking
+        .write_all(b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000000\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    asking
+        .read_to_string(&mut answer)
+        .expect("an answer, then the connection closes");
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Opens `n` connections at once, each declaring a 1 MiB body and sending all of it but 48,576 bytes; returns
+/// them open. A connection whose body was refused is closed by the server, so its writes may fail.
+fn large_bodies(socket: &Path, n: usize) -> Vec<UnixStream> {
+    let writers: Vec<_> = (0..n)
+        .map(|_| {
+            let socket: PathBuf = socket.to_owned();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&socket).unwrap();
+                let head = b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n";
+                let _ = s.write_all(head).and_then(|_| s.write_all(&vec![b' '; 1_000_000]));
+                s
+            })
+        })
+        .collect();
+    writers.into_iter().map(|w| w.join().unwrap()).collect()
+}
+
+/// Splits connections into (refused with 503 `overloaded`, still being read). A refusal is written before the
+/// server closes the connection, so once the writes ended it is already waiting in the client's buffer.
+fn refused_and_open(conns: &[UnixStream]) -> (usize, usize) {
+    let (mut refused, mut open) = (0, 0);
+    for mut c in conns {
+        c.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1024];
+        match c.read(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => open += 1,
+            Ok(n) if n > 0 => {
+                let answer = String::from_utf8_lossy(&buf[..n]);
+                assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+                assert!(answer.contains(r#""code":"overloaded""#), "{answer}");
+                assert!(answer.contains("retry-after: 1\r\n"), "{answer}");
+                refused += 1;
+            }
+            other => panic!("a connection ended without an answer: {other:?}"),
+        }
+    }
+    (refused, open)
+}
+
+const MIB: u64 = 1024; // in KiB, the unit of VmRSS
+
+/// Waits until redguard's RSS is under `bound` KiB; returns it.
+fn rss_falls_under(rg: &Redguard, bound: u64, what: &str) -> u64 {
+    wait_for(
+        &format!("RSS under {bound} KiB {what}"),
+        Duration::from_secs(10),
+        || Some(rss_kib(rg.pid())).filter(|&r| r < bound),
+    )
+}
+
+#[test]
+fn many_large_bodies_at_once_stay_within_the_body_budget() {
+    const N: usize = 64;
+    const BUDGET_MIB: u64 = 24;
+    let redis = RedisServer::start();
+    let rg = Redguard::start(
+        &redis.url(),
+        &format!("api:\n  max_inflight_body_bytes: {BUDGET_MIB}MiB\n  read_timeout: 60s\n"),
+    );
+    assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+    let idle = rss_kib(rg.pid());
+    let conns = large_bodies(&rg.socket, N);
+    let during = rss_kib(rg.pid());
+    let (refused, open) = refused_and_open(&conns);
+    // Each admitted body holds 1 MiB of the budget, less its uncounted first 8 KiB.
+    let fits = (BUDGET_MIB * MIB * 1024 / (1_048_576 - 8192)) as usize;
+    assert!(open <= fits, "{open} bodies admitted, the budget fits {fits}");
+    assert!(refused >= N - fits, "only {refused} of {N} refused");
+    // The admitted bodies, plus every connection's read buffer and debug-build slack.
+    let bound = idle + (BUDGET_MIB + 12) * MIB;
+    assert!(
+        during < bound,
+        "RSS {during} KiB with {open} bodies in flight, bound {bound} KiB (idle {idle} KiB)"
+    );
+    // Ordinary requests pass while large bodies hold the whole budget.
+    assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+    drop(conns);
+    let after = rss_falls_under(&rg, idle + 6 * MIB, "once the clients left");
+    eprintln!("idle {idle} KiB, during {during} KiB ({open} in flight, {refused} refused), after {after} KiB");
+}
+
+#[test]
+fn the_memory_of_large_bodies_is_given_back_after_each_burst() {
+    const N: usize = 100;
+    let redis = RedisServer::start();
+    // A budget that admits every body: this test is about what happens to their memory afterwards.
+    let rg = Redguard::start(
+        &redis.url(),
+        "api:\n  max_inflight_body_bytes: 128MiB\n  read_timeout: 60s\n",
+    );
+    assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+    let idle = rss_kib(rg.pid());
+    // Several bursts: from the second on, glibc's dynamic mmap threshold used to serve the bodies from the heap,
+    // which then kept them (about 100 MiB here).
+    for round in 1..=3 {
+        let conns = large_bodies(&rg.socket, N);
+        let during = rss_kib(rg.pid());
+        assert_eq!(refused_and_open(&conns), (0, N), "round {round}");
+        assert!(
+            during > idle + 64 * MIB,
+            "round {round}: the bodies were read ({during} KiB)"
+        );
+        drop(conns);
+        let after = rss_falls_under(&rg, idle + 8 * MIB, &format!("after round {round} (idle {idle} KiB)"));
+        eprintln!("round {round}: idle {idle} KiB, during {during} KiB, after {after} KiB");
+    }
+}
+
+#[test]
+fn the_memory_of_many_connections_is_given_back_once_they_close() {
+    const N: usize = 500;
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), "api:\n  read_timeout: 60s\n");
+    assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+    let idle = rss_kib(rg.pid());
+    // Each sends most of a header block the read buffer (16 KiB) can hold, and waits.
+    let mut head = b"POST /v1/cmd HTTP/1.1\r\nHost: x\r\nX-Padding: ".to_vec();
+    head.resize(15_000, b'a');
+    let conns: Vec<UnixStream> = (0..N)
+        .map(|_| {
+            let mut c = UnixStream::connect(&rg.socket).unwrap();
+            c.write_all(&head).unwrap();
+            c
+        })
+        .collect();
+    let during = wait_for("the connections' buffers to be filled", Duration::from_secs(10), || {
+        Some(rss_kib(rg.pid())).filter(|&r| r > idle + 10 * MIB)
+    });
+    drop(conns);
+    let after = rss_falls_under(&rg, idle + 3 * MIB, "once the connections closed");
+    eprintln!("idle {idle} KiB, {N} connections {during} KiB, after {after} KiB");
+}
+
+#[test]
+fn a_flood_on_the_admin_listener_cannot_starve_the_socket() {
+    let redis = RedisServer::start();
+    // 4 + 4 + the reserve fit in 140 descriptors; 130 admin connections and the process's own would not. The
+    // admin listener's backlog (128) holds the flood beyond its 4 connections.
+    let rg = Redguard::start_with_nofile(
+        &redis.url(),
+        "api:\n  max_connections: 4\nadmin:\n  max_connections: 4\n  read_timeout: 300ms\n",
+        140,
+    );
+    let flood: Vec<TcpStream> = (0..130)
+        .map(|_| {
+            let mut c = TcpStream::connect(rg.admin).unwrap();
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+            c
+        })
+        .collect();
+    // The application is served meanwhile.
+    for _ in 0..5 {
+        assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200);
+    }
+    drop(flood);
+    // A silent admin connection is closed after admin.read_timeout (once the flood has left the backlog).
+    let closed_after = wait_for(
+        "a silent admin connection to be closed",
+        Duration::from_secs(15),
+        || {
+            let mut c = TcpStream::connect(rg.admin).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let started = Instant::now();
+            matches!(c.read(&mut [0u8; 64]), Ok(0)).then(|| started.elapsed())
+        },
+    );
+    assert!(closed_after < Duration::from_secs(3), "closed after {closed_after:?}");
+    // The admin listener answers again.
+    let live = common::try_http_tcp(rg.admin, "/livez").unwrap();
+    assert_eq!(live.json()["status"], "ok");
+    let log = rg.log();
+    assert!(!log.contains("accept failed"), "{log}");
+    let at_limit = log.matches("connection limit reached").count();
+    assert!((1..=2).contains(&at_limit), "logged {at_limit} times:\n{log}");
+}
+
+#[test]
+fn a_config_whose_connections_do_not_fit_the_descriptor_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("redguard.yaml");
+    std::fs::write(&config, "admin:\n  max_connections: 64\n").unwrap();
+    let socket = dir.path().join("rg.sock");
+    let with_256_files = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redguard"));
+        common::limit_open_files(&mut cmd, 256);
+        cmd.args(args)
+            .env("REDGUARD_LISTEN_SOCKET", &socket)
+            .env("REDGUARD_ADMIN_LISTEN", format!("127.0.0.1:{}", common::free_port()))
+            .env("REDGUARD_REDIS_URL", "redis://127.0.0.1:1");
+        cmd
+    };
+    for args in [
+        &["run", "--config", config.to_str().unwrap()][..],
+        &["check-config", config.to_str().unwrap()][..],
+    ] {
+        let (code, stderr) = redguard_exit(&mut with_256_files(args), dir.path());
+        assert_eq!(code, Some(EXIT_CONFIG), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("api.max_connections (1024) + admin.max_connections (64)"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("open-file limit (256"), "{args:?}: {stderr}");
+        assert!(!socket.exists(), "no socket is left behind");
+    }
 }
 
 /// An invalid configuration's exit status (EX_CONFIG), for `run`, `check-config` and `notify-test`.
