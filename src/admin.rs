@@ -1,8 +1,12 @@
 //! The admin listener: read-only HTTP on TCP for Prometheus and Kubernetes probes.
 //!
 //! It serves `/metrics`, the two health routes, `/livez` and `/readyz`, and nothing else: no route here changes
-//! state or reads data, because this listener may be reachable from the pod network (`0.0.0.0:9190`).
+//! state or reads data, because this listener may be reachable from the pod network (`0.0.0.0:9190`). It is
+//! served by the same bounded accept loop as the Unix socket ([`crate::api::server`]), with its own connection
+//! limit and read timeout (`admin.max_connections`, `admin.read_timeout`), through [`AdminHandler`].
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -11,8 +15,12 @@ use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper::Request;
 use serde_json::json;
+use tower_service::Service;
 
+use crate::api::server::Handler;
 use crate::api::ApiError;
 use crate::breaker::State as CircuitState;
 use crate::{health, Client};
@@ -41,6 +49,16 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(admin)
+}
+
+/// The admin listener's handler for one connection: the router.
+pub struct AdminHandler(pub Router);
+
+impl Handler for AdminHandler {
+    fn call(&self, req: Request<Incoming>) -> impl Future<Output = Response> + Send + use<> {
+        let mut router = self.0.clone();
+        async move { router.call(req).await.unwrap_or_else(|e: Infallible| match e {}) }
+    }
 }
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {

@@ -115,12 +115,14 @@ impl Inner {
         }
     }
 
-    /// Stores a value learned at `now`; `deadline` is an expiry the Redis key is known to have.
-    fn store(&mut self, key: &[u8], value: Value<'_>, deadline: Option<Instant>, now: Instant) {
+    /// Stores a value learned at `now`; `deadline` is an expiry the Redis key is known to have. Returns whether
+    /// the value is now held: not when the cache is disabled or the entry is larger than it may hold.
+    fn store(&mut self, key: &[u8], value: Value<'_>, deadline: Option<Instant>, now: Instant) -> bool {
         let size = (key.len() + value.bytes()) as u64;
         if !self.limits.admits(size) {
             // The newer value cannot be kept, so the older one must not be served either.
-            return self.remove(key);
+            self.remove(key);
+            return false;
         }
         let fresh_until = self.fresh_until(now);
         let deadline = self.tick(deadline);
@@ -140,17 +142,21 @@ impl Inner {
             self.store.insert(key, value, Expiry { fresh_until, deadline });
             self.bytes += size;
         }
+        // The entry is the most recently used and fits on its own, so eviction never takes it.
         self.evict();
+        true
     }
 
     fn set_hash_fields(&mut self, key: &[u8], fields: &[(&[u8], &[u8])], now: Instant) {
         let Some(i) = self.find_live(key, now) else {
-            return self.store(key, partial_hash(fields), None, now);
+            self.store(key, partial_hash(fields), None, now);
+            return;
         };
         let old = self.store.bytes(i);
         let Some(hash) = self.store.hash_mut(i) else {
             // A string replaced by a hash: store() swaps the value and keeps any known key deadline.
-            return self.store(key, partial_hash(fields), None, now);
+            self.store(key, partial_hash(fields), None, now);
+            return;
         };
         for &(f, v) in fields {
             match hash.fields.get_mut(f) {
@@ -289,10 +295,26 @@ impl FallbackCache {
     /// Stores a string value (after a successful GET, SET, INCR, or a SET that could not reach Redis).
     /// The value is fresh, so its `settings.ttl` restarts now; `expires_in` (SET with ttl_ms) and any
     /// expiry already known for the key still cap its life, so the entry never outlives the Redis key.
-    pub fn put_str(&self, key: &[u8], value: &[u8], expires_in: Option<Duration>) {
+    ///
+    /// Returns whether the value is now held (not when the cache is disabled or the value too large for it), so
+    /// that an answer saying `"cached": true` is true.
+    pub fn put_str(&self, key: &[u8], value: &[u8], expires_in: Option<Duration>) -> bool {
         let now = self.clock.now();
         let deadline = expires_in.and_then(|d| now.checked_add(d));
-        self.lock().store(key, Value::Str(value), deadline, now);
+        self.lock().store(key, Value::Str(value), deadline, now)
+    }
+
+    /// Stores several string values at once (an MSET that could not reach Redis), under one lock. Returns
+    /// whether every one of them is held afterwards: a value too large is not, and a later one of the same
+    /// call may have evicted an earlier one.
+    pub fn put_strs<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, pairs: &[(K, V)]) -> bool {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let mut all = true;
+        for (k, v) in pairs {
+            all &= inner.store(k.as_ref(), Value::Str(v.as_ref()), None, now);
+        }
+        all && pairs.iter().all(|(k, _)| inner.store.find(k.as_ref()).is_some())
     }
 
     /// Stores a complete hash (after a successful HGETALL), restarting its `settings.ttl` like `put_str`.
@@ -598,6 +620,25 @@ mod tests {
             assert_eq!(c.get_hash_field(b"p", b"f"), Lookup::Miss);
             assert_eq!((c.len(), c.bytes(), c.is_empty()), (0, 0, true));
         }
+    }
+
+    #[test]
+    fn a_put_says_whether_the_value_is_held() {
+        for (entries, bytes) in [(0, 100), (10, 0)] {
+            let (c, _) = cache(entries, bytes, None);
+            assert!(!c.put_str(b"k", b"v", None), "disabled: {entries} {bytes}");
+            assert!(!c.put_strs(&[(b"k", b"v")]), "disabled: {entries} {bytes}");
+        }
+        let (c, _) = cache(10, 10, None);
+        assert!(c.put_str(b"k", b"123456789", None), "10 bytes fit exactly");
+        assert!(!c.put_str(b"k", b"1234567890", None), "11 bytes do not");
+        assert_eq!(c.get_str(b"k"), Lookup::Miss, "and the older value is gone");
+        assert!(c.put_strs(&[(b"a", b"1"), (b"b", b"2")]));
+        // Each fits alone, but the second evicts the first: not every value of the call is held.
+        assert!(!c.put_strs(&[(b"a", b"12345678"), (b"b", b"12345678")]));
+        assert_eq!(c.get_str(b"b"), hit("12345678"));
+        let one_too_large: [(&[u8], &[u8]); 2] = [(b"a", b"1"), (b"b", b"1234567890")];
+        assert!(!c.put_strs(&one_too_large), "one too large");
     }
 
     #[test]

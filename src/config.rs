@@ -71,9 +71,13 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "read_timeout",
             "on_unavailable",
             "max_pipeline_commands",
+            "max_inflight_body_bytes",
         ],
     ),
-    ("admin", &["listen", "ready_requires_redis"]),
+    (
+        "admin",
+        &["listen", "ready_requires_redis", "max_connections", "read_timeout"],
+    ),
     (
         "notify",
         &[
@@ -172,7 +176,9 @@ const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
-    /// Path of the Unix socket redguard listens on.
+    /// Path of the Unix socket redguard listens on. Its directory must exist, it fits `sun_path` (107 bytes on
+    /// Linux), and nothing but a stale socket may be at it at start: anything else is refused, never replaced
+    /// (checked by [`crate::preflight`], in `run` and `check-config` alike).
     pub socket: PathBuf,
     /// Permission bits of the socket file, written as an octal string ("0660").
     #[serde(deserialize_with = "socket_mode")]
@@ -317,7 +323,7 @@ impl TlsConfig {
 }
 
 /// Masks the password (or a bare user-info part) of one URL; see [`RedisConfig::display_url`].
-fn mask_url(url: &str) -> String {
+pub(crate) fn mask_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
@@ -632,6 +638,9 @@ const DEFAULT_MAX_VALUE_BYTES: usize = 512 * 1024;
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_PIPELINE_COMMANDS: usize = 1000;
+/// 16 MiB: with an idle process of under 10 MiB and a full default-sized cache, the bodies still fit the shipped
+/// 64 Mi memory limit (deploy/kubernetes/base/deployment.yaml).
+const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// `api`: the client-facing request handling.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -656,6 +665,11 @@ pub struct ApiConfig {
     pub on_unavailable: OnUnavailable,
     /// Most commands one `/v1/pipeline` request may carry.
     pub max_pipeline_commands: usize,
+    /// The bytes all request bodies being read at once may hold together (each body's first
+    /// [`crate::api::UNCOUNTED_BODY_BYTES`] aside); a body that would exceed it is answered 503 `overloaded`
+    /// before it is read.
+    #[serde(deserialize_with = "size_usize")]
+    pub max_inflight_body_bytes: usize,
     /// Which commands applications may send (see [`crate::policy`]).
     #[serde(deserialize_with = "section")]
     pub commands: CommandsConfig,
@@ -671,6 +685,7 @@ impl Default for ApiConfig {
             read_timeout: DEFAULT_READ_TIMEOUT,
             on_unavailable: OnUnavailable::default(),
             max_pipeline_commands: DEFAULT_MAX_PIPELINE_COMMANDS,
+            max_inflight_body_bytes: DEFAULT_MAX_INFLIGHT_BODY_BYTES,
             commands: CommandsConfig::default(),
         }
     }
@@ -731,6 +746,9 @@ impl Default for RateLimitConfig {
 }
 
 const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 9190));
+/// Prometheus and the kubelet's probes need a handful; the rest is room for a second scraper.
+const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 32;
+const DEFAULT_ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `admin`: the operator endpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -740,6 +758,13 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Report not-ready while Redis is unreachable (instead of serving from the cache).
     pub ready_requires_redis: bool,
+    /// Concurrent connections on the admin listener; further clients wait in the listen backlog. Counted apart
+    /// from `api.max_connections`, so neither listener can take the other's connections or descriptors.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time; idle keep-alive connections are closed after it
+    /// too.
+    #[serde(deserialize_with = "duration")]
+    pub read_timeout: Duration,
 }
 
 impl Default for AdminConfig {
@@ -747,6 +772,8 @@ impl Default for AdminConfig {
         Self {
             listen: DEFAULT_ADMIN_LISTEN,
             ready_requires_redis: false,
+            max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+            read_timeout: DEFAULT_ADMIN_READ_TIMEOUT,
         }
     }
 }
@@ -830,6 +857,7 @@ impl Config {
             ("redis.connect_timeout", r.connect_timeout),
             ("breaker.recovery_timeout", b.recovery_timeout),
             ("api.read_timeout", a.read_timeout),
+            ("admin.read_timeout", self.admin.read_timeout),
         ] {
             if d.is_zero() {
                 p.push(format!("{key} must be greater than 0"));
@@ -845,6 +873,7 @@ impl Config {
             ("api.max_value_bytes", a.max_value_bytes),
             ("api.max_connections", a.max_connections),
             ("api.max_pipeline_commands", a.max_pipeline_commands),
+            ("admin.max_connections", self.admin.max_connections),
             ("ratelimit.local_max_keys", self.ratelimit.local_max_keys),
         ] {
             if n == 0 {
@@ -859,6 +888,20 @@ impl Config {
                 Some(v) if !(v > 0.0 && v <= 100.0) => p.push(format!("{key} must be in (0, 100], got {v}")),
                 _ => {}
             }
+        }
+        if a.max_inflight_body_bytes < a.max_body_bytes {
+            // Otherwise a body within api.max_body_bytes could never be read.
+            p.push(format!(
+                "api.max_inflight_body_bytes ({}) must be at least api.max_body_bytes ({})",
+                a.max_inflight_body_bytes, a.max_body_bytes
+            ));
+        }
+        if a.max_body_bytes > u32::MAX as usize {
+            p.push(format!(
+                "api.max_body_bytes must be at most {} (4 GiB), got {}",
+                u32::MAX,
+                a.max_body_bytes
+            ));
         }
         match (b.slow_call_duration, b.slow_call_rate_threshold) {
             (Some(_), None) => {

@@ -64,6 +64,9 @@ fn defaults_are_the_documented_values() {
     assert_eq!(c.api.on_unavailable, OnUnavailable::Error);
     assert_eq!(c.admin.listen, "127.0.0.1:9190".parse().unwrap());
     assert!(!c.admin.ready_requires_redis);
+    assert_eq!(c.admin.max_connections, 32);
+    assert_eq!(c.admin.read_timeout, Duration::from_secs(5));
+    assert_eq!(c.api.max_inflight_body_bytes, 16 << 20);
     assert_eq!(c.api.max_pipeline_commands, 1000);
     assert_eq!(c.api.commands.deny, policy::default_deny());
     assert!(c.api.commands.deny.iter().any(|d| d == "FLUSHALL"));
@@ -111,12 +114,15 @@ api:
   max_body_bytes: 512KiB
   on_unavailable: default
   max_pipeline_commands: 50
+  max_inflight_body_bytes: 4MiB
   commands:
     deny: [KEYS, "cluster reset"]
     allow: [GET, SET, KEYS]
 admin:
   listen: 0.0.0.0:9999
   ready_requires_redis: true
+  max_connections: 8
+  read_timeout: 2s
 ratelimit:
   on_unavailable: deny
   local_max_keys: 500
@@ -155,6 +161,9 @@ fn full_example_sets_every_key() {
     assert_eq!(c.api.on_unavailable, OnUnavailable::Default);
     assert_eq!(c.admin.listen, "0.0.0.0:9999".parse().unwrap());
     assert!(c.admin.ready_requires_redis);
+    assert_eq!(c.admin.max_connections, 8);
+    assert_eq!(c.admin.read_timeout, Duration::from_secs(2));
+    assert_eq!(c.api.max_inflight_body_bytes, 4 << 20);
     assert_eq!(c.api.max_pipeline_commands, 50);
     assert_eq!(c.api.commands.deny, ["KEYS", "cluster reset"]);
     assert_eq!(
@@ -368,6 +377,35 @@ fn validation_reports_every_problem() {
         problems("breaker:\n  slow_call_duration: 1s\n"),
         ["breaker.slow_call_duration is set but breaker.slow_call_rate_threshold is not"]
     );
+}
+
+#[test]
+fn connection_and_body_limits_are_validated() {
+    assert_eq!(
+        problems("admin:\n  max_connections: 0\n  read_timeout: 0s\n"),
+        [
+            "admin.read_timeout must be greater than 0",
+            "admin.max_connections must be at least 1",
+        ]
+    );
+    assert_eq!(
+        problems("api:\n  max_body_bytes: 2MiB\n  max_inflight_body_bytes: 1MiB\n"),
+        ["api.max_inflight_body_bytes (1048576) must be at least api.max_body_bytes (2097152)"]
+    );
+    assert_eq!(
+        problems("api:\n  max_body_bytes: 5GiB\n  max_inflight_body_bytes: 8GiB\n"),
+        ["api.max_body_bytes must be at most 4294967295 (4 GiB), got 5368709120"]
+    );
+    // The environment reaches the new keys too.
+    let vars = env(&[
+        ("REDGUARD_ADMIN_MAX_CONNECTIONS", "4"),
+        ("REDGUARD_ADMIN_READ_TIMEOUT", "750ms"),
+        ("REDGUARD_API_MAX_INFLIGHT_BODY_BYTES", "32MiB"),
+    ]);
+    let c = Config::load(None, vars).unwrap();
+    assert_eq!(c.admin.max_connections, 4);
+    assert_eq!(c.admin.read_timeout, Duration::from_millis(750));
+    assert_eq!(c.api.max_inflight_body_bytes, 32 << 20);
 }
 
 #[test]

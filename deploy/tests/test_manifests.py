@@ -49,21 +49,11 @@ SIDECAR = "redguard"
 REDGUARD_UID = 65532
 CRD_GROUP = "monitoring.coreos.com/"
 
-# Keys of redguard's configuration file (the contract shared with src/): a misspelt key in
-# the shipped configs fails here rather than at pod start.
+# Keys of redguard's configuration file, from examples/redguard.yaml, which holds every key (tests/docs.rs
+# holds it to the config structs): a misspelt key in the shipped configs fails here rather than at pod start.
 CONFIG_KEYS = {
-    "listen": {"socket", "socket_mode", "drain_timeout"},
-    "redis": {"url", "password_file", "command_timeout", "connect_timeout"},
-    "breaker": {
-        "mode", "failure_threshold", "failure_rate_threshold", "slow_call_duration",
-        "slow_call_rate_threshold", "window_size", "minimum_calls", "recovery_timeout",
-        "recovery_jitter", "recovery_backoff", "recovery_timeout_max", "half_open_max_calls",
-        "success_threshold",
-    },
-    "cache": {"max_entries", "max_bytes", "ttl", "clear_on_close"},
-    "api": {"max_body_bytes", "on_unavailable"},
-    "admin": {"listen", "ready_requires_redis"},
-    "notify": {"instance", "sinks"},
+    section: set(keys or {})
+    for section, keys in yaml.safe_load((REPO / "examples" / "redguard.yaml").read_text()).items()
 }
 SINK_KEYS = {"slack": {"type", "url_file"}, "pagerduty": {"type", "routing_key_file"}}
 NOTIFY_GRACE_SECONDS = 5
@@ -599,8 +589,11 @@ def test_configs_pass_redguard_check_config(rendered, tmp_path):
             sink["routing_key_file"] = relocate(sink["routing_key_file"])
     rendered_file = tmp_path / "redguard.yaml"
     rendered_file.write_text(yaml.safe_dump(config))
+    # check-config also checks the socket path on this host, as `run` would (its directory must exist): the
+    # pod's /var/run/redguard is an emptyDir, so point the socket at a temp dir here.
+    env = {**os.environ, "REDGUARD_LISTEN_SOCKET": str(tmp_path / "redguard.sock")}
     for path in (DEPLOY / "redguard.yaml", rendered_file):
-        proc = subprocess.run([binary, "check-config", str(path)], capture_output=True, text=True)
+        proc = subprocess.run([binary, "check-config", str(path)], capture_output=True, text=True, env=env)
         assert proc.returncode == 0, f"{path}: {proc.stdout}{proc.stderr}"
 
 

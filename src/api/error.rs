@@ -2,7 +2,9 @@
 //!
 //! The body is always `{"error": {"code": .., "message": ..}}`; calls that could not reach Redis add
 //! `"degraded": true` and `"cached"` (whether a write was kept in the fallback cache), and `circuit_open` adds
-//! `retry_after_ms` and a `Retry-After` header. A pipeline slot that failed on its own carries the same body
+//! `retry_after_ms` and a `Retry-After` header (except while the circuit is forced open: no time would be true),
+//! as does `overloaded` (too many request bytes in flight). hyper's own answers to requests it cannot parse get the
+//! same body ([`super::protocol_errors`]). A pipeline slot that failed on its own carries the same body
 //! ([`ApiError::to_json`]) in its place.
 
 use std::time::Duration;
@@ -13,11 +15,14 @@ use serde::Serialize;
 
 use crate::client::CallError;
 
+/// The retry hint of a 503 `overloaded`.
+const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("unknown op `{0}`; see the README for the ops redguard offers")]
+    #[error("unknown op `{0}`; see docs/api.md for the ops redguard offers")]
     UnknownOp(String),
     #[error("request body is larger than api.max_body_bytes ({0} bytes)")]
     PayloadTooLarge(usize),
@@ -26,7 +31,11 @@ pub enum ApiError {
     #[error("method not allowed on this route")]
     MethodNotAllowed,
     #[error("circuit breaker is open; Redis was not called")]
-    CircuitOpen { retry_after: Duration, cached: bool },
+    /// `retry_after` is `None` while the circuit is forced open: it will not half-open by itself.
+    CircuitOpen {
+        retry_after: Option<Duration>,
+        cached: bool,
+    },
     #[error("Redis is unavailable: {message}")]
     RedisUnavailable { message: String, cached: bool },
     #[error("Redis did not answer within redis.command_timeout")]
@@ -41,6 +50,14 @@ pub enum ApiError {
     PeerNotAllowed(u32),
     #[error("command {0} is not allowed through redguard (api.commands)")]
     CommandDenied(String),
+    /// The request bodies being read already hold `api.max_inflight_body_bytes`.
+    #[error("too many request bytes in flight (api.max_inflight_body_bytes); retry shortly")]
+    Overloaded,
+    /// The request's header block did not fit hyper's read buffer.
+    #[error("the request's header block is larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    #[error("the request target is too long")]
+    UriTooLong,
 }
 
 impl From<CallError> for ApiError {
@@ -67,6 +84,9 @@ impl ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PeerNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::CommandDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
         }
     }
 
@@ -86,13 +106,18 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::PeerNotAllowed(_) => "peer_not_allowed",
             ApiError::CommandDenied(_) => "command_denied",
+            ApiError::Overloaded => "overloaded",
+            ApiError::HeadersTooLarge(_) => "headers_too_large",
+            ApiError::UriTooLong => "uri_too_long",
         }
     }
 
     fn retry_after_and_cached(&self) -> (Option<Duration>, Option<bool>) {
         match self {
-            ApiError::CircuitOpen { retry_after, cached } => (Some(*retry_after), Some(*cached)),
+            ApiError::CircuitOpen { retry_after, cached } => (*retry_after, Some(*cached)),
             ApiError::RedisUnavailable { cached, .. } | ApiError::Timeout { cached } => (None, Some(*cached)),
+            // A body's share of the budget is released within api.read_timeout at the latest; most much sooner.
+            ApiError::Overloaded => (Some(OVERLOADED_RETRY_AFTER), None),
             _ => (None, None),
         }
     }

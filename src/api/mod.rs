@@ -1,7 +1,7 @@
 //! The application-facing API: HTTP/1.1 + JSON on a Unix socket.
 //!
 //! Routes are thin: they parse ([`request`], [`command`], [`pipeline`], [`ratelimit`]), ask the command policy,
-//! call the resilient client or the rate limiter, and render ([`reply`], [`resp`]); every failure is an
+//! call the resilient client or the rate limiter, and render ([`reply`], [`raw_reply`]); every failure is an
 //! [`ApiError`], shaped into a response in one place. The policy judges every command an application sends,
 //! typed ops by the command they send. The control routes (`/v1/breaker`) exist only here, never on a
 //! network listener.
@@ -9,15 +9,14 @@
 pub mod command;
 pub mod error;
 pub mod pipeline;
+pub mod protocol_errors;
 pub mod ratelimit;
+pub mod raw_reply;
 pub mod reply;
 pub mod request;
-pub mod resp;
 pub mod server;
+pub mod socket;
 
-use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,11 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
-use tokio::net::UnixListener;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 pub use error::ApiError;
 
-use crate::backend::cluster::command_slot;
 use crate::backend::{AnyBackend, NodeView};
 use crate::breaker::{Mode, Override, State as CircuitState};
 use crate::client::{Item, Reply, Served, Source};
@@ -41,12 +39,14 @@ use crate::metrics::ApiRoute;
 use crate::op::OpName;
 use crate::policy::Policy;
 use crate::ratelimit::RateLimiter;
-use crate::{health, Client};
+use crate::{commands, health, Client};
 
 /// What the routes share.
 pub struct App {
     pub client: Arc<Client>,
     pub max_body_bytes: usize,
+    /// `api.max_inflight_body_bytes`: one permit per byte that request bodies being read may hold together.
+    body_budget: Semaphore,
     /// Deadline for a request body to arrive.
     pub read_timeout: Duration,
     pub limits: request::Limits,
@@ -67,6 +67,7 @@ impl App {
         let policy = Policy::from_config(&commands.deny, commands.allow.as_deref());
         App {
             max_body_bytes: cfg.api.max_body_bytes,
+            body_budget: Semaphore::new(cfg.api.max_inflight_body_bytes.min(Semaphore::MAX_PERMITS)),
             read_timeout: cfg.api.read_timeout,
             limits: request::Limits {
                 max_key_bytes: cfg.api.max_key_bytes,
@@ -85,16 +86,106 @@ impl App {
     }
 }
 
-/// Reads a whole body, refusing it past `max_bytes` or when it does not arrive within `deadline`
-/// (a client trickling bytes must not hold a connection slot forever).
-async fn read_body(body: impl RequestBody, max_bytes: usize, deadline: Duration) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, max_bytes);
-    match tokio::time::timeout(deadline, limited.collect()).await {
-        Err(_) => Err(ApiError::RequestTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge(max_bytes)),
-        Ok(Err(e)) => Err(ApiError::BadRequest(format!("could not read the request body: {e}"))),
+/// Each body's first bytes are not counted against `api.max_inflight_body_bytes`, so that while large bodies
+/// hold the whole budget, ordinary requests (a few hundred bytes) are still served. Their worst case,
+/// `api.max_connections` times this, is part of each connection's own memory, like its read buffer.
+pub const UNCOUNTED_BODY_BYTES: usize = 8 * 1024;
+
+/// A request body, with its share of `api.max_inflight_body_bytes` held until it is dropped (after the
+/// request is answered: parsed requests borrow from it).
+pub struct Body<'a> {
+    bytes: BodyBytes,
+    _share: Option<SemaphorePermit<'a>>,
+}
+
+/// A body that arrived in one piece stays the buffer hyper read it into; one in several pieces is copied into
+/// one buffer as it arrives (each piece freed at once), sized from `Content-Length` when there is one.
+enum BodyBytes {
+    One(Bytes),
+    Many(Vec<u8>),
+}
+
+impl std::ops::Deref for Body<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.bytes {
+            BodyBytes::One(b) => b,
+            BodyBytes::Many(v) => v,
+        }
     }
+}
+
+/// Reads a whole body, refusing it past `api.max_body_bytes` (413), when its share of
+/// `api.max_inflight_body_bytes` is not free (503 `overloaded`), or when it does not arrive within
+/// `api.read_timeout` (408: a client trickling bytes must not hold a connection slot forever).
+///
+/// A declared `Content-Length` is judged before a byte is read: over the limit it is 413 at once, and over the
+/// budget 503 at once; hyper sends `100 Continue` only when the body is first read, so a client that asked
+/// first is told without sending the body. A body without a length draws on the budget as it arrives.
+async fn read_body<'a>(app: &'a App, body: impl RequestBody) -> Result<Body<'a>, ApiError> {
+    let max = app.max_body_bytes;
+    let hint = body.size_hint();
+    if hint.lower() > max as u64 {
+        return Err(ApiError::PayloadTooLarge(max));
+    }
+    let declared = hint.exact().map(|n| n as usize);
+    let mut share = None;
+    reserve(&app.body_budget, &mut share, declared.unwrap_or(0))?;
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut bytes = BodyBytes::Many(Vec::new());
+        let mut len = 0;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::BadRequest(format!("could not read the request body: {}", e.into())))?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            len += data.len();
+            if len > max {
+                return Err(ApiError::PayloadTooLarge(max));
+            }
+            reserve(&app.body_budget, &mut share, len)?;
+            bytes = match bytes {
+                BodyBytes::Many(v) if v.is_empty() && len == data.len() => BodyBytes::One(data),
+                BodyBytes::One(first) => {
+                    let mut v = Vec::with_capacity(declared.unwrap_or(len).max(len));
+                    v.extend_from_slice(&first);
+                    v.extend_from_slice(&data);
+                    BodyBytes::Many(v)
+                }
+                BodyBytes::Many(mut v) => {
+                    v.extend_from_slice(&data);
+                    BodyBytes::Many(v)
+                }
+            };
+        }
+        Ok(bytes)
+    };
+    match tokio::time::timeout(app.read_timeout, read).await {
+        Err(_) => Err(ApiError::RequestTimeout),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(bytes)) => Ok(Body { bytes, _share: share }),
+    }
+}
+
+/// Grows `share` of the body budget to cover a body of `len` bytes (its uncounted first bytes aside), or
+/// refuses with 503 `overloaded` without waiting: a client told to come back is better than one kept waiting
+/// while others trickle their bodies.
+fn reserve<'a>(budget: &'a Semaphore, share: &mut Option<SemaphorePermit<'a>>, len: usize) -> Result<(), ApiError> {
+    let counted = len.saturating_sub(UNCOUNTED_BODY_BYTES);
+    let held = share.as_ref().map_or(0, SemaphorePermit::num_permits);
+    if counted <= held {
+        return Ok(());
+    }
+    // Configuration caps api.max_body_bytes at u32::MAX, and len never exceeds it.
+    let more = u32::try_from(counted - held).map_err(|_| ApiError::Overloaded)?;
+    let permit = budget.try_acquire_many(more).map_err(|_| ApiError::Overloaded)?;
+    match share {
+        Some(held) => held.merge(permit),
+        None => *share = Some(permit),
+    }
+    Ok(())
 }
 
 /// Reads the body (bounded in size and time), runs it through `run`, and records the request's route,
@@ -102,7 +193,7 @@ async fn read_body(body: impl RequestBody, max_bytes: usize, deadline: Duration)
 macro_rules! timed {
     ($app:expr, $body:expr, $run:ident) => {{
         let started = Instant::now();
-        let (route, response) = match read_body($body, $app.max_body_bytes, $app.read_timeout).await {
+        let (route, response) = match read_body($app, $body).await {
             Ok(body) => $run($app, &body).await,
             Err(e) => (ApiRoute::Invalid, e.into_response()),
         };
@@ -254,7 +345,7 @@ async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
 }
 
 async fn run_ratelimit(app: &App, body: &[u8]) -> (ApiRoute, Response) {
-    let check = match ratelimit::parse(body) {
+    let check = match ratelimit::parse(body, app.limits.max_key_bytes) {
         Ok(c) => c,
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
@@ -271,18 +362,8 @@ fn one_slot(items: &[Item<'_>]) -> Result<(), ApiError> {
     let mut first: Option<(usize, u16)> = None;
     for (i, item) in items.iter().enumerate() {
         let slot = match item {
-            Item::Op(op) => {
-                let cmd = op.to_cmd();
-                let args: Vec<&[u8]> = cmd
-                    .args_iter()
-                    .map(|a| match a {
-                        redis::Arg::Simple(bytes) => bytes,
-                        _ => &b""[..],
-                    })
-                    .collect();
-                command_slot(&args)
-            }
-            Item::Raw(args) => command_slot(args),
+            Item::Op(op) => commands::slot(&op.to_cmd()),
+            Item::Raw(args) => commands::slot(args.as_slice()),
         };
         match (first, slot) {
             (None, Some(slot)) => first = Some((i, slot)),
@@ -339,10 +420,10 @@ struct BreakerAction {
 }
 
 async fn breaker_post(app: &App, body: impl RequestBody) -> Response {
-    let body = read_body(body, app.max_body_bytes, app.read_timeout).await;
+    let body = read_body(app, body).await;
     let result = body.and_then(|body| {
-        let req: BreakerAction = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("expected {{\"action\": ..}}: {e}")))?;
+        // The same reader as every other body: one JSON object, each field once, nothing after it.
+        let req: BreakerAction = request::deserialize(&body)?;
         match req.action.as_str() {
             "force_open" => Ok(Override::ForceOpen),
             "force_closed" => Ok(Override::ForceClosed),
@@ -366,50 +447,4 @@ async fn breaker_post(app: &App, body: impl RequestBody) -> Response {
 
 fn observe(app: &App, route: ApiRoute, status: u16) {
     app.client.metrics().observe_api(route, status, 0.0);
-}
-
-/// Why the socket could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum SocketError {
-    #[error("another process is already listening on {0}; refusing to start")]
-    InUse(String),
-    #[error("listen.socket_group: no group {0:?} (give a numeric gid or a name from /etc/group)")]
-    UnknownGroup(String),
-    #[error("cannot set up socket {path}: {source}")]
-    Io { path: String, source: io::Error },
-}
-
-/// Binds the Unix socket: removes a stale file left by a crashed run, but refuses to steal a live one. Then
-/// sets the file's mode and, if given, its group.
-pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, SocketError> {
-    let shown = path.display().to_string();
-    let io_err = |source| SocketError::Io {
-        path: shown.clone(),
-        source,
-    };
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(SocketError::InUse(shown));
-        }
-        std::fs::remove_file(path).map_err(io_err)?;
-    }
-    let listener = UnixListener::bind(path).map_err(io_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
-    if let Some(group) = group {
-        let gid = resolve_group(group).ok_or_else(|| SocketError::UnknownGroup(group.to_owned()))?;
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err)?;
-    }
-    Ok(listener)
-}
-
-/// A numeric gid, or a group name looked up in /etc/group.
-fn resolve_group(group: &str) -> Option<u32> {
-    if let Ok(gid) = group.parse() {
-        return Some(gid);
-    }
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    groups.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == group).then(|| fields.nth(1)?.parse().ok())?
-    })
 }

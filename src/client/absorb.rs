@@ -119,7 +119,9 @@ impl<B: Backend> Resilient<B> {
                 Reply::Values(values)
             }
             (Op::MSet { pairs }, Value::Okay) => {
-                pairs.iter().for_each(|(k, v)| c.put_str(k, v, None));
+                pairs.iter().for_each(|(k, v)| {
+                    c.put_str(k, v, None);
+                });
                 Reply::Bool(true)
             }
             (Op::Eval { keys, args, .. } | Op::EvalSha { keys, args, .. }, value) => {

@@ -105,7 +105,11 @@ impl Served {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
     /// The breaker is open; Redis was not called.
-    CircuitOpen { retry_after: Duration, cached: bool },
+    /// `retry_after` is `None` while the circuit is forced open.
+    CircuitOpen {
+        retry_after: Option<Duration>,
+        cached: bool,
+    },
     /// Redis failed on this call.
     Unavailable { message: String, cached: bool },
     /// Redis did not answer within the command timeout.
@@ -117,7 +121,7 @@ pub enum CallError {
 /// Why Redis could not serve a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    Rejected(Duration),
+    Rejected(Option<Duration>),
     Unavailable(String),
     Timeout,
 }
@@ -394,7 +398,8 @@ impl<B: Backend> Resilient<B> {
     }
 
     /// Keeps the cache honest after a write that did not (or may not have) reached Redis.
-    /// Returns whether the written value was kept in the cache.
+    /// Returns whether the written value was kept in the cache (the cache may refuse it: disabled, or the value
+    /// larger than `cache.max_bytes`), which is what the answer's `cached` says.
     fn forget_failed_write(&self, op: &Op<'_>, failure: &Failure) -> bool {
         let c = &self.cache;
         match op {
@@ -406,15 +411,9 @@ impl<B: Backend> Resilient<B> {
                 ttl_ms,
                 nx: false,
                 xx: false,
-            } => {
-                c.put_str(key, value, ttl_ms.map(Duration::from_millis));
-                true
-            }
-            // MSET is SET for many keys, unconditionally.
-            Op::MSet { pairs } => {
-                pairs.iter().for_each(|(k, v)| c.put_str(k, v, None));
-                true
-            }
+            } => c.put_str(key, value, ttl_ms.map(Duration::from_millis)),
+            // MSET is SET for many keys, unconditionally; it is kept only if every value is.
+            Op::MSet { pairs } => c.put_strs(pairs),
             _ if !failure.reached_redis() => false,
             Op::Set { key, .. }
             | Op::Expire { key, .. }

@@ -8,8 +8,11 @@
 #![allow(dead_code)]
 
 pub mod faults;
+mod redis_server;
 pub mod sink;
 pub mod topology;
+
+pub use redis_server::RedisServer;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -48,111 +51,6 @@ fn signal(child: &Child, sig: libc::c_int) {
     }
 }
 
-/// A `redis-server` owned by one test.
-pub struct RedisServer {
-    pub port: u16,
-    dir: TempDir,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    pub fn start() -> RedisServer {
-        let mut server = RedisServer {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        server.spawn();
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let log = self.dir.path().join("redis.log");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args([
-                "--dir",
-                self.dir.path().to_str().unwrap(),
-                "--logfile",
-                log.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (see README: Running the tests)");
-        self.child = Some(child);
-        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-        wait_for(
-            &format!("redis-server on port {} (log: {})", self.port, log_text()),
-            Duration::from_secs(10),
-            || self.cmd(&["PING"]).filter(|r| r == "PONG"),
-        );
-    }
-
-    /// Runs one command with redis-cli; None if Redis did not answer.
-    pub fn cmd(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
-    }
-
-    /// Commands Redis has processed so far (INFO stats), to prove a call did not reach it.
-    pub fn commands_processed(&self) -> u64 {
-        let info = self.cmd(&["INFO", "stats"]).expect("redis answers INFO");
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_commands_processed:"))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("INFO has total_commands_processed")
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Freezes the process (SIGSTOP): connections stay open, nothing answers.
-    pub fn pause(&self) {
-        signal(self.child.as_ref().unwrap(), libc::SIGSTOP);
-    }
-
-    pub fn resume(&self) {
-        signal(self.child.as_ref().unwrap(), libc::SIGCONT);
-    }
-
-    /// Starts again on the same port, empty.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            signal(child, libc::SIGCONT);
-        }
-        self.kill();
-    }
-}
-
 /// An HTTP response from redguard.
 #[derive(Debug)]
 pub struct Response {
@@ -184,7 +82,8 @@ pub fn raw_request(socket: &Path, request: &[u8]) -> Response {
     parse_response(&raw)
 }
 
-fn parse_response(raw: &[u8]) -> Response {
+/// Parses a raw HTTP/1.1 response (head and body, chunked or not).
+pub fn parse_response(raw: &[u8]) -> Response {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -262,6 +161,15 @@ impl Redguard {
     }
 
     pub fn start_with_env(redis_url: &str, yaml: &str, env: &[(&str, &str)]) -> Redguard {
+        Self::start_limited(redis_url, yaml, env, None)
+    }
+
+    /// Like [`Redguard::start_with_env`], with the process's open-file limit (soft and hard) set to `nofile`.
+    pub fn start_with_nofile(redis_url: &str, yaml: &str, nofile: u64) -> Redguard {
+        Self::start_limited(redis_url, yaml, &[], Some(nofile))
+    }
+
+    fn start_limited(redis_url: &str, yaml: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Redguard {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("redguard.sock");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -281,7 +189,7 @@ impl Redguard {
             dir,
             child: None,
         };
-        rg.child = Some(rg.spawn(&config, &all_env));
+        rg.child = Some(rg.spawn(&config, &all_env, nofile));
         rg.wait_ready();
         rg
     }
@@ -309,9 +217,13 @@ impl Redguard {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn spawn(&self, config: &Path, env: &[(&str, &str)]) -> Child {
+    fn spawn(&self, config: &Path, env: &[(&str, &str)], nofile: Option<u64>) -> Child {
         let log = std::fs::File::create(self.log_path()).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_redguard"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_redguard"));
+        if let Some(n) = nofile {
+            limit_open_files(&mut command, n);
+        }
+        command
             .args(["run", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -385,6 +297,35 @@ impl Drop for Redguard {
             let _ = child.wait();
         }
     }
+}
+
+/// Makes `command`'s process start with an open-file limit (RLIMIT_NOFILE, soft and hard) of `n`.
+pub fn limit_open_files(command: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: n as libc::rlim_t,
+        rlim_max: n as libc::rlim_t,
+    };
+    // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// The resident memory of process `pid` (VmRSS in /proc/<pid>/status), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process is running");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("/proc/<pid>/status has VmRSS")
 }
 
 /// Finds `series` in a text exposition and returns its value (0 if absent, like an untouched counter).
