@@ -5,8 +5,9 @@ The README is the source: nothing here copies its commands or answers. The conve
 
 - The quick-start command is the first line of the first ```sh block under the "## Quick start" heading. It is run
   exactly as written (`bash -c`), from the repository's root, in a session (process group) of its own.
-- Examples are the ```sh blocks under "## Quick start" that contain a `curl` line, and every ```sh block anywhere
-  in README.md whose fence reads ```sh check (GitHub highlights it as sh). In such a block:
+- Examples are in every ```sh block of README.md that has a line starting with `curl ` (other than the quick-start
+  command's own block), unless its fence reads ```sh no-check: an example that cannot run against a fresh
+  quick start (a cluster, a stopped Redis) says so, and the sentence before it says why. In a checked block:
     * a line starting with `curl ` is an example; a line ending in `\\` continues onto the next one;
     * the lines right after it that start with `# ` hold its expected answer: their text after the `# `, joined,
       is one JSON document (it may span several lines);
@@ -93,7 +94,7 @@ def parse_examples(start, body):
         if not line.startswith("curl "):
             raise ReadmeError(
                 f"README.md:{start + i}: a checked block holds only `curl` examples and `# ` answer lines, "
-                f"not {line!r} (use a ```sh block without `check` for other commands)"
+                f"not {line!r} (write other commands in a ```sh no-check block)"
             )
         line_no, command = start + i, line
         while command.endswith("\\"):
@@ -122,13 +123,12 @@ def parse_readme(path):
         words = info.split()
         if not words or words[0] != "sh":
             continue
-        quick = heading == "Quick start"
-        if quick and command is None:
+        if heading == "Quick start" and command is None:
             if not body or not body[0].strip():
                 raise ReadmeError(f"README.md:{start}: the quick start's first ```sh block is empty")
             command, command_line = body[0].strip(), start
             continue
-        if "check" in words[1:] or (quick and any(line.startswith("curl ") for line in body)):
+        if "no-check" not in words[1:] and any(line.startswith("curl ") for line in body):
             examples.extend(parse_examples(start, body))
     if command is None:
         raise ReadmeError('README.md has no ```sh block under "## Quick start" (the quick-start command)')
