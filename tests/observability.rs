@@ -99,10 +99,12 @@ fn metrics_and_health_move_exactly_as_the_calls_did_through_a_kill_and_restart()
 
     // Restart: redguard's own probe moves to half-open (one success of the two needed).
     redis.restart();
-    wait_for("half-open", Duration::from_secs(10), || {
-        (state_gauges(&rg.metrics())[2] == 1.0).then_some(())
+    // The gauge turns half-open when the probe is admitted, a moment before its success is counted: wait for
+    // both, so the counter is not read in between.
+    let m = wait_for("half-open after one successful probe", Duration::from_secs(10), || {
+        let m = rg.metrics();
+        (state_gauges(&m)[2] == 1.0 && calls(&m, "success") == 4.0).then_some(m)
     });
-    let m = rg.metrics();
     assert_eq!(state_gauges(&m), [0.0, 0.0, 1.0]);
     assert_eq!(calls(&m, "success"), 4.0, "the probe was one successful call");
     // The second probe success (this GET) closes it.
