@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::backend::{Backend, NodeView};
-use crate::breaker::{Mode, Settings, State};
+use crate::breaker::{Settings, State};
 use crate::client::Resilient;
 use crate::clock::iso8601;
 use crate::metrics::CallResult;
@@ -119,10 +119,7 @@ pub fn circuit_breaker<B: Backend>(client: &Resilient<B>) -> CircuitBreakerHealt
         seconds_until_half_open: snapshot.until_half_open.map(|d| d.as_secs_f64()),
         forced: snapshot.forced.map(State::as_str),
         config: ConfigInForce {
-            mode: match s.mode {
-                Mode::Enforce => "enforce",
-                Mode::Observe => "observe",
-            },
+            mode: s.mode.as_str(),
             failure_threshold: s.failure_threshold,
             failure_rate_threshold: s.failure_rate_threshold,
             slow_call_duration_seconds: s.slow_call_duration.map(|d| d.as_secs_f64()),

@@ -68,10 +68,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use crate::breaker::{Breaker, Mode, Observer, Settings, State, Transition};
+use crate::breaker::{Breaker, Observer, Settings, State, Transition};
 use crate::cache::{CacheSettings, FallbackCache};
 use crate::clock::SystemClock;
-use crate::config::{BreakerMode, Config};
+use crate::config::Config;
 use crate::notify::Notifier;
 
 /// The client the API serves from: the backend is the one of `redis.mode` (standalone, cluster, sentinel).
@@ -118,10 +118,7 @@ impl Observer for LogTransitions {
 fn breaker_settings(cfg: &Config) -> Settings {
     let b = &cfg.breaker;
     Settings {
-        mode: match b.mode {
-            BreakerMode::Enforce => Mode::Enforce,
-            BreakerMode::Observe => Mode::Observe,
-        },
+        mode: b.mode,
         failure_threshold: b.failure_threshold,
         failure_rate_threshold: b.failure_rate_threshold,
         slow_call_duration: b.slow_call_duration,

@@ -31,7 +31,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 pub use error::ApiError;
 
 use crate::backend::{AnyBackend, NodeView};
-use crate::breaker::{Mode, Override, State as CircuitState};
+use crate::breaker::{Override, State as CircuitState};
 use crate::client::{Item, Reply, Served, Source};
 use crate::clock::SystemClock;
 use crate::config::{Config, RedisMode};
@@ -400,10 +400,7 @@ fn breaker_view(client: &Client) -> BreakerView {
         failure_count: s.consecutive_failures,
         seconds_until_half_open: s.until_half_open.map(|d| d.as_secs_f64()),
         forced: s.forced.map(CircuitState::as_str),
-        mode: match b.settings().mode {
-            Mode::Enforce => "enforce",
-            Mode::Observe => "observe",
-        },
+        mode: b.settings().mode.as_str(),
         nodes: client.nodes(),
     }
 }

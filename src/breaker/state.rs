@@ -49,14 +49,29 @@ impl fmt::Display for State {
     }
 }
 
-/// Whether the breaker rejects calls (`Enforce`) or only computes what it would do (`Observe`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether the breaker rejects calls (`Enforce`) or only computes what it would do (`Observe`): the config's
+/// `breaker.mode` (`enforce` | `observe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
+    /// Trip for real: calls fail fast while the breaker is open.
+    #[default]
     Enforce,
+    /// Dry run: track state and report transitions, but let every call through.
     Observe,
 }
 
-/// The machine's tuning, already validated by the config layer.
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Observe => "observe",
+        }
+    }
+}
+
+/// The machine's tuning, already validated by the config layer. Its [`Default`] holds the defaults of the
+/// config's `breaker` section (`config::BreakerConfig` takes them from here).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub mode: Mode,

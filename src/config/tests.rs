@@ -43,7 +43,7 @@ fn defaults_are_the_documented_values() {
     assert_eq!(c.redis.command_timeout, Duration::from_millis(250));
     assert_eq!(c.redis.connect_timeout, Duration::from_secs(1));
     let b = &c.breaker;
-    assert_eq!(b.mode, BreakerMode::Enforce);
+    assert_eq!(b.mode, breaker::Mode::Enforce);
     assert_eq!(b.failure_threshold, 5);
     assert_eq!(b.failure_rate_threshold, None);
     assert_eq!(b.slow_call_duration, None);
@@ -140,7 +140,7 @@ fn full_example_sets_every_key() {
     assert_eq!(c.redis.command_timeout, Duration::from_millis(100));
     assert_eq!(c.redis.connect_timeout, Duration::from_secs(2));
     let b = &c.breaker;
-    assert_eq!(b.mode, BreakerMode::Observe);
+    assert_eq!(b.mode, breaker::Mode::Observe);
     assert_eq!(b.failure_threshold, 3);
     assert_eq!(b.failure_rate_threshold, Some(50.0));
     assert_eq!(b.slow_call_duration, Some(Duration::from_millis(80)));

@@ -12,9 +12,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[path = "config_notify.rs"]
 mod notify;
 
+use crate::breaker;
 use crate::policy;
 pub use notify::{NotifyConfig, NotifyOn, Severity, SinkConfig, SinkKind, DEFAULT_PAGERDUTY_URL};
 
@@ -514,33 +514,12 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Whether an open breaker rejects calls or only reports that it would.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerMode {
-    /// Trip for real: calls fail fast while the breaker is open.
-    #[default]
-    Enforce,
-    /// Dry run: track state and report transitions, but let every call through.
-    Observe,
-}
-
-const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
-const DEFAULT_WINDOW_SIZE: usize = 100;
-const DEFAULT_MINIMUM_CALLS: usize = 20;
-const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
-const DEFAULT_RECOVERY_JITTER: f64 = 0.1;
-const DEFAULT_RECOVERY_BACKOFF: f64 = 2.0;
-const DEFAULT_RECOVERY_TIMEOUT_MAX: Duration = Duration::from_secs(300);
-const DEFAULT_HALF_OPEN_MAX_CALLS: u32 = 1;
-const DEFAULT_SUCCESS_THRESHOLD: u32 = 1;
-
 /// `breaker`: when to open the circuit and how to probe for recovery.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// `enforce` rejects calls while open; `observe` only reports.
-    pub mode: BreakerMode,
+    pub mode: breaker::Mode,
     /// Consecutive failures that open the breaker.
     pub failure_threshold: u32,
     /// Failure percentage over the window that opens the breaker; off when `None`.
@@ -571,21 +550,23 @@ pub struct BreakerConfig {
 }
 
 impl Default for BreakerConfig {
+    /// The breaker's own defaults ([`breaker::Settings`]), so they are written once.
     fn default() -> Self {
+        let d = breaker::Settings::default();
         Self {
-            mode: BreakerMode::default(),
-            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
-            failure_rate_threshold: None,
-            slow_call_duration: None,
-            slow_call_rate_threshold: None,
-            window_size: DEFAULT_WINDOW_SIZE,
-            minimum_calls: DEFAULT_MINIMUM_CALLS,
-            recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
-            recovery_jitter: DEFAULT_RECOVERY_JITTER,
-            recovery_backoff: DEFAULT_RECOVERY_BACKOFF,
-            recovery_timeout_max: DEFAULT_RECOVERY_TIMEOUT_MAX,
-            half_open_max_calls: DEFAULT_HALF_OPEN_MAX_CALLS,
-            success_threshold: DEFAULT_SUCCESS_THRESHOLD,
+            mode: d.mode,
+            failure_threshold: d.failure_threshold,
+            failure_rate_threshold: d.failure_rate_threshold,
+            slow_call_duration: d.slow_call_duration,
+            slow_call_rate_threshold: d.slow_call_rate_threshold,
+            window_size: d.window_size,
+            minimum_calls: d.minimum_calls,
+            recovery_timeout: d.recovery_timeout,
+            recovery_jitter: d.recovery_jitter,
+            recovery_backoff: d.recovery_backoff,
+            recovery_timeout_max: d.recovery_timeout_max,
+            half_open_max_calls: d.half_open_max_calls,
+            success_threshold: d.success_threshold,
         }
     }
 }
@@ -1223,5 +1204,4 @@ fn socket_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;
