@@ -82,8 +82,8 @@ impl Standalone {
     }
 }
 
-/// Commands that only read: sending one twice changes nothing.
-const READ_ONLY: [&[u8]; 6] = [b"GET", b"HGET", b"HGETALL", b"EXISTS", b"TTL", b"PING"];
+/// Commands that only read: sending one twice changes nothing. (PTTL goes with the reads that fill the cache.)
+const READ_ONLY: [&[u8]; 7] = [b"GET", b"HGET", b"HGETALL", b"EXISTS", b"TTL", b"PTTL", b"PING"];
 
 fn read_only(cmd: &Cmd) -> bool {
     matches!(cmd.args_iter().next(), Some(redis::Arg::Simple(name)) if READ_ONLY.contains(&name))
@@ -111,7 +111,16 @@ impl Backend for Standalone {
         // With ignore_errors, redis-rs leaves each command's error in its slot instead of failing the batch.
         let mut pipe = pipe.clone();
         pipe.ignore_errors();
-        let replies = bounded(self.inner.command_timeout, pipe.query_async::<Value>(&mut conn)).await;
+        let attempt = async {
+            match pipe.query_async::<Value>(&mut conn).await {
+                // As for a single read (see `query`): a batch of reads, such as a GET and its PTTL, is sent again.
+                Err(e) if e.is_connection_dropped() && pipe.cmd_iter().all(read_only) => {
+                    pipe.query_async::<Value>(&mut conn).await
+                }
+                other => other,
+            }
+        };
+        let replies = bounded(self.inner.command_timeout, attempt).await;
         self.after(generation, &replies);
         pipeline_slots(pipe.len(), replies.and_then(into_values))
     }
@@ -123,7 +132,7 @@ mod tests {
 
     #[test]
     fn only_reads_are_sent_twice() {
-        for name in ["GET", "HGET", "HGETALL", "EXISTS", "TTL", "PING"] {
+        for name in ["GET", "HGET", "HGETALL", "EXISTS", "TTL", "PTTL", "PING"] {
             assert!(read_only(redis::cmd(name).arg("k")), "{name}");
         }
         for name in ["SET", "DEL", "EXPIRE", "INCRBY", "HSET", "HDEL"] {
