@@ -2,9 +2,10 @@
 //!
 //! Each command gets its own answer, in order: its reply, or the application error Redis gave it alone
 //! (inside MULTI/EXEC too: Redis runs the commands after a failing one). A typed op's reply goes through the
-//! same `absorb` as on `/v1/cmd`, so it updates the cache exactly as it would alone, and the PTTL probes that
-//! go with it on `/v1/cmd` are sent right behind it in the same batch (inside the transaction too, where they
-//! are exact); a raw command drops the cached keys it names. A transaction Redis refuses to run at all (EXECABORT, for a command it rejected
+//! same `absorb` as on `/v1/cmd`, so it updates the cache exactly as it would alone, with the PTTL probes that
+//! go with it on `/v1/cmd` sent in the same batch, after all the caller's commands (so that the positions in
+//! Redis's answers, EXECABORT's included, stay the caller's; inside a transaction they see the TTLs the
+//! transaction leaves); a raw command drops the cached keys it names. A transaction Redis refuses to run at all (EXECABORT, for a command it rejected
 //! while queueing) is one error for the whole call.
 //!
 //! When Redis cannot be asked: a non-atomic pipeline made only of reads is answered slot by slot from the
@@ -39,6 +40,8 @@ impl<B: Backend> Resilient<B> {
         }
         for item in items {
             pipe.add_command(self.item_cmd(item));
+        }
+        for item in items {
             for key in self.item_probes(item) {
                 pipe.add_command(pttl_cmd(key));
             }
@@ -46,17 +49,15 @@ impl<B: Backend> Resilient<B> {
         let asked = self.cache.now();
         match self.guarded(RedisCall::Pipeline, || self.backend.pipeline(&pipe)).await {
             Ok(mut slots) => {
-                let mut rest = slots.as_mut_slice();
+                let answered = items.len().min(slots.len());
+                let (replies, probed) = slots.split_at_mut(answered);
+                let mut probed: &[SlotReply] = probed;
                 let mut answers = Vec::with_capacity(items.len());
-                for item in items {
-                    let probes = self.item_probes(item).len();
-                    let Some((slot, tail)) = rest.split_first_mut() else {
-                        break;
-                    };
-                    let (replies, tail) = tail.split_at_mut(probes.min(tail.len()));
-                    rest = tail;
+                for (item, slot) in items.iter().zip(replies) {
+                    let (ttls, rest) = probed.split_at(self.item_probes(item).len().min(probed.len()));
+                    probed = rest;
                     let slot = std::mem::replace(slot, Ok(redis::Value::Nil));
-                    answers.push(self.settle(item, slot, Ttls { asked, replies }));
+                    answers.push(self.settle(item, slot, Ttls { asked, replies: ttls }));
                 }
                 Ok(answers)
             }
