@@ -285,7 +285,7 @@ impl<B: Backend> Resilient<B> {
     /// first, the op's, emptied). An application error on the op's own command is the call's, as if it had been
     /// sent alone.
     async fn query_with_ttls(&self, pipe: &redis::Pipeline) -> Result<(Value, Vec<SlotReply>), BackendError> {
-        let mut slots = self.backend.pipeline(pipe).await?;
+        let mut slots = self.backend.query_then(pipe).await?;
         let first = match slots.first_mut() {
             Some(first) => std::mem::replace(first, Ok(Value::Nil)),
             None => return Err(BackendError::Unavailable("no reply to a command".into())),
