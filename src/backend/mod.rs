@@ -249,7 +249,7 @@ impl Backend for AnyBackend {
 
     async fn query_then(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
         match self {
-            AnyBackend::Standalone(b) => b.pipeline(pipe).await,
+            AnyBackend::Standalone(b) => b.query_then(pipe).await,
             AnyBackend::Cluster(b) => Box::pin(b.query_then(pipe)).await,
             AnyBackend::Sentinel(b) => b.pipeline(pipe).await,
         }
