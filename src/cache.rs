@@ -705,7 +705,9 @@ mod tests {
             assert_eq!(c.get_hash(b"h"), Lookup::Miss);
             assert_eq!(c.get_hash_field(b"p", b"f"), Lookup::Miss);
             assert_eq!((c.len(), c.bytes(), c.is_empty()), (0, 0, true));
+            assert!(!c.is_enabled(), "nothing needs learning for a cache that keeps nothing");
         }
+        assert!(cache(1, 1, None).0.is_enabled());
     }
 
     #[test]
