@@ -141,12 +141,14 @@ impl Inner {
         }
     }
 
-    /// Stores a value learned at `now`; `deadline` is an expiry the Redis key is known to have.
-    fn store(&mut self, key: &[u8], value: Value<'_>, deadline: Option<Instant>, now: Instant) {
+    /// Stores a value learned at `now`; `deadline` is an expiry the Redis key is known to have. Returns whether
+    /// the value is now held: not when the cache is disabled or the entry is larger than it may hold.
+    fn store(&mut self, key: &[u8], value: Value<'_>, deadline: Option<Instant>, now: Instant) -> bool {
         let size = (key.len() + value.bytes()) as u64;
         if !self.limits.admits(size) {
             // The newer value cannot be kept, so the older one must not be served either.
-            return self.remove(key);
+            self.remove(key);
+            return false;
         }
         let fresh_until = self.fresh_until(now);
         let deadline = self.tick(deadline);
@@ -166,14 +168,20 @@ impl Inner {
             self.store.insert(key, value, Expiry { fresh_until, deadline });
             self.bytes += size;
         }
+        // The entry is the most recently used and fits on its own, so eviction never takes it.
         self.evict();
+        true
     }
 
-    /// Stores `value` if its key's expiry is known and still ahead, else drops the key's entry.
-    fn learn(&mut self, key: &[u8], value: Value<'_>, expiry: KeyExpiry, now: Instant) {
+    /// Stores `value` if its key's expiry is known and still ahead, else drops the key's entry. Returns whether
+    /// the value is held.
+    fn learn(&mut self, key: &[u8], value: Value<'_>, expiry: KeyExpiry, now: Instant) -> bool {
         match expiry.deadline(now) {
             Some(deadline) => self.store(key, value, deadline, now),
-            None => self.remove(key),
+            None => {
+                self.remove(key);
+                false
+            }
         }
     }
 
@@ -182,12 +190,14 @@ impl Inner {
             return self.remove(key);
         };
         let Some(i) = self.find_live(key, now) else {
-            return self.store(key, partial_hash(fields), deadline, now);
+            self.store(key, partial_hash(fields), deadline, now);
+            return;
         };
         let old = self.store.bytes(i);
         let Some(hash) = self.store.hash_mut(i) else {
             // A string replaced by a hash: store() swaps the value and keeps any known key deadline.
-            return self.store(key, partial_hash(fields), deadline, now);
+            self.store(key, partial_hash(fields), deadline, now);
+            return;
         };
         for &(f, v) in fields {
             match hash.fields.get_mut(f) {
@@ -337,13 +347,29 @@ impl FallbackCache {
         self.clock.now()
     }
 
+    /// Stores several string values at once (an MSET that could not reach Redis), under one lock. Returns
+    /// whether every one of them is held afterwards: a value too large is not, and a later one of the same
+    /// call may have evicted an earlier one.
+    pub fn put_strs<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, pairs: &[(K, V)]) -> bool {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let mut all = true;
+        for (k, v) in pairs {
+            all &= inner.store(k.as_ref(), Value::Str(v.as_ref()), None, now);
+        }
+        all && pairs.iter().all(|(k, _)| inner.store.find(k.as_ref()).is_some())
+    }
+
     /// Stores a string value (after a successful GET, SET, INCR, or a SET that could not reach Redis).
     /// The value is fresh, so its `settings.ttl` restarts now; `expiry` (the Redis key's) and any expiry
     /// already known for the key still cap its life, so the entry never outlives the Redis key. With the
     /// key's expiry unknown or already past, nothing is kept and the old entry is dropped.
-    pub fn put_str(&self, key: &[u8], value: &[u8], expiry: KeyExpiry) {
+    ///
+    /// Returns whether the value is now held (not when the cache is disabled, the value too large for it or the
+    /// key's expiry unknown), so that an answer saying `"cached": true` is true.
+    pub fn put_str(&self, key: &[u8], value: &[u8], expiry: KeyExpiry) -> bool {
         let now = self.clock.now();
-        self.lock().learn(key, Value::Str(value), expiry, now);
+        self.lock().learn(key, Value::Str(value), expiry, now)
     }
 
     /// Stores a complete hash (after a successful HGETALL), restarting its `settings.ttl` and capped by
@@ -708,6 +734,29 @@ mod tests {
             assert!(!c.is_enabled(), "nothing needs learning for a cache that keeps nothing");
         }
         assert!(cache(1, 1, None).0.is_enabled());
+    }
+
+    #[test]
+    fn a_put_says_whether_the_value_is_held() {
+        for (entries, bytes) in [(0, 100), (10, 0)] {
+            let (c, _) = cache(entries, bytes, None);
+            assert!(!c.put_str(b"k", b"v", N), "disabled: {entries} {bytes}");
+            assert!(!c.put_strs(&[(b"k", b"v")]), "disabled: {entries} {bytes}");
+        }
+        let (c, _) = cache(10, 10, None);
+        assert!(c.put_str(b"k", b"123456789", N), "10 bytes fit exactly");
+        assert!(!c.put_str(b"k", b"1234567890", N), "11 bytes do not");
+        assert!(
+            !c.put_str(b"u", b"1", KeyExpiry::Unknown),
+            "the key's expiry is unknown"
+        );
+        assert_eq!(c.get_str(b"k"), Lookup::Miss, "and the older value is gone");
+        assert!(c.put_strs(&[(b"a", b"1"), (b"b", b"2")]));
+        // Each fits alone, but the second evicts the first: not every value of the call is held.
+        assert!(!c.put_strs(&[(b"a", b"12345678"), (b"b", b"12345678")]));
+        assert_eq!(c.get_str(b"b"), hit("12345678"));
+        let one_too_large: [(&[u8], &[u8]); 2] = [(b"a", b"1"), (b"b", b"1234567890")];
+        assert!(!c.put_strs(&one_too_large), "one too large");
     }
 
     #[test]

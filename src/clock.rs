@@ -1,12 +1,21 @@
-//! Time, injected.
+//! Time, injected, and how redguard writes a wall-clock time.
 //!
 //! The breaker and the fallback cache never read the system clock themselves: they ask a [`Clock`].
 //! Production code passes [`SystemClock`]; unit tests pass a [`ManualClock`] and move it forward by
-//! hand, so every timeout, backoff and TTL is tested deterministically and without sleeping.
+//! hand, so every timeout, backoff and TTL is tested deterministically and without sleeping. Wall-clock
+//! times that leave the process (health JSON, notifications) are written by [`iso8601`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// ISO 8601 / RFC 3339, UTC: the health endpoints' and the notifications' time stamps.
+pub fn iso8601(t: SystemTime) -> String {
+    OffsetDateTime::from(t).format(&Rfc3339).unwrap_or_default()
+}
 
 /// A source of monotonic time.
 pub trait Clock: Send + Sync + 'static {

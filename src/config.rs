@@ -172,7 +172,9 @@ const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
-    /// Path of the Unix socket redguard listens on.
+    /// Path of the Unix socket redguard listens on. Its directory must exist, it fits `sun_path` (107 bytes on
+    /// Linux), and nothing but a stale socket may be at it at start: anything else is refused, never replaced
+    /// (checked by [`crate::preflight`], in `run` and `check-config` alike).
     pub socket: PathBuf,
     /// Permission bits of the socket file, written as an octal string ("0660").
     #[serde(deserialize_with = "socket_mode")]
@@ -317,7 +319,7 @@ impl TlsConfig {
 }
 
 /// Masks the password (or a bare user-info part) of one URL; see [`RedisConfig::display_url`].
-fn mask_url(url: &str) -> String {
+pub(crate) fn mask_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };

@@ -8,12 +8,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use crate::backend::{Backend, NodeView};
 use crate::breaker::{Mode, Settings, State};
 use crate::client::Resilient;
+use crate::clock::iso8601;
 use crate::metrics::CallResult;
 
 #[derive(Debug, Serialize)]
@@ -67,11 +66,6 @@ pub struct ConfigInForce {
     pub half_open_max_calls: u32,
     pub success_threshold: u32,
     pub command_timeout_seconds: f64,
-}
-
-/// ISO 8601 / RFC 3339, UTC.
-pub fn iso8601(t: SystemTime) -> String {
-    OffsetDateTime::from(t).format(&Rfc3339).unwrap_or_default()
 }
 
 /// Updates the gauges that mirror other components, then returns the figures.

@@ -26,10 +26,12 @@
 //! - [`client`]: breaker + backend + cache; where the sidecar's promises are kept, for typed ops, raw
 //!   commands, pipelines and scripts.
 //! - [`op`]: the typed ops; [`policy`]: the command allow/deny rules.
+//! - [`commands`]: the command table (read/write, resend, keys, flags) that policy, cache, retry and routing share.
 //! - [`ratelimit`]: the sliding-window limiter, in Redis or, while Redis is away, in process.
 //! - [`api`], [`admin`], [`health`], [`metrics`]: the edges.
 //! - [`notify`]: state-change notifications to Slack, PagerDuty and webhooks, off the request path.
 //! - [`clock`] and [`jitter`]: injected time, and the seeded randomness that spreads retries.
+//! - [`preflight`]: the checks `run` makes before serving, which `check-config` makes too.
 //!
 //! [`run`] wires them together and returns when the shutdown future resolves, the API has drained and pending
 //! notifications have had their grace.
@@ -45,6 +47,7 @@ pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod health;
 pub mod jitter;
@@ -52,6 +55,7 @@ pub mod metrics;
 pub mod notify;
 pub mod op;
 pub mod policy;
+pub mod preflight;
 pub mod ratelimit;
 
 use std::future::{Future, IntoFuture};
@@ -74,8 +78,11 @@ pub type Client = client::Resilient<backend::AnyBackend>;
 /// Why redguard could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The config cannot be used on this host (the pre-flight check): nothing was started.
     #[error(transparent)]
-    Socket(#[from] api::SocketError),
+    Preflight(#[from] preflight::PreflightError),
+    #[error(transparent)]
+    Socket(#[from] api::socket::SocketError),
     #[error("cannot bind the admin listener on {addr}: {source}")]
     Admin {
         addr: std::net::SocketAddr,
@@ -171,8 +178,11 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
         tokio::spawn({
             let backend = backend.clone();
             let r = &cfg.redis;
-            let (target, username, sentinel_username) =
-                (r.display_target(), r.username.clone(), r.sentinel_username.clone());
+            let (target, username, sentinel_username) = (
+                r.display_target(),
+                backend::effective_username(r),
+                backend::effective_sentinel_username(r),
+            );
             async move { backend.log_startup(target, username, sentinel_username).await }
         });
     }
@@ -202,9 +212,11 @@ pub async fn notify_test(cfg: &Config) -> Result<Vec<notify::TestReport>, RunErr
 }
 
 /// Runs redguard until `shutdown` resolves, then drains in-flight requests (bounded by
-/// `listen.drain_timeout`), removes the socket file, gives pending notifications `notify.shutdown_grace`
-/// and returns.
+/// `listen.drain_timeout`), removes the socket file (if it is still the one it created), gives pending
+/// notifications `notify.shutdown_grace` and returns. Starts only if the [`preflight`] check passes; a start
+/// that fails after the socket was bound removes it again.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let checked = preflight::check(&cfg)?;
     let (client, notifier) = build_client(&cfg)?;
     if notifier.is_enabled() {
         notifier.start(notify_transport(&cfg)?);
@@ -234,11 +246,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         .into_future();
     let admin_task = tokio::spawn(admin_server);
 
-    let listener = api::bind(
-        &cfg.listen.socket,
-        cfg.listen.socket_mode,
-        cfg.listen.socket_group.as_deref(),
-    )?;
+    // From here on, every way out of this function removes the socket file through `socket_file` (dropped on
+    // an early return, removed explicitly after the drain), and only if it is still the one bound here.
+    let (listener, socket_file) = api::socket::bind(&cfg.listen.socket, cfg.listen.socket_mode, checked.socket_gid)?;
     let app = Arc::new(api::App::new(client.clone(), &cfg));
     let limits = api::server::Limits {
         max_connections: cfg.api.max_connections,
@@ -257,7 +267,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         _ = shutdown => info!("shutdown requested; draining"),
         res = &mut api_task => {
             // The accept loop only returns after shutdown; getting here means its task died.
-            let _ = std::fs::remove_file(&cfg.listen.socket);
+            socket_file.remove();
             return Err(RunError::Serve(std::io::Error::other(format!("the API server stopped: {res:?}"))));
         }
     }
@@ -271,9 +281,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         api_task.abort();
     }
     admin_task.abort();
-    if let Err(e) = std::fs::remove_file(&cfg.listen.socket) {
-        warn!(error = %e, "could not remove the socket file");
-    }
+    socket_file.remove();
     // After the drain, so transitions caused by the last requests are sent too.
     notifier.shutdown(cfg.notify.shutdown_grace).await;
     info!("redguard stopped");

@@ -1,4 +1,9 @@
 //! The `redguard` command: parses arguments, sets up logging, loads the config and calls [`redguard::run`].
+//!
+//! Exit status: 0 on success, 1 when something fails at run time, 2 for a usage error (clap's), and
+//! [`EXIT_CONFIG`] (78) whenever the configuration is invalid, by `run`, `check-config` and `notify-test` alike.
+//! Signals: SIGTERM and SIGINT drain and stop; SIGHUP is logged and otherwise ignored until live reload exists,
+//! and so are SIGUSR1 and SIGUSR2.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -6,10 +11,23 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use redguard::config::Config;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
+/// The exit status for an invalid configuration: `EX_CONFIG` of sysexits.h, distinct from clap's usage error (2)
+/// and from a failure at run time (1), so a supervisor or a CI step can tell a bad config from a crash.
+const EXIT_CONFIG: u8 = 78;
+
 #[derive(Parser)]
-#[command(name = "redguard", version, about = "A circuit-breaking Redis sidecar")]
+#[command(
+    name = "redguard",
+    version,
+    about = "A circuit-breaking Redis sidecar",
+    after_help = "Exit status: 0 success; 1 failure at run time; 2 usage error; 78 invalid configuration \
+                  (EX_CONFIG; from run, check-config and notify-test alike).\n\
+                  Signals: SIGTERM and SIGINT drain in-flight requests, remove the socket and exit 0; SIGHUP \
+                  (live reload is not supported yet), SIGUSR1 and SIGUSR2 are logged and ignored."
+)]
 struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -32,7 +50,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file (and the REDGUARD_* environment overrides) and exit.
+    /// Validate a config file (and the REDGUARD_* environment overrides) and exit: the settings, and what
+    /// `run` checks on this host before serving (the socket path, the socket group, the Redis URLs and TLS
+    /// files). Exits 78 if anything is invalid.
     CheckConfig { file: PathBuf },
     /// Send one test notification to every configured sink and report each result; exits non-zero if any
     /// sink failed (or none is configured).
@@ -47,23 +67,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(Some(&file), env_vars()) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::CheckConfig { file } => check_config(&file),
         Command::NotifyTest { config } => notify_test(&config),
         Command::Run { config } => {
             let cfg = match Config::load(config.as_deref(), env_vars()) {
                 Ok(cfg) => cfg,
                 Err(e) => {
                     eprintln!("redguard: invalid configuration: {e}");
-                    return ExitCode::from(2);
+                    return ExitCode::from(EXIT_CONFIG);
                 }
             };
             // One thread, like twemproxy. Measured (BENCHMARKS.md), the multi-threaded runtime cost more CPU per
@@ -75,8 +86,18 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime starts");
-            match runtime.block_on(redguard::run(cfg, shutdown_signal())) {
+            let result = runtime.block_on(async {
+                // Installed before anything is bound, so that no signal finds the default action (which would
+                // end the process and leave the socket behind).
+                let signals = Signals::install();
+                redguard::run(cfg, signals.shutdown()).await
+            });
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e @ redguard::RunError::Preflight(_)) => {
+                    eprintln!("redguard: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "redguard failed");
                     eprintln!("redguard: {e}");
@@ -87,12 +108,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// `redguard check-config`: the config validation, then the pre-flight checks `run` makes on this host.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(Some(file), env_vars()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match redguard::preflight::check(&cfg) {
+        Ok(checked) => {
+            for note in &checked.notes {
+                eprintln!("note: {note}");
+            }
+            println!("{}: OK", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 fn notify_test(file: &std::path::Path) -> ExitCode {
     let cfg = match Config::load(Some(file), env_vars()) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("redguard: invalid configuration: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     if cfg.notify.sinks.is_empty() {
@@ -139,13 +184,45 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// The signals redguard handles. SIGHUP will mean "reload the config" (a later issue); until then it is
+/// logged and ignored, so that a `kill -HUP` (or a terminal closing) never cuts requests off. SIGUSR1 and
+/// SIGUSR2, whose default action also ends the process (and which some tools send to reopen logs), are
+/// logged and ignored too.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr1: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    /// Must be called within the runtime.
+    fn install() -> Signals {
+        let on = |kind: SignalKind, name: &str| signal(kind).unwrap_or_else(|e| panic!("{name} handler installs: {e}"));
+        Signals {
+            term: on(SignalKind::terminate(), "SIGTERM"),
+            int: on(SignalKind::interrupt(), "SIGINT"),
+            hup: on(SignalKind::hangup(), "SIGHUP"),
+            usr1: on(SignalKind::user_defined1(), "SIGUSR1"),
+            usr2: on(SignalKind::user_defined2(), "SIGUSR2"),
+        }
+    }
+
+    /// Resolves on SIGTERM or SIGINT; logs each other signal (one line per delivery the runtime reports).
+    async fn shutdown(mut self) {
+        let ignored = |name: &str| tracing::warn!(signal = name, "{name} has no meaning for redguard; ignored");
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => tracing::warn!(
+                    "SIGHUP received: live reload is not supported yet; the configuration is unchanged and \
+                     redguard keeps serving"
+                ),
+                _ = self.usr1.recv() => ignored("SIGUSR1"),
+                _ = self.usr2.recv() => ignored("SIGUSR2"),
+            }
+        }
     }
 }

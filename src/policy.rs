@@ -20,6 +20,11 @@ use std::fmt;
 
 /// Never passed as raw commands, whatever the configuration says.
 ///
+/// Exactly the command table's rows flagged `CONN_STATE`, `BLOCKING` or `PUSHES`, and `XREAD BLOCK` /
+/// `XREADGROUP BLOCK` for `BLOCK_OPTION` ([`crate::commands::Flags`]); a test holds the two together. The list is
+/// written out rather than derived because it is a documented, user-visible default (it is part of
+/// [`default_deny`]) and which facts make a command unsendable is this module's decision, not the table's.
+///
 /// Every request shares one multiplexed connection, so a command that changes that connection's state would
 /// change it for every other caller (MULTI would pull their commands into a transaction, SELECT would move them
 /// to another database, CLIENT REPLY OFF would desynchronise every reply), a blocking command would stall every
@@ -39,6 +44,7 @@ pub const ALWAYS_DENIED: &[&str] = &[
     "QUIT",
     "READONLY",
     "READWRITE",
+    "ASKING",
     "CLIENT REPLY",
     "CLIENT TRACKING",
     "CLIENT CACHING",
@@ -413,6 +419,41 @@ mod tests {
         assert!(!Rule::parse("CLIENT").unwrap().is_always_denied());
         assert!(!Rule::parse("XREAD").unwrap().is_always_denied());
         assert!(!Rule::parse("FLUSHALL").unwrap().is_always_denied());
+    }
+
+    #[test]
+    fn the_built_in_denials_are_the_command_tables_connection_blocking_and_push_commands() {
+        use crate::commands::{self, Command, Flags};
+        use std::collections::BTreeSet;
+        let never = |row: &Command| {
+            [Flags::CONN_STATE, Flags::BLOCKING, Flags::PUSHES]
+                .iter()
+                .any(|f| row.is(*f))
+        };
+        let mut from_table = BTreeSet::new();
+        for row in commands::all() {
+            if never(row) {
+                from_table.insert(row.name.to_owned());
+            }
+            if row.is(Flags::BLOCK_OPTION) {
+                from_table.insert(format!("{} BLOCK", row.name));
+            }
+            for sub in row.subs.iter().filter(|sub| never(sub)) {
+                from_table.insert(format!("{} {}", row.name, sub.name));
+            }
+        }
+        let listed: BTreeSet<String> = ALWAYS_DENIED.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(listed.len(), ALWAYS_DENIED.len(), "no duplicates");
+        assert_eq!(
+            listed.difference(&from_table).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "denied without a reason in the command table"
+        );
+        assert_eq!(
+            from_table.difference(&listed).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "flagged in the command table but not denied"
+        );
     }
 
     #[test]

@@ -362,6 +362,22 @@ fn pipelines_run_on_the_node_of_their_slot_and_cross_slot_ones_are_refused() {
         "closed",
         "a refused pipeline is not a failure of Redis"
     );
+    // A script's slot is its declared key's, not its text's; a stream read's is the stream's, after STREAMS.
+    let get = "return redis.call('GET', KEYS[1])";
+    let keyed = json!({"commands": [
+        {"op": "eval", "script": get, "keys": ["{user:1}:name"]},
+        {"args": ["EVAL", get, "1", "{user:1}:name"]},
+        {"args": ["XADD", "{user:1}:events", "*", "f", "v"]},
+        {"args": ["XREAD", "COUNT", "1", "STREAMS", "{user:1}:events", "0"]},
+        {"op": "get", "key": "{user:1}:name"},
+    ]});
+    let r = common::http(&rg.socket, "POST", "/v1/pipeline", &keyed.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let results = r.json()["results"].clone();
+    assert_eq!(results[0]["result"], "ada", "{results}");
+    assert_eq!(results[1]["result"], "ada", "{results}");
+    assert!(results[3]["result"].is_array(), "{results}");
+    assert_eq!(results[4]["result"], "ada", "{results}");
 }
 
 /// What redis-cli prints for `args` on 127.0.0.1:`port` without any credentials.

@@ -601,6 +601,45 @@ fn the_first_call_after_redis_returns_is_answered_by_redis() {
 }
 
 #[test]
+fn a_read_whose_connection_was_closed_is_sent_again_and_a_write_is_not() {
+    let (redis, rg) = start();
+    ok(&rg, json!({"op": "set", "key": "k", "value": "v"}));
+    ok(&rg, json!({"op": "zadd", "key": "z", "members": [[1, "m"]]}));
+    // Every read the command table calls safe to resend, typed or raw, not only the six the backend once listed.
+    let reads = [
+        json!({"op": "mget", "keys": ["k"]}),
+        json!({"op": "zscore", "key": "z", "member": "m"}),
+        json!({"op": "get", "key": "k"}),
+    ];
+    for read in reads {
+        // Redis closes redguard's connection (as its idle `timeout` or a load balancer would); redis-rs learns it
+        // only when it next uses the connection.
+        redis.must(&["CLIENT", "KILL", "TYPE", "normal"]);
+        let r = rg.cmd(&read.to_string());
+        assert_eq!(
+            (r.status, r.json()["source"].clone()),
+            (200, json!("redis")),
+            "{read}: {}",
+            r.body
+        );
+    }
+    let r = rg.post("/v1/command", &json!({"args": ["LRANGE", "nolist", "0", "-1"]}));
+    assert_eq!(r.status, 200, "a raw read too, before the kill");
+    redis.must(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let r = rg.post("/v1/command", &json!({"args": ["LRANGE", "nolist", "0", "-1"]}));
+    assert_eq!(r.status, 200, "a raw read after the kill: {}", r.body);
+    // A write is not sent twice (it may have been applied): the caller hears that Redis could not be asked.
+    redis.must(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let r = rg.cmd(r#"{"op":"incr","key":"n"}"#);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(
+        ok(&rg, json!({"op": "get", "key": "n"}))["result"],
+        json!(null),
+        "and it did not run"
+    );
+}
+
+#[test]
 fn clear_on_close_drops_the_fallback_cache_when_the_circuit_closes() {
     let redis = RedisServer::start();
     let keep = Redguard::start(&redis.url(), "");
@@ -714,4 +753,132 @@ fn log_format_json_writes_one_json_object_per_line() {
             .all(|l| l["level"].is_string() && l["timestamp"].is_string()),
         "{text}"
     );
+}
+
+/// `"cached": true` says a refused write was kept for this pod's reads; when the cache refused it (disabled, or
+/// the value larger than `cache.max_bytes`), the answer says `false` and a read indeed finds nothing.
+#[test]
+fn cached_says_what_the_cache_actually_kept() {
+    let redis = RedisServer::start();
+    for yaml in ["cache:\n  max_entries: 0\n", "cache:\n  max_bytes: 0\n"] {
+        let rg = Redguard::start(&redis.url(), yaml);
+        assert_eq!(rg.control("force_open").status, 200);
+        for body in [
+            r#"{"op":"set","key":"k","value":"v"}"#,
+            r#"{"op":"mset","pairs":{"k":"v"}}"#,
+        ] {
+            let r = rg.cmd(body);
+            assert_eq!(
+                (r.status, r.json()["cached"].clone()),
+                (503, json!(false)),
+                "{yaml} {body}"
+            );
+        }
+        let r = rg.post(
+            "/v1/pipeline",
+            &json!({"commands": [{"op": "set", "key": "k", "value": "v"}]}),
+        );
+        assert_eq!((r.status, r.json()["cached"].clone()), (503, json!(false)), "{yaml}");
+        let got = ok(&rg, json!({"op": "get", "key": "k"}));
+        assert_eq!(
+            (got["result"].clone(), got["source"].clone()),
+            (json!(null), json!("default"))
+        );
+    }
+
+    // 32 bytes of key + value fit, 33 do not.
+    let rg = Redguard::start(&redis.url(), "cache:\n  max_bytes: 32\n");
+    assert_eq!(rg.control("force_open").status, 200);
+    let (fits, too_big) = ("v".repeat(31), "v".repeat(32));
+    let cached = |body: Value| {
+        let r = rg.post(
+            if body.get("commands").is_some() {
+                "/v1/pipeline"
+            } else {
+                "/v1/cmd"
+            },
+            &body,
+        );
+        assert_eq!(r.status, 503, "{body} -> {}", r.body);
+        r.json()["cached"].as_bool().unwrap()
+    };
+    assert!(cached(json!({"op": "set", "key": "a", "value": fits})));
+    assert_eq!(ok(&rg, json!({"op": "get", "key": "a"}))["source"], "cache");
+    assert!(!cached(json!({"op": "set", "key": "a", "value": too_big})));
+    assert_eq!(ok(&rg, json!({"op": "get", "key": "a"}))["source"], "default");
+    assert!(!cached(json!({"op": "mset", "pairs": {"a": fits, "b": too_big}})));
+    assert!(cached(json!({"op": "mset", "pairs": {"a": "1", "b": "2"}})));
+    // Each value fits alone, but together they do not: not every value of the MSET is kept.
+    assert!(!cached(
+        json!({"op": "mset", "pairs": {"a": fits.clone(), "b": fits.clone()}})
+    ));
+    // A pipeline's writes: cached only if each of them was kept.
+    let set = |key: &str, value: &str| json!({"op": "set", "key": key, "value": value});
+    assert!(cached(json!({"commands": [set("a", "1"), set("b", "2")]})));
+    assert!(!cached(json!({"commands": [set("a", "1"), set("b", &too_big)]})));
+    assert!(!cached(
+        json!({"commands": [set("a", "1"), {"args": ["SET", "c", "3"]}]})
+    ));
+    // With on_unavailable: default the answer is a 200, and it says the same.
+    let r = ok(
+        &rg,
+        json!({"op": "set", "key": "a", "value": too_big, "on_unavailable": "default"}),
+    );
+    assert_eq!(r, json!({"result": false, "source": "default", "degraded": true}));
+    let r = ok(
+        &rg,
+        json!({"op": "set", "key": "a", "value": "1", "on_unavailable": "default"}),
+    );
+    assert_eq!(
+        r,
+        json!({"result": false, "source": "default", "degraded": true, "cached": true})
+    );
+}
+
+/// A forced-open circuit never half-opens by itself, so no answer may hint at a time to retry: no
+/// `retry_after_ms`, no `Retry-After`, `reset_ms: 0` from a `deny` rate limiter, and `/v1/breaker` and the health
+/// JSON agree (`seconds_until_half_open: null`). The automatic open state keeps its hint.
+#[test]
+fn a_forced_open_circuit_gives_no_retry_hint() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), &format!("{FAST}ratelimit:\n  on_unavailable: deny\n"));
+    assert_eq!(rg.control("force_open").status, 200);
+    let breaker = rg.breaker();
+    assert_eq!(
+        (breaker["state"].clone(), breaker["forced"].clone()),
+        (json!("open"), json!("open"))
+    );
+    assert_eq!(breaker["seconds_until_half_open"], Value::Null);
+    let health = common::http(&rg.socket, "GET", "/api/v1/health/circuit-breaker", "").json();
+    assert_eq!(health["seconds_until_half_open"], Value::Null, "{health}");
+    let answers = [
+        rg.cmd(r#"{"op":"set","key":"k","value":"v"}"#),
+        rg.cmd(r#"{"op":"incr","key":"n"}"#),
+        rg.post("/v1/command", &json!({"args": ["SET", "k", "v"]})),
+        rg.post("/v1/pipeline", &json!({"commands": [{"op": "incr", "key": "n"}]})),
+    ];
+    for r in &answers {
+        let body = r.json();
+        assert_eq!(
+            (r.status, body["error"]["code"].clone()),
+            (503, json!("circuit_open")),
+            "{body}"
+        );
+        assert_eq!(body["error"].get("retry_after_ms"), None, "{body}");
+        assert_eq!(r.header("retry-after"), None, "{body}");
+    }
+    let r = rg.post("/v1/ratelimit", &json!({"key": "k", "limit": 1, "window_ms": 60000}));
+    assert_eq!(r.json()["reset_ms"], 0, "{}", r.body);
+
+    // Reset, then let failures open it: now it will half-open, and the answers say when.
+    assert_eq!(rg.control("reset").status, 200);
+    let mut redis = redis;
+    redis.kill();
+    common::wait_for("the circuit to open", Duration::from_secs(10), || {
+        rg.cmd(r#"{"op":"incr","key":"n"}"#);
+        (rg.breaker_state() == "open").then_some(())
+    });
+    let r = rg.cmd(r#"{"op":"incr","key":"n"}"#);
+    assert!(r.json()["error"]["retry_after_ms"].as_u64().is_some(), "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("1"));
 }

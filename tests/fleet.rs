@@ -4,7 +4,7 @@
 //! Deterministic simulation: 1,000 breakers with default settings, each with its own jitter seed, trip within
 //! the same second; a simulated clock then moves in 10 ms steps and every breaker that is still open is asked
 //! for admission, as an application call would. The figure printed here (peak probes per 100 ms) is the one
-//! quoted in the README next to `breaker.recovery_jitter`.
+//! quoted in docs/configuration.md next to `breaker.recovery_jitter` and in docs/operations.md.
 
 use std::time::{Duration, Instant};
 

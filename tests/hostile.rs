@@ -1,10 +1,14 @@
 //! Hostile and malformed input: every bad request gets its exact status and error code, slow and idle clients
-//! cannot hold the socket hostage, and the socket's access controls hold.
+//! cannot hold the socket hostage, and the socket's access controls hold. And a careless operator: a socket path
+//! that names a file, a link or a directory never costs them that file, `check-config` refuses whatever `run`
+//! would refuse, a failed start leaves no socket behind, and an invalid config exits 78.
 
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{raw_request, Redguard, RedisServer};
@@ -195,4 +199,366 @@ fn the_socket_gets_the_configured_group_and_mode() {
     let meta = std::fs::metadata(&rg.socket).unwrap();
     assert_eq!(meta.gid(), group);
     assert_eq!(meta.mode() & 0o777, 0o640);
+}
+
+/// An invalid configuration's exit status (EX_CONFIG), for `run`, `check-config` and `notify-test`.
+const EXIT_CONFIG: i32 = 78;
+
+/// Runs the redguard binary to its exit, or kills it after 10 s (a `run` that should have refused to start but
+/// serves instead): its exit code (None if killed) and its stderr.
+fn redguard_exit(cmd: &mut Command, dir: &Path) -> (Option<i32>, String) {
+    let log = dir.join("stderr.log");
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, std::fs::read_to_string(&log).unwrap())
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_redguard"))
+}
+
+/// `check-config FILE` and `run --config FILE` (admin on a free port, Redis where nothing listens: neither is
+/// reached when the config is refused).
+fn check_and_run(file: &Path, dir: &Path) -> [(Option<i32>, String); 2] {
+    let file = file.to_str().unwrap();
+    let admin = format!("127.0.0.1:{}", common::free_port());
+    [
+        redguard_exit(bin().args(["check-config", file]), dir),
+        redguard_exit(
+            bin()
+                .args(["run", "--config", file])
+                .env("REDGUARD_ADMIN_LISTEN", &admin),
+            dir,
+        ),
+    ]
+}
+
+#[test]
+fn a_file_a_link_or_a_directory_at_the_socket_path_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("redguard.yaml");
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    let link = dir.path().join("link.sock");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    let subdir = dir.path().join("a-directory");
+    std::fs::create_dir(&subdir).unwrap();
+    // The config file itself, a link to a regular file, a directory.
+    for (path, kind) in [
+        (&config, "a regular file"),
+        (&link, "a symbolic link"),
+        (&subdir, "a directory"),
+    ] {
+        let yaml = format!(
+            "listen:\n  socket: {}\nredis:\n  url: redis://127.0.0.1:1\n",
+            path.display()
+        );
+        std::fs::write(&config, &yaml).unwrap();
+        for (code, stderr) in check_and_run(&config, dir.path()) {
+            assert_eq!(code, Some(EXIT_CONFIG), "{kind}: {stderr}");
+            assert!(
+                stderr.contains(&format!("listen.socket {} is {kind}", path.display())),
+                "{kind}: {stderr}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            yaml,
+            "the config file is intact"
+        );
+    }
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    assert!(subdir.is_dir());
+}
+
+#[test]
+fn check_config_refuses_what_run_refuses_and_names_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("redguard.yaml");
+    let long = dir.path().join("s".repeat(120)); // over sun_path's 107 bytes
+    std::fs::write(
+        &config,
+        format!(
+            "listen:\n  socket: {}\n  socket_group: no-such-group-rg\nredis:\n  url: redis://127.0.0.1:99999\n",
+            long.display()
+        ),
+    )
+    .unwrap();
+    for (code, stderr) in check_and_run(&config, dir.path()) {
+        assert_eq!(code, Some(EXIT_CONFIG), "{stderr}");
+        for expected in [
+            "a Unix socket path may have at most 107",
+            "listen.socket_group: no group \"no-such-group-rg\"",
+            "redis.url: \"redis://127.0.0.1:99999\" is not a valid Redis URL",
+        ] {
+            assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_start_that_fails_after_the_bind_leaves_no_socket_behind() {
+    // SAFETY: getuid(2) and getgroups(2) cannot fail with these arguments.
+    let (uid, groups) = unsafe {
+        let mut groups = vec![0 as libc::gid_t; 256];
+        let n = libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr());
+        groups.truncate(n.max(0) as usize);
+        groups.push(libc::getgid());
+        (libc::getuid(), groups)
+    };
+    // A group this process may not give the socket to: chown fails after the bind. Root may give it any group,
+    // so it runs without CAP_CHOWN.
+    let gid = [65534, 0, 12345].into_iter().find(|g| !groups.contains(g)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("rg.sock");
+    let config = dir.path().join("redguard.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen:\n  socket: {}\n  socket_group: \"{gid}\"\nadmin:\n  listen: 127.0.0.1:{}\nredis:\n  url: redis://127.0.0.1:1\n",
+            socket.display(),
+            common::free_port()
+        ),
+    )
+    .unwrap();
+    let mut cmd = if uid == 0 {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--inh-caps=-chown",
+            "--bounding-set=-chown",
+            env!("CARGO_BIN_EXE_redguard"),
+        ]);
+        c
+    } else {
+        bin()
+    };
+    let (code, stderr) = redguard_exit(cmd.args(["run", "--config", config.to_str().unwrap()]), dir.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot set up socket {}", socket.display())),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::symlink_metadata(&socket).is_err(),
+        "the socket bound before the failure is removed"
+    );
+
+    // The admin port taken: nothing is bound either.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "listen:\n  socket: {}\nadmin:\n  listen: {}\nredis:\n  url: redis://127.0.0.1:1\n",
+            socket.display(),
+            taken.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = redguard_exit(bin().args(["run", "--config", config.to_str().unwrap()]), dir.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot bind the admin listener"), "{stderr}");
+    assert!(std::fs::symlink_metadata(&socket).is_err(), "no socket left");
+}
+
+#[test]
+fn an_invalid_config_exits_78_from_every_command_and_a_usage_error_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "breaker:\n  failure_treshold: 3\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    for args in [
+        vec!["check-config", bad],
+        vec!["run", "--config", bad],
+        vec!["notify-test", "--config", bad],
+    ] {
+        let (code, stderr) = redguard_exit(bin().args(&args), dir.path());
+        assert_eq!(code, Some(EXIT_CONFIG), "{args:?}: {stderr}");
+        assert!(stderr.contains("failure_treshold"), "{args:?}: {stderr}");
+    }
+    let (code, _) = redguard_exit(bin().args(["run", "--no-such-flag"]), dir.path());
+    assert_eq!(code, Some(2), "clap's usage error");
+    let help = bin().arg("--help").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("78 invalid configuration"),
+        "documented in --help"
+    );
+}
+
+/// Nothing is accepted in part: on every route that takes a body, a second JSON value or trailing bytes after
+/// the first, a key given twice and a number out of its field's bounds are each a 400 naming the problem, and
+/// none of those requests does anything.
+#[test]
+fn no_body_is_accepted_in_part() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), "");
+    assert_eq!(rg.cmd(r#"{"op":"set","key":"a","value":"1"}"#).status, 200);
+    let refused = |path: &str, body: &str, want: &str| {
+        let r = common::http(&rg.socket, "POST", path, body);
+        assert_eq!(r.status, 400, "{path} {body}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], "bad_request", "{path} {body}");
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(want), "{path} {body}: {message:?} lacks {want:?}");
+    };
+    let one_value = "a body is exactly one JSON value";
+    for (path, body) in [
+        ("/v1/cmd", r#"{"op":"get","key":"a"}{"op":"del","keys":["a"]}"#),
+        ("/v1/cmd", r#"{"op":"del","keys":["a"]} trailing"#),
+        ("/v1/command", r#"{"args":["GET","a"]}{"args":["DEL","a"]}"#),
+        (
+            "/v1/pipeline",
+            r#"{"commands":[{"op":"get","key":"a"}]}{"commands":[{"op":"del","keys":["a"]}]}"#,
+        ),
+        ("/v1/ratelimit", r#"{"key":"k","limit":1,"window_ms":1000}{"key":"k"}"#),
+        ("/v1/breaker", r#"{"action":"reset"}{"action":"force_open"}"#),
+        ("/v1/breaker", r#"{"action":"force_open"} x"#),
+    ] {
+        refused(path, body, one_value);
+    }
+    for (path, body, want) in [
+        (
+            "/v1/cmd",
+            r#"{"op":"del","keys":["b"],"keys":["a"]}"#,
+            "duplicate field `keys`",
+        ),
+        (
+            "/v1/cmd",
+            r#"{"op":"mset","pairs":{"a":"2","a":"3"}}"#,
+            "duplicate key \"a\"",
+        ),
+        (
+            "/v1/cmd",
+            r#"{"op":"hset","key":"h","fields":{"f":"1","f":"2"}}"#,
+            "duplicate key \"f\"",
+        ),
+        (
+            "/v1/command",
+            r#"{"args":["GET","a"],"args":["DEL","a"]}"#,
+            "duplicate field `args`",
+        ),
+        (
+            "/v1/pipeline",
+            r#"{"commands":[{"op":"del","keys":["b"],"keys":["a"]}]}"#,
+            "commands[0]",
+        ),
+        (
+            "/v1/ratelimit",
+            r#"{"key":"k","key":"j","limit":1,"window_ms":1000}"#,
+            "duplicate field `key`",
+        ),
+        (
+            "/v1/breaker",
+            r#"{"action":"reset","action":"force_open"}"#,
+            "duplicate field `action`",
+        ),
+        ("/v1/breaker", r#"["force_open"]"#, "expected a JSON object"),
+        ("/v1/breaker", r#"{"action":1}"#, "field `action`"),
+        (
+            "/v1/ratelimit",
+            r#"{"key":"k","limit":1.5,"window_ms":1000}"#,
+            "field `limit` must be an integer in 1..=100000",
+        ),
+        (
+            "/v1/ratelimit",
+            r#"{"key":"k","limit":1,"window_ms":18446744073709551616}"#,
+            "field `window_ms` must be an integer in 1..=86400000",
+        ),
+    ] {
+        refused(path, body, want);
+    }
+    // A rate-limit key is bounded like any key: it is held in Redis, and in process while Redis is away.
+    let long_key = serde_json::json!({"key": "k".repeat(1025), "limit": 1, "window_ms": 1000}).to_string();
+    refused(
+        "/v1/ratelimit",
+        &long_key,
+        "field `key` is 1025 bytes, over api.max_key_bytes (1024)",
+    );
+    // None of it happened: `a` is still 1, nothing else was written, the circuit is closed and not forced.
+    assert_eq!(redis.cmd(&["GET", "a"]).as_deref(), Some("1"));
+    assert_eq!(redis.cmd(&["DBSIZE"]).as_deref(), Some("1"));
+    assert_eq!(rg.breaker()["forced"], serde_json::Value::Null);
+}
+
+/// Every numeric field refuses what Redis would refuse (or what would be rounded on the way) with a 400 that
+/// names the field and its bounds, rather than a 422 from Redis or a serde message about "floating point";
+/// the bounds themselves reach Redis and work. Infinite scores travel as the strings zrange answers with.
+#[test]
+fn numeric_fields_name_their_bounds_and_infinite_scores_round_trip() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), "");
+    let bad = |body: &str, want: &str| {
+        let r = rg.cmd(body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(want), "{body}: {message:?} lacks {want:?}");
+    };
+    let ttl = "field `ttl_ms` must be an integer in 1..=1000000000000000000";
+    bad(
+        r#"{"op":"set","key":"k","value":"v","ttl_ms":9223372036854775808}"#,
+        ttl,
+    );
+    bad(
+        r#"{"op":"set","key":"k","value":"v","ttl_ms":18446744073709551616}"#,
+        ttl,
+    );
+    bad(
+        r#"{"op":"set","key":"k","value":"v","ttl_ms":9223372036854775807}"#,
+        ttl,
+    );
+    bad(r#"{"op":"set","key":"k","value":"v","ttl_ms":0}"#, ttl);
+    let seconds = "field `seconds` must be an integer in -1000000000000000..=1000000000000000";
+    bad(r#"{"op":"expire","key":"k","seconds":9223372036854775807}"#, seconds);
+    bad(
+        r#"{"op":"incr","key":"n","by":9223372036854775808}"#,
+        "field `by` must be an integer in",
+    );
+    bad(
+        r#"{"op":"zrange","key":"z","start":0,"stop":1e30}"#,
+        "field `stop` must be an integer in",
+    );
+    assert_eq!(redis.cmd(&["DBSIZE"]).as_deref(), Some("0"));
+
+    // The bounds are accepted, by redguard and by Redis.
+    let ok = |body: &str| {
+        let r = rg.cmd(body);
+        assert_eq!(r.status, 200, "{body}: {}", r.body);
+        r.json()["result"].clone()
+    };
+    ok(r#"{"op":"set","key":"k","value":"v","ttl_ms":1000000000000000000}"#);
+    assert!(redis.cmd(&["PTTL", "k"]).unwrap().parse::<i64>().unwrap() > 999_999_000_000_000_000);
+    assert_eq!(ok(r#"{"op":"expire","key":"k","seconds":1000000000000000}"#), true);
+    ok(r#"{"op":"incr","key":"n","by":9223372036854775807}"#);
+
+    assert_eq!(
+        ok(r#"{"op":"zadd","key":"z","members":{"top":"inf","bottom":"-inf","mid":1}}"#),
+        3
+    );
+    assert_eq!(ok(r#"{"op":"zadd","key":"z","members":[["+inf","top2"]]}"#), 1);
+    assert_eq!(redis.cmd(&["ZSCORE", "z", "bottom"]).as_deref(), Some("-inf"));
+    assert_eq!(ok(r#"{"op":"zscore","key":"z","member":"top"}"#), "inf");
+    let range = ok(r#"{"op":"zrange","key":"z","start":0,"stop":-1,"withscores":true}"#);
+    // What zrange answers can be sent back as it is.
+    let back = serde_json::json!({"op": "zadd", "key": "z2", "members": range.as_array().unwrap().iter()
+        .map(|e| serde_json::json!([e["score"], e["member"]])).collect::<Vec<_>>()});
+    assert_eq!(ok(&back.to_string()), 4, "{back}");
+    assert_eq!(
+        ok(r#"{"op":"zrange","key":"z2","start":0,"stop":-1,"withscores":true}"#),
+        range
+    );
 }

@@ -137,4 +137,33 @@ proptest! {
         let parsed = request::parse(&serde_json::to_vec(&req).unwrap(), &request::Limits { max_key_bytes: 64, max_value_bytes: 256 }).is_ok();
         prop_assert_eq!(parsed, status != 400, "parse {} but status {}: {}", parsed, status, json);
     }
+
+    /// A body is exactly one JSON value: whatever follows a request that parses on its own (another request,
+    /// any non-whitespace bytes) makes the whole body a 400, and trailing whitespace changes nothing.
+    #[test]
+    fn a_body_is_exactly_one_json_value(
+        req in prop_oneof![
+            json_request(),
+            // Requests that parse on their own, so that the tail is what decides.
+            "[a-z:0-9]{1,12}".prop_map(|k| serde_json::json!({"op": "get", "key": k})),
+            ("[a-z]{1,8}", "\\PC{0,8}").prop_map(|(k, v)| serde_json::json!({"op": "set", "key": k, "value": v})),
+            prop::collection::vec("[a-z]{1,8}", 1..4).prop_map(|keys| serde_json::json!({"op": "del", "keys": keys})),
+            Just(serde_json::json!({"op": "ping"})),
+        ],
+        tail in prop::collection::vec(any::<u8>(), 1..32),
+        ws in "[ \t\r\n]{0,4}",
+    ) {
+        let limits = request::Limits { max_key_bytes: 64, max_value_bytes: 256 };
+        let mut body = serde_json::to_vec(&req).unwrap();
+        let alone = request::parse(&body, &limits).is_ok();
+        body.extend_from_slice(ws.as_bytes());
+        prop_assert_eq!(request::parse(&body, &limits).is_ok(), alone, "trailing whitespace changed the verdict");
+        if tail.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        body.extend_from_slice(&tail);
+        prop_assert!(request::parse(&body, &limits).is_err(), "accepted with a tail: {:?}", String::from_utf8_lossy(&body));
+        let (status, json) = dispatch(body);
+        prop_assert_eq!(status, 400, "{}", json);
+    }
 }

@@ -227,3 +227,86 @@ fn with_redis_killed_each_fallback_policy_decides_as_configured() {
         4.0
     );
 }
+
+/// One call's work in Redis does not grow with `cost`: the worst accepted call (the largest limit, window and
+/// cost) adds one sorted-set entry of a few hundred bytes and takes Redis well under a millisecond, where one
+/// entry per unit of cost took about 150 ms and 11 MB. Six such calls at once leave the circuit closed.
+#[test]
+fn the_worst_accepted_call_costs_redis_one_entry() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), FAST);
+    assert_eq!(redis.cmd(&["CONFIG", "RESETSTAT"]).as_deref(), Some("OK"));
+    let first = check(&rg, "big", 100_000, 86_400_000, 100_000);
+    assert_eq!(decided(&first), (true, 0));
+    let key = "redguard:ratelimit:big";
+    assert_eq!(redis.cmd(&["ZCARD", key]).as_deref(), Some("1"));
+    let bytes: u64 = redis.cmd(&["MEMORY", "USAGE", key]).unwrap().parse().unwrap();
+    assert!(bytes < 1024, "the key uses {bytes} bytes");
+    // The script's own time, as Redis counts it (EVAL the first time, EVALSHA after).
+    let stats = redis.cmd(&["INFO", "commandstats"]).unwrap();
+    let usec: f64 = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_eval"))
+        .filter_map(|l| l.split("usec_per_call=").nth(1)?.split(',').next()?.parse().ok())
+        .fold(0.0, f64::max);
+    assert!(usec > 0.0 && usec < 20_000.0, "{stats}");
+
+    // Six at once, each on its own key, then each again on its full key (denied): all decided by Redis.
+    std::thread::scope(|s| {
+        for i in 0..6 {
+            let rg = &rg;
+            s.spawn(move || {
+                let key = format!("big:{i}");
+                assert_eq!(decided(&check(rg, &key, 100_000, 86_400_000, 100_000)), (true, 0));
+                let denied = check(rg, &key, 100_000, 86_400_000, 100_000);
+                assert_eq!(decided(&denied), (false, 0));
+                assert!(reset_ms(&denied) > 86_000_000, "{denied}");
+            });
+        }
+    });
+    assert_eq!(rg.breaker_state(), "closed");
+    assert_eq!(rg.breaker()["failure_count"], 0);
+}
+
+/// The sum of the costs in the window is kept exactly across many calls of mixed cost, and a denial's `reset_ms`
+/// names the call whose departure makes room (found by binary search among the entries).
+#[test]
+fn mixed_costs_are_summed_exactly_and_reset_names_the_right_call() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), FAST);
+    let mut used = 0;
+    for cost in [1, 5, 2, 9, 1, 30, 2] {
+        used += cost;
+        assert_eq!(decided(&check(&rg, "mix", 50, 60_000, cost)), (true, 50 - used));
+    }
+    // 50 used; a call of 10 needs 10 to leave: the first four calls (1+5+2+9 = 17 >= 10), not the first three.
+    assert_eq!(redis.cmd(&["ZCARD", "redguard:ratelimit:mix"]).as_deref(), Some("7"));
+    let fourth = redis
+        .cmd(&["ZRANGE", "redguard:ratelimit:mix", "3", "3", "WITHSCORES"])
+        .unwrap();
+    let fourth_us: u64 = fourth.lines().nth(1).unwrap().parse().unwrap();
+    let denied = check(&rg, "mix", 50, 60_000, 10);
+    assert_eq!(decided(&denied), (false, 0));
+    let now_ms = redis_ms(&rg);
+    let expect = (fourth_us / 1000 + 60_000).saturating_sub(now_ms);
+    let reset = reset_ms(&denied);
+    assert!(
+        reset.abs_diff(expect) <= 50,
+        "reset {reset}, the fourth call leaves in about {expect}"
+    );
+    // A call that fits exactly is allowed.
+    assert_eq!(decided(&check(&rg, "other", 50, 60_000, 50)), (true, 0));
+    // A key left by the earlier script (one entry per unit, named `<id>-<call>:<i>`) starts over.
+    let now_us = (redis_ms(&rg) * 1000).to_string();
+    let legacy = "redguard:ratelimit:legacy";
+    redis.cmd(&[
+        "ZADD",
+        legacy,
+        &now_us,
+        "0123456789abcdef-1:1",
+        &now_us,
+        "0123456789abcdef-1:2",
+    ]);
+    assert_eq!(decided(&check(&rg, "legacy", 2, 60_000, 1)), (true, 1));
+    assert_eq!(redis.cmd(&["ZCARD", legacy]).as_deref(), Some("1"));
+}

@@ -1,5 +1,6 @@
 //! SIGTERM under load: requests in flight when the signal arrives finish with a real answer, later clients get
-//! a clear connection error, and redguard exits 0 within the drain timeout with its socket removed.
+//! a clear connection error, and redguard exits 0 within the drain timeout with its socket removed. SIGHUP does
+//! not stop it, and stopping removes only the socket redguard created, never another instance's.
 
 mod common;
 
@@ -114,4 +115,90 @@ fn sigterm_under_load_finishes_in_flight_requests_and_exits_zero() {
     assert!(answers.iter().all(|c| [200, 503, 504].contains(c)), "{answers:?}");
     let refused = seen.iter().filter(|s| **s == Seen::Refused).count();
     assert!(refused >= 1, "clients that came after the shutdown were refused");
+}
+
+/// A redguard started by hand on a given config, killed on drop.
+struct Instance(std::process::Child);
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn stopping_one_instance_leaves_the_socket_of_another_on_the_same_path() {
+    let redis = RedisServer::start();
+    let mut a = Redguard::start(&redis.url(), "");
+    // A's socket file goes away (an operator's `rm`), and B starts on the same path.
+    std::fs::remove_file(&a.socket).unwrap();
+    let config = a.dir.path().join("b.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen:\n  socket: {}\nadmin:\n  listen: 127.0.0.1:{}\nredis:\n  url: {}\n",
+            a.socket.display(),
+            common::free_port(),
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let mut b = Instance(
+        std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("B to listen", Duration::from_secs(10), || {
+        UnixStream::connect(&a.socket).ok()
+    });
+
+    a.sigterm();
+    assert_eq!(a.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(a.socket.exists(), "A left B's socket in place");
+    assert_eq!(
+        common::http(&a.socket, "POST", "/v1/cmd", r#"{"op":"ping"}"#).status,
+        200,
+        "B is still reachable on its socket"
+    );
+    assert!(
+        a.log()
+            .contains("the socket file is no longer the one this process created"),
+        "A says why it left the file:\n{}",
+        a.log()
+    );
+
+    // B, stopped in turn, removes its own socket.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(b.0.id() as libc::pid_t, libc::SIGTERM) };
+    let status = wait_for("B to exit", Duration::from_secs(10), || b.0.try_wait().unwrap());
+    assert_eq!(status.code(), Some(0));
+    assert!(!a.socket.exists(), "B removed its own socket");
+}
+
+#[test]
+fn sighup_and_sigusr_are_logged_and_ignored_and_sigterm_still_drains() {
+    let redis = RedisServer::start();
+    let mut rg = Redguard::start(&redis.url(), "");
+    let signals = [
+        (libc::SIGHUP, "SIGHUP received: live reload is not supported yet"),
+        (libc::SIGHUP, "SIGHUP received: live reload is not supported yet"),
+        (libc::SIGUSR1, "SIGUSR1 has no meaning for redguard; ignored"),
+        (libc::SIGUSR2, "SIGUSR2 has no meaning for redguard; ignored"),
+    ];
+    for (i, (sig, line)) in signals.into_iter().enumerate() {
+        let before = rg.log().matches(line).count();
+        // SAFETY: kill(2) on the redguard child this test owns.
+        unsafe { libc::kill(rg.pid() as libc::pid_t, sig) };
+        wait_for(line, Duration::from_secs(10), || {
+            (rg.log().matches(line).count() == before + 1).then_some(())
+        });
+        assert_eq!(rg.cmd(r#"{"op":"ping"}"#).status, 200, "still serving after signal {i}");
+    }
+    rg.sigterm();
+    assert_eq!(rg.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(!rg.socket.exists(), "socket removed on shutdown");
+    assert!(rg.log().contains("redguard stopped"), "{}", rg.log());
 }

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::topology::{write_file, Certs, Server};
-use common::{wait_for, Redguard};
+use common::topology::{write_file, Certs};
+use common::{wait_for, Redguard, RedisServer};
 use serde_json::{json, Value};
 
 fn call(rg: &Redguard, body: Value) -> (u16, Value) {
@@ -14,11 +14,11 @@ fn call(rg: &Redguard, body: Value) -> (u16, Value) {
     (r.status, r.json())
 }
 
-fn tls_url(server: &Server) -> String {
+fn tls_url(server: &RedisServer) -> String {
     format!("rediss://127.0.0.1:{}", server.port)
 }
 
-fn round_trip(rg: &Redguard, server: &Server) {
+fn round_trip(rg: &Redguard, server: &RedisServer) {
     // The first TLS handshake (debug build) may take longer than one command timeout: wait for the start-up
     // check to have connected.
     wait_for("redguard to reach Redis", Duration::from_secs(10), || {
@@ -78,8 +78,8 @@ fn mutual_tls_presents_the_client_certificate() {
 }
 
 /// A Redis whose default user is off; `app` / `pw` may do everything.
-fn acl_server() -> Server {
-    let mut server = Server::plain(&[]);
+fn acl_server() -> RedisServer {
+    let mut server = RedisServer::plain(&[]);
     server.must(&["ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all"]);
     server.must(&["ACL", "SETUSER", "default", "off"]);
     server.cli_flags = ["--user", "app", "--pass", "pw"].map(String::from).to_vec();
@@ -154,9 +154,49 @@ fn a_missing_tls_file_stops_redguard_at_start() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(78), "an invalid configuration: {stderr}");
     assert!(
         stderr.contains("cannot read redis.tls.ca_file /nonexistent/ca.crt"),
         "{stderr}"
+    );
+    // The pre-flight check reads the files, so `check-config` refuses it alike.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+        .args(["check-config", config.to_str().unwrap()])
+        .env("REDGUARD_LISTEN_SOCKET", &socket)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("cannot read redis.tls.ca_file /nonexistent/ca.crt"),
+        "{stderr}"
+    );
+}
+
+/// The start-up log names the user the connection really uses: the one in the URL when `redis.username` is not
+/// set (it was logged as `username=""`), and Redis's `default` user when neither names one.
+#[test]
+fn the_log_names_the_effective_user() {
+    let server = acl_server();
+    let secret = "wrong-pw-c41e";
+    let rg = Redguard::start(&format!("redis://app:{secret}@127.0.0.1:{}", server.port), "");
+    let line = rg.startup_error_line();
+    assert!(line.contains(r#"username="app""#), "{line}");
+    assert!(!rg.log().contains(secret), "the password leaked:\n{}", rg.log());
+
+    let rg = Redguard::start(&format!("redis://:{secret}@127.0.0.1:{}", server.port), "");
+    let line = rg.startup_error_line();
+    assert!(line.contains(r#"username="default""#), "{line}");
+
+    let ok = Redguard::start(&format!("redis://app:pw@127.0.0.1:{}", server.port), "");
+    let line = wait_for("the connected line", Duration::from_secs(10), || {
+        ok.log()
+            .lines()
+            .find(|l| l.contains("connected to Redis"))
+            .map(str::to_owned)
+    });
+    assert!(
+        line.contains("username=app") || line.contains(r#"username="app""#),
+        "{line}"
     );
 }

@@ -599,8 +599,11 @@ def test_configs_pass_redguard_check_config(rendered, tmp_path):
             sink["routing_key_file"] = relocate(sink["routing_key_file"])
     rendered_file = tmp_path / "redguard.yaml"
     rendered_file.write_text(yaml.safe_dump(config))
+    # check-config also checks the socket path on this host, as `run` would (its directory must exist): the
+    # pod's /var/run/redguard is an emptyDir, so point the socket at a temp dir here.
+    env = {**os.environ, "REDGUARD_LISTEN_SOCKET": str(tmp_path / "redguard.sock")}
     for path in (DEPLOY / "redguard.yaml", rendered_file):
-        proc = subprocess.run([binary, "check-config", str(path)], capture_output=True, text=True)
+        proc = subprocess.run([binary, "check-config", str(path)], capture_output=True, text=True, env=env)
         assert proc.returncode == 0, f"{path}: {proc.stdout}{proc.stderr}"
 
 

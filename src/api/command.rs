@@ -81,5 +81,7 @@ mod tests {
         assert!(bad(r#"{"args":["GET","%"],"encoding":"base64"}"#).contains("`args[0]` is not valid base64"));
         assert!(bad(r#"{"args":["GET"],"op":"get"}"#).contains("unknown field `op`"));
         assert!(bad(r#"["GET"]"#).contains("expected a JSON object"));
+        assert!(bad(r#"{"args":["GET","a"]}{"args":["DEL","a"]}"#).contains("exactly one JSON value"));
+        assert!(bad(r#"{"args":["GET","a"],"args":["DEL","a"]}"#).contains("duplicate field `args`"));
     }
 }

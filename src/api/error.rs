@@ -2,7 +2,7 @@
 //!
 //! The body is always `{"error": {"code": .., "message": ..}}`; calls that could not reach Redis add
 //! `"degraded": true` and `"cached"` (whether a write was kept in the fallback cache), and `circuit_open` adds
-//! `retry_after_ms` and a `Retry-After` header. A pipeline slot that failed on its own carries the same body
+//! `retry_after_ms` and a `Retry-After` header, except while the circuit is forced open (no time would be true). A pipeline slot that failed on its own carries the same body
 //! ([`ApiError::to_json`]) in its place.
 
 use std::time::Duration;
@@ -17,7 +17,7 @@ use crate::client::CallError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("unknown op `{0}`; see the README for the ops redguard offers")]
+    #[error("unknown op `{0}`; see docs/api.md for the ops redguard offers")]
     UnknownOp(String),
     #[error("request body is larger than api.max_body_bytes ({0} bytes)")]
     PayloadTooLarge(usize),
@@ -26,7 +26,11 @@ pub enum ApiError {
     #[error("method not allowed on this route")]
     MethodNotAllowed,
     #[error("circuit breaker is open; Redis was not called")]
-    CircuitOpen { retry_after: Duration, cached: bool },
+    /// `retry_after` is `None` while the circuit is forced open: it will not half-open by itself.
+    CircuitOpen {
+        retry_after: Option<Duration>,
+        cached: bool,
+    },
     #[error("Redis is unavailable: {message}")]
     RedisUnavailable { message: String, cached: bool },
     #[error("Redis did not answer within redis.command_timeout")]
@@ -91,7 +95,7 @@ impl ApiError {
 
     fn retry_after_and_cached(&self) -> (Option<Duration>, Option<bool>) {
         match self {
-            ApiError::CircuitOpen { retry_after, cached } => (Some(*retry_after), Some(*cached)),
+            ApiError::CircuitOpen { retry_after, cached } => (*retry_after, Some(*cached)),
             ApiError::RedisUnavailable { cached, .. } | ApiError::Timeout { cached } => (None, Some(*cached)),
             _ => (None, None),
         }

@@ -1,7 +1,7 @@
 //! The application-facing API: HTTP/1.1 + JSON on a Unix socket.
 //!
 //! Routes are thin: they parse ([`request`], [`command`], [`pipeline`], [`ratelimit`]), ask the command policy,
-//! call the resilient client or the rate limiter, and render ([`reply`], [`resp`]); every failure is an
+//! call the resilient client or the rate limiter, and render ([`reply`], [`raw_reply`]); every failure is an
 //! [`ApiError`], shaped into a response in one place. The policy judges every command an application sends,
 //! typed ops by the command they send. The control routes (`/v1/breaker`) exist only here, never on a
 //! network listener.
@@ -10,14 +10,12 @@ pub mod command;
 pub mod error;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod raw_reply;
 pub mod reply;
 pub mod request;
-pub mod resp;
 pub mod server;
+pub mod socket;
 
-use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,11 +25,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
-use tokio::net::UnixListener;
 
 pub use error::ApiError;
 
-use crate::backend::cluster::command_slot;
 use crate::backend::{AnyBackend, NodeView};
 use crate::breaker::{Mode, Override, State as CircuitState};
 use crate::client::{Item, Reply, Served, Source};
@@ -41,7 +37,7 @@ use crate::metrics::ApiRoute;
 use crate::op::OpName;
 use crate::policy::Policy;
 use crate::ratelimit::RateLimiter;
-use crate::{health, Client};
+use crate::{commands, health, Client};
 
 /// What the routes share.
 pub struct App {
@@ -254,7 +250,7 @@ async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
 }
 
 async fn run_ratelimit(app: &App, body: &[u8]) -> (ApiRoute, Response) {
-    let check = match ratelimit::parse(body) {
+    let check = match ratelimit::parse(body, app.limits.max_key_bytes) {
         Ok(c) => c,
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
@@ -271,18 +267,8 @@ fn one_slot(items: &[Item<'_>]) -> Result<(), ApiError> {
     let mut first: Option<(usize, u16)> = None;
     for (i, item) in items.iter().enumerate() {
         let slot = match item {
-            Item::Op(op) => {
-                let cmd = op.to_cmd();
-                let args: Vec<&[u8]> = cmd
-                    .args_iter()
-                    .map(|a| match a {
-                        redis::Arg::Simple(bytes) => bytes,
-                        _ => &b""[..],
-                    })
-                    .collect();
-                command_slot(&args)
-            }
-            Item::Raw(args) => command_slot(args),
+            Item::Op(op) => commands::slot(&op.to_cmd()),
+            Item::Raw(args) => commands::slot(args.as_slice()),
         };
         match (first, slot) {
             (None, Some(slot)) => first = Some((i, slot)),
@@ -341,8 +327,8 @@ struct BreakerAction {
 async fn breaker_post(app: &App, body: impl RequestBody) -> Response {
     let body = read_body(body, app.max_body_bytes, app.read_timeout).await;
     let result = body.and_then(|body| {
-        let req: BreakerAction = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("expected {{\"action\": ..}}: {e}")))?;
+        // The same reader as every other body: one JSON object, each field once, nothing after it.
+        let req: BreakerAction = request::deserialize(&body)?;
         match req.action.as_str() {
             "force_open" => Ok(Override::ForceOpen),
             "force_closed" => Ok(Override::ForceClosed),
@@ -366,50 +352,4 @@ async fn breaker_post(app: &App, body: impl RequestBody) -> Response {
 
 fn observe(app: &App, route: ApiRoute, status: u16) {
     app.client.metrics().observe_api(route, status, 0.0);
-}
-
-/// Why the socket could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum SocketError {
-    #[error("another process is already listening on {0}; refusing to start")]
-    InUse(String),
-    #[error("listen.socket_group: no group {0:?} (give a numeric gid or a name from /etc/group)")]
-    UnknownGroup(String),
-    #[error("cannot set up socket {path}: {source}")]
-    Io { path: String, source: io::Error },
-}
-
-/// Binds the Unix socket: removes a stale file left by a crashed run, but refuses to steal a live one. Then
-/// sets the file's mode and, if given, its group.
-pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, SocketError> {
-    let shown = path.display().to_string();
-    let io_err = |source| SocketError::Io {
-        path: shown.clone(),
-        source,
-    };
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(SocketError::InUse(shown));
-        }
-        std::fs::remove_file(path).map_err(io_err)?;
-    }
-    let listener = UnixListener::bind(path).map_err(io_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
-    if let Some(group) = group {
-        let gid = resolve_group(group).ok_or_else(|| SocketError::UnknownGroup(group.to_owned()))?;
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err)?;
-    }
-    Ok(listener)
-}
-
-/// A numeric gid, or a group name looked up in /etc/group.
-fn resolve_group(group: &str) -> Option<u32> {
-    if let Ok(gid) = group.parse() {
-        return Some(gid);
-    }
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    groups.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == group).then(|| fields.nth(1)?.parse().ok())?
-    })
 }

@@ -6,7 +6,7 @@
 //! a pipeline: its writes fail as a whole. The answer is `{"results": [..], "source": ..}`, one slot per
 //! command in order, each shaped like a `/v1/cmd` answer or, when that command failed alone, like an error body.
 
-use serde::de::IgnoredAny;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -39,11 +39,36 @@ struct Raw<'a> {
     atomic: Option<bool>,
 }
 
-/// Which kind of command a slot holds; the slot's own parser checks everything else.
-#[derive(Deserialize)]
+/// Which kind of command a slot holds; the slot's own parser checks everything else (a repeated field too,
+/// which this probe lets pass so that the slot's parser can name it).
 struct Probe {
-    op: Option<IgnoredAny>,
-    args: Option<IgnoredAny>,
+    op: bool,
+    args: bool,
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Probe;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
+                let mut probe = Probe { op: false, args: false };
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "op" => probe.op = true,
+                        "args" => probe.args = true,
+                        _ => {}
+                    }
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Ok(probe)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 pub fn parse<'a>(body: &'a [u8], max_commands: usize, limits: &request::Limits) -> Result<Pipeline<'a>, ApiError> {
@@ -80,7 +105,7 @@ fn slot<'a>(command: &'a RawValue, limits: &request::Limits) -> Result<(Item<'a>
         ApiError::BadRequest("must be an object with `op` (a typed op) or `args` (a raw command)".into())
     })?;
     match (probe.op, probe.args) {
-        (Some(_), _) => {
+        (true, _) => {
             let req = request::parse(text.as_bytes(), limits)?;
             if req.on_unavailable.is_some() {
                 return Err(ApiError::BadRequest(
@@ -93,7 +118,7 @@ fn slot<'a>(command: &'a RawValue, limits: &request::Limits) -> Result<(Item<'a>
             };
             Ok((Item::Op(req.op), shape))
         }
-        (None, Some(_)) => {
+        (false, true) => {
             let c = command::parse(text.as_bytes())?;
             let shape = Shape {
                 encoding: c.encoding,
@@ -101,7 +126,7 @@ fn slot<'a>(command: &'a RawValue, limits: &request::Limits) -> Result<(Item<'a>
             };
             Ok((Item::Raw(c.args), shape))
         }
-        (None, None) => Err(ApiError::BadRequest(
+        (false, false) => Err(ApiError::BadRequest(
             "needs `op` (a typed op) or `args` (a raw command)".into(),
         )),
     }
@@ -209,6 +234,22 @@ mod tests {
                 "commands[0]: field `on_unavailable` is not used in a pipeline",
             ),
             (r#"{"commands":[{"op":"ping"}],"atomic":"yes"}"#, "field `atomic`"),
+            (
+                r#"{"commands":[{"op":"ping"}]}{"commands":[{"op":"del","keys":["a"]}]}"#,
+                "exactly one JSON value",
+            ),
+            (
+                r#"{"commands":[{"op":"get","key":"a","key":"b"}]}"#,
+                "commands[0]: invalid JSON body: duplicate field `key`",
+            ),
+            (
+                r#"{"commands":[{"args":["GET","a"],"args":["DEL","a"]}]}"#,
+                "commands[0]: invalid JSON body: duplicate field `args`",
+            ),
+            (
+                r#"{"commands":[{"op":"ping"}],"commands":[{"op":"ping"}]}"#,
+                "duplicate field `commands`",
+            ),
         ] {
             let got = bad(body);
             assert!(got.contains(want), "{body}: got {got:?}, want {want:?}");

@@ -5,7 +5,7 @@
 //! Shapes beyond strings and numbers: a hash is an object; sorted-set members are an array, and with scores an
 //! array of `{"member": .., "score": ..}` in order; a score is a number (`"inf"` / `"-inf"` as strings); MGET
 //! is an array with `null` for a missing key; TIME is `{"seconds": .., "microseconds": ..}`; raw replies and
-//! script results follow [`super::resp`]. An MGET answered from the fallback puts the caller's `default` in
+//! script results follow [`super::raw_reply`]. An MGET answered from the fallback puts the caller's `default` in
 //! place of each key the cache did not have, and adds `"sources"`: where each key's value came from.
 
 use serde::ser::{Error as _, SerializeMap, SerializeSeq};
@@ -13,8 +13,8 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
+use super::raw_reply::{serialize_f64, RawReply, Text, NOT_UTF8};
 use super::request::Encoding;
-use super::resp::{serialize_f64, Resp, Text, NOT_UTF8};
 use crate::client::{Reply, Served, Source};
 
 struct Value<'a> {
@@ -84,7 +84,7 @@ impl Serialize for Value<'_> {
                 microseconds: *microseconds,
             }
             .serialize(s),
-            Reply::Raw(value) => Resp(value, enc).serialize(s),
+            Reply::Raw(value) => RawReply(value, enc).serialize(s),
         }
     }
 }

@@ -17,9 +17,11 @@
 //! every node answer CLUSTERDOWN after `cluster-node-timeout`: every node then counts as failing, and the whole
 //! sidecar degrades, as the cluster itself does.)
 //!
-//! Keyed commands are routed to the master of their first key's slot; a multi-key command whose keys are in
-//! different slots is sent there unchanged, and Redis's CROSSSLOT answer is an application error (422), never
-//! a silent non-atomic split. Keyless commands (PING) go to a node believed up.
+//! Keyed commands are routed to the master of their first key's slot, the first key being where the command table
+//! says ([`crate::commands::first_key`]: EVAL's first declared key, XREAD's first stream); a multi-key command
+//! whose keys are in different slots is sent there unchanged, and Redis's CROSSSLOT answer is an application
+//! error (422), never a silent non-atomic split. Keyless commands (PING, EVAL with no keys) go to a node believed
+//! up.
 //!
 //! # Metrics
 //!
@@ -37,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::cluster::ClusterClientBuilder;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
@@ -48,12 +50,11 @@ use super::{
 };
 use crate::breaker::{Breaker, Observer, Settings, State, Transition};
 use crate::clock::SystemClock;
+use crate::commands;
 use crate::config::RedisConfig;
 use crate::jitter::Jitter;
 use crate::metrics::Metrics;
 
-/// Number of hash slots in a Redis Cluster.
-const SLOTS: u16 = 16384;
 /// How often the health task runs: probes due nodes, checks nodes not known to be up.
 const HEALTH_TICK: Duration = Duration::from_millis(500);
 /// The slot map is re-read at least this often, and soon after any node failure.
@@ -63,29 +64,6 @@ const TOPOLOGY_MAX_AGE: Duration = Duration::from_secs(10);
 const TOPOLOGY_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Label for nodes past `redis.node_metrics_limit`.
 const OTHER: &str = "other";
-
-/// The hash slot of a key, per the Redis Cluster spec: CRC16 (XMODEM) of the key, or of its hash tag (the part
-/// between the first `{` and the next `}`, if not empty), modulo 16384.
-pub fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        rest.iter()
-            .position(|&b| b == b'}')
-            .filter(|&close| close > 0)
-            .map(|close| &rest[..close])
-    });
-    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS
-}
-
-/// The slot of a command given as its arguments (name first), by the same rule the routing uses: its first
-/// key is the argument after the name; PING has none.
-pub fn command_slot<A: AsRef<[u8]>>(args: &[A]) -> Option<u16> {
-    let name = args.first()?.as_ref();
-    if name.eq_ignore_ascii_case(b"PING") {
-        return None;
-    }
-    args.get(1).map(|key| key_slot(key.as_ref()))
-}
 
 /// Hands out the bounded `node` label values: a node's own address while fewer than the limit are in use,
 /// else "other". A label is given back when its node leaves the topology.
@@ -209,6 +187,40 @@ impl Observer for NodeObserver {
     }
 }
 
+/// The cluster client and one plain client per seed node (for [`Cluster::seed_error`]), as configured; no
+/// connection is made. Also what the pre-flight check builds ([`super::check`]), so `check-config` refuses
+/// exactly the settings this would.
+pub(super) fn clients(
+    cfg: &RedisConfig,
+    tls: Option<TlsCertificates>,
+) -> Result<(ClusterClient, Vec<(String, redis::Client)>), RedisError> {
+    let seeds = cfg
+        .nodes
+        .iter()
+        .map(|url| url.parse().map(|info| with_settings(info, cfg)))
+        .collect::<Result<Vec<redis::ConnectionInfo>, _>>()?;
+    let seed_clients = cfg
+        .nodes
+        .iter()
+        .map(|url| {
+            let client = client_for(url, cfg, tls.as_ref())?;
+            Ok((client.get_connection_info().addr().to_string(), client))
+        })
+        .collect::<Result<Vec<_>, RedisError>>()?;
+    let mut builder = ClusterClientBuilder::new(seeds)
+        .connection_timeout(cfg.connect_timeout)
+        .response_timeout(cfg.command_timeout)
+        .tcp_settings(tcp_settings())
+        // Enough for a MOVED then an ASK; anything longer is cut by the command timeout anyway.
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(100);
+    if let Some(certs) = tls {
+        builder = builder.certs(certs);
+    }
+    Ok((builder.build()?, seed_clients))
+}
+
 impl Cluster {
     /// Sets up the cluster client lazily (no connection yet) and spawns the health task, which reads the slot
     /// map, checks nodes and probes failed ones. Must be called within a tokio runtime.
@@ -218,31 +230,7 @@ impl Cluster {
         breaker: Settings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RedisError> {
-        let seeds = cfg
-            .nodes
-            .iter()
-            .map(|url| url.parse().map(|info| with_settings(info, cfg)))
-            .collect::<Result<Vec<redis::ConnectionInfo>, _>>()?;
-        let seed_clients = cfg
-            .nodes
-            .iter()
-            .map(|url| {
-                let client = client_for(url, cfg, tls.as_ref())?;
-                Ok((client.get_connection_info().addr().to_string(), client))
-            })
-            .collect::<Result<Vec<_>, RedisError>>()?;
-        let mut builder = ClusterClientBuilder::new(seeds)
-            .connection_timeout(cfg.connect_timeout)
-            .response_timeout(cfg.command_timeout)
-            .tcp_settings(tcp_settings())
-            // Enough for a MOVED then an ASK; anything longer is cut by the command timeout anyway.
-            .retries(2)
-            .min_retry_wait(10)
-            .max_retry_wait(100);
-        if let Some(certs) = tls {
-            builder = builder.certs(certs);
-        }
-        let client = builder.build()?;
+        let (client, seed_clients) = clients(cfg, tls)?;
         let conn = client.get_pending_async_connection_with_config(redis::cluster::ClusterConfig::new());
         let inner = Arc::new(Inner {
             conn,
@@ -348,7 +336,7 @@ impl Cluster {
 
 impl Backend for Cluster {
     async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
-        let (node, routing) = self.target(first_key(cmd).map(key_slot));
+        let (node, routing) = self.target(commands::slot(cmd));
         let routing = RoutingInfo::SingleNode(routing);
         self.inner
             .call(
@@ -435,7 +423,7 @@ fn app_error_in_slot(result: Result<Value, BackendError>) -> SlotReply {
 
 /// The one slot every keyed command of `pipe` uses, or CROSSSLOT (an application error) if they differ.
 fn pipeline_slot(pipe: &Pipeline) -> Result<Option<u16>, BackendError> {
-    let mut slots = pipe.cmd_iter().filter_map(|cmd| first_key(cmd).map(key_slot));
+    let mut slots = pipe.cmd_iter().filter_map(commands::slot);
     let first = slots.next();
     match first {
         Some(slot) if slots.any(|s| s != slot) => Err(BackendError::App(
@@ -445,19 +433,6 @@ fn pipeline_slot(pipe: &Pipeline) -> Result<Option<u16>, BackendError> {
         )),
         _ => Ok(first),
     }
-}
-
-/// The first key of a keyed command (every typed op but PING has its key first).
-fn first_key(cmd: &Cmd) -> Option<&[u8]> {
-    let mut args = cmd.args_iter().map(|a| match a {
-        redis::Arg::Simple(bytes) => bytes,
-        _ => &b""[..],
-    });
-    let name = args.next()?;
-    if name.eq_ignore_ascii_case(b"PING") {
-        return None;
-    }
-    args.next()
 }
 
 impl Inner {
@@ -502,11 +477,14 @@ impl Inner {
             Err(rejected) => {
                 self.metrics.nodes.rejected.with_label_values(&[&node.label]).inc();
                 node.rejected.fetch_add(1, Ordering::Relaxed);
-                let message = format!(
-                    "cluster node {} is failing; its circuit is open (next probe in {} ms)",
-                    node.addr,
-                    rejected.retry_after.as_millis()
-                );
+                let message = match rejected.retry_after {
+                    Some(wait) => format!(
+                        "cluster node {} is failing; its circuit is open (next probe in {} ms)",
+                        node.addr,
+                        wait.as_millis()
+                    ),
+                    None => format!("cluster node {} is failing; its circuit is forced open", node.addr),
+                };
                 return Err(self.degrade(&node, BackendError::Unavailable(message)));
             }
         };
@@ -890,22 +868,6 @@ mod tests {
             "only {} distinct waits among 100 sidecars",
             spread.len()
         );
-    }
-
-    #[test]
-    fn key_slots_follow_the_cluster_spec() {
-        // Values from CLUSTER KEYSLOT.
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"bar"), 5061);
-        assert_eq!(key_slot(b""), 0);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
-        assert_ne!(
-            key_slot(b"foo{}{bar}"),
-            key_slot(b"bar"),
-            "an empty tag means the whole key"
-        );
-        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
     }
 
     #[test]

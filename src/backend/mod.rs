@@ -31,7 +31,7 @@ pub use cluster::{Cluster, NodeView};
 pub use sentinel::Sentinel;
 pub use standalone::Standalone;
 
-use crate::config::{RedisConfig, RedisMode, TlsConfig};
+use crate::config::{mask_url, RedisConfig, RedisMode, TlsConfig};
 use crate::metrics::Metrics;
 
 /// What went wrong with a command.
@@ -226,6 +226,38 @@ pub fn build(
     })
 }
 
+/// Every reason [`build`] would refuse these settings, found without connecting (and without a runtime): the
+/// `redis.tls` files, each URL of the mode (all bad ones are named, masked), then the mode's client, built by
+/// the same function [`build`] uses. Part of the pre-flight check that `run` and `check-config` share.
+pub fn check(cfg: &RedisConfig) -> Vec<String> {
+    let mut p = Vec::new();
+    let tls = tls_certificates(&cfg.tls).unwrap_or_else(|e| {
+        p.push(e.to_string());
+        None
+    });
+    let key = match cfg.mode {
+        RedisMode::Standalone => "redis.url",
+        RedisMode::Cluster => "redis.nodes",
+        RedisMode::Sentinel => "redis.sentinels",
+    };
+    for url in cfg.mode_urls() {
+        if let Err(e) = url.parse::<ConnectionInfo>() {
+            p.push(format!("{key}: {:?} is not a valid Redis URL: {e}", mask_url(url)));
+        }
+    }
+    if p.is_empty() {
+        let built = match cfg.mode {
+            RedisMode::Standalone => client_for(&cfg.url, cfg, tls.as_ref()).map(drop),
+            RedisMode::Cluster => cluster::clients(cfg, tls).map(drop),
+            RedisMode::Sentinel => sentinel::client(cfg, tls).map(drop),
+        };
+        if let Err(e) = built {
+            p.push(BuildError::Redis(e).to_string());
+        }
+    }
+    p
+}
+
 /// The cluster client's futures are about seven times the size of the standalone ones (3.4 KB against 0.5 KB),
 /// and an enum's future is as large as its largest arm. Boxed, they cost cluster calls one allocation and keep
 /// every other mode's request future small (hyper moves the whole handler future into its connection's slot
@@ -263,16 +295,42 @@ impl Backend for AnyBackend {
     }
 }
 
+/// The ACL user redguard authenticates to Redis (the master, in sentinel mode) as: `redis.username`, else the
+/// user in the URL (the first seed's in cluster mode; sentinel URLs carry none), else Redis's `default` user.
+/// Read from the URL as redis-rs reads it (percent-decoded), so the log names the user the connection uses.
+pub fn effective_username(cfg: &RedisConfig) -> String {
+    if let Some(user) = &cfg.username {
+        return user.clone();
+    }
+    let url = match cfg.mode {
+        RedisMode::Standalone => Some(cfg.url.as_str()),
+        RedisMode::Cluster => cfg.nodes.first().map(String::as_str),
+        RedisMode::Sentinel => None,
+    };
+    url.and_then(|u| u.parse::<ConnectionInfo>().ok())
+        .and_then(|info| info.redis_settings().username().map(str::to_owned))
+        .unwrap_or_else(|| DEFAULT_USER.to_owned())
+}
+
+/// The user Redis authenticates a connection as when it names none (`AUTH <password>`, or no AUTH at all).
+const DEFAULT_USER: &str = "default";
+
+/// Sentinel mode: the user redguard authenticates to the sentinels as (`redis.sentinel_username`, else `default`).
+pub fn effective_sentinel_username(cfg: &RedisConfig) -> String {
+    cfg.sentinel_username.clone().unwrap_or_else(|| DEFAULT_USER.to_owned())
+}
+
 impl AnyBackend {
     /// Connects once and logs the outcome, so a wrong password, an unknown master name or a TLS problem shows
     /// up in the start-up log (never with the password in it), even before the first call fails. In sentinel
     /// mode a refusal may come from the sentinels or from the master (redis-rs reports both alike), so the hint
     /// names both sets of credentials.
-    pub async fn log_startup(&self, target: String, username: Option<String>, sentinel_username: Option<String>) {
-        let username = username.as_deref().unwrap_or("");
+    /// `username` and `sentinel_username` are the effective users ([`effective_username`]).
+    pub async fn log_startup(&self, target: String, username: String, sentinel_username: String) {
+        let username = username.as_str();
         let error = match self.query(&redis::cmd("PING")).await {
             Ok(_) => {
-                tracing::info!(redis = %target, "connected to Redis");
+                tracing::info!(redis = %target, username, "connected to Redis");
                 return;
             }
             Err(BackendError::Timeout) => {
@@ -301,7 +359,7 @@ impl AnyBackend {
         let master = "redis.username and the password (REDGUARD_REDIS_PASSWORD or redis.password_file)";
         match (self, refused) {
             (AnyBackend::Sentinel(_), true) => {
-                let sentinel_username = sentinel_username.as_deref().unwrap_or("");
+                let sentinel_username = sentinel_username.as_str();
                 tracing::error!(
                     redis = %target, username, sentinel_username, error = %error,
                     "cannot use Redis at start; check redis.sentinel_username and the sentinel password \
@@ -382,6 +440,32 @@ fn client_for(url: &str, cfg: &RedisConfig, tls: Option<&TlsCertificates>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_effective_user_is_the_configured_one_else_the_urls_else_default() {
+        let cfg = |mode, url: &str, username: Option<&str>| RedisConfig {
+            mode,
+            url: url.into(),
+            nodes: vec![url.into()],
+            username: username.map(Into::into),
+            ..RedisConfig::default()
+        };
+        let user = |c: &RedisConfig| effective_username(c);
+        assert_eq!(user(&cfg(RedisMode::Standalone, "redis://app:pw@h:6379", None)), "app");
+        assert_eq!(
+            user(&cfg(RedisMode::Standalone, "redis://a%40b:pw@h:6379", None)),
+            "a@b"
+        );
+        assert_eq!(
+            user(&cfg(RedisMode::Standalone, "redis://app:pw@h:6379", Some("ops"))),
+            "ops"
+        );
+        assert_eq!(user(&cfg(RedisMode::Standalone, "redis://:pw@h:6379", None)), "default");
+        assert_eq!(user(&cfg(RedisMode::Standalone, "redis://h:6379", None)), "default");
+        assert_eq!(user(&cfg(RedisMode::Cluster, "redis://app:pw@h:7000", None)), "app");
+        assert_eq!(user(&cfg(RedisMode::Sentinel, "redis://h:26379", None)), "default");
+        assert_eq!(effective_sentinel_username(&RedisConfig::default()), "default");
+    }
 
     #[test]
     fn connections_to_redis_disable_nagle_and_keep_the_credentials() {

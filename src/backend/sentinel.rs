@@ -46,39 +46,47 @@ pub struct Sentinel {
     inner: Arc<Inner>,
 }
 
+/// The sentinel client as configured; no connection is made. Also what the pre-flight check builds
+/// ([`super::check`]), so `check-config` refuses exactly the settings this would.
+pub(super) fn client(cfg: &RedisConfig, tls: Option<TlsCertificates>) -> Result<SentinelClient, RedisError> {
+    let addrs = cfg
+        .sentinels
+        .iter()
+        .map(|url| url.parse::<ConnectionInfo>().map(|info| info.addr().clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let master_name = cfg.master_name.clone().unwrap_or_default();
+    let mut builder = SentinelClientBuilder::new(addrs, &master_name, SentinelServerType::Master)?
+        .set_client_to_redis_tcp_settings(super::tcp_settings())
+        .set_client_to_sentinel_tcp_settings(super::tcp_settings());
+    if cfg.uses_tls() {
+        builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
+        if let Some(certs) = tls {
+            builder = builder
+                .set_client_to_sentinel_certificates(certs.clone())
+                .set_client_to_redis_certificates(certs);
+        }
+    }
+    if let Some(user) = &cfg.username {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &cfg.password {
+        builder = builder.set_client_to_redis_password(password.expose());
+    }
+    // The sentinels' own credentials: their `requirepass` (no username) or an ACL user of theirs.
+    if let Some(user) = &cfg.sentinel_username {
+        builder = builder.set_client_to_sentinel_username(user);
+    }
+    if let Some(password) = &cfg.sentinel_password {
+        builder = builder.set_client_to_sentinel_password(password.expose());
+    }
+    builder.build()
+}
+
 impl Sentinel {
     /// Validates the sentinel URLs; connects on the first call.
     pub fn new(cfg: &RedisConfig, tls: Option<TlsCertificates>) -> Result<Self, RedisError> {
-        let addrs = cfg
-            .sentinels
-            .iter()
-            .map(|url| url.parse::<ConnectionInfo>().map(|info| info.addr().clone()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let sentinels = client(cfg, tls)?;
         let master_name = cfg.master_name.clone().unwrap_or_default();
-        let mut builder = SentinelClientBuilder::new(addrs, &master_name, SentinelServerType::Master)?
-            .set_client_to_redis_tcp_settings(super::tcp_settings())
-            .set_client_to_sentinel_tcp_settings(super::tcp_settings());
-        if cfg.uses_tls() {
-            builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
-            if let Some(certs) = tls {
-                builder = builder
-                    .set_client_to_sentinel_certificates(certs.clone())
-                    .set_client_to_redis_certificates(certs);
-            }
-        }
-        if let Some(user) = &cfg.username {
-            builder = builder.set_client_to_redis_username(user);
-        }
-        if let Some(password) = &cfg.password {
-            builder = builder.set_client_to_redis_password(password.expose());
-        }
-        // The sentinels' own credentials: their `requirepass` (no username) or an ACL user of theirs.
-        if let Some(user) = &cfg.sentinel_username {
-            builder = builder.set_client_to_sentinel_username(user);
-        }
-        if let Some(password) = &cfg.sentinel_password {
-            builder = builder.set_client_to_sentinel_password(password.expose());
-        }
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
             // `on_master` bounds every call, lookups included; a redundant per-request timer inside redis-rs
@@ -86,7 +94,7 @@ impl Sentinel {
             .set_response_timeout(None);
         Ok(Sentinel {
             inner: Arc::new(Inner {
-                sentinels: tokio::sync::Mutex::new(builder.build()?),
+                sentinels: tokio::sync::Mutex::new(sentinels),
                 current: Mutex::new(None),
                 last_addr: Mutex::new(None),
                 generation: AtomicU64::new(0),

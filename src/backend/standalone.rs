@@ -3,9 +3,10 @@
 //!
 //! redis-rs reconnects only after a connection fails, and a silently dead one (a Redis host that vanished
 //! without a reset, a stale NAT entry, a proxy that hangs) may not fail for many minutes: every probe would be
-//! sent down it again and the breaker would never close. So a timeout replaces the connection. And a read that
-//! finds its connection closed is sent once more within the same timeout: redis-rs learns that a connection was
-//! closed only when it next uses it, and that call should not fail while Redis is healthy.
+//! sent down it again and the breaker would never close. So a timeout replaces the connection. And a read (a
+//! command the command table marks safe to resend, [`crate::commands::Command::resend`]) that finds its connection
+//! closed is sent once more within the same timeout: redis-rs learns that a connection was closed only when it
+//! next uses it, and that call should not fail while Redis is healthy.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
 
 use super::{bounded, client_for, into_values, pipeline_slots, Backend, BackendError, SlotReply};
+use crate::commands;
 use crate::config::RedisConfig;
 
 #[derive(Clone)]
@@ -82,11 +84,11 @@ impl Standalone {
     }
 }
 
-/// Commands that only read: sending one twice changes nothing. (PTTL goes with the reads that fill the cache.)
-const READ_ONLY: [&[u8]; 7] = [b"GET", b"HGET", b"HGETALL", b"EXISTS", b"TTL", b"PTTL", b"PING"];
-
+/// Whether sending `cmd` twice changes nothing, as the command table says. Asked only after a command failed
+/// with a dropped (or refused) connection, never on a command's way out: a binary search of the table there costs
+/// nothing next to the failed system call.
 fn read_only(cmd: &Cmd) -> bool {
-    matches!(cmd.args_iter().next(), Some(redis::Arg::Simple(name)) if READ_ONLY.contains(&name))
+    commands::lookup(cmd).is_some_and(commands::Command::resend)
 }
 
 impl Backend for Standalone {
@@ -157,6 +159,24 @@ mod tests {
         }
         for name in ["SET", "DEL", "EXPIRE", "INCRBY", "HSET", "HDEL"] {
             assert!(!read_only(redis::cmd(name).arg("k")), "{name}");
+        }
+        // The typed reads the 6-entry list left out, raw reads in any case, and what must never go twice.
+        for name in ["MGET", "ZSCORE", "ZRANGE", "TIME", "lrange", "Object"] {
+            let mut cmd = redis::cmd(name);
+            cmd.arg("ENCODING").arg("k");
+            assert!(read_only(&cmd), "{name}");
+        }
+        for name in [
+            "PUBLISH",
+            "EVAL",
+            "BLPOP",
+            "XREAD",
+            "XREADGROUP",
+            "INCR",
+            "JSON.GET",
+            "OBJECT",
+        ] {
+            assert!(!read_only(&redis::cmd(name)), "{name}");
         }
     }
 }

@@ -41,10 +41,11 @@ pub struct Breaker {
     observers: Vec<Arc<dyn Observer>>,
 }
 
-/// A call was turned away; try again after `retry_after`.
+/// A call was turned away; try again after `retry_after` (`None` while the circuit is forced open: it will not
+/// admit again until an operator says so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejected {
-    pub retry_after: Duration,
+    pub retry_after: Option<Duration>,
 }
 
 impl Breaker {
@@ -260,7 +261,7 @@ mod tests {
         assert_eq!(
             b.try_acquire().err(),
             Some(Rejected {
-                retry_after: Duration::from_secs(60)
+                retry_after: Some(Duration::from_secs(60))
             })
         );
         clock.advance(Duration::from_secs(60));

@@ -163,8 +163,9 @@ pub struct Transition {
 pub enum Admission {
     /// Go to Redis; report the outcome with the same [`CallKind`].
     Allowed(CallKind),
-    /// Do not touch Redis; the breaker may admit again after `retry_after`.
-    Rejected { retry_after: Duration },
+    /// Do not touch Redis; the breaker may admit again after `retry_after`. `None` while forced open: then
+    /// only a manual `reset` or `force_closed` admits again, and any time given would be a false promise.
+    Rejected { retry_after: Option<Duration> },
 }
 
 /// How an admitted call counts.
@@ -354,11 +355,7 @@ impl Machine {
                 Admission::Allowed(CallKind::Probe)
             }
             Inner::Open { until } => {
-                let retry_after = if self.forced.is_some() {
-                    self.open_period
-                } else {
-                    until - now
-                };
+                let retry_after = if self.forced.is_some() { None } else { Some(until - now) };
                 self.reject(retry_after)
             }
             Inner::HalfOpen {
@@ -371,14 +368,14 @@ impl Machine {
                     *last_probe = now;
                     Admission::Allowed(CallKind::Probe)
                 } else {
-                    self.reject(self.settings.probe_timeout)
+                    self.reject(Some(self.settings.probe_timeout))
                 }
             }
         };
         (admission, transition)
     }
 
-    fn reject(&self, retry_after: Duration) -> Admission {
+    fn reject(&self, retry_after: Option<Duration>) -> Admission {
         match self.settings.mode {
             Mode::Enforce => Admission::Rejected { retry_after },
             Mode::Observe => Admission::Allowed(CallKind::Shadow),

@@ -195,7 +195,9 @@ impl<B: Backend> Resilient<B> {
             }
             (Op::MSet { pairs }, Value::Okay) => {
                 // MSET clears the keys' TTLs.
-                pairs.iter().for_each(|(k, v)| c.put_str(k, v, KeyExpiry::Never));
+                pairs.iter().for_each(|(k, v)| {
+                    c.put_str(k, v, KeyExpiry::Never);
+                });
                 Reply::Bool(true)
             }
             (Op::Eval { keys, args, .. } | Op::EvalSha { keys, args, .. }, value) => {

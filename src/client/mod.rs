@@ -108,7 +108,11 @@ impl Served {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
     /// The breaker is open; Redis was not called.
-    CircuitOpen { retry_after: Duration, cached: bool },
+    /// `retry_after` is `None` while the circuit is forced open.
+    CircuitOpen {
+        retry_after: Option<Duration>,
+        cached: bool,
+    },
     /// Redis failed on this call.
     Unavailable { message: String, cached: bool },
     /// Redis did not answer within the command timeout.
@@ -120,7 +124,7 @@ pub enum CallError {
 /// Why Redis could not serve a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    Rejected(Duration),
+    Rejected(Option<Duration>),
     Unavailable(String),
     Timeout,
 }
@@ -440,7 +444,8 @@ impl<B: Backend> Resilient<B> {
     }
 
     /// Keeps the cache honest after a write that did not (or may not have) reached Redis.
-    /// Returns whether the written value was kept in the cache.
+    /// Returns whether the written value was kept in the cache (the cache may refuse it: disabled, or the value
+    /// larger than `cache.max_bytes`), which is what the answer's `cached` says.
     fn forget_failed_write(&self, op: &Op<'_>, failure: &Failure) -> bool {
         let c = &self.cache;
         match op {
@@ -457,14 +462,10 @@ impl<B: Backend> Resilient<B> {
                     Some(at) => KeyExpiry::At(at),
                     None => KeyExpiry::Never,
                 };
-                c.put_str(key, value, expiry);
-                true
+                c.put_str(key, value, expiry)
             }
-            // MSET is SET for many keys, unconditionally.
-            Op::MSet { pairs } => {
-                pairs.iter().for_each(|(k, v)| c.put_str(k, v, KeyExpiry::Never));
-                true
-            }
+            // MSET is SET for many keys, unconditionally; it is kept only if every value is.
+            Op::MSet { pairs } => c.put_strs(pairs),
             _ if !failure.reached_redis() => false,
             Op::Set { key, .. }
             | Op::Expire { key, .. }

@@ -126,15 +126,26 @@ impl<B: Backend> Resilient<B> {
             });
             return Ok(answers.collect());
         }
-        let mut cached = false;
+        // `cached` is true only if every write of the pipeline was kept: a raw command's effects never are,
+        // and a typed write may be refused by the cache.
+        let (mut writes, mut kept) = (0, 0);
         for item in items {
             match item {
-                Item::Op(op) => cached |= self.forget_failed_write(op, &failure),
-                Item::Raw(args) if failure.reached_redis() => self.forget_raw(args),
-                Item::Raw(_) => {}
+                Item::Op(op) => {
+                    let write = matches!(op.class(), Class::Write(_));
+                    let was_kept = self.forget_failed_write(op, &failure);
+                    writes += usize::from(write);
+                    kept += usize::from(write && was_kept);
+                }
+                Item::Raw(args) => {
+                    writes += 1;
+                    if failure.reached_redis() {
+                        self.forget_raw(args);
+                    }
+                }
             }
         }
-        Err(failure.into_error(cached))
+        Err(failure.into_error(writes > 0 && kept == writes))
     }
 }
 

@@ -1,148 +1,52 @@
 //! Raw commands: any Redis command, as one breaker call, with no fallback.
 //!
-//! Whether a raw command reads or writes is not known here, so no cached value may answer for it and no safe
-//! default exists: when Redis cannot be asked, the caller gets the error. The cache still has to stay honest
-//! about what such a command may have changed. It cannot model the command, so after every raw command that
-//! is not a known read, it drops each cached key that the command names anywhere in its arguments (a value
-//! that happens to equal a cached key name only costs that entry), and after commands that reach past the keys
-//! they name (FLUSHDB, SWAPDB, REPLICAOF ...) it drops everything. A command Redis answered with an error changed
-//! nothing (Redis commands are atomic), except a script, which may have written before it failed. Lua scripts
-//! are assumed to name the keys they write in KEYS or ARGV, as Redis asks of them; a script writing keys it was
-//! not given is beyond what redguard can see.
+//! No cached value answers for a raw command and no safe default exists: when Redis cannot be asked, the caller
+//! gets the error. The cache still has to stay honest about what such a command may have changed, and the
+//! command table ([`crate::commands`]) says what that is: a read, admin or connection command changes no key; a
+//! write drops the cached keys the table says it touches; commands that reach past the keys they name (FLUSHDB,
+//! SWAPDB, REPLICAOF ...) drop everything. For a command the table does not know, or whose keys it cannot tell
+//! (SORT .. STORE, MIGRATE .. KEYS), and for scripts, every argument is taken for a key (a value that happens to
+//! equal a cached key name only costs that entry). A command Redis answered with an error changed nothing
+//! (Redis commands are atomic), except a script, which may have written before it failed. Lua scripts are
+//! assumed to name the keys they write in KEYS or ARGV, as Redis asks of them; a script writing keys it was not
+//! given is beyond what redguard can see.
 
 use redis::Value;
 
 use super::{CallError, Resilient, Unanswered};
 use crate::backend::Backend;
+use crate::commands::{self, Command, Flags, Keys, Kind};
 use crate::metrics::RedisCall;
 use crate::op::Bytes;
 
-/// Commands that never change data. Anything not listed may write, which only costs cache entries.
-const READ_ONLY: &[&str] = &[
-    "BITCOUNT",
-    "BITFIELD_RO",
-    "BITPOS",
-    "COMMAND",
-    "DBSIZE",
-    "DUMP",
-    "ECHO",
-    "EVALSHA_RO",
-    "EVAL_RO",
-    "EXISTS",
-    "EXPIRETIME",
-    "FCALL_RO",
-    "GEODIST",
-    "GEOHASH",
-    "GEOPOS",
-    "GEORADIUSBYMEMBER_RO",
-    "GEORADIUS_RO",
-    "GEOSEARCH",
-    "GET",
-    "GETBIT",
-    "GETRANGE",
-    "HEXISTS",
-    "HGET",
-    "HGETALL",
-    "HKEYS",
-    "HLEN",
-    "HMGET",
-    "HRANDFIELD",
-    "HSCAN",
-    "HSTRLEN",
-    "HVALS",
-    "INFO",
-    "KEYS",
-    "LASTSAVE",
-    "LCS",
-    "LINDEX",
-    "LLEN",
-    "LPOS",
-    "LRANGE",
-    "MEMORY",
-    "MGET",
-    "OBJECT",
-    "PEXPIRETIME",
-    "PING",
-    "PTTL",
-    "PUBLISH",
-    "RANDOMKEY",
-    "ROLE",
-    "SCAN",
-    "SCARD",
-    "SDIFF",
-    "SINTER",
-    "SINTERCARD",
-    "SISMEMBER",
-    "SMEMBERS",
-    "SMISMEMBER",
-    "SORT_RO",
-    "SPUBLISH",
-    "SRANDMEMBER",
-    "SSCAN",
-    "STRLEN",
-    "SUBSTR",
-    "SUNION",
-    "TIME",
-    "TTL",
-    "TYPE",
-    "XINFO",
-    "XLEN",
-    "XPENDING",
-    "XRANGE",
-    "XREAD",
-    "XREVRANGE",
-    "ZCARD",
-    "ZCOUNT",
-    "ZDIFF",
-    "ZINTER",
-    "ZINTERCARD",
-    "ZLEXCOUNT",
-    "ZMSCORE",
-    "ZRANDMEMBER",
-    "ZRANGE",
-    "ZRANGEBYLEX",
-    "ZRANGEBYSCORE",
-    "ZRANK",
-    "ZREVRANGE",
-    "ZREVRANGEBYLEX",
-    "ZREVRANGEBYSCORE",
-    "ZREVRANK",
-    "ZSCAN",
-    "ZSCORE",
-    "ZUNION",
-];
-
-/// Commands that change keys they do not name (or the whole data set): the cache is cleared after them.
-const KEYSPACE_WIDE: &[&str] = &[
-    "DEBUG",
-    "FAILOVER",
-    "FLUSHALL",
-    "FLUSHDB",
-    "REPLICAOF",
-    "SLAVEOF",
-    "SWAPDB",
-];
-
-/// Commands that run code: an error from them does not mean nothing was written.
-const SCRIPTS: &[&str] = &["EVAL", "EVALSHA", "FCALL"];
-
-/// What a raw command can do to the cache's knowledge.
+/// What a raw command can do to the cache's knowledge, as the command table says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Effect {
+    /// A read, or an admin, connection or pub/sub command: no key changed.
     None,
-    NamedKeys,
+    /// A write whose keys the table gives: those keys.
+    TableKeys,
+    /// Not in the table, a script (which may write keys it got as arguments), or keys the table cannot tell
+    /// (SORT .. STORE, MIGRATE .. KEYS): every argument.
+    EveryArgument,
+    /// Changes keys it does not name (FLUSHDB, SWAPDB, REPLICAOF ...): everything.
     Everything,
 }
 
-fn effect(name: &[u8]) -> Effect {
-    let name = String::from_utf8_lossy(name).to_ascii_uppercase();
-    if READ_ONLY.binary_search(&name.as_str()).is_ok() {
-        Effect::None
-    } else if KEYSPACE_WIDE.contains(&name.as_str()) {
+fn effect(args: &[Bytes<'_>]) -> (Effect, Option<&'static Command>) {
+    let Some(row) = commands::lookup(args) else {
+        return (Effect::EveryArgument, None);
+    };
+    let effect = if row.is(Flags::KEYSPACE) {
         Effect::Everything
+    } else if row.kind != Kind::Write {
+        Effect::None
+    } else if row.is(Flags::SCRIPT) || matches!(row.keys, Keys::Movable { .. }) {
+        Effect::EveryArgument
     } else {
-        Effect::NamedKeys
-    }
+        Effect::TableKeys
+    };
+    (effect, Some(row))
 }
 
 /// Builds the command from its arguments, the name first.
@@ -179,22 +83,22 @@ impl<B: Backend> Resilient<B> {
 
     /// Drops what the cache knows that a raw command (which may have run) could have changed.
     pub(super) fn forget_raw(&self, args: &[Bytes<'_>]) {
-        let Some((name, rest)) = args.split_first() else {
-            return;
-        };
-        match effect(name) {
-            Effect::None => {}
-            Effect::NamedKeys => self.forget_named(rest),
-            Effect::Everything => self.cache.clear(),
+        let every_argument = || args.get(1..).unwrap_or_default();
+        match effect(args) {
+            (Effect::None, _) => {}
+            (Effect::TableKeys, Some(row)) => match row.keys(args) {
+                Some(keys) => self.forget_named(keys.map(|i| &args[i])),
+                // Arguments the table cannot read keys from (a bad count); Redis refuses them, but be safe.
+                None => self.forget_named(every_argument()),
+            },
+            (Effect::TableKeys | Effect::EveryArgument, _) => self.forget_named(every_argument()),
+            (Effect::Everything, _) => self.cache.clear(),
         }
     }
 
     /// After an application error: only a script may have changed anything.
     pub(super) fn forget_raw_after_error(&self, args: &[Bytes<'_>]) {
-        let is_script = args
-            .first()
-            .is_some_and(|name| SCRIPTS.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes())));
-        if is_script {
+        if commands::lookup(args).is_some_and(|row| row.is(Flags::SCRIPT)) {
             self.forget_raw(args);
         }
     }
@@ -215,13 +119,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn read_only_is_sorted_for_binary_search_and_effects_ignore_case() {
-        assert!(READ_ONLY.windows(2).all(|w| w[0] < w[1]), "READ_ONLY must stay sorted");
-        assert_eq!(effect(b"get"), Effect::None);
-        assert_eq!(effect(b"ZRangeByScore"), Effect::None);
-        assert_eq!(effect(b"SET"), Effect::NamedKeys);
-        assert_eq!(effect(b"eval"), Effect::NamedKeys);
-        assert_eq!(effect(b"flushdb"), Effect::Everything);
-        assert_eq!(effect(b"\xff"), Effect::NamedKeys);
+    fn effects_follow_the_command_table_and_ignore_case() {
+        let effect_of = |line: &str| {
+            let args: Vec<Bytes<'_>> = line.split(' ').map(|w| Bytes::from(w.as_bytes())).collect();
+            effect(&args).0
+        };
+        assert_eq!(effect_of("get k"), Effect::None);
+        assert_eq!(effect_of("ZRangeByScore z 0 1"), Effect::None);
+        assert_eq!(effect_of("PUBLISH ch m"), Effect::None);
+        assert_eq!(effect_of("CONFIG SET maxmemory 1"), Effect::None);
+        assert_eq!(effect_of("object encoding k"), Effect::None);
+        assert_eq!(effect_of("SET k v"), Effect::TableKeys);
+        assert_eq!(effect_of("xgroup create s g $"), Effect::TableKeys);
+        assert_eq!(effect_of("eval s 1 k"), Effect::EveryArgument);
+        assert_eq!(effect_of("SORT l STORE d"), Effect::EveryArgument);
+        assert_eq!(effect_of("JSON.SET k $ 1"), Effect::EveryArgument);
+        assert_eq!(effect_of("OBJECT NOPE k"), Effect::EveryArgument);
+        assert_eq!(effect_of("\u{e9}"), Effect::EveryArgument);
+        assert_eq!(effect_of("flushdb"), Effect::Everything);
+        assert_eq!(effect_of("SWAPDB 0 1"), Effect::Everything);
     }
 }

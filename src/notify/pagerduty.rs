@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::event::{headline, human_duration, truncate, Context, Kind, Notice};
 use crate::breaker::State;
+use crate::clock::iso8601;
 use crate::config::Severity;
-use crate::health::iso8601;
 
 /// PagerDuty truncates `payload.summary` at 1024 characters; cut it ourselves so the end is deliberate.
 const MAX_SUMMARY_CHARS: usize = 1024;

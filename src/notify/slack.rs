@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::event::{headline, human_duration, state_title, truncate, Context, Kind, Notice};
 use crate::breaker::State;
-use crate::health::iso8601;
+use crate::clock::iso8601;
 
 /// Slack caps a header block at 150 characters.
 const MAX_HEADER_CHARS: usize = 150;

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use super::event::{headline, Context, Kind, Notice};
-use crate::health::iso8601;
+use crate::clock::iso8601;
 
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "x-redguard-signature";

@@ -6,8 +6,9 @@
 //! (zero when it would be now). Its state is this sidecar's alone, so while it decides, each sidecar of a fleet
 //! admits up to `limit` on its own.
 //!
-//! Memory is bounded twice: at most `max_keys` keys and [`MAX_ENTRIES`] remembered calls in all, the least
-//! recently used key forgotten first. A forgotten key starts again from an empty window, so an eviction can only
+//! Memory is bounded twice: at most `max_keys` keys and [`MAX_ENTRIES`] remembered calls in all (one per allowed
+//! call whatever its cost, at most `limit` per key, as in Redis), the least recently used key forgotten first.
+//! Work is bounded as in Redis too: a check is O(log n) in the calls its key holds, never proportional to `cost`. A forgotten key starts again from an empty window, so an eviction can only
 //! ever admit more, never deny wrongly. Time comes from an injected [`Clock`](crate::clock::Clock).
 
 use std::collections::VecDeque;
@@ -41,41 +42,54 @@ pub struct Verdict {
     pub reset: Duration,
 }
 
-/// The calls allowed for one key that may still count, oldest first.
+/// The calls allowed for one key that may still count, oldest first, each with the running total of the costs
+/// allowed up to and including it (as the Redis script keeps them): the cost in the window is a subtraction, and
+/// the call whose departure makes room is found by binary search, so no check does work proportional to `cost`
+/// or to the calls before it.
 #[derive(Default)]
 struct Log {
     calls: VecDeque<(Instant, u64)>,
-    used: u64,
+    /// The running total before the oldest call still held.
+    base: u64,
 }
 
 impl Log {
-    /// Forgets calls that left the window; returns how many.
+    /// Cost of the calls held.
+    fn used(&self) -> u64 {
+        self.calls.back().map_or(0, |&(_, total)| total - self.base)
+    }
+
+    /// Forgets calls that left the window; returns how many. O(log n): a binary search, then a prefix cut.
     fn expire(&mut self, window: Duration, now: Instant) -> usize {
-        let before = self.calls.len();
-        while let Some(&(at, cost)) = self.calls.front() {
-            if at + window > now {
-                break;
-            }
-            self.calls.pop_front();
-            self.used -= cost;
+        let gone = self.calls.partition_point(|&(at, _)| at + window <= now);
+        if gone > 0 {
+            self.base = self.calls[gone - 1].1;
+            self.calls.drain(..gone);
         }
-        before - self.calls.len()
+        if self.calls.is_empty() {
+            // Totals start again from zero, so they never grow past what one window holds.
+            self.base = 0;
+        }
+        gone
+    }
+
+    /// Records an allowed call.
+    fn push(&mut self, now: Instant, cost: u64) {
+        let total = self.calls.back().map_or(self.base, |&(_, total)| total) + cost;
+        self.calls.push_back((now, total));
     }
 
     /// Until enough of the oldest calls have left for a call of `limit.cost` to fit.
     fn reset(&self, limit: &Limit, now: Instant) -> Duration {
-        let fits = |used: u64| used + limit.cost <= limit.limit;
-        let mut used = self.used;
-        for &(at, cost) in &self.calls {
-            if fits(used) {
-                break;
-            }
-            used -= cost;
-            if fits(used) {
-                return (at + limit.window).saturating_duration_since(now);
-            }
+        let need = (self.used() + limit.cost).saturating_sub(limit.limit);
+        if need == 0 {
+            return Duration::ZERO;
         }
-        Duration::ZERO
+        // The first call whose departure (with all older ones) frees `need`.
+        let i = self.calls.partition_point(|&(_, total)| total - self.base < need);
+        self.calls.get(i).map_or(Duration::ZERO, |&(at, _)| {
+            (at + limit.window).saturating_duration_since(now)
+        })
     }
 }
 
@@ -120,15 +134,14 @@ impl LocalLimiter {
         let Inner { logs, entries } = &mut *guard;
         let log = logs.get_or_insert_mut(key.to_vec(), Log::default);
         *entries -= log.expire(limit.window, now);
-        let allowed = log.used + limit.cost <= limit.limit;
+        let allowed = log.used() + limit.cost <= limit.limit;
         if allowed {
-            log.calls.push_back((now, limit.cost));
-            log.used += limit.cost;
+            log.push(now, limit.cost);
             *entries += 1;
         }
         let verdict = Verdict {
             allowed,
-            remaining: limit.limit.saturating_sub(log.used),
+            remaining: limit.limit.saturating_sub(log.used()),
             reset: log.reset(limit, now),
         };
         // The key just used is the most recent, so it is the last to go.
@@ -268,6 +281,35 @@ mod tests {
         assert_eq!(call(&l, "a", limit(100, 60_000, 1)), (true, 99, 0), "a starts over");
         let logged: usize = l.lock().logs.iter().map(|(_, log)| log.calls.len()).sum();
         assert_eq!(logged, l.lock().entries, "the counter matches the logs");
+    }
+
+    #[test]
+    fn one_call_is_one_entry_whatever_its_cost() {
+        let (clock, l) = limiter(10);
+        assert_eq!(
+            call(&l, "k", limit(100_000, 86_400_000, 100_000)),
+            (true, 0, 86_400_000)
+        );
+        assert_eq!(l.lock().entries, 1, "one remembered call, not 100000");
+        assert_eq!(call(&l, "k", limit(100_000, 86_400_000, 1)), (false, 0, 86_400_000));
+        // Many small calls: the one whose departure makes room is found among them.
+        let (clock2, m) = limiter(10);
+        for _ in 0..1000 {
+            assert!(call(&m, "k", limit(1000, 10_000, 1)).0);
+            clock2.advance(MS);
+        }
+        // Calls at 0..=999ms, now 1000ms: 300 must leave for a call of 300; the 300th (at 299ms) leaves at 10299ms.
+        assert_eq!(call(&m, "k", limit(1000, 10_000, 300)), (false, 0, 9_299));
+        clock2.advance(9_000 * MS);
+        // At 10000ms the first call has left; totals continue from it.
+        assert_eq!(call(&m, "k", limit(1000, 10_000, 1)), (true, 0, 1));
+        assert_eq!(m.lock().entries, 1000);
+        clock.advance(86_400_000 * MS);
+        assert_eq!(
+            call(&l, "k", limit(100_000, 86_400_000, 1)),
+            (true, 99_999, 0),
+            "the window emptied"
+        );
     }
 
     #[test]

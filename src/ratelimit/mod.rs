@@ -1,13 +1,29 @@
 //! The sliding-window rate limiter behind `POST /v1/ratelimit`.
 //!
-//! In Redis, one Lua script on a sorted set per key does the whole check atomically: drop the entries older
-//! than the window, count the rest, add `cost` entries if they fit, set PEXPIRE to the window, and work out
-//! when a call of the same cost would fit (`reset_ms`). The script reads Redis's own clock (`TIME`) rather than
-//! taking the time from the caller: every sidecar of a fleet then judges by one clock, so skew between hosts
-//! cannot stretch or shrink anyone's window. (TIME before a write needs effect replication, Redis's only mode
-//! since 7.0 and the default since 5.0.) Entries are named `<sidecar id>-<call number>:<i>`: unique per
-//! sidecar (a random id drawn at start) and per call (a counter), so concurrent callers never collide, even
+//! In Redis, one Lua script on a sorted set per key does the whole check atomically: forget the calls older
+//! than the window, sum the costs of the rest, add one entry for this call if it fits, set PEXPIRE to the
+//! window, and work out when a call of the same cost would fit (`reset_ms`). The script reads Redis's own clock
+//! (`TIME`) rather than taking the time from the caller: every sidecar of a fleet then judges by one clock, so
+//! skew between hosts cannot stretch or shrink anyone's window. (TIME before a write needs effect replication,
+//! Redis's only mode since 7.0 and the default since 5.0.) Entries carry `<sidecar id>-<call number>`: unique
+//! per sidecar (a random id drawn at start) and per call (a counter), so concurrent callers never collide, even
 //! in the same microsecond.
+//!
+//! What one call may cost Redis is bounded, whatever its `cost`: one entry per allowed call carrying its cost and
+//! a running total (see `SCRIPT`), so each call does O(log n) work on a key of n <= `limit` live entries and
+//! deletes at most [`MAX_DROPPED`] expired ones. Measured on Redis 7.0.15 (`INFO commandstats` usec_per_call,
+//! `MEMORY USAGE`), on a 2-core machine at load average 9, where a trivial EVAL took 21 us:
+//!
+//! | call | Redis time per call | key's memory |
+//! |---|---|---|
+//! | worst single call: `limit` 100000, `window_ms` 86400000, `cost` 100000, on a new key | 68 us | 136 B |
+//! | the same call with the earlier script (one entry per unit of cost) | 408 ms | 10.4 MB |
+//! | a denied call on a full key (100000 live entries: the binary search's worst case) | 157 us | 13.6 MB |
+//! | a call on a key of 100000 entries that all left the window (it deletes 100) | 164 us | 13.6 MB |
+//!
+//! Memory is about 136 bytes per allowed call while it counts (at most `limit` per key, so 13.6 MB for a key that
+//! took 100000 calls of cost 1 within its window). When such a key expires, Redis frees its entries at once:
+//! about 10 ms for 100000 entries on that machine, in Redis's main thread unless `lazyfree-lazy-expire yes`.
 //!
 //! The script goes through the resilient client like any call: one breaker call, EVALSHA after the first use.
 //! When Redis cannot decide, `ratelimit.on_unavailable` does: `local` asks this sidecar's own limiter
@@ -32,45 +48,99 @@ use crate::metrics::{DecisionSource, RedisCall};
 
 pub use local::Limit;
 
-/// Largest `limit` accepted: each allowed unit is one sorted-set entry while it counts.
+/// Largest `limit` accepted. Each allowed call (whatever its cost) is one sorted-set entry while it counts, so a
+/// key holds at most `limit` live entries.
 pub const MAX_LIMIT: u64 = 100_000;
+/// Most entries that left the window one call deletes (the constant in the script).
+pub const MAX_DROPPED: u64 = 100;
 /// Longest `window_ms` accepted (one day).
 pub const MAX_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 /// Prefix of the Redis keys the limiter owns, so a limiter key never collides with application data.
 pub const KEY_PREFIX: &[u8] = b"redguard:ratelimit:";
 
-/// KEYS[1]: the window's sorted set. ARGV: limit, window in ms, cost, entry name prefix.
+/// KEYS[1]: the window's sorted set. ARGV: limit, window in ms, cost, entry id.
 /// Returns {allowed (1/0), remaining, reset_ms}. Scores are Redis's clock in microseconds.
+///
+/// One entry per allowed call, `<running total, 16 digits>:<cost>:<id>`: the total is the sum of the costs allowed
+/// on this key up to and including this call, so the cost in the window is the newest entry's total minus the
+/// total before the oldest live one, and the entry whose departure makes room for a denied call is found by
+/// binary search on the totals. Every step is O(log n) in the entries of the key (at most `limit` live ones), never
+/// proportional to `cost`; entries that left the window are deleted at most [`MAX_DROPPED`] per call (the key's
+/// PEXPIRE takes any rest). The time never runs backwards within a key (a clock step back counts as no time), so
+/// scores, and totals, keep the order the entries were added in. A key holding an entry the script cannot read
+/// (written by an earlier version, one entry per unit) is deleted and its window starts over.
 const SCRIPT: &str = r#"
 local key = KEYS[1]
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2]) * 1000
 local cost = tonumber(ARGV[3])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local used = redis.call('ZCARD', key)
-local allowed = used + cost <= limit
-if allowed then
-  local batch = {}
-  for i = 1, cost do
-    batch[#batch + 1] = now
-    batch[#batch + 1] = ARGV[4] .. ':' .. i
-    if #batch >= 1000 or i == cost then
-      redis.call('ZADD', key, unpack(batch))
-      batch = {}
-    end
+local clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+local function read(entry)
+  local sum, c = string.match(entry or '', '^(%d+):(%d+):')
+  return tonumber(sum), tonumber(c)
+end
+
+local function decide()
+  local now = clock
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[2] and tonumber(last[2]) > now then
+    now = tonumber(last[2])
   end
-  used = used + cost
-  redis.call('PEXPIRE', key, ARGV[2])
+  local gone = redis.call('ZCOUNT', key, '-inf', string.format('%d', now - window))
+  local drop = math.min(gone, 100)
+  if drop > 0 then
+    redis.call('ZREMRANGEBYRANK', key, 0, drop - 1)
+  end
+  gone = gone - drop
+  local size = redis.call('ZCARD', key)
+  local base, top = 0, 0
+  if gone < size then
+    local first_sum, first_cost = read(redis.call('ZRANGE', key, gone, gone)[1])
+    top = read(last[1])
+    if not first_sum or not first_cost or not top then
+      return nil
+    end
+    base = first_sum - first_cost
+  end
+  local used = top - base
+  local allowed = used + cost <= limit
+  if allowed then
+    top = top + cost
+    redis.call('ZADD', key, string.format('%d', now), string.format('%016d:%d:%s', top, cost, ARGV[4]))
+    redis.call('PEXPIRE', key, ARGV[2])
+    used = used + cost
+    size = size + 1
+  end
+  local reset = 0
+  local need = used + cost - limit
+  if need > 0 then
+    local lo, hi = gone, size - 1
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      local sum = read(redis.call('ZRANGE', key, mid, mid)[1])
+      if not sum then
+        return nil
+      end
+      if sum - base >= need then
+        hi = mid
+      else
+        lo = mid + 1
+      end
+    end
+    local nth = redis.call('ZRANGE', key, lo, lo, 'WITHSCORES')
+    reset = math.ceil((tonumber(nth[2]) + window - now) / 1000)
+  end
+  return {allowed and 1 or 0, limit - used, reset}
 end
-local reset = 0
-local need = used + cost - limit
-if need > 0 then
-  local nth = redis.call('ZRANGE', key, need - 1, need - 1, 'WITHSCORES')
-  reset = math.ceil((tonumber(nth[2]) + window - now) / 1000)
+
+local answer = decide()
+if not answer then
+  redis.call('DEL', key)
+  answer = decide()
 end
-return {allowed and 1 or 0, limit - used, reset}
+return answer
 "#;
 
 /// One decision, wherever it was made.
@@ -156,9 +226,10 @@ impl<B: Backend> RateLimiter<B> {
             RateLimitFallback::Deny => Decision {
                 allowed: false,
                 remaining: 0,
-                // When the circuit is open, Redis will not be asked again before this.
+                // When the circuit is open, Redis will not be asked again before this (unknown, 0, while it is
+                // forced open).
                 reset_ms: match failure {
-                    Failure::Rejected(retry_after) => ceil_ms(*retry_after),
+                    Failure::Rejected(Some(retry_after)) => ceil_ms(*retry_after),
                     _ => 0,
                 },
                 source: DecisionSource::Default,

@@ -8,8 +8,11 @@
 #![allow(dead_code)]
 
 pub mod faults;
+mod redis_server;
 pub mod sink;
 pub mod topology;
+
+pub use redis_server::RedisServer;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -45,111 +48,6 @@ fn signal(child: &Child, sig: libc::c_int) {
     // SAFETY: plain kill(2) on a child we own.
     unsafe {
         libc::kill(child.id() as libc::pid_t, sig);
-    }
-}
-
-/// A `redis-server` owned by one test.
-pub struct RedisServer {
-    pub port: u16,
-    dir: TempDir,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    pub fn start() -> RedisServer {
-        let mut server = RedisServer {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        server.spawn();
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let log = self.dir.path().join("redis.log");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args([
-                "--dir",
-                self.dir.path().to_str().unwrap(),
-                "--logfile",
-                log.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (see README: Running the tests)");
-        self.child = Some(child);
-        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-        wait_for(
-            &format!("redis-server on port {} (log: {})", self.port, log_text()),
-            Duration::from_secs(10),
-            || self.cmd(&["PING"]).filter(|r| r == "PONG"),
-        );
-    }
-
-    /// Runs one command with redis-cli; None if Redis did not answer.
-    pub fn cmd(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
-    }
-
-    /// Commands Redis has processed so far (INFO stats), to prove a call did not reach it.
-    pub fn commands_processed(&self) -> u64 {
-        let info = self.cmd(&["INFO", "stats"]).expect("redis answers INFO");
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_commands_processed:"))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("INFO has total_commands_processed")
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Freezes the process (SIGSTOP): connections stay open, nothing answers.
-    pub fn pause(&self) {
-        signal(self.child.as_ref().unwrap(), libc::SIGSTOP);
-    }
-
-    pub fn resume(&self) {
-        signal(self.child.as_ref().unwrap(), libc::SIGCONT);
-    }
-
-    /// Starts again on the same port, empty.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            signal(child, libc::SIGCONT);
-        }
-        self.kill();
     }
 }
 

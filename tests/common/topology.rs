@@ -5,137 +5,12 @@
 //! drop; every wait polls with a deadline.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::{free_port, wait_for};
-
-/// One `redis-server` (or sentinel) process with its own temp dir, and the redis-cli flags to reach it.
-pub struct Server {
-    pub port: u16,
-    pub dir: TempDir,
-    args: Vec<String>,
-    /// Extra redis-cli flags (TLS files, ACL user) used by [`Server::cli`].
-    pub cli_flags: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Server {
-    /// Starts `redis-server` on `port` with `args` added, and waits until it answers PING through redis-cli
-    /// with `cli_flags`.
-    pub fn start(port: u16, args: &[&str], cli_flags: &[&str]) -> Server {
-        Server::start_in(tempfile::tempdir().unwrap(), port, args, cli_flags)
-    }
-
-    /// Like [`Server::start`], in a dir the caller prepared (e.g. with a config file in it).
-    pub fn start_in(dir: TempDir, port: u16, args: &[&str], cli_flags: &[&str]) -> Server {
-        let mut s = Server {
-            port,
-            dir,
-            args: args.iter().map(|a| a.to_string()).collect(),
-            cli_flags: cli_flags.iter().map(|a| a.to_string()).collect(),
-            child: None,
-        };
-        s.spawn();
-        s
-    }
-
-    /// A plain server on a free port.
-    pub fn plain(args: &[&str]) -> Server {
-        let port = free_port();
-        let port_s = port.to_string();
-        let mut all = vec!["--port", port_s.as_str()];
-        all.extend_from_slice(args);
-        Server::start(port, &all, &[])
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("redis.log")
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    fn spawn(&mut self) {
-        let dir = self.dir.path().to_str().unwrap().to_owned();
-        let log = self.log_path().to_str().unwrap().to_owned();
-        let child = Command::new("redis-server")
-            .args(&self.args)
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", &dir, "--logfile", &log])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        self.child = Some(child);
-        wait_for(
-            &format!("redis-server on port {}", self.port),
-            Duration::from_secs(10),
-            || self.cli(&["PING"]).filter(|r| r == "PONG"),
-        );
-    }
-
-    /// Runs one command with redis-cli; None if the server did not answer.
-    pub fn cli(&self, args: &[&str]) -> Option<String> {
-        cli(self.port, &self.cli_flags, args)
-    }
-
-    /// Like [`Server::cli`], panicking when the server does not answer.
-    pub fn must(&self, args: &[&str]) -> String {
-        self.cli(args)
-            .unwrap_or_else(|| panic!("redis on {} did not answer {args:?}; log:\n{}", self.port, self.log()))
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the process again with the same arguments (and the same dir, so a cluster node keeps its
-    /// nodes.conf).
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Runs redis-cli against 127.0.0.1:`port`; None if it could not connect or the server answered an error.
-pub fn cli(port: u16, flags: &[String], args: &[&str]) -> Option<String> {
-    let out = Command::new("redis-cli")
-        .args(["--no-auth-warning", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(flags)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let failed = !out.status.success()
-        || text.starts_with("Could not connect")
-        || text.starts_with("ERR")
-        || text.starts_with("NOAUTH")
-        || text.starts_with("WRONGPASS")
-        || text.is_empty() && !out.stderr.is_empty();
-    (!failed).then_some(text)
-}
+use super::{free_port, wait_for, RedisServer};
 
 /// A field of a redis-cli INFO-like answer (`name:value` lines).
 pub fn info_field(info: &str, name: &str) -> Option<String> {
@@ -162,7 +37,7 @@ pub fn pair_field(text: &str, name: &str) -> Option<String> {
 /// A Redis Cluster of masters without replicas. `cluster-require-full-coverage no`, so the other shards keep
 /// serving while one master is down (the setting redguard's per-node breakers are made for).
 pub struct RedisCluster {
-    pub nodes: Vec<Server>,
+    pub nodes: Vec<RedisServer>,
     scheme: &'static str,
 }
 
@@ -220,7 +95,7 @@ impl RedisCluster {
             acl_args.extend(["--user", "default", "off"].map(String::from));
             cli_flags.extend(["--user", user, "--pass", pass].map(String::from));
         }
-        let nodes: Vec<Server> = (0..masters)
+        let nodes: Vec<RedisServer> = (0..masters)
             .map(|_| {
                 let (port, bus) = (free_port(), free_port());
                 let (port_s, bus_s) = (port.to_string(), bus.to_string());
@@ -244,10 +119,10 @@ impl RedisCluster {
                     "--cluster-require-full-coverage",
                     "no",
                 ]);
-                Server::start(port, &args, &flags)
+                RedisServer::start_with(port, &args, &flags)
             })
             .collect();
-        let addrs: Vec<String> = nodes.iter().map(Server::addr).collect();
+        let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
         // redis-cli waits for the join without a limit of its own: give it one.
         let mut create = Command::new("redis-cli")
             .arg("--no-auth-warning")
@@ -388,9 +263,9 @@ pub struct SentinelOptions<'a> {
 
 /// One master, one replica and three sentinels monitoring them as `mymaster` with quorum 2.
 pub struct SentinelGroup {
-    pub master: Server,
-    pub replica: Server,
-    pub sentinels: Vec<Server>,
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinels: Vec<RedisServer>,
     scheme: &'static str,
 }
 
@@ -419,7 +294,7 @@ impl SentinelGroup {
         if let Some((user, pass)) = opts.acl_user {
             data_cli.extend(["--user", user, "--pass", pass].map(String::from));
         }
-        let data_node = |replica_of: Option<u16>| -> Server {
+        let data_node = |replica_of: Option<u16>| -> RedisServer {
             let port = free_port();
             let mut args: Vec<String> = if opts.tls.is_some() {
                 vec!["--port".into(), "0".into(), "--tls-port".into(), port.to_string()]
@@ -439,7 +314,7 @@ impl SentinelGroup {
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let flags: Vec<&str> = data_cli.iter().map(String::as_str).collect();
-            Server::start(port, &args, &flags)
+            RedisServer::start_with(port, &args, &flags)
         };
         let master = data_node(None);
         let replica = data_node(Some(master.port));
@@ -451,7 +326,7 @@ impl SentinelGroup {
         if let Some(pass) = opts.sentinel_password {
             sentinel_cli.extend(["--pass", pass].map(String::from));
         }
-        let sentinels: Vec<Server> = (0..3)
+        let sentinels: Vec<RedisServer> = (0..3)
             .map(|_| {
                 let port = free_port();
                 let dir = tempfile::tempdir().unwrap();
@@ -486,7 +361,7 @@ impl SentinelGroup {
                 let conf_s = conf_path.to_str().unwrap().to_owned();
                 let flags: Vec<&str> = sentinel_cli.iter().map(String::as_str).collect();
                 // The config lives in the server's own dir: sentinel rewrites it.
-                Server::start_in(dir, port, &[&conf_s, "--sentinel"], &flags)
+                RedisServer::start_in(dir, port, &[&conf_s, "--sentinel"], &flags)
             })
             .collect();
         let group = SentinelGroup {
@@ -617,7 +492,7 @@ impl Certs {
     }
 
     /// A TLS-only redis-server (`--port 0 --tls-port P`), requiring client certificates if `mutual`.
-    pub fn redis_server(&self, mutual: bool) -> Server {
+    pub fn redis_server(&self, mutual: bool) -> RedisServer {
         let port = free_port();
         let (port_s, cert, key, ca) = (
             port.to_string(),
@@ -631,7 +506,7 @@ impl Certs {
         if mutual {
             flags.extend_from_slice(&["--cert", &ccert, "--key", &ckey]);
         }
-        Server::start(
+        RedisServer::start_with(
             port,
             &[
                 "--port",

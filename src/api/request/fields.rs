@@ -3,9 +3,14 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use base64::Engine;
-use serde::Deserialize;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Number;
 
 use super::Encoding;
 use crate::api::error::ApiError;
@@ -38,26 +43,172 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
 }
 
 /// `fields` is an object for `hset` and an array for `hdel`.
-#[derive(Deserialize)]
-#[serde(
-    untagged,
-    expecting = "an object of field: value (hset) or an array of field names (hdel)"
-)]
 pub enum Fields {
     Map(BTreeMap<String, String>),
     List(Vec<String>),
 }
 
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of field: value (hset) or an array of field names (hdel)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Fields, A::Error> {
+                UniqueMap::deserialize(MapAccessDeserializer::new(map)).map(|m| Fields::Map(m.0))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Fields, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(seq)).map(Fields::List)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// `members`: `{member: score}` or `[[score, member], ..]` for `zadd`, `[member, ..]` for `zrem`.
-#[derive(Deserialize)]
-#[serde(
-    untagged,
-    expecting = "an object of member: score, a list of [score, member] (zadd) or a list of members (zrem)"
-)]
+#[derive(Debug)]
 pub enum Members {
     Scores(BTreeMap<String, f64>),
     Names(Vec<String>),
     Pairs(Vec<(f64, String)>),
+}
+
+/// One element of a `members` array: a member name, or a `[score, member]` pair.
+enum Element {
+    Name(String),
+    Pair(f64, String),
+}
+
+impl<'de> Deserialize<'de> for Element {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Element;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member (zrem) or a [score, member] pair (zadd)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Element, E> {
+                Ok(Element::Name(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Element, E> {
+                Ok(Element::Name(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Element, A::Error> {
+                let pair = "a [score, member] pair";
+                let score: Score = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &pair))?;
+                let member: String = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &pair))?;
+                if seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::invalid_length(3, &pair));
+                }
+                Ok(Element::Pair(score.0, member))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of member: score, a list of [score, member] (zadd) or a list of members (zrem)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Members, A::Error> {
+                let scores = UniqueMap::<Score>::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(Members::Scores(scores.0.into_iter().map(|(m, s)| (m, s.0)).collect()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Members, A::Error> {
+                let (mut names, mut pairs) = (Vec::new(), Vec::new());
+                while let Some(element) = seq.next_element()? {
+                    match element {
+                        Element::Name(name) => names.push(name),
+                        Element::Pair(score, member) => pairs.push((score, member)),
+                    }
+                }
+                match (names.is_empty(), pairs.is_empty()) {
+                    (_, true) => Ok(Members::Names(names)),
+                    (true, false) => Ok(Members::Pairs(pairs)),
+                    (false, false) => Err(de::Error::custom(
+                        "mixes member names and [score, member] pairs; use one or the other",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A sorted-set score: a JSON number, or one of the strings `"inf"`, `"+inf"`, `"-inf"` (JSON has no
+/// infinity; they are what `zrange` and `zscore` answer for an infinite score, and Redis's own spelling).
+pub struct Score(pub f64);
+
+impl<'de> Deserialize<'de> for Score {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Score;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a score: a number, \"inf\", \"+inf\" or \"-inf\"")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Score, E> {
+                Ok(Score(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Score, E> {
+                Ok(Score(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Score, E> {
+                Ok(Score(v as f64))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Score, E> {
+                match v {
+                    "inf" | "+inf" => Ok(Score(f64::INFINITY)),
+                    "-inf" => Ok(Score(f64::NEG_INFINITY)),
+                    _ => Err(de::Error::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A JSON object whose keys are each given once. serde's own maps keep the last of a repeated key, which would
+/// drop part of the request without a word; here a repeated key is an error naming it.
+pub struct UniqueMap<V>(pub BTreeMap<String, V>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for UniqueMap<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = UniqueMap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueMap<T>, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+                    }
+                    let value = map.next_value()?;
+                    out.insert(key, value);
+                }
+                Ok(UniqueMap(out))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// An integer field within `min..=max`. Anything else (a fraction, an exponent, a number past 64 bits, a value
+/// out of the bounds) is a `bad_request` naming the field and its bounds, never a rounded or truncated value.
+pub fn integer(field: &str, n: &Number, min: i64, max: i64) -> Result<i64, ApiError> {
+    n.as_i64()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| ApiError::BadRequest(format!("field `{field}` must be an integer in {min}..={max}, got {n}")))
 }
 
 /// `min` / `max` of a score range: a number, or a string in Redis syntax (`"(1.5"`, `"-inf"`, `"+inf"`).
@@ -90,12 +241,12 @@ impl Bound {
 }
 
 /// `limit` of `zrangebyscore`: Redis's `LIMIT offset count` (a negative count means all from the offset), as
-/// `{"offset": .., "count": ..}` or `[offset, count]`.
+/// `{"offset": .., "count": ..}` or `[offset, count]`. Their bounds are checked where the op is built.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RangeLimit {
-    pub offset: u32,
-    pub count: i64,
+    pub offset: Number,
+    pub count: Number,
 }
 
 pub fn bytes(s: Cow<'_, str>) -> Bytes<'_> {

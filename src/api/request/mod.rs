@@ -5,12 +5,12 @@
 //! from the body unless they contain JSON escapes or are base64. With `"encoding": "base64"`, values, hash
 //! values, sorted-set members and script arguments are base64; keys, hash field names and scripts never are.
 //! Every problem becomes a `bad_request` naming the field, or `unknown_op`; nothing here can panic on client
-//! input.
+//! input, and nothing is accepted in part: a body is one JSON value with each key once, and every number is
+//! checked against its field's bounds rather than rounded or cut.
 
 mod fields;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -18,8 +18,15 @@ use serde_json::value::RawValue;
 use super::error::ApiError;
 use crate::config::OnUnavailable;
 use crate::op::{Op, OpName};
-use fields::{bytes, keys, non_empty, Bound, Fields, Members, RangeLimit};
-pub use fields::{decode, Str};
+use fields::{bytes, keys, non_empty, Bound, Fields, Members, RangeLimit, UniqueMap};
+pub use fields::{decode, integer, Str};
+
+/// Largest `ttl_ms` of `set`: 10^18 ms (about 31.7 million years). Redis refuses an expiry whose deadline
+/// (now + ttl) passes 2^63 ms; this bound keeps every accepted value clear of that for good.
+pub const MAX_TTL_MS: i64 = 1_000_000_000_000_000_000;
+/// Bound of `seconds` of `expire`, either way: 10^15 s (the same deadline as [`MAX_TTL_MS`]). A negative or
+/// zero `seconds` is Redis's own meaning: the key is deleted.
+pub const MAX_EXPIRE_SECONDS: i64 = 1_000_000_000_000_000;
 
 /// How values travel in JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -57,22 +64,22 @@ struct Raw<'a> {
     fields: Option<Fields>,
     #[serde(borrow)]
     default: Option<&'a RawValue>,
-    ttl_ms: Option<u64>,
+    ttl_ms: Option<serde_json::Number>,
     nx: Option<bool>,
     xx: Option<bool>,
-    seconds: Option<i64>,
+    seconds: Option<serde_json::Number>,
     /// An integer for `incr`, any number for `zincrby`.
     by: Option<serde_json::Number>,
     #[serde(borrow)]
     member: Option<Str<'a>>,
     members: Option<Members>,
-    start: Option<i64>,
-    stop: Option<i64>,
+    start: Option<serde_json::Number>,
+    stop: Option<serde_json::Number>,
     withscores: Option<bool>,
     min: Option<Bound>,
     max: Option<Bound>,
     limit: Option<RangeLimit>,
-    pairs: Option<BTreeMap<String, String>>,
+    pairs: Option<UniqueMap<String>>,
     #[serde(borrow)]
     script: Option<Str<'a>>,
     #[serde(borrow)]
@@ -108,7 +115,9 @@ fn allowed(op: OpName) -> &'static [&'static str] {
     }
 }
 
-/// Turns a serde error into a `bad_request` naming the field it happened in.
+/// Reads a body that must be exactly one JSON object (trailing whitespace aside) into `T`; every problem is a
+/// `bad_request` naming the field it happened in. A repeated field is refused by serde's derived structs, a
+/// repeated key inside a map field by [`UniqueMap`], and anything after the value by the end check.
 pub fn deserialize<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     // serde would also accept a struct written as an array of its fields; the API takes objects only.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -119,8 +128,8 @@ pub fn deserialize<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError
     if let Ok(value) = serde_json::from_slice(body) {
         return Ok(value);
     }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if matches!(path.as_str(), "." | "?" | "") {
@@ -128,7 +137,15 @@ pub fn deserialize<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError
         } else {
             ApiError::BadRequest(format!("field `{path}`: {inner}"))
         }
-    })
+    })?;
+    // The value parsed, so the first pass failed on what follows it: a body is exactly one JSON value, and a
+    // second one (or anything else) must not be dropped without a word.
+    de.end().map_err(|e| {
+        ApiError::BadRequest(format!(
+            "invalid JSON body: {e}; a body is exactly one JSON value (trailing whitespace aside)"
+        ))
+    })?;
+    Ok(value)
 }
 
 /// Size limits on keys and values of typed ops (`api.max_key_bytes`, `api.max_value_bytes`).
@@ -237,7 +254,7 @@ fn check_sizes(raw: &Raw<'_>, limits: &Limits) -> Result<(), ApiError> {
         Some(Fields::List(list)) => list.iter().try_for_each(|f| key("fields", f))?,
         None => {}
     }
-    for (k, v) in raw.pairs.iter().flatten() {
+    for (k, v) in raw.pairs.iter().flat_map(|p| &p.0) {
         key("pairs", k)?;
         value("pairs", v)?;
     }
@@ -266,6 +283,9 @@ fn build<'a>(op_name: OpName, name: &str, raw: &Raw<'a>) -> Result<Op<'a>, ApiEr
         let m = raw.member.as_ref().ok_or_else(|| need("member"))?;
         decode(m.0.clone(), encoding, "member")
     };
+    let index = |field: &'static str, n: &Option<serde_json::Number>| {
+        integer(field, n.as_ref().ok_or_else(|| need(field))?, i64::MIN, i64::MAX)
+    };
     let range = |field: &'static str, bound: &Option<Bound>| bound.as_ref().ok_or_else(|| need(field))?.to_redis(field);
     let script_parts = || -> Result<_, ApiError> {
         let keys = keys(raw.keys.as_deref().unwrap_or_default(), "keys")?;
@@ -285,14 +305,16 @@ fn build<'a>(op_name: OpName, name: &str, raw: &Raw<'a>) -> Result<Op<'a>, ApiEr
             if nx && xx {
                 return Err(bad("fields `nx` and `xx` cannot both be true".into()));
             }
-            if raw.ttl_ms == Some(0) {
-                return Err(bad("field `ttl_ms` must be at least 1".into()));
-            }
+            let ttl_ms = raw
+                .ttl_ms
+                .as_ref()
+                .map(|n| integer("ttl_ms", n, 1, MAX_TTL_MS))
+                .transpose()?;
             let value = raw.value.as_ref().map(|s| s.0.clone()).ok_or_else(|| need("value"))?;
             Op::Set {
                 key: key()?,
                 value: decode(value, encoding, "value")?,
-                ttl_ms: raw.ttl_ms,
+                ttl_ms: ttl_ms.map(|ms| ms as u64),
                 nx,
                 xx,
             }
@@ -308,15 +330,18 @@ fn build<'a>(op_name: OpName, name: &str, raw: &Raw<'a>) -> Result<Op<'a>, ApiEr
         },
         OpName::Expire => Op::Expire {
             key: key()?,
-            seconds: raw.seconds.ok_or_else(|| need("seconds"))?,
+            seconds: integer(
+                "seconds",
+                raw.seconds.as_ref().ok_or_else(|| need("seconds"))?,
+                -MAX_EXPIRE_SECONDS,
+                MAX_EXPIRE_SECONDS,
+            )?,
         },
         OpName::Incr => Op::Incr {
             key: key()?,
             by: match &raw.by {
                 None => 1,
-                Some(n) => n
-                    .as_i64()
-                    .ok_or_else(|| bad(format!("field `by` must be an integer for op `incr`, got {n}")))?,
+                Some(n) => integer("by", n, i64::MIN, i64::MAX)?,
             },
         },
         OpName::HGet => {
@@ -404,8 +429,8 @@ fn build<'a>(op_name: OpName, name: &str, raw: &Raw<'a>) -> Result<Op<'a>, ApiEr
         }
         OpName::ZRange => Op::ZRange {
             key: key()?,
-            start: raw.start.ok_or_else(|| need("start"))?,
-            stop: raw.stop.ok_or_else(|| need("stop"))?,
+            start: index("start", &raw.start)?,
+            stop: index("stop", &raw.stop)?,
             withscores: raw.withscores.unwrap_or(false),
         },
         OpName::ZRangeByScore => Op::ZRangeByScore {
@@ -413,14 +438,21 @@ fn build<'a>(op_name: OpName, name: &str, raw: &Raw<'a>) -> Result<Op<'a>, ApiEr
             min: range("min", &raw.min)?,
             max: range("max", &raw.max)?,
             withscores: raw.withscores.unwrap_or(false),
-            limit: raw.limit.as_ref().map(|l| (i64::from(l.offset), l.count)),
+            limit: raw
+                .limit
+                .as_ref()
+                .map(|l| {
+                    let offset = integer("limit.offset", &l.offset, 0, i64::MAX)?;
+                    Ok::<_, ApiError>((offset, integer("limit.count", &l.count, i64::MIN, i64::MAX)?))
+                })
+                .transpose()?,
         },
         OpName::ZRemRangeByScore => Op::ZRemRangeByScore {
             key: key()?,
             min: range("min", &raw.min)?,
             max: range("max", &raw.max)?,
         },
-        OpName::MSet => match &raw.pairs {
+        OpName::MSet => match raw.pairs.as_ref().map(|p| &p.0) {
             Some(pairs) if !pairs.is_empty() => Op::MSet {
                 pairs: pairs
                     .iter()

@@ -163,7 +163,7 @@ fn new_ops_name_their_bad_fields() {
         (r#"{"op":"zadd","key":"z"}"#, "op `zadd` needs field `members`"),
         (r#"{"op":"zadd","key":"z","members":{}}"#, "must be a non-empty object"),
         (r#"{"op":"zadd","key":"z","members":["a"]}"#, "for op `zadd`"),
-        (r#"{"op":"zadd","key":"z","members":{"a":"high"}}"#, "field `members`"),
+        (r#"{"op":"zadd","key":"z","members":{"a":"high"}}"#, "field `members.a`"),
         (
             r#"{"op":"zrem","key":"z","members":{"a":1}}"#,
             "non-empty array of members",
@@ -244,4 +244,181 @@ fn keys_and_values_over_the_limits_are_refused_naming_the_limit() {
         &limits
     )
     .is_err());
+}
+
+#[test]
+fn a_body_is_exactly_one_json_value() {
+    // A second request, or anything else after the first value, is refused rather than dropped.
+    for body in [
+        r#"{"op":"get","key":"a"}{"op":"del","keys":["a"]}"#,
+        r#"{"op":"get","key":"a"} x"#,
+        r#"{"op":"get","key":"a"},"#,
+        r#"{"op":"get","key":"a"}]"#,
+        r#"{"op":"get","key":"a"}null"#,
+    ] {
+        let got = bad(body);
+        assert!(got.contains("trailing characters"), "{body}: {got}");
+        assert!(got.contains("exactly one JSON value"), "{body}: {got}");
+    }
+    assert!(parse(b"{\"op\":\"get\",\"key\":\"a\"} \r\n\t ", &Limits::default()).is_ok());
+}
+
+#[test]
+fn a_key_given_twice_is_refused_wherever_it_is() {
+    for (body, want) in [
+        (r#"{"op":"get","key":"a","key":"b"}"#, "duplicate field `key`"),
+        (r#"{"op":"get","op":"del","key":"a"}"#, "duplicate field `op`"),
+        (r#"{"op":"mset","pairs":{"a":"1","a":"2"}}"#, "duplicate key \"a\""),
+        (
+            r#"{"op":"hset","key":"h","fields":{"f":"1","f":"2"}}"#,
+            "duplicate key \"f\"",
+        ),
+        (
+            r#"{"op":"zadd","key":"z","members":{"m":1,"m":2}}"#,
+            "duplicate key \"m\"",
+        ),
+    ] {
+        let got = bad(body);
+        assert!(got.contains(want), "{body}: got {got:?}, want {want:?}");
+    }
+}
+
+#[test]
+fn numbers_out_of_bounds_name_the_field_and_its_bounds() {
+    let max_ttl = format!("1..={MAX_TTL_MS}");
+    let max_seconds = format!("-{MAX_EXPIRE_SECONDS}..={MAX_EXPIRE_SECONDS}");
+    let i64s = format!("{}..={}", i64::MIN, i64::MAX);
+    let cases = [
+        (
+            r#"{"op":"set","key":"k","value":"v","ttl_ms":0}"#.to_owned(),
+            format!("field `ttl_ms` must be an integer in {max_ttl}, got 0"),
+        ),
+        (
+            r#"{"op":"set","key":"k","value":"v","ttl_ms":9223372036854775808}"#.into(),
+            format!("field `ttl_ms` must be an integer in {max_ttl}"),
+        ),
+        (
+            r#"{"op":"set","key":"k","value":"v","ttl_ms":18446744073709551616}"#.into(),
+            format!("field `ttl_ms` must be an integer in {max_ttl}"),
+        ),
+        (
+            r#"{"op":"set","key":"k","value":"v","ttl_ms":1000000000000000001}"#.into(),
+            format!("field `ttl_ms` must be an integer in {max_ttl}"),
+        ),
+        (
+            r#"{"op":"set","key":"k","value":"v","ttl_ms":1.5}"#.into(),
+            "field `ttl_ms` must be an integer".into(),
+        ),
+        (
+            r#"{"op":"set","key":"k","value":"v","ttl_ms":-1}"#.into(),
+            "field `ttl_ms` must be an integer".into(),
+        ),
+        (
+            r#"{"op":"expire","key":"k","seconds":1000000000000001}"#.into(),
+            format!("field `seconds` must be an integer in {max_seconds}"),
+        ),
+        (
+            r#"{"op":"expire","key":"k","seconds":-1e300}"#.into(),
+            format!("field `seconds` must be an integer in {max_seconds}"),
+        ),
+        (
+            r#"{"op":"incr","key":"k","by":9223372036854775808}"#.into(),
+            format!("field `by` must be an integer in {i64s}"),
+        ),
+        (
+            r#"{"op":"zrange","key":"z","start":0,"stop":1e19}"#.into(),
+            format!("field `stop` must be an integer in {i64s}"),
+        ),
+        (
+            r#"{"op":"zrangebyscore","key":"z","min":0,"max":1,"limit":[-1,1]}"#.into(),
+            "field `limit.offset` must be an integer in 0..=".into(),
+        ),
+        (
+            r#"{"op":"zrangebyscore","key":"z","min":0,"max":1,"limit":[0,0.5]}"#.into(),
+            "field `limit.count` must be an integer".into(),
+        ),
+        (
+            r#"{"op":"set","key":"k","value":"v","ttl_ms":"5"}"#.into(),
+            "field `ttl_ms`: invalid type: string".into(),
+        ),
+    ];
+    for (body, want) in cases {
+        let got = bad(&body);
+        assert!(got.contains(&want), "{body}: got {got:?}, want {want:?}");
+    }
+    // The bounds themselves are accepted.
+    let r = op(r#"{"op":"set","key":"k","value":"v","ttl_ms":1000000000000000000}"#);
+    assert!(matches!(
+        r,
+        Op::Set {
+            ttl_ms: Some(1_000_000_000_000_000_000),
+            ..
+        }
+    ));
+    let r = op(r#"{"op":"expire","key":"k","seconds":-1000000000000000}"#);
+    assert!(matches!(
+        r,
+        Op::Expire {
+            seconds: -1_000_000_000_000_000,
+            ..
+        }
+    ));
+    let r = op(r#"{"op":"zrangebyscore","key":"z","min":0,"max":1,"limit":[9223372036854775807,-1]}"#);
+    assert!(matches!(
+        r,
+        Op::ZRangeByScore {
+            limit: Some((i64::MAX, -1)),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn infinite_scores_are_the_strings_zrange_answers_with() {
+    let by_map = op(r#"{"op":"zadd","key":"z","members":{"a":"inf","b":"-inf","c":"+inf","d":2}}"#);
+    let by_list = op(r#"{"op":"zadd","key":"z","members":[["inf","a"],["-inf","b"],["+inf","c"],[2,"d"]]}"#);
+    assert_eq!(by_map, by_list);
+    let want = vec![
+        (f64::INFINITY, b("a")),
+        (f64::NEG_INFINITY, b("b")),
+        (f64::INFINITY, b("c")),
+        (2.0, b("d")),
+    ];
+    assert!(
+        matches!(&by_map, Op::ZAdd { members, .. } if members == &want),
+        "{by_map:?}"
+    );
+    // Redis reads these as the infinities.
+    let args: Vec<Vec<u8>> = by_map
+        .to_cmd()
+        .args_iter()
+        .map(|a| match a {
+            redis::Arg::Simple(a) => a.to_vec(),
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(args[2], b"inf");
+    assert_eq!(args[4], b"-inf");
+    for (body, want) in [
+        (
+            r#"{"op":"zadd","key":"z","members":{"a":"nan"}}"#,
+            "field `members.a`: invalid value: string \"nan\"",
+        ),
+        (
+            r#"{"op":"zadd","key":"z","members":{"a":"Infinity"}}"#,
+            "field `members.a`",
+        ),
+        (
+            r#"{"op":"zadd","key":"z","members":[["1","a"]]}"#,
+            "field `members[0][0]`: invalid value: string \"1\"",
+        ),
+        (r#"{"op":"zadd","key":"z","members":[[1,"a",2]]}"#, "field `members[0]`"),
+        (
+            r#"{"op":"zadd","key":"z","members":[[1,"a"],"b"]}"#,
+            "mixes member names and [score, member] pairs",
+        ),
+    ] {
+        let got = bad(body);
+        assert!(got.contains(want), "{body}: got {got:?}, want {want:?}");
+    }
 }

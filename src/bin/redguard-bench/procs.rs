@@ -17,7 +17,9 @@ impl Scratch {
             .unwrap_or_default()
             .subsec_nanos();
         let dir = std::env::temp_dir().join(format!("redguard-bench-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        // A new directory or an error: one that already exists (or a link planted under that name) is not
+        // ours, and the tool writes configs and logs into it and removes it on drop.
+        std::fs::create_dir(&dir)?;
         Ok(Scratch(dir))
     }
 

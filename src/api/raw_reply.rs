@@ -31,7 +31,7 @@ use super::request::Encoding;
 pub const NOT_UTF8: &str = "not utf-8";
 
 /// A raw reply, rendered in the request's encoding.
-pub struct Resp<'a>(pub &'a Value, pub Encoding);
+pub struct RawReply<'a>(pub &'a Value, pub Encoding);
 
 /// A string value: text, or base64 when asked.
 pub struct Text<'a>(pub &'a [u8], pub Encoding);
@@ -81,13 +81,13 @@ struct ErrorDetail<'a> {
     message: &'a str,
 }
 
-impl Serialize for Resp<'_> {
+impl Serialize for RawReply<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let enc = self.1;
         let seq = |items: &[Value], s: S| {
             let mut seq = s.serialize_seq(Some(items.len()))?;
             for item in items {
-                seq.serialize_element(&Resp(item, enc))?;
+                seq.serialize_element(&RawReply(item, enc))?;
             }
             seq.end()
         };
@@ -109,20 +109,20 @@ impl Serialize for Resp<'_> {
                     Some(keys) if unique => {
                         let mut map = s.serialize_map(Some(entries.len()))?;
                         for (key, (_, value)) in keys.iter().zip(entries) {
-                            map.serialize_entry(&Text(key, enc), &Resp(value, enc))?;
+                            map.serialize_entry(&Text(key, enc), &RawReply(value, enc))?;
                         }
                         map.end()
                     }
                     _ => {
                         let mut seq = s.serialize_seq(Some(entries.len()))?;
                         for (key, value) in entries {
-                            seq.serialize_element(&[Resp(key, enc), Resp(value, enc)])?;
+                            seq.serialize_element(&[RawReply(key, enc), RawReply(value, enc)])?;
                         }
                         seq.end()
                     }
                 }
             }
-            Value::Attribute { data, .. } => Resp(data, enc).serialize(s),
+            Value::Attribute { data, .. } => RawReply(data, enc).serialize(s),
             Value::Double(f) => serialize_f64(*f, s),
             Value::Boolean(b) => s.serialize_bool(*b),
             Value::BigNumber(digits) => s.serialize_str(&String::from_utf8_lossy(digits)),
@@ -150,7 +150,7 @@ mod tests {
     use super::*;
 
     fn json(v: Value, enc: Encoding) -> Result<String, String> {
-        serde_json::to_string(&Resp(&v, enc)).map_err(|e| e.to_string())
+        serde_json::to_string(&RawReply(&v, enc)).map_err(|e| e.to_string())
     }
 
     fn utf8(v: Value) -> String {

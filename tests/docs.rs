@@ -1,0 +1,318 @@
+//! Keeps the reference docs honest: `docs/configuration.md` lists exactly the config keys redguard accepts and
+//! `examples/redguard.yaml` holds, and `docs/operations.md` names every metric `src/metrics.rs` registers.
+//!
+//! The accepted keys are read from the code's own behaviour, not from a list kept by hand: every config struct
+//! rejects unknown keys (`deny_unknown_fields`), and serde's refusal of an unknown key names every key the
+//! struct takes ("unknown field `__probe__`, expected one of `a`, `b`"). Probing each section, then each key
+//! of it with a mapping (a nested section answers with its own list) or a list of mappings (`notify.sinks`),
+//! gives the whole tree. So a key added to a struct shows up here without anyone updating this test, and a key
+//! removed from one makes its documentation fail. Sink keys are written `notify.sinks[].key`; the types a sink
+//! key belongs to (the doc's "types" column) are checked against what validation accepts for each type.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use redguard::config::{Config, ConfigError};
+use serde_yaml_ng::{Mapping, Value};
+
+const PROBE: &str = "__probe__";
+const SINK_TYPES: [&str; 3] = ["slack", "pagerduty", "webhook"];
+
+fn read(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
+}
+
+/// One step from the root of the config to a probed place.
+#[derive(Clone)]
+enum Step {
+    Key(String),
+    /// Into the first element of a list (of sections).
+    Item,
+}
+
+/// The YAML that puts `leaf` at `path`.
+fn nest(path: &[Step], leaf: Value) -> Value {
+    path.iter().rev().fold(leaf, |inner, step| match step {
+        Step::Key(k) => Value::Mapping(Mapping::from_iter([(Value::from(k.as_str()), inner)])),
+        Step::Item => Value::Sequence(vec![inner]),
+    })
+}
+
+/// The keys of the section at `path`, if it is one: serde names them when it refuses an unknown key there.
+fn section_keys(path: &[Step]) -> Option<Vec<String>> {
+    let probe = Value::Mapping(Mapping::from_iter([(Value::from(PROBE), Value::from(1))]));
+    let yaml = serde_yaml_ng::to_string(&nest(path, probe)).expect("probe YAML serializes");
+    let message = match Config::from_yaml(&yaml, "probe") {
+        Err(ConfigError::Parse { message, .. }) => message,
+        _ => return None,
+    };
+    let rest = &message[message.find(&format!("unknown field `{PROBE}`"))?..];
+    if rest.contains("there are no fields") {
+        return Some(Vec::new());
+    }
+    let listed = &rest[rest.find("expected")?..];
+    Some(listed.split('`').skip(1).step_by(2).map(str::to_owned).collect())
+}
+
+/// Every key the config structs accept, as `section.key` (`notify.sinks[].key` inside a sink).
+fn accepted_keys() -> BTreeSet<String> {
+    fn walk(path: Vec<Step>, name: String, keys: &mut BTreeSet<String>) {
+        for key in section_keys(&path).expect("walk only visits sections") {
+            let mut below = path.clone();
+            below.push(Step::Key(key.clone()));
+            let dotted = if name.is_empty() {
+                key.clone()
+            } else {
+                format!("{name}.{key}")
+            };
+            if section_keys(&below).is_some() {
+                walk(below, dotted, keys);
+                continue;
+            }
+            below.push(Step::Item);
+            if section_keys(&below).is_some() {
+                // A list of sections: the list is a key, and so is each key of an element.
+                keys.insert(dotted.clone());
+                walk(below, format!("{dotted}[]"), keys);
+            } else {
+                keys.insert(dotted);
+            }
+        }
+    }
+    let sections = section_keys(&[])
+        .expect("the config no longer refuses unknown keys (deny_unknown_fields), so this test cannot learn its keys");
+    assert!(
+        sections.iter().any(|s| s == "redis"),
+        "unexpected top-level keys: {sections:?}"
+    );
+    let mut keys = BTreeSet::new();
+    walk(Vec::new(), String::new(), &mut keys);
+    keys
+}
+
+/// The keys of a YAML file, flattened the same way (a list of mappings as `key[].field`).
+fn yaml_keys(value: &Value, name: &str, keys: &mut BTreeSet<String>) {
+    match value {
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                let k = k.as_str().expect("config keys are strings");
+                let dotted = if name.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{name}.{k}")
+                };
+                yaml_keys(v, &dotted, keys);
+            }
+        }
+        Value::Sequence(items) if items.iter().any(Value::is_mapping) => {
+            keys.insert(name.to_owned());
+            items
+                .iter()
+                .for_each(|item| yaml_keys(item, &format!("{name}[]"), keys));
+        }
+        _ => {
+            keys.insert(name.to_owned());
+        }
+    }
+}
+
+/// A documented key: the table row it is in, split into cells.
+struct Row {
+    key: String,
+    cells: Vec<String>,
+}
+
+/// The rows of docs/configuration.md's tables whose first cell is a key in backticks.
+fn documented_rows() -> Vec<Row> {
+    let is_key = |s: &str| {
+        s.contains('.')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c))
+    };
+    read("docs/configuration.md")
+        .lines()
+        .filter(|line| line.starts_with('|'))
+        .filter_map(|line| {
+            let cells: Vec<String> = line
+                .trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_owned())
+                .collect();
+            let key = cells.first()?.strip_prefix('`')?.strip_suffix('`')?.to_owned();
+            is_key(&key).then_some(Row { key, cells })
+        })
+        .collect()
+}
+
+fn difference(a: &BTreeSet<String>, b: &BTreeSet<String>) -> Vec<String> {
+    a.difference(b).cloned().collect()
+}
+
+#[test]
+fn configuration_doc_lists_each_accepted_key_exactly_once() {
+    let accepted = accepted_keys();
+    let rows = documented_rows();
+    let mut seen = BTreeMap::<&str, usize>::new();
+    rows.iter().for_each(|r| *seen.entry(r.key.as_str()).or_default() += 1);
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).map(|(k, _)| *k).collect();
+    assert!(
+        twice.is_empty(),
+        "docs/configuration.md documents these keys more than once: {twice:?}"
+    );
+    let documented: BTreeSet<String> = seen.keys().map(|k| k.to_string()).collect();
+    let missing = difference(&accepted, &documented);
+    let unknown = difference(&documented, &accepted);
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "docs/configuration.md is out of step with the config structs:\n  accepted but not documented: \
+         {missing:?}\n  documented but not accepted: {unknown:?}"
+    );
+}
+
+#[test]
+fn example_config_has_every_accepted_key_except_the_per_sink_ones() {
+    let mut example = BTreeSet::new();
+    let text = read("examples/redguard.yaml");
+    yaml_keys(
+        &serde_yaml_ng::from_str(&text).expect("examples/redguard.yaml parses"),
+        "",
+        &mut example,
+    );
+    // The example has no sink (`sinks: []`): which keys a sink takes depends on its type (docs/configuration.md).
+    let accepted: BTreeSet<String> = accepted_keys().into_iter().filter(|k| !k.contains("[]")).collect();
+    let missing = difference(&accepted, &example);
+    let unknown = difference(&example, &accepted);
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "examples/redguard.yaml is out of step with the config structs:\n  accepted but not in the example: \
+         {missing:?}\n  in the example but not accepted: {unknown:?}"
+    );
+    let example = Config::from_yaml(&text, "examples/redguard.yaml").expect("the example config is valid");
+    let defaults = Config::from_yaml("", "<defaults>").expect("the defaults are valid");
+    assert!(
+        example == defaults,
+        "examples/redguard.yaml must hold every key at its default"
+    );
+}
+
+/// A value of the right type for a sink key, so that validation gets as far as judging the key's type.
+fn sample(key: &str) -> Value {
+    match key {
+        "severity" => Value::from("info"),
+        "headers" => Value::Mapping(Mapping::from_iter([(Value::from("X-Test"), Value::from("v"))])),
+        _ => Value::from("x"),
+    }
+}
+
+#[test]
+fn sink_keys_belong_to_the_types_the_doc_says() {
+    let rows: Vec<Row> = documented_rows()
+        .into_iter()
+        .filter(|r| r.key.starts_with("notify.sinks[]."))
+        .collect();
+    assert!(!rows.is_empty(), "docs/configuration.md documents no sink keys");
+    for row in rows {
+        let key = row.key.trim_start_matches("notify.sinks[].");
+        let types = row
+            .cells
+            .get(1)
+            .unwrap_or_else(|| panic!("{}: no types column", row.key));
+        for kind in SINK_TYPES {
+            let documented = types.contains(&format!("`{kind}`"));
+            if key == "type" {
+                assert!(documented, "notify.sinks[].type must list {kind}");
+                continue;
+            }
+            let sink = Mapping::from_iter([
+                (Value::from("type"), Value::from(kind)),
+                (Value::from(key), sample(key)),
+            ]);
+            let yaml = serde_yaml_ng::to_string(&nest(
+                &[Step::Key("notify".into()), Step::Key("sinks".into())],
+                Value::Sequence(vec![Value::Mapping(sink)]),
+            ))
+            .unwrap();
+            let refused = match Config::from_yaml(&yaml, "probe") {
+                Err(ConfigError::Invalid { problems, .. }) => problems
+                    .iter()
+                    .any(|p| p.contains(&format!("notify.sinks[0].{key} is not a setting of type {kind}"))),
+                Err(ConfigError::Parse { message, .. }) => {
+                    panic!("{}: give the test a sample value: {message}", row.key)
+                }
+                _ => false,
+            };
+            assert_eq!(
+                documented,
+                !refused,
+                "docs/configuration.md says {} {} a key of type {kind}, but validation {} it",
+                row.key,
+                if documented { "is" } else { "is not" },
+                if refused { "refuses" } else { "accepts" }
+            );
+        }
+    }
+}
+
+/// Each `redguard_*` name in `text` (a word starting there), without a histogram's series suffix.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("redguard_").map(|i| i + from) {
+        let word = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+        let end = at + bytes[at..].iter().take_while(|&&b| word(b)).count();
+        if at == 0 || !(word(bytes[at - 1]) || bytes[at - 1].is_ascii_uppercase()) {
+            let name = &text[at..end];
+            let name = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|n| n.ends_with("_seconds")))
+                .unwrap_or(name);
+            names.insert(name.to_owned());
+        }
+        from = end;
+    }
+    names
+}
+
+/// The metrics `src/metrics.rs` registers: the quoted `"redguard_..."` names outside its tests.
+fn registered_metrics() -> BTreeSet<String> {
+    let source = read("src/metrics.rs");
+    let code = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+    let names: BTreeSet<String> = code
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with("redguard_") && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        names.len() > 10,
+        "found too few metric names in src/metrics.rs: {names:?}"
+    );
+    names
+}
+
+#[test]
+fn operations_doc_names_every_metric_and_no_other() {
+    let registered = registered_metrics();
+    let documented = metric_names(&read("docs/operations.md"));
+    let missing = difference(&registered, &documented);
+    assert!(
+        missing.is_empty(),
+        "docs/operations.md does not document these metrics: {missing:?}"
+    );
+    for doc in [
+        "README.md",
+        "docs/operations.md",
+        "docs/api.md",
+        "docs/topologies.md",
+        "docs/ARCHITECTURE.md",
+    ] {
+        let unknown = difference(&metric_names(&read(doc)), &registered);
+        assert!(
+            unknown.is_empty(),
+            "{doc} names metrics that src/metrics.rs does not register: {unknown:?}"
+        );
+    }
+}
