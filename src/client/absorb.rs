@@ -9,11 +9,14 @@
 //! The key a value comes from may carry a TTL set by anyone (another client, a raw command), and the value must
 //! not be served from the fallback after Redis dropped the key: an expired session token or lock is gone. So
 //! every op whose reply fills the cache (GET, MGET, HGET, HGETALL, INCR, HSET: [`ttl_probes`]) is sent with a
-//! `PTTL` of each key it fills right behind it, in the same round trip (one pipeline, one breaker call; in
-//! cluster mode the same key is in the same slot, so both go to the same node), and the entry's deadline is
-//! that expiry, counted from *before* the command was sent, so the round trip can only shorten it. A key whose
-//! PTTL is unknown (an error, or -2: it went away between the two commands) is not cached. Writes that set the
-//! expiry themselves (SET with `ttl_ms`, EXPIRE) use what they set; SET and MSET without one clear it.
+//! `PTTL` of each key it fills right behind it, in the same round trip and the same breaker call
+//! ([`Backend::query_then`]: a two-command pipeline in standalone and sentinel mode; in cluster mode two routed
+//! commands sent together, to the same node since the key is the same, each following its own redirects; in
+//! `/v1/pipeline`, after the caller's commands in the same batch). The entry's deadline is that expiry, counted
+//! from *before* the command was sent, so the round trip can only shorten it. A key whose PTTL is unknown (an
+//! error, or -2: it went away between the two commands) is not cached. Writes that set the expiry themselves
+//! (SET with `ttl_ms`, EXPIRE) use what they set; SET and MSET without one clear it. Nothing is asked while the
+//! cache is off (a zero limit).
 //!
 //! The accepted race: PTTL runs just after the read, not atomically with it. A key replaced between the two by
 //! another client (deleted and written again with another TTL) gives the old value the new key's TTL; the
@@ -23,6 +26,11 @@
 //! answers of concurrent requests may be absorbed in another order than Redis ran them; a PERSIST or a longer
 //! EXPIRE by someone else therefore only takes effect once the earlier deadline has passed and the key is read
 //! again.
+//!
+//! Not covered: an expiry another client gives a key *after* redguard last read it, with no read through
+//! redguard since (the cache learns only from what passes through it, as it does for values). Raw commands
+//! through redguard that change a TTL (EXPIRE, PEXPIRE, PERSIST, GETEX, SET .. KEEPTTL ...) are writes in the
+//! command table, so they drop the cached entries of their keys (`raw`), and the next read learns the new TTL.
 //!
 //! Redis's server-assisted client-side caching (`CLIENT TRACKING`) was not chosen: its invalidation messages
 //! stop exactly when they would matter (Redis unreachable while a key expires, which is when the fallback
