@@ -63,8 +63,9 @@ impl Handler for AdminHandler {
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     // Refresh the mirrored gauges (state-derived figures, cache size) before rendering.
-    health::figures(&admin.client);
-    let body = admin.client.metrics().render();
+    let client = &admin.client;
+    client.metrics().mirror(client.breaker(), client.cache());
+    let body = client.metrics().render();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,

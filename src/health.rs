@@ -68,14 +68,11 @@ pub struct ConfigInForce {
     pub command_timeout_seconds: f64,
 }
 
-/// Updates the gauges that mirror other components, then returns the figures.
+/// The figures, read from the same counters `/metrics` renders.
 pub fn figures<B: Backend>(client: &Resilient<B>) -> CircuitFigures {
     let m = client.metrics();
     let snapshot = client.breaker().snapshot();
-    m.consecutive_failures.set(i64::from(snapshot.consecutive_failures));
     let cache = client.cache();
-    m.cache_entries.set(cache.len() as i64);
-    m.cache_bytes.set(cache.bytes() as i64);
 
     let (ok, failed, rejected, app) = (
         m.calls(CallResult::Success),

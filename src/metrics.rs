@@ -15,7 +15,8 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::breaker::{Observer, State, Transition};
+use crate::breaker::{Breaker, Observer, State, Transition};
+use crate::cache::FallbackCache;
 use crate::op::OpName;
 
 /// Label values of `redguard_redis_command_duration_seconds{op}`: the typed ops, then the calls that are not
@@ -221,6 +222,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Brings the gauges that mirror the breaker and the cache up to date; called before `/metrics` renders.
+    pub fn mirror(&self, breaker: &Breaker, cache: &FallbackCache) {
+        self.consecutive_failures
+            .set(i64::from(breaker.snapshot().consecutive_failures));
+        self.cache_entries.set(cache.len() as i64);
+        self.cache_bytes.set(cache.bytes() as i64);
+    }
+
     pub fn new(redis_mode: &str) -> Metrics {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
