@@ -51,7 +51,7 @@ fn sha1(script: &str) -> String {
 }
 
 #[test]
-fn every_new_typed_op_round_trips_through_redis() {
+fn sorted_set_multi_key_time_and_script_ops_round_trip_through_redis() {
     let (redis, rg) = start();
     assert_eq!(
         ok(&rg, json!({"op": "zadd", "key": "z", "members": {"a": 1, "b": 2}})),
@@ -476,7 +476,7 @@ fn a_non_atomic_pipeline_of_reads_is_served_from_the_cache_while_forced_open() {
 }
 
 #[test]
-fn the_new_ops_fall_back_as_their_class_says_while_open() {
+fn sorted_set_multi_key_time_and_script_ops_fall_back_as_their_class_says_while_open() {
     let (_redis, rg) = start();
     ok(&rg, json!({"op": "set", "key": "a", "value": "1"}));
     assert_eq!(rg.control("force_open").status, 200);
@@ -570,7 +570,7 @@ fn raw_writes_drop_the_keys_the_command_table_gives_and_reads_drop_none() {
 }
 
 #[test]
-fn bad_requests_on_the_new_routes_name_the_field() {
+fn bad_requests_on_the_command_pipeline_and_ratelimit_routes_name_the_field() {
     let redis = RedisServer::start();
     let rg = Redguard::start(&redis.url(), "api:\n  max_pipeline_commands: 2\n");
     let cases = [
