@@ -16,7 +16,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use redguard::api::reply::render;
 use redguard::api::request::{parse, Encoding, Limits};
 use redguard::breaker::{Breaker, Override, Settings};
-use redguard::cache::{CacheSettings, FallbackCache};
+use redguard::cache::{CacheSettings, FallbackCache, KeyExpiry};
 use redguard::client::{Reply, Served, Source};
 use redguard::clock::SystemClock;
 
@@ -186,7 +186,7 @@ fn fallback_cache(c: &mut Criterion) {
         );
         let keys: Vec<Vec<u8>> = (0..entries * 2).map(|i| format!("key:{i}").into_bytes()).collect();
         for k in &keys[..entries] {
-            cache.put_str(k, &value, None);
+            cache.put_str(k, &value, KeyExpiry::Never);
         }
         // Visit the held keys in a scattered order, so the LRU list and the hash table are not walked in line.
         let stride = 7919 % entries;
@@ -200,7 +200,7 @@ fn fallback_cache(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("put_existing", entries), |b| {
             b.iter(|| {
                 i = (i + stride) % entries;
-                cache.put_str(black_box(&keys[i]), black_box(&value), None)
+                cache.put_str(black_box(&keys[i]), black_box(&value), KeyExpiry::Never)
             })
         });
         // A new key into the full cache: an insert plus the eviction of the least recently used entry.
@@ -208,7 +208,7 @@ fn fallback_cache(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("put_new_evicting", entries), |b| {
             b.iter(|| {
                 j = (j + 1) % keys.len();
-                cache.put_str(black_box(&keys[j]), black_box(&value), None)
+                cache.put_str(black_box(&keys[j]), black_box(&value), KeyExpiry::Never)
             })
         });
         // The same, with every new key's elder by half the cache read back: reads keep half of the entries
@@ -216,7 +216,7 @@ fn fallback_cache(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("put_new_evicting_half_read", entries), |b| {
             b.iter(|| {
                 j = (j + 1) % keys.len();
-                cache.put_str(black_box(&keys[j]), black_box(&value), None);
+                cache.put_str(black_box(&keys[j]), black_box(&value), KeyExpiry::Never);
                 if j.is_multiple_of(2) {
                     let elder = (j + keys.len() - entries / 2) % keys.len();
                     black_box(cache.get_str(black_box(&keys[elder])));

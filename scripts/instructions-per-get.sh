@@ -61,7 +61,7 @@ EOF
 count() {
     local what=$1 n=$2 out="$work/cg.$1.$2"
     if [ "$what" = redguard ]; then
-        printf 'listen:\n  socket: %s\nredis:\n  url: redis://127.0.0.1:%s\n' "$work/rg.sock" "$redis_port" >"$work/rg.yaml"
+        printf 'listen:\n  socket: %s\nredis:\n  url: redis://127.0.0.1:%s\nadmin:\n  listen: 127.0.0.1:0\n' "$work/rg.sock" "$redis_port" >"$work/rg.yaml"
         valgrind --tool=callgrind --callgrind-out-file="$out" "$REDGUARD_BIN" run --config "$work/rg.yaml" \
             >"$work/$what.log" 2>&1 &
         for _ in $(seq 1 600); do [ -S "$work/rg.sock" ] && break; sleep 0.1; done

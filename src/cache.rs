@@ -4,8 +4,10 @@
 //! that makes that knowledge uncertain drops it, so the cache never serves a value older than the last
 //! acknowledged write. It is bounded by entry count *and* by bytes (key plus value lengths, kept exact
 //! through every update), evicting least-recently-used entries first. Each entry also has a lifetime:
-//! `settings.ttl` from its last refresh, further capped by any expiry known to exist on the Redis key,
-//! so a cached value neither goes too stale nor outlives the key it mirrors.
+//! `settings.ttl` from its last refresh, further capped by the expiry of the Redis key ([`KeyExpiry`]), so a
+//! cached value neither goes too stale nor outlives the key it mirrors. The client learns that expiry with
+//! every value it caches (PTTL in the same round trip, see `client/absorb.rs`); a value whose key's expiry is
+//! unknown is not kept at all.
 //!
 //! This file holds those rules; `cache/store.rs` holds the entries, laid out so that the memory spent
 //! beyond `max_bytes` stays small, in the segments of `cache/arena.rs`.
@@ -34,6 +36,30 @@ pub struct CacheSettings {
 impl CacheSettings {
     fn admits(&self, size: u64) -> bool {
         self.max_entries > 0 && self.max_bytes > 0 && size <= self.max_bytes.min(MAX_ENTRY_BYTES)
+    }
+}
+
+/// What is known of the expiry of the Redis key behind a value, as the cache is told it with the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyExpiry {
+    /// The key has no expiry (PTTL answered -1, or a SET without one, which clears it).
+    Never,
+    /// The key expires at this instant of the cache's clock, or later (the instant is taken before the
+    /// command was sent, so the entry never outlives the key by a round trip).
+    At(Instant),
+    /// Unknown (not asked, PTTL failed, or the key was gone by the time PTTL ran): the value is not kept, and
+    /// any older value of the key is dropped, since it is no longer what Redis holds.
+    Unknown,
+}
+
+impl KeyExpiry {
+    /// `Some(deadline)` to keep a value learned at `now` (`None`: no deadline), `None` to keep nothing.
+    fn deadline(self, now: Instant) -> Option<Option<Instant>> {
+        match self {
+            KeyExpiry::Never => Some(None),
+            KeyExpiry::At(at) if at > now => Some(Some(at)),
+            KeyExpiry::At(_) | KeyExpiry::Unknown => None,
+        }
     }
 }
 
@@ -147,15 +173,30 @@ impl Inner {
         true
     }
 
-    fn set_hash_fields(&mut self, key: &[u8], fields: &[(&[u8], &[u8])], now: Instant) {
+    /// Stores `value` if its key's expiry is known and still ahead, else drops the key's entry. Returns whether
+    /// the value is held.
+    fn learn(&mut self, key: &[u8], value: Value<'_>, expiry: KeyExpiry, now: Instant) -> bool {
+        match expiry.deadline(now) {
+            Some(deadline) => self.store(key, value, deadline, now),
+            None => {
+                self.remove(key);
+                false
+            }
+        }
+    }
+
+    fn set_hash_fields(&mut self, key: &[u8], fields: &[(&[u8], &[u8])], expiry: KeyExpiry, now: Instant) {
+        let Some(deadline) = expiry.deadline(now) else {
+            return self.remove(key);
+        };
         let Some(i) = self.find_live(key, now) else {
-            self.store(key, partial_hash(fields), None, now);
+            self.store(key, partial_hash(fields), deadline, now);
             return;
         };
         let old = self.store.bytes(i);
         let Some(hash) = self.store.hash_mut(i) else {
             // A string replaced by a hash: store() swaps the value and keeps any known key deadline.
-            self.store(key, partial_hash(fields), None, now);
+            self.store(key, partial_hash(fields), deadline, now);
             return;
         };
         for &(f, v) in fields {
@@ -171,7 +212,7 @@ impl Inner {
         }
         let expiry = Expiry {
             fresh_until: self.fresh_until(now),
-            ..self.store.expiry(i)
+            deadline: self.store.expiry(i).deadline.min(self.tick(deadline)),
         };
         self.store.set_expiry(i, expiry);
         self.store.promote(i);
@@ -204,13 +245,13 @@ impl Inner {
         }
     }
 
-    fn cap_expiry(&mut self, key: &[u8], in_: Duration, now: Instant) {
-        if in_.is_zero() {
+    fn cap_expiry(&mut self, key: &[u8], at: Instant, now: Instant) {
+        if at <= now {
             return self.remove(key);
         }
         if let Some(i) = self.find_live(key, now) {
             let mut expiry = self.store.expiry(i);
-            expiry.deadline = expiry.deadline.min(self.tick(now.checked_add(in_)));
+            expiry.deadline = expiry.deadline.min(self.tick(Some(at)));
             self.store.set_expiry(i, expiry);
         }
     }
@@ -220,6 +261,8 @@ impl Inner {
 pub struct FallbackCache {
     inner: Mutex<Inner>,
     clock: SharedClock,
+    /// Neither limit is zero: values may be kept.
+    enabled: bool,
 }
 
 impl FallbackCache {
@@ -232,7 +275,13 @@ impl FallbackCache {
             limits,
             epoch: clock.now(),
         });
-        FallbackCache { inner, clock }
+        let enabled = limits.max_entries > 0 && limits.max_bytes > 0;
+        FallbackCache { inner, clock, enabled }
+    }
+
+    /// Whether values may be kept at all (no limit is zero); when not, callers need not learn anything for it.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
     }
 
     /// A panic elsewhere while holding the lock cannot leave the map half-updated, so poison is ignored.
@@ -292,16 +341,10 @@ impl FallbackCache {
         found
     }
 
-    /// Stores a string value (after a successful GET, SET, INCR, or a SET that could not reach Redis).
-    /// The value is fresh, so its `settings.ttl` restarts now; `expires_in` (SET with ttl_ms) and any
-    /// expiry already known for the key still cap its life, so the entry never outlives the Redis key.
-    ///
-    /// Returns whether the value is now held (not when the cache is disabled or the value too large for it), so
-    /// that an answer saying `"cached": true` is true.
-    pub fn put_str(&self, key: &[u8], value: &[u8], expires_in: Option<Duration>) -> bool {
-        let now = self.clock.now();
-        let deadline = expires_in.and_then(|d| now.checked_add(d));
-        self.lock().store(key, Value::Str(value), deadline, now)
+    /// The cache's clock: what a caller reads before asking Redis, to give a [`KeyExpiry::At`] that is
+    /// never later than the key's.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// Stores several string values at once (an MSET that could not reach Redis), under one lock. Returns
@@ -317,9 +360,21 @@ impl FallbackCache {
         all && pairs.iter().all(|(k, _)| inner.store.find(k.as_ref()).is_some())
     }
 
-    /// Stores a complete hash (after a successful HGETALL), restarting its `settings.ttl` like `put_str`.
-    /// An empty hash means the key does not exist: the entry is removed.
-    pub fn put_hash(&self, key: &[u8], fields: &[(Vec<u8>, Vec<u8>)]) {
+    /// Stores a string value (after a successful GET, SET, INCR, or a SET that could not reach Redis).
+    /// The value is fresh, so its `settings.ttl` restarts now; `expiry` (the Redis key's) and any expiry
+    /// already known for the key still cap its life, so the entry never outlives the Redis key. With the
+    /// key's expiry unknown or already past, nothing is kept and the old entry is dropped.
+    ///
+    /// Returns whether the value is now held (not when the cache is disabled, the value too large for it or the
+    /// key's expiry unknown), so that an answer saying `"cached": true` is true.
+    pub fn put_str(&self, key: &[u8], value: &[u8], expiry: KeyExpiry) -> bool {
+        let now = self.clock.now();
+        self.lock().learn(key, Value::Str(value), expiry, now)
+    }
+
+    /// Stores a complete hash (after a successful HGETALL), restarting its `settings.ttl` and capped by
+    /// `expiry` like `put_str`. An empty hash means the key does not exist: the entry is removed.
+    pub fn put_hash(&self, key: &[u8], fields: &[(Vec<u8>, Vec<u8>)], expiry: KeyExpiry) {
         if fields.is_empty() {
             return self.remove(key);
         }
@@ -328,17 +383,17 @@ impl FallbackCache {
             complete: true,
         });
         let now = self.clock.now();
-        self.lock().store(key, value, None, now);
+        self.lock().learn(key, value, expiry, now);
     }
 
     /// After a successful HGET (Some(value)) or HSET (for each field written): sets the fields in the
     /// existing Hash entry (keeping `complete` as it was); with no live entry, creates a partial Hash; a Str
-    /// is replaced by a partial Hash. Restarts the entry's `settings.ttl`; a hash grown beyond `max_bytes`
-    /// is dropped.
-    pub fn set_hash_fields(&self, key: &[u8], fields: &[(&[u8], &[u8])]) {
+    /// is replaced by a partial Hash. Restarts the entry's `settings.ttl` and caps its life by `expiry` like
+    /// `put_str` (an unknown one drops the entry); a hash grown beyond `max_bytes` is dropped.
+    pub fn set_hash_fields(&self, key: &[u8], fields: &[(&[u8], &[u8])], expiry: KeyExpiry) {
         if !fields.is_empty() {
             let now = self.clock.now();
-            self.lock().set_hash_fields(key, fields, now);
+            self.lock().set_hash_fields(key, fields, expiry, now);
         }
     }
 
@@ -354,11 +409,11 @@ impl FallbackCache {
         self.lock().remove(key);
     }
 
-    /// After a successful EXPIRE key seconds: the entry must not outlive the key in Redis, so its expiry
-    /// is capped at now + `in_` (never extended, also not by later refreshes). `in_` == 0 removes it.
-    pub fn cap_expiry(&self, key: &[u8], in_: Duration) {
+    /// After a successful EXPIRE: the entry must not outlive the key in Redis, so its expiry is capped at
+    /// `at` (never extended, also not by later refreshes). An `at` already past removes it.
+    pub fn cap_expiry(&self, key: &[u8], at: Instant) {
         let now = self.clock.now();
-        self.lock().cap_expiry(key, in_, now);
+        self.lock().cap_expiry(key, at, now);
     }
 
     /// Drops every entry.
@@ -392,6 +447,13 @@ mod tests {
 
     const SEC: Duration = Duration::from_secs(1);
     const NS: Duration = Duration::from_nanos(1);
+    const N: KeyExpiry = KeyExpiry::Never;
+
+    impl FallbackCache {
+        fn expires_in(&self, d: Duration) -> KeyExpiry {
+            KeyExpiry::At(self.now() + d)
+        }
+    }
 
     fn cache(max_entries: usize, max_bytes: u64, ttl: Option<Duration>) -> (FallbackCache, Arc<ManualClock>) {
         let clock = ManualClock::new();
@@ -416,14 +478,14 @@ mod tests {
     #[test]
     fn evicts_least_recently_used_by_count_and_hits_promote() {
         let (c, _) = cache(2, 1000, None);
-        c.put_str(b"a", b"1", None);
-        c.put_str(b"b", b"2", None);
+        c.put_str(b"a", b"1", N);
+        c.put_str(b"b", b"2", N);
         assert_eq!(c.get_str(b"a"), hit("1")); // a is now most recent
-        c.put_str(b"c", b"3", None);
+        c.put_str(b"c", b"3", N);
         assert_eq!(c.get_str(b"b"), Lookup::Miss);
         assert_eq!(c.get_str(b"a"), hit("1"));
         assert_eq!(c.get_str(b"c"), hit("3"));
-        c.put_str(b"d", b"4", None); // c was hit after a: a goes
+        c.put_str(b"d", b"4", N); // c was hit after a: a goes
         assert_eq!(c.get_str(b"a"), Lookup::Miss);
         assert_eq!(c.get_str(b"c"), hit("3"));
         assert_eq!((c.len(), c.bytes()), (2, 4));
@@ -432,18 +494,18 @@ mod tests {
     #[test]
     fn evicts_by_bytes_with_exact_accounting() {
         let (c, _) = cache(100, 20, None);
-        c.put_str(b"a", b"123456789", None);
+        c.put_str(b"a", b"123456789", N);
         assert_eq!(c.bytes(), 10);
-        c.put_str(b"b", b"12345678", None);
+        c.put_str(b"b", b"12345678", N);
         assert_eq!(c.bytes(), 19);
-        c.put_str(b"c", b"xyz", None); // 23 > 20: a goes
+        c.put_str(b"c", b"xyz", N); // 23 > 20: a goes
         assert_eq!((c.len(), c.bytes()), (2, 13));
         assert_eq!(c.get_str(b"a"), Lookup::Miss);
-        c.put_str(b"b", b"12", None); // shrinks in place, becomes most recent
+        c.put_str(b"b", b"12", N); // shrinks in place, becomes most recent
         assert_eq!((c.len(), c.bytes()), (2, 7));
-        c.set_hash_fields(b"h", &[(b"f", b"vvvvvvvvvv")]); // 12 -> 19
+        c.set_hash_fields(b"h", &[(b"f", b"vvvvvvvvvv")], N); // 12 -> 19
         assert_eq!((c.len(), c.bytes()), (3, 19));
-        c.set_hash_fields(b"h", &[(b"g", b"1")]); // 21 > 20: LRU c goes
+        c.set_hash_fields(b"h", &[(b"g", b"1")], N); // 21 > 20: LRU c goes
         assert_eq!(c.get_str(b"c"), Lookup::Miss);
         assert_eq!((c.len(), c.bytes()), (2, 17));
         c.remove(b"b");
@@ -453,19 +515,19 @@ mod tests {
     #[test]
     fn oversized_entry_is_rejected_and_drops_the_old_value() {
         let (c, _) = cache(10, 10, None);
-        c.put_str(b"k", b"old", None);
-        c.put_str(b"x", b"1", None);
-        c.put_str(b"k", b"0123456789", None); // 11 bytes alone
+        c.put_str(b"k", b"old", N);
+        c.put_str(b"x", b"1", N);
+        c.put_str(b"k", b"0123456789", N); // 11 bytes alone
         assert_eq!(c.get_str(b"k"), Lookup::Miss);
         assert_eq!((c.len(), c.bytes()), (1, 2));
-        c.put_hash(b"h", &pairs(&[("f", "1")]));
-        c.put_hash(b"h", &pairs(&[("f", "0123456789")]));
+        c.put_hash(b"h", &pairs(&[("f", "1")]), N);
+        c.put_hash(b"h", &pairs(&[("f", "0123456789")]), N);
         assert_eq!(c.get_hash_field(b"h", b"f"), Lookup::Miss);
-        c.set_hash_fields(b"h", &[(b"f", b"1")]);
+        c.set_hash_fields(b"h", &[(b"f", b"1")], N);
         assert_eq!(c.bytes(), 5);
-        c.set_hash_fields(b"h", &[(b"g", b"123456")]); // h grows to 10, 12 in all: LRU x goes
+        c.set_hash_fields(b"h", &[(b"g", b"123456")], N); // h grows to 10, 12 in all: LRU x goes
         assert_eq!((c.len(), c.bytes()), (1, 10));
-        c.set_hash_fields(b"h", &[(b"i", b"1")]); // 12 on its own: dropped
+        c.set_hash_fields(b"h", &[(b"i", b"1")], N); // 12 on its own: dropped
         assert_eq!(c.get_hash_field(b"h", b"f"), Lookup::Miss);
         assert_eq!((c.len(), c.bytes()), (0, 0));
     }
@@ -473,9 +535,9 @@ mod tests {
     #[test]
     fn entries_expire_after_ttl() {
         let (c, clock) = cache(10, 100, Some(10 * SEC));
-        c.put_str(b"a", b"1", None);
+        c.put_str(b"a", b"1", N);
         clock.advance(5 * SEC);
-        c.put_str(b"bb", b"22", None);
+        c.put_str(b"bb", b"22", N);
         clock.advance(5 * SEC - NS);
         assert_eq!(c.get_str(b"a"), hit("1"));
         assert_eq!((c.len(), c.bytes()), (2, 6));
@@ -489,13 +551,13 @@ mod tests {
     #[test]
     fn refresh_restarts_ttl_but_not_on_expired_entries() {
         let (c, clock) = cache(10, 100, Some(10 * SEC));
-        c.put_hash(b"h", &pairs(&[("a", "1")]));
+        c.put_hash(b"h", &pairs(&[("a", "1")]), N);
         clock.advance(8 * SEC);
-        c.set_hash_fields(b"h", &[(b"b", b"2")]);
+        c.set_hash_fields(b"h", &[(b"b", b"2")], N);
         clock.advance(8 * SEC);
         assert_eq!(c.get_hash(b"h"), Lookup::Hit(pairs(&[("a", "1"), ("b", "2")])));
         clock.advance(2 * SEC);
-        c.set_hash_fields(b"h", &[(b"c", b"3")]); // expired: old fields are not revived
+        c.set_hash_fields(b"h", &[(b"c", b"3")], N); // expired: old fields are not revived
         assert_eq!(c.get_hash_field(b"h", b"a"), Lookup::Miss);
         assert_eq!(c.get_hash(b"h"), Lookup::Miss);
         assert_eq!(c.bytes(), 3);
@@ -504,7 +566,7 @@ mod tests {
     #[test]
     fn no_ttl_never_expires() {
         let (c, clock) = cache(10, 100, None);
-        c.put_str(b"a", b"1", None);
+        c.put_str(b"a", b"1", N);
         clock.advance(Duration::from_secs(10 * 365 * 24 * 3600));
         assert_eq!(c.get_str(b"a"), hit("1"));
     }
@@ -512,8 +574,8 @@ mod tests {
     #[test]
     fn put_str_expires_in_caps_the_ttl() {
         let (c, clock) = cache(10, 100, Some(10 * SEC));
-        c.put_str(b"short", b"1", Some(2 * SEC));
-        c.put_str(b"long", b"1", Some(60 * SEC));
+        c.put_str(b"short", b"1", c.expires_in(2 * SEC));
+        c.put_str(b"long", b"1", c.expires_in(60 * SEC));
         clock.advance(2 * SEC - NS);
         assert_eq!(c.get_str(b"short"), hit("1"));
         clock.advance(NS);
@@ -523,7 +585,7 @@ mod tests {
         clock.advance(NS);
         assert_eq!(c.get_str(b"long"), Lookup::Expired);
         let (c, clock) = cache(10, 100, None);
-        c.put_str(b"k", b"1", Some(SEC));
+        c.put_str(b"k", b"1", c.expires_in(SEC));
         clock.advance(SEC);
         assert_eq!(c.get_str(b"k"), Lookup::Expired);
     }
@@ -531,16 +593,16 @@ mod tests {
     #[test]
     fn cap_expiry_shortens_never_extends_and_zero_removes() {
         let (c, clock) = cache(10, 100, Some(10 * SEC));
-        c.put_str(b"a", b"1", None);
-        c.put_str(b"b", b"1", None);
-        c.put_str(b"z", b"1", None);
-        c.cap_expiry(b"a", 3 * SEC);
-        c.cap_expiry(b"a", 5 * SEC); // does not extend
-        c.cap_expiry(b"b", 60 * SEC); // does not extend past the ttl
-        c.cap_expiry(b"z", Duration::ZERO);
+        c.put_str(b"a", b"1", N);
+        c.put_str(b"b", b"1", N);
+        c.put_str(b"z", b"1", N);
+        c.cap_expiry(b"a", c.now() + 3 * SEC);
+        c.cap_expiry(b"a", c.now() + 5 * SEC); // does not extend
+        c.cap_expiry(b"b", c.now() + 60 * SEC); // does not extend past the ttl
+        c.cap_expiry(b"z", c.now() + Duration::ZERO);
         assert_eq!((c.get_str(b"z"), c.len()), (Lookup::Miss, 2));
         clock.advance(2 * SEC);
-        c.put_str(b"a", b"2", None); // fresh value, but the Redis key still expires at 3s
+        c.put_str(b"a", b"2", N); // fresh value, but the Redis key still expires at 3s
         clock.advance(SEC - NS);
         assert_eq!(c.get_str(b"a"), hit("2"));
         clock.advance(NS);
@@ -553,9 +615,59 @@ mod tests {
     }
 
     #[test]
+    fn the_key_expiry_caps_every_kind_of_fill_and_is_never_extended() {
+        let (c, clock) = cache(10, 100, Some(10 * SEC));
+        c.put_str(b"s", b"1", c.expires_in(2 * SEC));
+        c.put_hash(b"h", &pairs(&[("f", "1")]), c.expires_in(2 * SEC));
+        c.set_hash_fields(b"p", &[(b"f", b"1")], c.expires_in(2 * SEC));
+        c.set_hash_fields(b"q", &[(b"f", b"1")], N);
+        c.set_hash_fields(b"q", &[(b"g", b"2")], c.expires_in(2 * SEC)); // an existing hash learns it too
+        clock.advance(SEC);
+        // Later fills with no or a later expiry keep the earlier one (the order of concurrent answers is unknown).
+        c.put_str(b"s", b"2", c.expires_in(5 * SEC));
+        c.put_hash(b"h", &pairs(&[("f", "2")]), N);
+        c.set_hash_fields(b"p", &[(b"f", b"2")], N);
+        clock.advance(SEC - NS);
+        assert_eq!(c.get_str(b"s"), hit("2"));
+        assert_eq!(c.get_hash(b"h"), Lookup::Hit(pairs(&[("f", "2")])));
+        assert_eq!(c.get_hash_field(b"p", b"f"), hit("2"));
+        assert_eq!(c.get_hash_field(b"q", b"g"), hit("2"));
+        clock.advance(NS);
+        assert_eq!(c.get_str(b"s"), Lookup::Expired);
+        assert_eq!(c.get_hash(b"h"), Lookup::Expired);
+        assert_eq!(c.get_hash_field(b"p", b"f"), Lookup::Expired);
+        assert_eq!(c.get_hash_field(b"q", b"f"), Lookup::Expired);
+        assert_eq!((c.len(), c.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn an_unknown_or_past_key_expiry_keeps_nothing_and_drops_the_old_value() {
+        let (c, clock) = cache(10, 100, None);
+        let past = KeyExpiry::At(c.now());
+        clock.advance(SEC);
+        for expiry in [KeyExpiry::Unknown, past, KeyExpiry::At(c.now())] {
+            c.put_str(b"s", b"1", N);
+            c.put_hash(b"h", &pairs(&[("f", "1")]), N);
+            c.set_hash_fields(b"p", &[(b"f", b"1")], N);
+            assert_eq!(c.len(), 3);
+            c.put_str(b"s", b"2", expiry);
+            c.put_hash(b"h", &pairs(&[("f", "2")]), expiry);
+            c.set_hash_fields(b"p", &[(b"f", b"2")], expiry);
+            assert_eq!(c.get_str(b"s"), Lookup::Miss, "{expiry:?}");
+            assert_eq!(c.get_hash(b"h"), Lookup::Miss, "{expiry:?}");
+            assert_eq!(c.get_hash_field(b"p", b"f"), Lookup::Miss, "{expiry:?}");
+            assert_eq!((c.len(), c.bytes()), (0, 0), "{expiry:?}");
+            c.put_str(b"n", b"1", expiry); // nothing to drop, nothing kept
+            assert_eq!(c.len(), 0);
+        }
+        c.put_str(b"s", b"1", c.expires_in(NS));
+        assert_eq!(c.get_str(b"s"), hit("1"));
+    }
+
+    #[test]
     fn partial_hash_never_answers_hgetall() {
         let (c, _) = cache(10, 100, None);
-        c.set_hash_fields(b"h", &[(b"f", b"1"), (b"g", b"2")]);
+        c.set_hash_fields(b"h", &[(b"f", b"1"), (b"g", b"2")], N);
         assert_eq!(c.get_hash_field(b"h", b"f"), hit("1"));
         assert_eq!(c.get_hash_field(b"h", b"x"), Lookup::Miss);
         assert_eq!(c.get_hash(b"h"), Lookup::Miss);
@@ -570,9 +682,9 @@ mod tests {
     #[test]
     fn complete_hash_answers_hgetall_sorted_and_stays_complete() {
         let (c, _) = cache(10, 100, None);
-        c.put_hash(b"h", &pairs(&[("b", "2"), ("a", "1")]));
+        c.put_hash(b"h", &pairs(&[("b", "2"), ("a", "1")]), N);
         assert_eq!(c.get_hash(b"h"), Lookup::Hit(pairs(&[("a", "1"), ("b", "2")])));
-        c.set_hash_fields(b"h", &[(b"c", b"3"), (b"a", b"11")]);
+        c.set_hash_fields(b"h", &[(b"c", b"3"), (b"a", b"11")], N);
         assert_eq!(
             c.get_hash(b"h"),
             Lookup::Hit(pairs(&[("a", "11"), ("b", "2"), ("c", "3")]))
@@ -581,7 +693,7 @@ mod tests {
         c.remove_hash_fields(b"h", &[b"a", b"zz"]);
         assert_eq!(c.get_hash(b"h"), Lookup::Hit(pairs(&[("b", "2"), ("c", "3")])));
         assert_eq!(c.bytes(), 5);
-        c.put_hash(b"h", &[]);
+        c.put_hash(b"h", &[], N);
         assert_eq!(c.get_hash_field(b"h", b"b"), Lookup::Miss);
         assert_eq!((c.len(), c.bytes()), (0, 0));
     }
@@ -589,14 +701,14 @@ mod tests {
     #[test]
     fn str_and_hash_replace_each_other_with_exact_bytes() {
         let (c, _) = cache(10, 100, None);
-        c.put_str(b"k", b"12345", None);
+        c.put_str(b"k", b"12345", N);
         assert_eq!(c.bytes(), 6);
-        c.set_hash_fields(b"k", &[(b"f", b"1")]);
+        c.set_hash_fields(b"k", &[(b"f", b"1")], N);
         assert_eq!(c.get_str(b"k"), Lookup::Miss);
         assert_eq!((c.get_hash(b"k"), c.bytes()), (Lookup::Miss, 3));
-        c.put_hash(b"k", &pairs(&[("ff", "22"), ("g", "3")]));
+        c.put_hash(b"k", &pairs(&[("ff", "22"), ("g", "3")]), N);
         assert_eq!(c.bytes(), 7);
-        c.put_str(b"k", b"v", None);
+        c.put_str(b"k", b"v", N);
         assert_eq!(
             (c.get_str(b"k"), c.get_hash_field(b"k", b"ff")),
             (hit("v"), Lookup::Miss)
@@ -610,28 +722,34 @@ mod tests {
     fn zero_limits_store_nothing() {
         for (entries, bytes) in [(0, 100), (10, 0)] {
             let (c, _) = cache(entries, bytes, None);
-            c.put_str(b"", b"", None);
-            c.put_str(b"k", b"v", None);
-            c.put_hash(b"h", &pairs(&[("f", "1")]));
-            c.set_hash_fields(b"p", &[(b"f", b"1")]);
+            c.put_str(b"", b"", N);
+            c.put_str(b"k", b"v", N);
+            c.put_hash(b"h", &pairs(&[("f", "1")]), N);
+            c.set_hash_fields(b"p", &[(b"f", b"1")], N);
             assert_eq!(c.get_str(b""), Lookup::Miss);
             assert_eq!(c.get_str(b"k"), Lookup::Miss);
             assert_eq!(c.get_hash(b"h"), Lookup::Miss);
             assert_eq!(c.get_hash_field(b"p", b"f"), Lookup::Miss);
             assert_eq!((c.len(), c.bytes(), c.is_empty()), (0, 0, true));
+            assert!(!c.is_enabled(), "nothing needs learning for a cache that keeps nothing");
         }
+        assert!(cache(1, 1, None).0.is_enabled());
     }
 
     #[test]
     fn a_put_says_whether_the_value_is_held() {
         for (entries, bytes) in [(0, 100), (10, 0)] {
             let (c, _) = cache(entries, bytes, None);
-            assert!(!c.put_str(b"k", b"v", None), "disabled: {entries} {bytes}");
+            assert!(!c.put_str(b"k", b"v", N), "disabled: {entries} {bytes}");
             assert!(!c.put_strs(&[(b"k", b"v")]), "disabled: {entries} {bytes}");
         }
         let (c, _) = cache(10, 10, None);
-        assert!(c.put_str(b"k", b"123456789", None), "10 bytes fit exactly");
-        assert!(!c.put_str(b"k", b"1234567890", None), "11 bytes do not");
+        assert!(c.put_str(b"k", b"123456789", N), "10 bytes fit exactly");
+        assert!(!c.put_str(b"k", b"1234567890", N), "11 bytes do not");
+        assert!(
+            !c.put_str(b"u", b"1", KeyExpiry::Unknown),
+            "the key's expiry is unknown"
+        );
         assert_eq!(c.get_str(b"k"), Lookup::Miss, "and the older value is gone");
         assert!(c.put_strs(&[(b"a", b"1"), (b"b", b"2")]));
         // Each fits alone, but the second evicts the first: not every value of the call is held.
@@ -644,8 +762,8 @@ mod tests {
     #[test]
     fn clear_resets_len_and_bytes() {
         let (c, _) = cache(10, 100, None);
-        c.put_str(b"a", b"1", None);
-        c.put_hash(b"h", &pairs(&[("f", "1")]));
+        c.put_str(b"a", b"1", N);
+        c.put_hash(b"h", &pairs(&[("f", "1")]), N);
         assert_eq!((c.len(), c.bytes(), c.is_empty()), (2, 5, false));
         c.clear();
         assert_eq!((c.len(), c.bytes(), c.is_empty()), (0, 0, true));

@@ -577,3 +577,40 @@ fn redirect_errors(info: &str, kind: &str) -> u64 {
         .and_then(|v| v.strip_prefix("count=")?.split(',').next()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// Issue 21: a value read from a key with a TTL is not served from the fallback after the key expired in Redis,
+/// in cluster mode too (the read and its PTTL go to the key's node).
+#[test]
+fn a_key_that_expired_in_redis_is_not_served_from_the_cache() {
+    let cluster = RedisCluster::start(3);
+    let rg = Redguard::start("redis://127.0.0.1:1", &config(&cluster.seeds()));
+    every_master_seen_up(&rg, &cluster);
+    let keys: Vec<String> = ["token", "{u:1}:a", "{u:1}:b", "plain"].map(String::from).to_vec();
+    let owners = cluster.owners_of(&keys);
+    cluster.nodes[owners[0]].must(&["SET", "token", "t", "PX", "600"]);
+    cluster.nodes[owners[1]].must(&["SET", "{u:1}:a", "a", "PX", "600"]);
+    cluster.nodes[owners[2]].must(&["SET", "{u:1}:b", "b"]);
+    cluster.nodes[owners[3]].must(&["SET", "plain", "p"]);
+    assert_eq!(
+        call(&rg, json!({"op": "get", "key": "token"})),
+        (200, json!({"result": "t", "source": "redis"}))
+    );
+    assert_eq!(
+        call(&rg, json!({"op": "mget", "keys": ["{u:1}:a", "{u:1}:b"]})),
+        (200, json!({"result": ["a", "b"], "source": "redis"}))
+    );
+    assert_eq!(call(&rg, json!({"op": "get", "key": "plain"})).1["source"], "redis");
+    wait_for("Redis to expire the keys", Duration::from_secs(10), || {
+        let gone = |i: usize| cluster.nodes[owners[i]].must(&["EXISTS", &keys[i]]) == "0";
+        (gone(0) && gone(1)).then_some(())
+    });
+    assert_eq!(rg.control("force_open").status, 200);
+    let (_, token) = call(&rg, json!({"op": "get", "key": "token"}));
+    assert_eq!(token["source"], "default", "served after its key expired: {token}");
+    let (_, mget) = call(&rg, json!({"op": "mget", "keys": ["{u:1}:a", "{u:1}:b"]}));
+    assert_eq!(mget["sources"], json!(["default", "cache"]), "{mget}");
+    assert_eq!(
+        call(&rg, json!({"op": "get", "key": "plain"})),
+        (200, json!({"result": "p", "source": "cache", "degraded": true}))
+    );
+}

@@ -129,7 +129,8 @@ fn tls_and_an_acl_user_through_the_sentinels_and_across_a_failover() {
     assert!(
         clients
             .lines()
-            .any(|l| l.contains(" user=app ") && l.contains("cmd=get")),
+            // A GET is followed by the PTTL that tells the cache when the key expires.
+            .any(|l| l.contains(" user=app ") && (l.contains("cmd=get") || l.contains("cmd=pttl"))),
         "redguard's connection is the ACL user's: {clients}"
     );
 
@@ -207,4 +208,51 @@ fn sentinels_that_require_a_password() {
     for text in emitted {
         assert!(!text.contains("wrong-pw-0f7c"), "the password leaked:\n{text}");
     }
+}
+
+/// Issue 21: a value read from a key with a TTL is not served from the fallback after the key expired in Redis,
+/// in sentinel mode too (the read and its PTTL go to the master in one round trip).
+#[test]
+fn a_key_that_expired_in_redis_is_not_served_from_the_cache() {
+    let group = SentinelGroup::start();
+    let config = format!(
+        "redis:\n  mode: sentinel\n  master_name: {MASTER_NAME}\n  sentinels: [{}]\n",
+        group.sentinel_urls().join(", ")
+    );
+    let rg = Redguard::start("redis://127.0.0.1:1", &config);
+    wait_for("redguard to reach the master", Duration::from_secs(15), || {
+        let (status, body) = call(&rg, json!({"op": "ping"}));
+        (status == 200 && body["source"] == "redis").then_some(())
+    });
+    group.master.must(&["SET", "token", "t", "PX", "600"]);
+    group.master.must(&["HSET", "session", "user", "ada"]);
+    group.master.must(&["PEXPIRE", "session", "600"]);
+    group.master.must(&["SET", "plain", "p"]);
+    assert_eq!(
+        call(&rg, json!({"op": "get", "key": "token"})),
+        (200, json!({"result": "t", "source": "redis"}))
+    );
+    assert_eq!(
+        call(&rg, json!({"op": "hgetall", "key": "session"})).1["source"],
+        "redis"
+    );
+    assert_eq!(call(&rg, json!({"op": "get", "key": "plain"})).1["source"], "redis");
+    wait_for("Redis to expire the keys", Duration::from_secs(10), || {
+        (group.master.must(&["EXISTS", "token", "session"]) == "0").then_some(())
+    });
+    assert_eq!(rg.control("force_open").status, 200);
+    for body in [
+        json!({"op": "get", "key": "token"}),
+        json!({"op": "hgetall", "key": "session"}),
+    ] {
+        let (_, answer) = call(&rg, body.clone());
+        assert_eq!(
+            answer["source"], "default",
+            "{body} served after its key expired: {answer}"
+        );
+    }
+    assert_eq!(
+        call(&rg, json!({"op": "get", "key": "plain"})),
+        (200, json!({"result": "p", "source": "cache", "degraded": true}))
+    );
 }

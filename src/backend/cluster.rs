@@ -372,9 +372,53 @@ impl Backend for Cluster {
         pipeline_slots(len, values)
     }
 
+    /// The command and its probes as separate routed commands, sent together: in a pipeline, redis-rs does not
+    /// follow a slot's ASK redirect (a migrating slot), so a plain GET would fail where it works alone. Each
+    /// follows its own redirects; the command is submitted first, so both reach the node in that order unless
+    /// a redirect reorders them (a probe sent to a node that no longer holds the key answers "no key", and
+    /// nothing is cached).
+    async fn query_then(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
+        let mut cmds = pipe.cmd_iter();
+        let Some(first) = cmds.next() else {
+            return Ok(Vec::new());
+        };
+        let mut probes = redis::pipe();
+        cmds.for_each(|cmd| {
+            probes.add_command(cmd.clone());
+        });
+        let (first, probed) = match probes.len() {
+            1 => {
+                let probe = probes.cmd_iter().next().expect("one probe");
+                let (first, probe) = tokio::join!(self.query(first), self.query(probe));
+                (first, Ok(vec![app_error_in_slot(probe)]))
+            }
+            _ => tokio::join!(self.query(first), self.pipeline(&probes)),
+        };
+        let mut slots = Vec::with_capacity(1 + probes.len());
+        slots.push(match first {
+            Ok(value) => Ok(value),
+            Err(BackendError::App(message)) => Err(message),
+            Err(failure) => return Err(failure),
+        });
+        // A probe that failed leaves its key's expiry unknown (nothing is cached); the command's answer stands.
+        match probed {
+            Ok(probed) => slots.extend(probed),
+            Err(e) => slots.extend((0..probes.len()).map(|_| Err(format!("{e:?}")))),
+        }
+        Ok(slots)
+    }
+
     fn nodes(&self) -> Option<Vec<NodeView>> {
         Some(self.node_views())
     }
+}
+
+/// One command's outcome as a pipeline slot: any error is the slot's.
+fn app_error_in_slot(result: Result<Value, BackendError>) -> SlotReply {
+    result.map_err(|e| match e {
+        BackendError::App(message) => message,
+        other => format!("{other:?}"),
+    })
 }
 
 /// The one slot every keyed command of `pipe` uses, or CROSSSLOT (an application error) if they differ.

@@ -61,6 +61,13 @@ pub trait Backend: Send + Sync + 'static {
     /// [`BackendError::App`] naming the commands that caused it.
     fn pipeline(&self, pipe: &Pipeline) -> impl Future<Output = Result<Vec<SlotReply>, BackendError>> + Send;
 
+    /// Sends `pipe`'s first command and, behind it, the read-only probes that follow it (PTTL of the keys the
+    /// command reads): one [`SlotReply`] per command, in order. An application error on a probe is that probe's
+    /// slot; any failure of the batch fails the call. By default one pipeline (one round trip).
+    fn query_then(&self, pipe: &Pipeline) -> impl Future<Output = Result<Vec<SlotReply>, BackendError>> + Send {
+        self.pipeline(pipe)
+    }
+
     /// Cluster mode: each master's own breaker, for the JSON routes. `None` in the modes that have one node at a
     /// time, so their answers keep their shape.
     fn nodes(&self) -> Option<Vec<NodeView>> {
@@ -268,6 +275,14 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Standalone(b) => b.pipeline(pipe).await,
             AnyBackend::Cluster(b) => Box::pin(b.pipeline(pipe)).await,
+            AnyBackend::Sentinel(b) => b.pipeline(pipe).await,
+        }
+    }
+
+    async fn query_then(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
+        match self {
+            AnyBackend::Standalone(b) => b.query_then(pipe).await,
+            AnyBackend::Cluster(b) => Box::pin(b.query_then(pipe)).await,
             AnyBackend::Sentinel(b) => b.pipeline(pipe).await,
         }
     }

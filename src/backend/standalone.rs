@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
 
 use super::{bounded, client_for, into_values, pipeline_slots, Backend, BackendError, SlotReply};
@@ -108,12 +108,41 @@ impl Backend for Standalone {
         result
     }
 
+    /// A read and its PTTL probes, as `pipeline` sends them but without copying the pipeline to set
+    /// `ignore_errors`: the replies are taken as Redis sent them (each error in its slot), which is all that flag
+    /// does. This is every cached read's path, so the copy (a vector and each command's buffers) is worth saving.
+    async fn query_then(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
+        debug_assert!(!pipe.is_transaction(), "probes are never sent in a transaction");
+        let (generation, mut conn) = self.connection();
+        let attempt = async {
+            match conn.req_packed_commands(pipe, 0, pipe.len()).await {
+                // As for a single read (see `query`): a batch of reads is sent again on a fresh connection.
+                Err(e) if e.is_connection_dropped() && pipe.cmd_iter().all(read_only) => {
+                    conn.req_packed_commands(pipe, 0, pipe.len()).await
+                }
+                other => other,
+            }
+        };
+        let replies = bounded(self.inner.command_timeout, attempt).await;
+        self.after(generation, &replies);
+        pipeline_slots(pipe.len(), replies)
+    }
+
     async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
         let (generation, mut conn) = self.connection();
         // With ignore_errors, redis-rs leaves each command's error in its slot instead of failing the batch.
         let mut pipe = pipe.clone();
         pipe.ignore_errors();
-        let replies = bounded(self.inner.command_timeout, pipe.query_async::<Value>(&mut conn)).await;
+        let attempt = async {
+            match pipe.query_async::<Value>(&mut conn).await {
+                // As for a single read (see `query`): a batch of reads, such as a GET and its PTTL, is sent again.
+                Err(e) if e.is_connection_dropped() && pipe.cmd_iter().all(read_only) => {
+                    pipe.query_async::<Value>(&mut conn).await
+                }
+                other => other,
+            }
+        };
+        let replies = bounded(self.inner.command_timeout, attempt).await;
         self.after(generation, &replies);
         pipeline_slots(pipe.len(), replies.and_then(into_values))
     }
@@ -125,7 +154,7 @@ mod tests {
 
     #[test]
     fn only_reads_are_sent_twice() {
-        for name in ["GET", "HGET", "HGETALL", "EXISTS", "TTL", "PING"] {
+        for name in ["GET", "HGET", "HGETALL", "EXISTS", "TTL", "PTTL", "PING"] {
             assert!(read_only(redis::cmd(name).arg("k")), "{name}");
         }
         for name in ["SET", "DEL", "EXPIRE", "INCRBY", "HSET", "HDEL"] {

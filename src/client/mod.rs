@@ -25,14 +25,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
-use crate::backend::{Backend, BackendError};
+use redis::Value;
+
+use crate::backend::{Backend, BackendError, SlotReply};
 use crate::breaker::{Breaker, Observer, Rejected, State, Transition};
-use crate::cache::{FallbackCache, Lookup};
+use crate::cache::{FallbackCache, KeyExpiry, Lookup};
 use crate::config::OnUnavailable;
 use crate::metrics::{CallResult, Metrics, RedisCall};
 use crate::op::{Class, Op, SafeDefault};
 
 pub use absorb::Pairs;
+use absorb::Ttls;
 pub use pipeline::{pipeline_source, Item, SlotAnswer};
 pub use scripts::{Script, ScriptRegistry};
 
@@ -233,22 +236,65 @@ impl<B: Backend> Resilient<B> {
         // one timeout); boxed, they no longer make every request's future that large: the whole handler future
         // is moved on each request (into a box by axum's router then, into hyper's connection slot now), and
         // callgrind saw that copy as 16% of a GET's instructions.
+        let asked = self.cache.now();
+        let probes = self.ttl_probes(op);
         let result = match op {
-            Op::Eval { script, keys, args } => Box::pin(self.eval(label, &Script::new(script), keys, args)).await,
-            Op::EvalSha { sha, keys, args } => Box::pin(self.evalsha(label, sha, keys, args)).await,
-            _ => {
+            Op::Eval { script, keys, args } => Box::pin(self.eval(label, &Script::new(script), keys, args))
+                .await
+                .map(|v| (v, Vec::new())),
+            Op::EvalSha { sha, keys, args } => Box::pin(self.evalsha(label, sha, keys, args))
+                .await
+                .map(|v| (v, Vec::new())),
+            _ if probes.is_empty() => {
                 let cmd = op.to_cmd();
-                self.guarded(label, || self.backend.query(&cmd)).await
+                self.guarded(label, || self.backend.query(&cmd))
+                    .await
+                    .map(|v| (v, Vec::new()))
+            }
+            _ => {
+                let mut pipe = redis::Pipeline::with_capacity(1 + probes.len());
+                pipe.add_command(op.to_cmd());
+                probes.iter().for_each(|key| {
+                    pipe.add_command(absorb::pttl_cmd(key));
+                });
+                self.guarded(label, || self.query_with_ttls(&pipe)).await
             }
         };
         match result {
-            Ok(value) => Ok(Served::redis(self.absorb(op, value)?)),
+            Ok((value, slots)) => {
+                let ttls = Ttls {
+                    asked,
+                    replies: slots.get(1..).unwrap_or_default(),
+                };
+                Ok(Served::redis(self.absorb(op, value, ttls)?))
+            }
             Err(Unanswered::App(message)) => {
                 self.forget_after_app_error(op);
                 Err(CallError::Redis(message))
             }
             Err(Unanswered::Failed(failure)) => self.fallback(op, failure, on_unavailable),
         }
+    }
+
+    /// The keys whose PTTL goes with `op`: none while the cache is off, since nothing would be kept.
+    fn ttl_probes<'o, 'a>(&self, op: &'o Op<'a>) -> &'o [crate::op::Bytes<'a>] {
+        if self.cache.is_enabled() {
+            absorb::ttl_probes(op)
+        } else {
+            &[]
+        }
+    }
+
+    /// Sends an op's command with its PTTL probes behind it (see `absorb`): the op's reply, and every slot (the
+    /// first, the op's, emptied). An application error on the op's own command is the call's, as if it had been
+    /// sent alone.
+    async fn query_with_ttls(&self, pipe: &redis::Pipeline) -> Result<(Value, Vec<SlotReply>), BackendError> {
+        let mut slots = self.backend.query_then(pipe).await?;
+        let first = match slots.first_mut() {
+            Some(first) => std::mem::replace(first, Ok(Value::Nil)),
+            None => return Err(BackendError::Unavailable("no reply to a command".into())),
+        };
+        first.map(|value| (value, slots)).map_err(BackendError::App)
     }
 
     /// Makes one call to Redis through the breaker: asks for a permit, runs `call` only if one is granted,
@@ -411,7 +457,13 @@ impl<B: Backend> Resilient<B> {
                 ttl_ms,
                 nx: false,
                 xx: false,
-            } => c.put_str(key, value, ttl_ms.map(Duration::from_millis)),
+            } => {
+                let expiry = match ttl_ms.and_then(|ms| c.now().checked_add(Duration::from_millis(ms))) {
+                    Some(at) => KeyExpiry::At(at),
+                    None => KeyExpiry::Never,
+                };
+                c.put_str(key, value, expiry)
+            }
             // MSET is SET for many keys, unconditionally; it is kept only if every value is.
             Op::MSet { pairs } => c.put_strs(pairs),
             _ if !failure.reached_redis() => false,

@@ -2,14 +2,17 @@
 //!
 //! Each command gets its own answer, in order: its reply, or the application error Redis gave it alone
 //! (inside MULTI/EXEC too: Redis runs the commands after a failing one). A typed op's reply goes through the
-//! same `absorb` as on `/v1/cmd`, so it updates the cache exactly as it would alone; a raw command drops the
-//! cached keys it names. A transaction Redis refuses to run at all (EXECABORT, for a command it rejected
+//! same `absorb` as on `/v1/cmd`, so it updates the cache exactly as it would alone, with the PTTL probes that
+//! go with it on `/v1/cmd` sent in the same batch, after all the caller's commands (so that the positions in
+//! Redis's answers, EXECABORT's included, stay the caller's; inside a transaction they see the TTLs the
+//! transaction leaves); a raw command drops the cached keys it names. A transaction Redis refuses to run at all (EXECABORT, for a command it rejected
 //! while queueing) is one error for the whole call.
 //!
 //! When Redis cannot be asked: a non-atomic pipeline made only of reads is answered slot by slot from the
 //! fallback (each slot says its own source); anything else fails as a whole (no command in it is reported
 //! as done), with each typed write's cache entry handled as a failed write alone would be.
 
+use super::absorb::{pttl_cmd, Ttls};
 use super::raw::raw_cmd;
 use super::{CallError, Failure, Resilient, Served, Source, Unanswered};
 use crate::backend::{Backend, SlotReply};
@@ -38,12 +41,26 @@ impl<B: Backend> Resilient<B> {
         for item in items {
             pipe.add_command(self.item_cmd(item));
         }
+        for item in items {
+            for key in self.item_probes(item) {
+                pipe.add_command(pttl_cmd(key));
+            }
+        }
+        let asked = self.cache.now();
         match self.guarded(RedisCall::Pipeline, || self.backend.pipeline(&pipe)).await {
-            Ok(slots) => Ok(items
-                .iter()
-                .zip(slots)
-                .map(|(item, slot)| self.settle(item, slot))
-                .collect()),
+            Ok(mut slots) => {
+                let answered = items.len().min(slots.len());
+                let (replies, probed) = slots.split_at_mut(answered);
+                let mut probed: &[SlotReply] = probed;
+                let mut answers = Vec::with_capacity(items.len());
+                for (item, slot) in items.iter().zip(replies) {
+                    let (ttls, rest) = probed.split_at(self.item_probes(item).len().min(probed.len()));
+                    probed = rest;
+                    let slot = std::mem::replace(slot, Ok(redis::Value::Nil));
+                    answers.push(self.settle(item, slot, Ttls { asked, replies: ttls }));
+                }
+                Ok(answers)
+            }
             // EXECABORT: Redis ran none of it.
             Err(Unanswered::App(message)) => Err(CallError::Redis(message)),
             Err(Unanswered::Failed(failure)) => self.pipeline_fallback(items, atomic, failure),
@@ -62,10 +79,18 @@ impl<B: Backend> Resilient<B> {
         }
     }
 
+    /// The keys whose PTTL is sent behind `item` (none for a raw command: it fills nothing).
+    fn item_probes<'i, 'a>(&self, item: &'i Item<'a>) -> &'i [Bytes<'a>] {
+        match item {
+            Item::Op(op) => self.ttl_probes(op),
+            Item::Raw(_) => &[],
+        }
+    }
+
     /// One slot's reply becomes its answer; the cache learns from it as it would from the command alone.
-    fn settle(&self, item: &Item<'_>, slot: SlotReply) -> SlotAnswer {
+    fn settle(&self, item: &Item<'_>, slot: SlotReply, ttls: Ttls<'_>) -> SlotAnswer {
         match (item, slot) {
-            (Item::Op(op), Ok(value)) => self.absorb(op, value).map(Served::redis).map_err(|e| match e {
+            (Item::Op(op), Ok(value)) => self.absorb(op, value, ttls).map(Served::redis).map_err(|e| match e {
                 CallError::Redis(message) => message,
                 other => format!("{other:?}"),
             }),
