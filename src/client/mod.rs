@@ -11,10 +11,10 @@
 //!   Raw commands and scripts, whose effects the cache cannot model, drop every cached key they name
 //!   (`raw`).
 //!
-//! Files: `absorb` turns replies into answers and teaches the cache; `raw` runs raw commands; `pipeline`
+//! Files: `answer` turns replies into answers and updates the cache; `raw` runs raw commands; `pipeline`
 //! runs batches; `scripts` runs Lua with the SHA registry.
 
-mod absorb;
+mod answer;
 mod pipeline;
 mod raw;
 mod scripts;
@@ -32,10 +32,10 @@ use crate::breaker::{Breaker, Observer, Rejected, State, Transition};
 use crate::cache::{FallbackCache, KeyExpiry, Lookup};
 use crate::config::OnUnavailable;
 use crate::metrics::{CallResult, Metrics, RedisCall};
-use crate::op::{Class, Op, SafeDefault};
+use crate::op::{Fallback, Op, SafeDefault};
 
-pub use absorb::Pairs;
-use absorb::Ttls;
+pub use answer::Pairs;
+use answer::Ttls;
 pub use pipeline::{pipeline_source, Item, SlotAnswer};
 pub use scripts::{Script, ScriptRegistry};
 
@@ -255,7 +255,7 @@ impl<B: Backend> Resilient<B> {
                 let mut pipe = redis::Pipeline::with_capacity(1 + probes.len());
                 pipe.add_command(op.to_cmd());
                 probes.iter().for_each(|key| {
-                    pipe.add_command(absorb::pttl_cmd(key));
+                    pipe.add_command(answer::pttl_cmd(key));
                 });
                 self.guarded(label, || self.query_with_ttls(&pipe)).await
             }
@@ -266,7 +266,7 @@ impl<B: Backend> Resilient<B> {
                     asked,
                     replies: slots.get(1..).unwrap_or_default(),
                 };
-                Ok(Served::redis(self.absorb(op, value, ttls)?))
+                Ok(Served::redis(self.answer_and_update_cache(op, value, ttls)?))
             }
             Err(Unanswered::App(message)) => {
                 self.forget_after_app_error(op);
@@ -279,13 +279,13 @@ impl<B: Backend> Resilient<B> {
     /// The keys whose PTTL goes with `op`: none while the cache is off, since nothing would be kept.
     fn ttl_probes<'o, 'a>(&self, op: &'o Op<'a>) -> &'o [crate::op::Bytes<'a>] {
         if self.cache.is_enabled() {
-            absorb::ttl_probes(op)
+            answer::ttl_probes(op)
         } else {
             &[]
         }
     }
 
-    /// Sends an op's command with its PTTL probes behind it (see `absorb`): the op's reply, and every slot (the
+    /// Sends an op's command with its PTTL probes behind it (see `answer`): the op's reply, and every slot (the
     /// first, the op's, emptied). An application error on the op's own command is the call's, as if it had been
     /// sent alone.
     async fn query_with_ttls(&self, pipe: &redis::Pipeline) -> Result<(Value, Vec<SlotReply>), BackendError> {
@@ -361,9 +361,9 @@ impl<B: Backend> Resilient<B> {
 
     /// Answers a call Redis could not serve.
     fn fallback(&self, op: &Op<'_>, failure: Failure, on_unavailable: OnUnavailable) -> Result<Served, CallError> {
-        match op.class() {
-            Class::Read => Ok(self.read_fallback(op)),
-            Class::Write(safe) => {
+        match op.fallback() {
+            Fallback::Cache => Ok(self.read_fallback(op)),
+            Fallback::NoCache(safe) => {
                 let cached = self.forget_failed_write(op, &failure);
                 if let (OnUnavailable::Default, Some(safe)) = (on_unavailable, safe) {
                     self.metrics.fallback_default.inc();

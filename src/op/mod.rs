@@ -1,7 +1,7 @@
 //! The typed Redis operations the API offers, independent of JSON and of the connection.
 //!
 //! The API layer parses a request into an [`Op`]; the resilient client runs it through the breaker, turns it
-//! into a Redis command ([`Op::to_cmd`], in `cmd`), and uses [`Op::class`] to decide what the fallback may do
+//! into a Redis command ([`Op::to_cmd`], in `cmd`), and uses [`Op::fallback`] to decide what the fallback may do
 //! for it. Keys and values borrow from the request body where they can, so a plain request costs no copies
 //! before the command is encoded. [`OpName`] is a fixed set: it doubles as a metric label, so no value from a
 //! request ever becomes a label.
@@ -79,13 +79,15 @@ impl OpName {
     }
 }
 
-/// How an op behaves when Redis cannot be reached.
+/// What answers an op when Redis cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// Answered from the fallback cache, else the caller's default.
-    Read,
-    /// Not answered; with `on_unavailable: default`, answered with this safe value instead.
-    Write(Option<SafeDefault>),
+pub enum Fallback {
+    /// The fallback cache, else the caller's default (the reads of strings and hashes; the reads the cache
+    /// cannot hold, sorted sets and TIME, always get the default).
+    Cache,
+    /// Nothing from the cache: an error, or with `on_unavailable: default` this safe value if there is one
+    /// (writes, and the reads whose answer a cache cannot give: EXISTS, TTL, PING).
+    NoCache(Option<SafeDefault>),
 }
 
 /// The original design's safe answers for calls that could not reach Redis.
@@ -236,7 +238,7 @@ impl Op<'_> {
         }
     }
 
-    pub fn class(&self) -> Class {
+    pub fn fallback(&self) -> Fallback {
         match self {
             // The cache only knows strings and hashes: sorted-set reads and TIME always fall to the default.
             Op::Get { .. }
@@ -247,18 +249,20 @@ impl Op<'_> {
             | Op::ZScore { .. }
             | Op::ZRange { .. }
             | Op::ZRangeByScore { .. }
-            | Op::Time => Class::Read,
-            Op::Set { .. } | Op::Expire { .. } | Op::Ping | Op::MSet { .. } => Class::Write(Some(SafeDefault::False)),
+            | Op::Time => Fallback::Cache,
+            Op::Set { .. } | Op::Expire { .. } | Op::Ping | Op::MSet { .. } => {
+                Fallback::NoCache(Some(SafeDefault::False))
+            }
             Op::Del { .. }
             | Op::Exists { .. }
             | Op::HSet { .. }
             | Op::HDel { .. }
             | Op::ZAdd { .. }
             | Op::ZRem { .. }
-            | Op::ZRemRangeByScore { .. } => Class::Write(Some(SafeDefault::Zero)),
+            | Op::ZRemRangeByScore { .. } => Fallback::NoCache(Some(SafeDefault::Zero)),
             // No answer would be honest here: a TTL, a counter, a score or a script's result cannot be made up.
             Op::Ttl { .. } | Op::Incr { .. } | Op::ZIncrBy { .. } | Op::Eval { .. } | Op::EvalSha { .. } => {
-                Class::Write(None)
+                Fallback::NoCache(None)
             }
         }
     }

@@ -49,44 +49,66 @@ pub struct Request<'a> {
     pub default: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw<'a> {
+/// Declares [`Raw`], the flat struct of every field any op may take, from one list: the list also gives
+/// [`Raw::present`] (which fields a request gave) and [`FIELD_NAMES`], so a field cannot be added to the struct
+/// without being known to the check that refuses a field its op does not use. `op`, `encoding` and
+/// `on_unavailable` belong to every op and are outside the list.
+macro_rules! raw_fields {
+    ($($(#[$attr:meta])* $field:ident: $ty:ty,)*) => {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct Raw<'a> {
+            #[serde(borrow)]
+            pub op: Option<Str<'a>>,
+            $($(#[$attr])* pub $field: Option<$ty>,)*
+            pub encoding: Option<Encoding>,
+            pub on_unavailable: Option<OnUnavailable>,
+        }
+
+        /// The op-specific fields of [`Raw`], in its order.
+        pub(crate) const FIELD_NAMES: &[&str] = &[$(stringify!($field)),*];
+
+        impl Raw<'_> {
+            /// Each op-specific field, in order, with whether the request gave it.
+            fn present(&self) -> [(&'static str, bool); FIELD_NAMES.len()] {
+                [$((stringify!($field), self.$field.is_some()),)*]
+            }
+        }
+    };
+}
+
+raw_fields! {
     #[serde(borrow)]
-    op: Option<Str<'a>>,
+    key: Str<'a>,
+    keys: Vec<String>,
     #[serde(borrow)]
-    key: Option<Str<'a>>,
-    keys: Option<Vec<String>>,
+    value: Str<'a>,
     #[serde(borrow)]
-    value: Option<Str<'a>>,
+    field: Str<'a>,
+    fields: Fields,
     #[serde(borrow)]
-    field: Option<Str<'a>>,
-    fields: Option<Fields>,
-    #[serde(borrow)]
-    default: Option<&'a RawValue>,
-    ttl_ms: Option<serde_json::Number>,
-    nx: Option<bool>,
-    xx: Option<bool>,
-    seconds: Option<serde_json::Number>,
+    default: &'a RawValue,
+    ttl_ms: serde_json::Number,
+    nx: bool,
+    xx: bool,
+    seconds: serde_json::Number,
     /// An integer for `incr`, any number for `zincrby`.
-    by: Option<serde_json::Number>,
+    by: serde_json::Number,
     #[serde(borrow)]
-    member: Option<Str<'a>>,
-    members: Option<Members>,
-    start: Option<serde_json::Number>,
-    stop: Option<serde_json::Number>,
-    withscores: Option<bool>,
-    min: Option<Bound>,
-    max: Option<Bound>,
-    limit: Option<RangeLimit>,
-    pairs: Option<UniqueMap<String>>,
+    member: Str<'a>,
+    members: Members,
+    start: serde_json::Number,
+    stop: serde_json::Number,
+    withscores: bool,
+    min: Bound,
+    max: Bound,
+    limit: RangeLimit,
+    pairs: UniqueMap<String>,
     #[serde(borrow)]
-    script: Option<Str<'a>>,
+    script: Str<'a>,
     #[serde(borrow)]
-    sha: Option<Str<'a>>,
-    args: Option<Vec<String>>,
-    encoding: Option<Encoding>,
-    on_unavailable: Option<OnUnavailable>,
+    sha: Str<'a>,
+    args: Vec<String>,
 }
 
 /// The fields each op may carry besides `op`, `encoding` and `on_unavailable`.
@@ -173,31 +195,7 @@ pub fn parse<'a>(body: &'a [u8], limits: &Limits) -> Result<Request<'a>, ApiErro
         .ok_or_else(|| ApiError::BadRequest("missing field `op`".into()))?;
     let op_name = OpName::parse(name).ok_or_else(|| ApiError::UnknownOp(name.to_owned()))?;
 
-    let present = [
-        ("key", raw.key.is_some()),
-        ("keys", raw.keys.is_some()),
-        ("value", raw.value.is_some()),
-        ("field", raw.field.is_some()),
-        ("fields", raw.fields.is_some()),
-        ("default", raw.default.is_some()),
-        ("ttl_ms", raw.ttl_ms.is_some()),
-        ("nx", raw.nx.is_some()),
-        ("xx", raw.xx.is_some()),
-        ("seconds", raw.seconds.is_some()),
-        ("by", raw.by.is_some()),
-        ("member", raw.member.is_some()),
-        ("members", raw.members.is_some()),
-        ("start", raw.start.is_some()),
-        ("stop", raw.stop.is_some()),
-        ("withscores", raw.withscores.is_some()),
-        ("min", raw.min.is_some()),
-        ("max", raw.max.is_some()),
-        ("limit", raw.limit.is_some()),
-        ("pairs", raw.pairs.is_some()),
-        ("script", raw.script.is_some()),
-        ("sha", raw.sha.is_some()),
-        ("args", raw.args.is_some()),
-    ];
+    let present = raw.present();
     if let Some((field, _)) = present.iter().find(|(f, set)| *set && !allowed(op_name).contains(f)) {
         return Err(ApiError::BadRequest(format!(
             "field `{field}` is not used by op `{name}`"

@@ -1,4 +1,4 @@
-//! Turning Redis's reply to a typed op into the op's answer, and teaching the cache what Redis now holds.
+//! Turning Redis's reply to a typed op into the op's answer, and updating the cache with what Redis now holds.
 //!
 //! One function does both, so an op behaves the same alone on `/v1/cmd` and inside a pipeline. Replies are
 //! accepted in their RESP2 and RESP3 shapes (flat arrays or maps, bulk-string or double scores); any other
@@ -23,7 +23,7 @@
 //! cache already accepts that another client's write is not seen until the next read. What is never accepted is
 //! a value outliving the TTL its key had when it was read: PTTL is read after the value, so any expiry set by
 //! then is seen. Fills keep the earliest deadline known for the entry ([`crate::cache::KeyExpiry`]), since the
-//! answers of concurrent requests may be absorbed in another order than Redis ran them; a PERSIST or a longer
+//! answers of concurrent requests may be handled in another order than Redis ran them; a PERSIST or a longer
 //! EXPIRE by someone else therefore only takes effect once the earlier deadline has passed and the key is read
 //! again.
 //!
@@ -95,7 +95,12 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 impl<B: Backend> Resilient<B> {
     /// Turns Redis's reply into the op's answer, and teaches the cache what Redis now holds; `ttls` are the
     /// answers to the op's [`ttl_probes`].
-    pub(super) fn absorb(&self, op: &Op<'_>, value: Value, ttls: Ttls<'_>) -> Result<Reply, CallError> {
+    pub(super) fn answer_and_update_cache(
+        &self,
+        op: &Op<'_>,
+        value: Value,
+        ttls: Ttls<'_>,
+    ) -> Result<Reply, CallError> {
         let unexpected = |v: &Value| CallError::Redis(format!("unexpected reply to {}: {v:?}", op.name().as_str()));
         let c = &self.cache;
         Ok(match (op, value) {
