@@ -409,20 +409,13 @@ impl<B: Backend> Resilient<B> {
     }
 
     /// MGET answered key by key from the cache; the answer counts as from the cache if any key was.
-    fn per_key_fallback(&self, values: Vec<Option<Vec<u8>>>) -> Served {
-        let values: Vec<(Option<Vec<u8>>, Source)> = values
-            .into_iter()
-            .map(|value| match value {
-                Some(v) => {
-                    self.metrics.cache_hits.inc();
-                    (Some(v), Source::Cache)
-                }
-                None => {
-                    self.metrics.cache_misses.inc();
-                    (None, Source::Default)
-                }
-            })
-            .collect();
+    fn per_key_fallback(&self, values: Vec<(Option<Vec<u8>>, Source)>) -> Served {
+        for (_, source) in &values {
+            match source {
+                Source::Cache => self.metrics.cache_hits.inc(),
+                _ => self.metrics.cache_misses.inc(),
+            }
+        }
         let source = if values.iter().any(|(_, s)| *s == Source::Cache) {
             self.metrics.fallback_cache.inc();
             Source::Cache

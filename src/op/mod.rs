@@ -32,7 +32,7 @@ use redis::Value;
 use crate::api::error::ApiError;
 use crate::api::request::Parser;
 use crate::cache::FallbackCache;
-use crate::client::{Reply, Ttls};
+use crate::client::{Reply, Source, Ttls};
 
 /// Binary-safe bytes, borrowed from the request when possible.
 pub type Bytes<'a> = Cow<'a, [u8]>;
@@ -178,8 +178,8 @@ trait Family {
 pub(crate) enum Cached {
     /// One answer, or `None`: nothing usable.
     One(Option<Reply>),
-    /// Per key (MGET): its value, or `None`.
-    PerKey(Vec<Option<Vec<u8>>>),
+    /// Per key (MGET): its value and `Source::Cache`, or `None` and `Source::Default`.
+    PerKey(Vec<(Option<Vec<u8>>, Source)>),
 }
 
 impl OpName {

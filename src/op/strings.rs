@@ -14,7 +14,7 @@ use super::{not_in_family, Cached, Fallback, Family, Op, OpName, SafeDefault};
 use crate::api::error::ApiError;
 use crate::api::request::{bad, decode, integer, non_empty, Parser};
 use crate::cache::{FallbackCache, KeyExpiry, Lookup};
-use crate::client::{bulk_bytes, Reply, Ttls};
+use crate::client::{bulk_bytes, Reply, Source, Ttls};
 use crate::op::Bytes;
 
 /// Largest `ttl_ms` of `set`: 10^18 ms (about 31.7 million years). Redis refuses an expiry whose deadline
@@ -207,7 +207,14 @@ impl Family for Strings {
         };
         match op {
             Op::Get { key } => Cached::One(hit(cache.get_str(key)).map(Reply::Bytes)),
-            Op::MGet { keys } => Cached::PerKey(keys.iter().map(|key| hit(cache.get_str(key))).collect()),
+            Op::MGet { keys } => Cached::PerKey(
+                keys.iter()
+                    .map(|key| match hit(cache.get_str(key)) {
+                        Some(v) => (Some(v), Source::Cache),
+                        None => (None, Source::Default),
+                    })
+                    .collect(),
+            ),
             _ => Cached::One(None),
         }
     }
