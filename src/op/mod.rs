@@ -3,12 +3,12 @@
 //! Each op lives in the file of its family, as tokio-rs/mini-redis keeps one command per file: `strings.rs`
 //! (get, set, incr, mget, mset), `keys.rs` (del, exists, expire, ttl), `hashes.rs` (hget, hgetall, hset,
 //! hdel), `sorted_sets.rs`, `scripts.rs` (eval, evalsha) and `server.rs` (ping, time). A family file says,
-//! for its ops, everything the [`Family`] trait asks: the request fields it takes and how they are checked,
+//! for its ops, everything the `Family` trait asks: the request fields it takes and how they are checked,
 //! the Redis command sent, what the reply adds to or removes from the fallback cache, and the answer while
-//! Redis is unavailable. This file only declares (the [`OpName`] table, the [`Op`] enum) and dispatches: one
-//! row of `op_names!` ties an op to its name, its Redis command and its family, and every `Op` method is a
-//! match on that family calling the family's function (static dispatch, no vtable). Adding an op means its
-//! family file, its row and its `Op` variant.
+//! Redis is unavailable. This file only declares and dispatches: one row of the `ops!` table declares an op
+//! (its [`Op`] variant and fields, its [`OpName`], its Redis command, its family), and every `Op` method is a
+//! match on the family calling the family's function (static dispatch, no vtable). Adding an op means its
+//! family file and its row.
 //!
 //! Keys and values borrow from the request body where they can, so a plain request costs no copies before the
 //! command is encoded. [`OpName`] is a fixed set: it doubles as a metric label, so no value from a request ever
@@ -37,12 +37,24 @@ use crate::client::{Reply, Source, Ttls};
 /// Binary-safe bytes, borrowed from the request when possible.
 pub type Bytes<'a> = Cow<'a, [u8]>;
 
-macro_rules! op_names {
-    ($($variant:ident => $name:literal, $command:literal, $family:ident;)*) => {
+/// Declares the ops from one table: [`OpName`] (with its strings and family) and the [`Op`] enum (with each
+/// op's fields), so an op is one row.
+macro_rules! ops {
+    (<$lt:lifetime> $(
+        $(#[$doc:meta])*
+        $variant:ident => $name:literal, $command:literal, $family:ident
+            $({ $($(#[$field_doc:meta])* $field:ident: $ty:ty),* $(,)? })?;
+    )*) => {
         /// The names of the ops, as used in requests and as metric labels.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum OpName {
             $($variant,)*
+        }
+
+        /// One typed operation.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Op<$lt> {
+            $($(#[$doc])* $variant $({ $($(#[$field_doc])* $field: $ty,)* })?,)*
         }
 
         impl OpName {
@@ -79,33 +91,61 @@ macro_rules! op_names {
     };
 }
 
-// One row per op: its variant, its name in requests, the Redis command it sends, its family file.
-op_names! {
-    Get => "get", "GET", Strings;
-    Set => "set", "SET", Strings;
-    Del => "del", "DEL", Keys;
-    Exists => "exists", "EXISTS", Keys;
-    Expire => "expire", "EXPIRE", Keys;
-    Ttl => "ttl", "TTL", Keys;
-    Incr => "incr", "INCRBY", Strings;
-    HGet => "hget", "HGET", Hashes;
-    HGetAll => "hgetall", "HGETALL", Hashes;
-    HSet => "hset", "HSET", Hashes;
-    HDel => "hdel", "HDEL", Hashes;
+// One row per op: its variant, its name in requests, the Redis command it sends, its family file, its fields.
+ops! {<'a>
+    Get => "get", "GET", Strings { key: Bytes<'a> };
+    Set => "set", "SET", Strings {
+        key: Bytes<'a>,
+        value: Bytes<'a>,
+        ttl_ms: Option<u64>,
+        nx: bool,
+        xx: bool,
+    };
+    Del => "del", "DEL", Keys { keys: Vec<Bytes<'a>> };
+    Exists => "exists", "EXISTS", Keys { keys: Vec<Bytes<'a>> };
+    Expire => "expire", "EXPIRE", Keys { key: Bytes<'a>, seconds: i64 };
+    Ttl => "ttl", "TTL", Keys { key: Bytes<'a> };
+    Incr => "incr", "INCRBY", Strings { key: Bytes<'a>, by: i64 };
+    HGet => "hget", "HGET", Hashes { key: Bytes<'a>, field: Bytes<'a> };
+    HGetAll => "hgetall", "HGETALL", Hashes { key: Bytes<'a> };
+    HSet => "hset", "HSET", Hashes { key: Bytes<'a>, fields: Vec<(Bytes<'a>, Bytes<'a>)> };
+    HDel => "hdel", "HDEL", Hashes { key: Bytes<'a>, fields: Vec<Bytes<'a>> };
     Ping => "ping", "PING", Server;
-    ZAdd => "zadd", "ZADD", SortedSets;
-    ZCard => "zcard", "ZCARD", SortedSets;
-    ZScore => "zscore", "ZSCORE", SortedSets;
-    ZIncrBy => "zincrby", "ZINCRBY", SortedSets;
-    ZRange => "zrange", "ZRANGE", SortedSets;
-    ZRangeByScore => "zrangebyscore", "ZRANGEBYSCORE", SortedSets;
-    ZRemRangeByScore => "zremrangebyscore", "ZREMRANGEBYSCORE", SortedSets;
-    ZRem => "zrem", "ZREM", SortedSets;
+    /// Members with their scores, in Redis's order (score, member).
+    ZAdd => "zadd", "ZADD", SortedSets { key: Bytes<'a>, members: Vec<(f64, Bytes<'a>)> };
+    ZCard => "zcard", "ZCARD", SortedSets { key: Bytes<'a> };
+    ZScore => "zscore", "ZSCORE", SortedSets { key: Bytes<'a>, member: Bytes<'a> };
+    ZIncrBy => "zincrby", "ZINCRBY", SortedSets { key: Bytes<'a>, member: Bytes<'a>, by: f64 };
+    ZRange => "zrange", "ZRANGE", SortedSets {
+        key: Bytes<'a>,
+        start: i64,
+        stop: i64,
+        withscores: bool,
+    };
+    ZRangeByScore => "zrangebyscore", "ZRANGEBYSCORE", SortedSets {
+        key: Bytes<'a>,
+        min: ScoreBound<'a>,
+        max: ScoreBound<'a>,
+        withscores: bool,
+        /// LIMIT offset count.
+        limit: Option<(i64, i64)>,
+    };
+    ZRemRangeByScore => "zremrangebyscore", "ZREMRANGEBYSCORE", SortedSets {
+        key: Bytes<'a>,
+        min: ScoreBound<'a>,
+        max: ScoreBound<'a>,
+    };
+    ZRem => "zrem", "ZREM", SortedSets { key: Bytes<'a>, members: Vec<Bytes<'a>> };
     Time => "time", "TIME", Server;
-    MGet => "mget", "MGET", Strings;
-    MSet => "mset", "MSET", Strings;
-    Eval => "eval", "EVAL", Scripts;
-    EvalSha => "evalsha", "EVALSHA", Scripts;
+    MGet => "mget", "MGET", Strings { keys: Vec<Bytes<'a>> };
+    MSet => "mset", "MSET", Strings { pairs: Vec<(Bytes<'a>, Bytes<'a>)> };
+    Eval => "eval", "EVAL", Scripts { script: Cow<'a, str>, keys: Vec<Bytes<'a>>, args: Vec<Bytes<'a>> };
+    EvalSha => "evalsha", "EVALSHA", Scripts {
+        /// Lowercase hex SHA1, checked by the API.
+        sha: Cow<'a, str>,
+        keys: Vec<Bytes<'a>>,
+        args: Vec<Bytes<'a>>,
+    };
 }
 
 /// The family files.
@@ -214,112 +254,6 @@ pub enum SafeDefault {
 /// A score bound of ZRANGEBYSCORE and ZREMRANGEBYSCORE in Redis syntax (`1.5`, `(1.5`, `-inf`, `+inf`),
 /// checked by the API before it gets here.
 pub type ScoreBound<'a> = Cow<'a, str>;
-
-/// One typed operation.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Op<'a> {
-    Get {
-        key: Bytes<'a>,
-    },
-    Set {
-        key: Bytes<'a>,
-        value: Bytes<'a>,
-        ttl_ms: Option<u64>,
-        nx: bool,
-        xx: bool,
-    },
-    Del {
-        keys: Vec<Bytes<'a>>,
-    },
-    Exists {
-        keys: Vec<Bytes<'a>>,
-    },
-    Expire {
-        key: Bytes<'a>,
-        seconds: i64,
-    },
-    Ttl {
-        key: Bytes<'a>,
-    },
-    Incr {
-        key: Bytes<'a>,
-        by: i64,
-    },
-    HGet {
-        key: Bytes<'a>,
-        field: Bytes<'a>,
-    },
-    HGetAll {
-        key: Bytes<'a>,
-    },
-    HSet {
-        key: Bytes<'a>,
-        fields: Vec<(Bytes<'a>, Bytes<'a>)>,
-    },
-    HDel {
-        key: Bytes<'a>,
-        fields: Vec<Bytes<'a>>,
-    },
-    Ping,
-    /// Members with their scores, in Redis's order (score, member).
-    ZAdd {
-        key: Bytes<'a>,
-        members: Vec<(f64, Bytes<'a>)>,
-    },
-    ZCard {
-        key: Bytes<'a>,
-    },
-    ZScore {
-        key: Bytes<'a>,
-        member: Bytes<'a>,
-    },
-    ZIncrBy {
-        key: Bytes<'a>,
-        member: Bytes<'a>,
-        by: f64,
-    },
-    ZRange {
-        key: Bytes<'a>,
-        start: i64,
-        stop: i64,
-        withscores: bool,
-    },
-    ZRangeByScore {
-        key: Bytes<'a>,
-        min: ScoreBound<'a>,
-        max: ScoreBound<'a>,
-        withscores: bool,
-        /// LIMIT offset count.
-        limit: Option<(i64, i64)>,
-    },
-    ZRemRangeByScore {
-        key: Bytes<'a>,
-        min: ScoreBound<'a>,
-        max: ScoreBound<'a>,
-    },
-    ZRem {
-        key: Bytes<'a>,
-        members: Vec<Bytes<'a>>,
-    },
-    Time,
-    MGet {
-        keys: Vec<Bytes<'a>>,
-    },
-    MSet {
-        pairs: Vec<(Bytes<'a>, Bytes<'a>)>,
-    },
-    Eval {
-        script: Cow<'a, str>,
-        keys: Vec<Bytes<'a>>,
-        args: Vec<Bytes<'a>>,
-    },
-    EvalSha {
-        /// Lowercase hex SHA1, checked by the API.
-        sha: Cow<'a, str>,
-        keys: Vec<Bytes<'a>>,
-        args: Vec<Bytes<'a>>,
-    },
-}
 
 impl OpName {
     /// The request fields the op takes besides `op`, `encoding` and `on_unavailable`.

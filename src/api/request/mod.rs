@@ -2,7 +2,7 @@
 //!
 //! One pass of serde over the body fills a flat struct of every field any op may take (unknown fields are
 //! rejected by name); then each op checks that it got only the fields it uses (listed, and turned into the op
-//! with a [`Parser`], in the op's family file under `src/op/`). Keys and values borrow
+//! with a `Parser`, in the op's family file under `src/op/`). Keys and values borrow
 //! from the body unless they contain JSON escapes or are base64. With `"encoding": "base64"`, values, hash
 //! values, sorted-set members and script arguments are base64; keys, hash field names and scripts never are.
 //! Every problem becomes a `bad_request` naming the field, or `unknown_op`; nothing here can panic on client
