@@ -467,3 +467,17 @@ fn every_field_an_op_does_not_take_is_refused_naming_it() {
         }
     }
 }
+
+#[test]
+fn every_op_name_reaches_the_parser_of_its_family() {
+    for op in OpName::ALL {
+        let body = format!(r#"{{"op":"{}"}}"#, op.as_str());
+        match parse(body.as_bytes(), &Limits::default()) {
+            Ok(req) => assert_eq!(req.op.name(), op),
+            Err(ApiError::BadRequest(m)) => {
+                assert!(m.starts_with(&format!("op `{}` needs field `", op.as_str())), "{m}")
+            }
+            Err(other) => panic!("{body}: {other:?}"),
+        }
+    }
+}
