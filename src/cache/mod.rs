@@ -6,7 +6,7 @@
 //! through every update), evicting least-recently-used entries first. Each entry also has a lifetime:
 //! `settings.ttl` from its last refresh, further capped by the expiry of the Redis key ([`KeyExpiry`]), so a
 //! cached value neither goes too stale nor outlives the key it mirrors. The client learns that expiry with
-//! every value it caches (PTTL in the same round trip, see `client/absorb.rs`); a value whose key's expiry is
+//! every value it caches (PTTL in the same round trip, see `client/answer.rs`); a value whose key's expiry is
 //! unknown is not kept at all.
 //!
 //! This file holds those rules; `cache/store.rs` holds the entries, laid out so that the memory spent

@@ -9,7 +9,7 @@
 //! An expiry the Redis key is known to have (rare: SET with a TTL, EXPIRE) takes 8 more bytes in the entry,
 //! and hashes, rare in a fallback cache, keep their fields in a side map.
 //!
-//! The store knows nothing of limits or clocks: `cache.rs` decides what to keep and when it expires, in
+//! The store knows nothing of limits or clocks: `cache/mod.rs` decides what to keep and when it expires, in
 //! [`Tick`]s it converts from its clock.
 
 use std::collections::HashMap;

@@ -11,10 +11,10 @@
 //!   Raw commands and scripts, whose effects the cache cannot model, drop every cached key they name
 //!   (`raw`).
 //!
-//! Files: `absorb` turns replies into answers and teaches the cache; `raw` runs raw commands; `pipeline`
+//! Files: `answer` turns replies into answers and updates the cache; `raw` runs raw commands; `pipeline`
 //! runs batches; `scripts` runs Lua with the SHA registry.
 
-mod absorb;
+mod answer;
 mod pipeline;
 mod raw;
 mod scripts;
@@ -29,14 +29,15 @@ use redis::Value;
 
 use crate::backend::{Backend, BackendError, SlotReply};
 use crate::breaker::{Breaker, Observer, Rejected, State, Transition};
-use crate::cache::{FallbackCache, KeyExpiry, Lookup};
+use crate::cache::FallbackCache;
 use crate::config::OnUnavailable;
 use crate::metrics::{CallResult, Metrics, RedisCall};
-use crate::op::{Class, Op, SafeDefault};
+use crate::op::{Cached, Fallback, Op, SafeDefault};
 
-pub use absorb::Pairs;
-use absorb::Ttls;
+pub use answer::Pairs;
+pub(crate) use answer::{bulk_bytes, Ttls};
 pub use pipeline::{pipeline_source, Item, SlotAnswer};
+pub(crate) use raw::forget_named;
 pub use scripts::{Script, ScriptRegistry};
 
 /// Where an answer came from.
@@ -255,7 +256,7 @@ impl<B: Backend> Resilient<B> {
                 let mut pipe = redis::Pipeline::with_capacity(1 + probes.len());
                 pipe.add_command(op.to_cmd());
                 probes.iter().for_each(|key| {
-                    pipe.add_command(absorb::pttl_cmd(key));
+                    pipe.add_command(answer::pttl_cmd(key));
                 });
                 self.guarded(label, || self.query_with_ttls(&pipe)).await
             }
@@ -266,7 +267,7 @@ impl<B: Backend> Resilient<B> {
                     asked,
                     replies: slots.get(1..).unwrap_or_default(),
                 };
-                Ok(Served::redis(self.absorb(op, value, ttls)?))
+                Ok(Served::redis(self.answer_and_update_cache(op, value, ttls)?))
             }
             Err(Unanswered::App(message)) => {
                 self.forget_after_app_error(op);
@@ -279,13 +280,13 @@ impl<B: Backend> Resilient<B> {
     /// The keys whose PTTL goes with `op`: none while the cache is off, since nothing would be kept.
     fn ttl_probes<'o, 'a>(&self, op: &'o Op<'a>) -> &'o [crate::op::Bytes<'a>] {
         if self.cache.is_enabled() {
-            absorb::ttl_probes(op)
+            op.ttl_probes()
         } else {
             &[]
         }
     }
 
-    /// Sends an op's command with its PTTL probes behind it (see `absorb`): the op's reply, and every slot (the
+    /// Sends an op's command with its PTTL probes behind it (see `answer`): the op's reply, and every slot (the
     /// first, the op's, emptied). An application error on the op's own command is the call's, as if it had been
     /// sent alone.
     async fn query_with_ttls(&self, pipe: &redis::Pipeline) -> Result<(Value, Vec<SlotReply>), BackendError> {
@@ -361,9 +362,9 @@ impl<B: Backend> Resilient<B> {
 
     /// Answers a call Redis could not serve.
     fn fallback(&self, op: &Op<'_>, failure: Failure, on_unavailable: OnUnavailable) -> Result<Served, CallError> {
-        match op.class() {
-            Class::Read => Ok(self.read_fallback(op)),
-            Class::Write(safe) => {
+        match op.fallback() {
+            Fallback::Cache => Ok(self.read_fallback(op)),
+            Fallback::NoCache(safe) => {
                 let cached = self.forget_failed_write(op, &failure);
                 if let (OnUnavailable::Default, Some(safe)) = (on_unavailable, safe) {
                     self.metrics.fallback_default.inc();
@@ -384,16 +385,8 @@ impl<B: Backend> Resilient<B> {
 
     /// The answer to a read Redis could not serve: the cache's, else "use the caller's default" (`Nil`).
     fn read_fallback(&self, op: &Op<'_>) -> Served {
-        let lookup = match op {
-            Op::Get { key } => lift(self.cache.get_str(key), Reply::Bytes),
-            Op::HGet { key, field } => lift(self.cache.get_hash_field(key, field), Reply::Bytes),
-            Op::HGetAll { key } => lift(self.cache.get_hash(key), Reply::Hash),
-            Op::MGet { keys } => return self.mget_fallback(keys),
-            // Sorted sets and TIME are never cached: these go straight to the default.
-            _ => None,
-        };
-        match lookup {
-            Some(reply) => {
+        match op.cached(&self.cache) {
+            Cached::One(Some(reply)) => {
                 self.metrics.cache_hits.inc();
                 self.metrics.fallback_cache.inc();
                 Served {
@@ -402,7 +395,7 @@ impl<B: Backend> Resilient<B> {
                     cached: false,
                 }
             }
-            None => {
+            Cached::One(None) => {
                 self.metrics.cache_misses.inc();
                 self.metrics.fallback_default.inc();
                 Served {
@@ -411,24 +404,18 @@ impl<B: Backend> Resilient<B> {
                     cached: false,
                 }
             }
+            Cached::PerKey(values) => self.per_key_fallback(values),
         }
     }
 
     /// MGET answered key by key from the cache; the answer counts as from the cache if any key was.
-    fn mget_fallback(&self, keys: &[crate::op::Bytes<'_>]) -> Served {
-        let values: Vec<(Option<Vec<u8>>, Source)> = keys
-            .iter()
-            .map(|key| match self.cache.get_str(key) {
-                Lookup::Hit(v) => {
-                    self.metrics.cache_hits.inc();
-                    (Some(v), Source::Cache)
-                }
-                Lookup::Miss | Lookup::Expired => {
-                    self.metrics.cache_misses.inc();
-                    (None, Source::Default)
-                }
-            })
-            .collect();
+    fn per_key_fallback(&self, values: Vec<(Option<Vec<u8>>, Source)>) -> Served {
+        for (_, source) in &values {
+            match source {
+                Source::Cache => self.metrics.cache_hits.inc(),
+                _ => self.metrics.cache_misses.inc(),
+            }
+        }
         let source = if values.iter().any(|(_, s)| *s == Source::Cache) {
             self.metrics.fallback_cache.inc();
             Source::Cache
@@ -443,60 +430,17 @@ impl<B: Backend> Resilient<B> {
         }
     }
 
-    /// Keeps the cache honest after a write that did not (or may not have) reached Redis.
-    /// Returns whether the written value was kept in the cache (the cache may refuse it: disabled, or the value
-    /// larger than `cache.max_bytes`), which is what the answer's `cached` says.
+    /// Keeps the cache honest after a write that did not (or may not have) reached Redis (the op's family file
+    /// says how). Returns whether the written value was kept in the cache (the cache may refuse it: disabled,
+    /// or the value larger than `cache.max_bytes`), which is what the answer's `cached` says.
     fn forget_failed_write(&self, op: &Op<'_>, failure: &Failure) -> bool {
-        let c = &self.cache;
-        match op {
-            // As the original design did: this pod's later reads see the value, and the answer says it is cached.
-            // With NX/XX the outcome depends on what Redis holds, which we cannot know.
-            Op::Set {
-                key,
-                value,
-                ttl_ms,
-                nx: false,
-                xx: false,
-            } => {
-                let expiry = match ttl_ms.and_then(|ms| c.now().checked_add(Duration::from_millis(ms))) {
-                    Some(at) => KeyExpiry::At(at),
-                    None => KeyExpiry::Never,
-                };
-                c.put_str(key, value, expiry)
-            }
-            // MSET is SET for many keys, unconditionally; it is kept only if every value is.
-            Op::MSet { pairs } => c.put_strs(pairs),
-            _ if !failure.reached_redis() => false,
-            Op::Set { key, .. }
-            | Op::Expire { key, .. }
-            | Op::Incr { key, .. }
-            | Op::HSet { key, .. }
-            | Op::HDel { key, .. }
-            | Op::ZAdd { key, .. }
-            | Op::ZIncrBy { key, .. }
-            | Op::ZRem { key, .. }
-            | Op::ZRemRangeByScore { key, .. } => {
-                c.remove(key);
-                false
-            }
-            Op::Del { keys } => {
-                keys.iter().for_each(|k| c.remove(k));
-                false
-            }
-            Op::Eval { keys, args, .. } | Op::EvalSha { keys, args, .. } => {
-                self.forget_named(keys.iter().chain(args));
-                false
-            }
-            _ => false,
-        }
+        op.forget_failed_write(&self.cache, failure.reached_redis())
     }
 
     /// After an application error: a script may have written before it failed, so its keys are dropped.
     /// Every other op fails before changing anything.
     fn forget_after_app_error(&self, op: &Op<'_>) {
-        if let Op::Eval { keys, args, .. } | Op::EvalSha { keys, args, .. } = op {
-            self.forget_named(keys.iter().chain(args));
-        }
+        op.forget_after_app_error(&self.cache);
     }
 
     /// Probes Redis when the open period ends, so the breaker closes again even if no application call
@@ -521,12 +465,5 @@ impl<B: Backend> Resilient<B> {
                 }
             }
         }
-    }
-}
-
-fn lift<T>(lookup: Lookup<T>, f: impl FnOnce(T) -> Reply) -> Option<Reply> {
-    match lookup {
-        Lookup::Hit(v) => Some(f(v)),
-        Lookup::Miss | Lookup::Expired => None,
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Each command gets its own answer, in order: its reply, or the application error Redis gave it alone
 //! (inside MULTI/EXEC too: Redis runs the commands after a failing one). A typed op's reply goes through the
-//! same `absorb` as on `/v1/cmd`, so it updates the cache exactly as it would alone, with the PTTL probes that
+//! same `answer_and_update_cache` (`answer.rs`) as on `/v1/cmd`, so it updates the cache exactly as it would alone, with the PTTL probes that
 //! go with it on `/v1/cmd` sent in the same batch, after all the caller's commands (so that the positions in
 //! Redis's answers, EXECABORT's included, stay the caller's; inside a transaction they see the TTLs the
 //! transaction leaves); a raw command drops the cached keys it names. A transaction Redis refuses to run at all (EXECABORT, for a command it rejected
@@ -12,13 +12,13 @@
 //! fallback (each slot says its own source); anything else fails as a whole (no command in it is reported
 //! as done), with each typed write's cache entry handled as a failed write alone would be.
 
-use super::absorb::{pttl_cmd, Ttls};
+use super::answer::{pttl_cmd, Ttls};
 use super::raw::raw_cmd;
 use super::{CallError, Failure, Resilient, Served, Source, Unanswered};
 use crate::backend::{Backend, SlotReply};
 use crate::metrics::RedisCall;
 use crate::op::cmd::script_cmd;
-use crate::op::{Bytes, Class, Op};
+use crate::op::{Bytes, Fallback, Op};
 
 /// One command of a pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,10 +90,13 @@ impl<B: Backend> Resilient<B> {
     /// One slot's reply becomes its answer; the cache learns from it as it would from the command alone.
     fn settle(&self, item: &Item<'_>, slot: SlotReply, ttls: Ttls<'_>) -> SlotAnswer {
         match (item, slot) {
-            (Item::Op(op), Ok(value)) => self.absorb(op, value, ttls).map(Served::redis).map_err(|e| match e {
-                CallError::Redis(message) => message,
-                other => format!("{other:?}"),
-            }),
+            (Item::Op(op), Ok(value)) => self
+                .answer_and_update_cache(op, value, ttls)
+                .map(Served::redis)
+                .map_err(|e| match e {
+                    CallError::Redis(message) => message,
+                    other => format!("{other:?}"),
+                }),
             (Item::Op(op), Err(message)) => {
                 self.forget_after_app_error(op);
                 Err(message)
@@ -118,7 +121,7 @@ impl<B: Backend> Resilient<B> {
         let only_reads = !atomic
             && items
                 .iter()
-                .all(|item| matches!(item, Item::Op(op) if op.class() == Class::Read));
+                .all(|item| matches!(item, Item::Op(op) if op.fallback() == Fallback::Cache));
         if only_reads {
             let answers = items.iter().map(|item| match item {
                 Item::Op(op) => Ok(self.read_fallback(op)),
@@ -132,10 +135,11 @@ impl<B: Backend> Resilient<B> {
         for item in items {
             match item {
                 Item::Op(op) => {
-                    let write = matches!(op.class(), Class::Write(_));
+                    // Counted as a write: every op the cache does not answer (EXISTS, TTL and PING too).
+                    let uncached = matches!(op.fallback(), Fallback::NoCache(_));
                     let was_kept = self.forget_failed_write(op, &failure);
-                    writes += usize::from(write);
-                    kept += usize::from(write && was_kept);
+                    writes += usize::from(uncached);
+                    kept += usize::from(uncached && was_kept);
                 }
                 Item::Raw(args) => {
                     writes += 1;

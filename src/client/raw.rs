@@ -15,6 +15,7 @@ use redis::Value;
 
 use super::{CallError, Resilient, Unanswered};
 use crate::backend::Backend;
+use crate::cache::FallbackCache;
 use crate::commands::{self, Command, Flags, Keys, Kind};
 use crate::metrics::RedisCall;
 use crate::op::Bytes;
@@ -105,12 +106,17 @@ impl<B: Backend> Resilient<B> {
 
     /// Drops every cached entry whose key is one of `names`.
     pub(super) fn forget_named<A: AsRef<[u8]>>(&self, names: impl IntoIterator<Item = A>) {
-        if self.cache.is_empty() {
-            return;
-        }
-        for name in names {
-            self.cache.remove(name.as_ref());
-        }
+        forget_named(&self.cache, names);
+    }
+}
+
+/// Drops every entry of `cache` whose key is one of `names` (a script's keys and arguments, a raw command's).
+pub(crate) fn forget_named<A: AsRef<[u8]>>(cache: &FallbackCache, names: impl IntoIterator<Item = A>) {
+    if cache.is_empty() {
+        return;
+    }
+    for name in names {
+        cache.remove(name.as_ref());
     }
 }
 

@@ -1,7 +1,8 @@
 //! Parsing a `POST /v1/cmd` body (or one typed slot of a pipeline) into an [`Op`] plus the request's options.
 //!
 //! One pass of serde over the body fills a flat struct of every field any op may take (unknown fields are
-//! rejected by name); then each op checks that it got exactly the fields it uses. Keys and values borrow
+//! rejected by name); then each op checks that it got only the fields it uses (listed, and turned into the op
+//! with a `Parser`, in the op's family file under `src/op/`). Keys and values borrow
 //! from the body unless they contain JSON escapes or are base64. With `"encoding": "base64"`, values, hash
 //! values, sorted-set members and script arguments are base64; keys, hash field names and scripts never are.
 //! Every problem becomes a `bad_request` naming the field, or `unknown_op`; nothing here can panic on client
@@ -17,16 +18,12 @@ use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use crate::config::OnUnavailable;
-use crate::op::{Op, OpName};
-use fields::{bytes, keys, non_empty, Bound, Fields, Members, RangeLimit, UniqueMap};
+use crate::op::{Bytes, Op, OpName, ScoreBound};
+pub(crate) use fields::{bytes, non_empty, Bound, Fields, Members};
 pub use fields::{decode, integer, Str};
+use fields::{keys, RangeLimit, UniqueMap};
 
-/// Largest `ttl_ms` of `set`: 10^18 ms (about 31.7 million years). Redis refuses an expiry whose deadline
-/// (now + ttl) passes 2^63 ms; this bound keeps every accepted value clear of that for good.
-pub const MAX_TTL_MS: i64 = 1_000_000_000_000_000_000;
-/// Bound of `seconds` of `expire`, either way: 10^15 s (the same deadline as [`MAX_TTL_MS`]). A negative or
-/// zero `seconds` is Redis's own meaning: the key is deleted.
-pub const MAX_EXPIRE_SECONDS: i64 = 1_000_000_000_000_000;
+pub use crate::op::{MAX_EXPIRE_SECONDS, MAX_TTL_MS};
 
 /// How values travel in JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -49,70 +46,66 @@ pub struct Request<'a> {
     pub default: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw<'a> {
-    #[serde(borrow)]
-    op: Option<Str<'a>>,
-    #[serde(borrow)]
-    key: Option<Str<'a>>,
-    keys: Option<Vec<String>>,
-    #[serde(borrow)]
-    value: Option<Str<'a>>,
-    #[serde(borrow)]
-    field: Option<Str<'a>>,
-    fields: Option<Fields>,
-    #[serde(borrow)]
-    default: Option<&'a RawValue>,
-    ttl_ms: Option<serde_json::Number>,
-    nx: Option<bool>,
-    xx: Option<bool>,
-    seconds: Option<serde_json::Number>,
-    /// An integer for `incr`, any number for `zincrby`.
-    by: Option<serde_json::Number>,
-    #[serde(borrow)]
-    member: Option<Str<'a>>,
-    members: Option<Members>,
-    start: Option<serde_json::Number>,
-    stop: Option<serde_json::Number>,
-    withscores: Option<bool>,
-    min: Option<Bound>,
-    max: Option<Bound>,
-    limit: Option<RangeLimit>,
-    pairs: Option<UniqueMap<String>>,
-    #[serde(borrow)]
-    script: Option<Str<'a>>,
-    #[serde(borrow)]
-    sha: Option<Str<'a>>,
-    args: Option<Vec<String>>,
-    encoding: Option<Encoding>,
-    on_unavailable: Option<OnUnavailable>,
+/// Declares [`Raw`], the flat struct of every field any op may take, from one list: the list also gives
+/// [`Raw::present`] (which fields a request gave) and [`FIELD_NAMES`], so a field cannot be added to the struct
+/// without being known to the check that refuses a field its op does not use. `op`, `encoding` and
+/// `on_unavailable` belong to every op and are outside the list.
+macro_rules! raw_fields {
+    ($($(#[$attr:meta])* $field:ident: $ty:ty,)*) => {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct Raw<'a> {
+            #[serde(borrow)]
+            pub op: Option<Str<'a>>,
+            $($(#[$attr])* pub $field: Option<$ty>,)*
+            pub encoding: Option<Encoding>,
+            pub on_unavailable: Option<OnUnavailable>,
+        }
+
+        /// The op-specific fields of [`Raw`], in its order.
+        pub(crate) const FIELD_NAMES: &[&str] = &[$(stringify!($field)),*];
+
+        impl Raw<'_> {
+            /// Each op-specific field, in order, with whether the request gave it.
+            fn present(&self) -> [(&'static str, bool); FIELD_NAMES.len()] {
+                [$((stringify!($field), self.$field.is_some()),)*]
+            }
+        }
+    };
 }
 
-/// The fields each op may carry besides `op`, `encoding` and `on_unavailable`.
-fn allowed(op: OpName) -> &'static [&'static str] {
-    match op {
-        OpName::Get | OpName::HGetAll | OpName::ZCard => &["key", "default"],
-        OpName::Set => &["key", "value", "ttl_ms", "nx", "xx"],
-        OpName::Del | OpName::Exists => &["keys"],
-        OpName::Expire => &["key", "seconds"],
-        OpName::Ttl => &["key"],
-        OpName::Incr => &["key", "by"],
-        OpName::HGet => &["key", "field", "default"],
-        OpName::HSet | OpName::HDel => &["key", "fields"],
-        OpName::Ping => &[],
-        OpName::ZAdd | OpName::ZRem => &["key", "members"],
-        OpName::ZScore => &["key", "member", "default"],
-        OpName::ZIncrBy => &["key", "member", "by"],
-        OpName::ZRange => &["key", "start", "stop", "withscores", "default"],
-        OpName::ZRangeByScore => &["key", "min", "max", "withscores", "limit", "default"],
-        OpName::ZRemRangeByScore => &["key", "min", "max"],
-        OpName::Time => &["default"],
-        OpName::MGet => &["keys", "default"],
-        OpName::MSet => &["pairs"],
-        OpName::Eval => &["script", "keys", "args"],
-        OpName::EvalSha => &["sha", "keys", "args"],
-    }
+raw_fields! {
+    #[serde(borrow)]
+    key: Str<'a>,
+    keys: Vec<String>,
+    #[serde(borrow)]
+    value: Str<'a>,
+    #[serde(borrow)]
+    field: Str<'a>,
+    fields: Fields,
+    #[serde(borrow)]
+    default: &'a RawValue,
+    ttl_ms: serde_json::Number,
+    nx: bool,
+    xx: bool,
+    seconds: serde_json::Number,
+    /// An integer for `incr`, any number for `zincrby`.
+    by: serde_json::Number,
+    #[serde(borrow)]
+    member: Str<'a>,
+    members: Members,
+    start: serde_json::Number,
+    stop: serde_json::Number,
+    withscores: bool,
+    min: Bound,
+    max: Bound,
+    limit: RangeLimit,
+    pairs: UniqueMap<String>,
+    #[serde(borrow)]
+    script: Str<'a>,
+    #[serde(borrow)]
+    sha: Str<'a>,
+    args: Vec<String>,
 }
 
 /// Reads a body that must be exactly one JSON object (trailing whitespace aside) into `T`; every problem is a
@@ -173,38 +166,18 @@ pub fn parse<'a>(body: &'a [u8], limits: &Limits) -> Result<Request<'a>, ApiErro
         .ok_or_else(|| ApiError::BadRequest("missing field `op`".into()))?;
     let op_name = OpName::parse(name).ok_or_else(|| ApiError::UnknownOp(name.to_owned()))?;
 
-    let present = [
-        ("key", raw.key.is_some()),
-        ("keys", raw.keys.is_some()),
-        ("value", raw.value.is_some()),
-        ("field", raw.field.is_some()),
-        ("fields", raw.fields.is_some()),
-        ("default", raw.default.is_some()),
-        ("ttl_ms", raw.ttl_ms.is_some()),
-        ("nx", raw.nx.is_some()),
-        ("xx", raw.xx.is_some()),
-        ("seconds", raw.seconds.is_some()),
-        ("by", raw.by.is_some()),
-        ("member", raw.member.is_some()),
-        ("members", raw.members.is_some()),
-        ("start", raw.start.is_some()),
-        ("stop", raw.stop.is_some()),
-        ("withscores", raw.withscores.is_some()),
-        ("min", raw.min.is_some()),
-        ("max", raw.max.is_some()),
-        ("limit", raw.limit.is_some()),
-        ("pairs", raw.pairs.is_some()),
-        ("script", raw.script.is_some()),
-        ("sha", raw.sha.is_some()),
-        ("args", raw.args.is_some()),
-    ];
-    if let Some((field, _)) = present.iter().find(|(f, set)| *set && !allowed(op_name).contains(f)) {
+    let present = raw.present();
+    if let Some((field, _)) = present.iter().find(|(f, set)| *set && !op_name.fields().contains(f)) {
         return Err(ApiError::BadRequest(format!(
             "field `{field}` is not used by op `{name}`"
         )));
     }
     check_sizes(&raw, limits)?;
-    let op = build(op_name, name, &raw)?;
+    let op = op_name.parse_op(&Parser {
+        raw: &raw,
+        name,
+        encoding: raw.encoding.unwrap_or_default(),
+    })?;
     Ok(Request {
         op,
         encoding: raw.encoding.unwrap_or_default(),
@@ -261,235 +234,73 @@ fn check_sizes(raw: &Raw<'_>, limits: &Limits) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Builds the op from the fields it uses (the envelope has rejected any others).
-fn build<'a>(op_name: OpName, name: &str, raw: &Raw<'a>) -> Result<Op<'a>, ApiError> {
-    let encoding = raw.encoding.unwrap_or_default();
-    let need = |field: &str| ApiError::BadRequest(format!("op `{name}` needs field `{field}`"));
-    let bad = |message: String| ApiError::BadRequest(message);
-    let key = || {
-        raw.key
+/// A request's fields, with the checks the ops share; each op's family file (`src/op/`) builds the op with it.
+pub(crate) struct Parser<'r, 'a> {
+    pub raw: &'r Raw<'a>,
+    /// The op's name as the request gave it, for messages.
+    pub name: &'r str,
+    pub encoding: Encoding,
+}
+
+impl<'a> Parser<'_, 'a> {
+    /// The error for a missing field the op needs.
+    pub fn need(&self, field: &str) -> ApiError {
+        ApiError::BadRequest(format!("op `{}` needs field `{field}`", self.name))
+    }
+
+    /// `key`: a non-empty string.
+    pub fn key(&self) -> Result<Bytes<'a>, ApiError> {
+        self.raw
+            .key
             .as_ref()
             .map(|s| non_empty("key")(s.0.clone()))
-            .ok_or_else(|| need("key"))?
-    };
-    let key_list = |field: &'static str| {
-        let list = raw.keys.as_deref().ok_or_else(|| need(field))?;
+            .ok_or_else(|| self.need("key"))?
+    }
+
+    /// A non-empty list of keys.
+    pub fn key_list(&self, field: &'static str) -> Result<Vec<Bytes<'a>>, ApiError> {
+        let list = self.raw.keys.as_deref().ok_or_else(|| self.need(field))?;
         if list.is_empty() {
             return Err(bad(format!("field `{field}` must not be empty")));
         }
         keys(list, field)
-    };
-    let member = || {
-        let m = raw.member.as_ref().ok_or_else(|| need("member"))?;
-        decode(m.0.clone(), encoding, "member")
-    };
-    let index = |field: &'static str, n: &Option<serde_json::Number>| {
-        integer(field, n.as_ref().ok_or_else(|| need(field))?, i64::MIN, i64::MAX)
-    };
-    let range = |field: &'static str, bound: &Option<Bound>| bound.as_ref().ok_or_else(|| need(field))?.to_redis(field);
-    let script_parts = || -> Result<_, ApiError> {
-        let keys = keys(raw.keys.as_deref().unwrap_or_default(), "keys")?;
-        let args = raw.args.iter().flatten();
+    }
+
+    /// `member`, in the request's encoding.
+    pub fn member(&self) -> Result<Bytes<'a>, ApiError> {
+        let m = self.raw.member.as_ref().ok_or_else(|| self.need("member"))?;
+        decode(m.0.clone(), self.encoding, "member")
+    }
+
+    /// A required integer field, any 64-bit value.
+    pub fn index(&self, field: &'static str, n: &Option<serde_json::Number>) -> Result<i64, ApiError> {
+        integer(field, n.as_ref().ok_or_else(|| self.need(field))?, i64::MIN, i64::MAX)
+    }
+
+    /// A required score bound, in Redis syntax.
+    pub fn range(&self, field: &'static str, bound: &Option<Bound>) -> Result<ScoreBound<'a>, ApiError> {
+        bound.as_ref().ok_or_else(|| self.need(field))?.to_redis(field)
+    }
+
+    /// A value of the named field, in the request's encoding, owned.
+    pub fn value(&self, s: &str, field: &str) -> Result<Bytes<'a>, ApiError> {
+        decode(Cow::Owned(s.to_owned()), self.encoding, field)
+    }
+
+    /// The `keys` (optional, may be empty) and `args` of a script.
+    pub fn script_parts(&self) -> Result<(Vec<Bytes<'a>>, Vec<Bytes<'a>>), ApiError> {
+        let keys = keys(self.raw.keys.as_deref().unwrap_or_default(), "keys")?;
+        let args = self.raw.args.iter().flatten();
         let args = args
-            .map(|a| decode(Cow::Owned(a.clone()), encoding, "args").map(|b| Cow::Owned(b.into_owned())))
+            .map(|a| decode(Cow::Owned(a.clone()), self.encoding, "args").map(|b| Cow::Owned(b.into_owned())))
             .collect::<Result<_, _>>()?;
         Ok((keys, args))
-    };
-    Ok(match op_name {
-        OpName::Get => Op::Get { key: key()? },
-        OpName::HGetAll => Op::HGetAll { key: key()? },
-        OpName::Ttl => Op::Ttl { key: key()? },
-        OpName::ZCard => Op::ZCard { key: key()? },
-        OpName::Set => {
-            let (nx, xx) = (raw.nx.unwrap_or(false), raw.xx.unwrap_or(false));
-            if nx && xx {
-                return Err(bad("fields `nx` and `xx` cannot both be true".into()));
-            }
-            let ttl_ms = raw
-                .ttl_ms
-                .as_ref()
-                .map(|n| integer("ttl_ms", n, 1, MAX_TTL_MS))
-                .transpose()?;
-            let value = raw.value.as_ref().map(|s| s.0.clone()).ok_or_else(|| need("value"))?;
-            Op::Set {
-                key: key()?,
-                value: decode(value, encoding, "value")?,
-                ttl_ms: ttl_ms.map(|ms| ms as u64),
-                nx,
-                xx,
-            }
-        }
-        OpName::Del => Op::Del {
-            keys: key_list("keys")?,
-        },
-        OpName::Exists => Op::Exists {
-            keys: key_list("keys")?,
-        },
-        OpName::MGet => Op::MGet {
-            keys: key_list("keys")?,
-        },
-        OpName::Expire => Op::Expire {
-            key: key()?,
-            seconds: integer(
-                "seconds",
-                raw.seconds.as_ref().ok_or_else(|| need("seconds"))?,
-                -MAX_EXPIRE_SECONDS,
-                MAX_EXPIRE_SECONDS,
-            )?,
-        },
-        OpName::Incr => Op::Incr {
-            key: key()?,
-            by: match &raw.by {
-                None => 1,
-                Some(n) => integer("by", n, i64::MIN, i64::MAX)?,
-            },
-        },
-        OpName::HGet => {
-            let field = raw.field.as_ref().map(|s| s.0.clone()).ok_or_else(|| need("field"))?;
-            Op::HGet {
-                key: key()?,
-                field: bytes(field),
-            }
-        }
-        OpName::HSet => match raw.fields {
-            Some(Fields::Map(ref map)) if !map.is_empty() => {
-                let fields = map
-                    .iter()
-                    .map(|(f, v)| {
-                        Ok((
-                            Cow::Owned(f.clone().into_bytes()),
-                            decode(Cow::Owned(v.clone()), encoding, "fields")?,
-                        ))
-                    })
-                    .collect::<Result<_, ApiError>>()?;
-                Op::HSet { key: key()?, fields }
-            }
-            Some(_) => return Err(bad("field `fields` must be a non-empty object for op `hset`".into())),
-            None => return Err(need("fields")),
-        },
-        OpName::HDel => match raw.fields {
-            Some(Fields::List(ref list)) if !list.is_empty() => Op::HDel {
-                key: key()?,
-                fields: list.iter().map(|f| Cow::Owned(f.clone().into_bytes())).collect(),
-            },
-            Some(_) => return Err(bad("field `fields` must be a non-empty array for op `hdel`".into())),
-            None => return Err(need("fields")),
-        },
-        OpName::Ping => Op::Ping,
-        OpName::Time => Op::Time,
-        OpName::ZAdd => {
-            let member = |m: &String| decode(Cow::Owned(m.clone()), encoding, "members");
-            let members = match &raw.members {
-                Some(Members::Scores(map)) if !map.is_empty() => {
-                    map.iter().map(|(m, s)| Ok((*s, member(m)?))).collect::<Result<_, ApiError>>()?
-                }
-                Some(Members::Pairs(list)) if !list.is_empty() => {
-                    list.iter().map(|(s, m)| Ok((*s, member(m)?))).collect::<Result<_, ApiError>>()?
-                }
-                Some(_) => {
-                    return Err(bad(
-                        "field `members` must be a non-empty object of member: score or list of [score, member] for op `zadd`"
-                            .into(),
-                    ))
-                }
-                None => return Err(need("members")),
-            };
-            Op::ZAdd { key: key()?, members }
-        }
-        OpName::ZRem => match &raw.members {
-            Some(Members::Names(list)) if !list.is_empty() => Op::ZRem {
-                key: key()?,
-                members: list
-                    .iter()
-                    .map(|m| decode(Cow::Owned(m.clone()), encoding, "members"))
-                    .collect::<Result<_, _>>()?,
-            },
-            Some(_) => {
-                return Err(bad(
-                    "field `members` must be a non-empty array of members for op `zrem`".into(),
-                ))
-            }
-            None => return Err(need("members")),
-        },
-        OpName::ZScore => Op::ZScore {
-            key: key()?,
-            member: member()?,
-        },
-        OpName::ZIncrBy => {
-            let by = raw.by.as_ref().ok_or_else(|| need("by"))?;
-            let by = by
-                .as_f64()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| bad(format!("field `by` must be a finite number, got {by}")))?;
-            Op::ZIncrBy {
-                key: key()?,
-                member: member()?,
-                by,
-            }
-        }
-        OpName::ZRange => Op::ZRange {
-            key: key()?,
-            start: index("start", &raw.start)?,
-            stop: index("stop", &raw.stop)?,
-            withscores: raw.withscores.unwrap_or(false),
-        },
-        OpName::ZRangeByScore => Op::ZRangeByScore {
-            key: key()?,
-            min: range("min", &raw.min)?,
-            max: range("max", &raw.max)?,
-            withscores: raw.withscores.unwrap_or(false),
-            limit: raw
-                .limit
-                .as_ref()
-                .map(|l| {
-                    let offset = integer("limit.offset", &l.offset, 0, i64::MAX)?;
-                    Ok::<_, ApiError>((offset, integer("limit.count", &l.count, i64::MIN, i64::MAX)?))
-                })
-                .transpose()?,
-        },
-        OpName::ZRemRangeByScore => Op::ZRemRangeByScore {
-            key: key()?,
-            min: range("min", &raw.min)?,
-            max: range("max", &raw.max)?,
-        },
-        OpName::MSet => match raw.pairs.as_ref().map(|p| &p.0) {
-            Some(pairs) if !pairs.is_empty() => Op::MSet {
-                pairs: pairs
-                    .iter()
-                    .map(|(k, v)| {
-                        let k = non_empty("pairs")(Cow::Owned(k.clone()))?.into_owned();
-                        Ok((Cow::Owned(k), decode(Cow::Owned(v.clone()), encoding, "pairs")?))
-                    })
-                    .collect::<Result<_, ApiError>>()?,
-            },
-            Some(_) => return Err(bad("field `pairs` must be a non-empty object of key: value".into())),
-            None => return Err(need("pairs")),
-        },
-        OpName::Eval => {
-            let script = raw.script.as_ref().ok_or_else(|| need("script"))?;
-            if script.0.trim().is_empty() {
-                return Err(bad("field `script` must not be empty".into()));
-            }
-            let (keys, args) = script_parts()?;
-            Op::Eval {
-                script: script.0.clone(),
-                keys,
-                args,
-            }
-        }
-        OpName::EvalSha => {
-            let sha = raw.sha.as_ref().ok_or_else(|| need("sha"))?;
-            if sha.0.len() != 40 || !sha.0.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad("field `sha` must be the 40 hex digits of a script's SHA1".into()));
-            }
-            let (keys, args) = script_parts()?;
-            Op::EvalSha {
-                sha: Cow::Owned(sha.0.to_ascii_lowercase()),
-                keys,
-                args,
-            }
-        }
-    })
+    }
+}
+
+/// A `bad_request` with this message.
+pub(crate) fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(message.into())
 }
 
 #[cfg(test)]

@@ -422,3 +422,62 @@ fn infinite_scores_are_the_strings_zrange_answers_with() {
         assert!(got.contains(want), "{body}: got {got:?}, want {want:?}");
     }
 }
+
+#[test]
+fn every_field_an_op_takes_is_a_field_of_the_request_and_every_field_has_an_op() {
+    for op in OpName::ALL {
+        for field in op.fields() {
+            assert!(FIELD_NAMES.contains(field), "{op:?} takes unknown field `{field}`");
+        }
+    }
+    for field in FIELD_NAMES {
+        assert!(
+            OpName::ALL.into_iter().any(|op| op.fields().contains(field)),
+            "no op takes field `{field}`"
+        );
+    }
+}
+
+/// A value of the right shape for each field, so that a body with it gets past serde to the field check.
+fn sample(field: &str) -> &'static str {
+    match field {
+        "key" | "value" | "field" | "member" => r#""k""#,
+        "keys" | "args" => r#"["k"]"#,
+        "fields" | "pairs" => r#"{"f":"v"}"#,
+        "members" => r#"["m"]"#,
+        "default" | "ttl_ms" | "seconds" | "by" | "start" | "stop" | "min" | "max" => "1",
+        "nx" | "xx" | "withscores" => "true",
+        "limit" => "[0,1]",
+        "script" => r#""return 1""#,
+        "sha" => r#""0123456789abcdef0123456789abcdef01234567""#,
+        other => panic!("no sample value for field `{other}`: add one"),
+    }
+}
+
+#[test]
+fn every_field_an_op_does_not_take_is_refused_naming_it() {
+    for op in OpName::ALL {
+        for field in FIELD_NAMES.iter().filter(|f| !op.fields().contains(f)) {
+            let body = format!(r#"{{"op":"{}","{field}":{}}}"#, op.as_str(), sample(field));
+            assert_eq!(
+                bad(&body),
+                format!("field `{field}` is not used by op `{}`", op.as_str()),
+                "{body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_op_name_reaches_the_parser_of_its_family() {
+    for op in OpName::ALL {
+        let body = format!(r#"{{"op":"{}"}}"#, op.as_str());
+        match parse(body.as_bytes(), &Limits::default()) {
+            Ok(req) => assert_eq!(req.op.name(), op),
+            Err(ApiError::BadRequest(m)) => {
+                assert!(m.starts_with(&format!("op `{}` needs field `", op.as_str())), "{m}")
+            }
+            Err(other) => panic!("{body}: {other:?}"),
+        }
+    }
+}
