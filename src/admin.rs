@@ -25,7 +25,7 @@ use crate::api::ApiError;
 use crate::breaker::State as CircuitState;
 use crate::{health, Client};
 
-pub struct Admin {
+pub(crate) struct Admin {
     pub client: Arc<Client>,
     /// Set once the Unix socket is bound and served.
     pub socket_ready: AtomicBool,
@@ -33,7 +33,7 @@ pub struct Admin {
     pub ready_requires_redis: bool,
 }
 
-pub fn router(admin: Arc<Admin>) -> Router {
+pub(crate) fn router(admin: Arc<Admin>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/livez", get(livez))
@@ -52,7 +52,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
 }
 
 /// The admin listener's handler for one connection: the router.
-pub struct AdminHandler(pub Router);
+pub(crate) struct AdminHandler(pub Router);
 
 impl Handler for AdminHandler {
     fn call(&self, req: Request<Incoming>) -> impl Future<Output = Response> + Send + use<> {

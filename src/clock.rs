@@ -1,13 +1,16 @@
 //! Time, injected, and how redguard writes a wall-clock time.
 //!
 //! The breaker and the fallback cache never read the system clock themselves: they ask a [`Clock`].
-//! Production code passes [`SystemClock`]; unit tests pass a [`ManualClock`] and move it forward by
+//! Production code passes [`SystemClock`]; unit tests pass a `ManualClock` and move it forward by
 //! hand, so every timeout, backoff and TTL is tested deterministically and without sleeping. Wall-clock
 //! times that leave the process (health JSON, notifications) are written by [`iso8601`].
 
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+#[cfg(test)]
+use std::time::Duration;
+use std::time::{Instant, SystemTime};
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -37,12 +40,14 @@ impl Clock for SystemClock {
 }
 
 /// A clock that only moves when told to. Starts at the real `Instant::now()` of its creation.
+#[cfg(test)]
 #[derive(Debug)]
 pub struct ManualClock {
     base: Instant,
     offset_nanos: AtomicU64,
 }
 
+#[cfg(test)]
 impl ManualClock {
     pub fn new() -> Arc<Self> {
         Arc::new(ManualClock {
@@ -57,6 +62,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         self.base + Duration::from_nanos(self.offset_nanos.load(Ordering::SeqCst))

@@ -16,7 +16,7 @@ use crate::clock::iso8601;
 use crate::metrics::CallResult;
 
 #[derive(Debug, Serialize)]
-pub struct CircuitFigures {
+pub(crate) struct CircuitFigures {
     pub state: &'static str,
     pub failure_count: u32,
     pub total_calls: u64,
@@ -30,14 +30,14 @@ pub struct CircuitFigures {
 }
 
 #[derive(Debug, Serialize)]
-pub struct RedisHealth {
+pub(crate) struct RedisHealth {
     pub redis_available: bool,
     pub circuit_breaker: CircuitFigures,
     pub degraded_mode: bool,
 }
 
 #[derive(Debug, Serialize)]
-pub struct CircuitBreakerHealth {
+pub(crate) struct CircuitBreakerHealth {
     #[serde(flatten)]
     pub figures: CircuitFigures,
     pub state_entered_at: String,
@@ -51,7 +51,7 @@ pub struct CircuitBreakerHealth {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ConfigInForce {
+pub(crate) struct ConfigInForce {
     pub mode: &'static str,
     pub failure_threshold: u32,
     pub failure_rate_threshold: Option<f64>,
@@ -69,7 +69,7 @@ pub struct ConfigInForce {
 }
 
 /// The figures, read from the same counters `/metrics` renders.
-pub fn figures<B: Backend>(client: &Resilient<B>) -> CircuitFigures {
+pub(crate) fn figures<B: Backend>(client: &Resilient<B>) -> CircuitFigures {
     let m = client.metrics();
     let snapshot = client.breaker().snapshot();
     let cache = client.cache();
@@ -96,7 +96,7 @@ pub fn figures<B: Backend>(client: &Resilient<B>) -> CircuitFigures {
     }
 }
 
-pub fn redis<B: Backend>(client: &Resilient<B>) -> RedisHealth {
+pub(crate) fn redis<B: Backend>(client: &Resilient<B>) -> RedisHealth {
     let circuit_breaker = figures(client);
     RedisHealth {
         redis_available: client.metrics().redis_up.get() == 1,
@@ -105,7 +105,7 @@ pub fn redis<B: Backend>(client: &Resilient<B>) -> RedisHealth {
     }
 }
 
-pub fn circuit_breaker<B: Backend>(client: &Resilient<B>) -> CircuitBreakerHealth {
+pub(crate) fn circuit_breaker<B: Backend>(client: &Resilient<B>) -> CircuitBreakerHealth {
     let figures = figures(client);
     let snapshot = client.breaker().snapshot();
     let s: Settings = client.breaker().settings();

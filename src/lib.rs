@@ -41,24 +41,24 @@
 // exceeds rustc's default query depth in instrumented builds (cargo fuzz's sanitizer flags).
 #![recursion_limit = "256"]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod api;
-pub mod backend;
+pub(crate) mod backend;
 pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod clock;
 pub mod commands;
 pub mod config;
-pub mod health;
-pub mod jitter;
-pub mod metrics;
-pub mod notify;
-pub mod op;
-pub mod policy;
+pub(crate) mod health;
+pub(crate) mod jitter;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod op;
+pub(crate) mod policy;
 pub mod preflight;
-pub mod ratelimit;
-pub mod resources;
+pub(crate) mod ratelimit;
+pub(crate) mod resources;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;

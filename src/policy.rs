@@ -30,7 +30,7 @@ use std::fmt;
 /// to another database, CLIENT REPLY OFF would desynchronise every reply), a blocking command would stall every
 /// command queued behind it, and the subscribe and replication commands turn the connection into a stream that
 /// request/response cannot carry. `/v1/pipeline` with `"atomic": true` is the way to run a transaction.
-pub const ALWAYS_DENIED: &[&str] = &[
+pub(crate) const ALWAYS_DENIED: &[&str] = &[
     // Connection state.
     "MULTI",
     "EXEC",
@@ -79,7 +79,7 @@ pub const ALWAYS_DENIED: &[&str] = &[
 
 /// Administrative commands denied unless the operator writes their own `api.commands.deny`. The default value
 /// of that key is these plus [`ALWAYS_DENIED`] (listed again so the default reads as the whole picture).
-pub const ADMIN_DENIED: &[&str] = &[
+pub(crate) const ADMIN_DENIED: &[&str] = &[
     "FLUSHALL",
     "FLUSHDB",
     "SWAPDB",
@@ -113,7 +113,7 @@ pub const ADMIN_DENIED: &[&str] = &[
 ];
 
 /// The default `api.commands.deny`: [`ADMIN_DENIED`] followed by [`ALWAYS_DENIED`].
-pub fn default_deny() -> Vec<String> {
+pub(crate) fn default_deny() -> Vec<String> {
     ADMIN_DENIED
         .iter()
         .chain(ALWAYS_DENIED)

@@ -17,7 +17,7 @@ use crate::config::Config;
 /// one per cluster node or sentinel, plus the recovery probe's), the notifier's HTTPS connections, the two
 /// listening sockets, the log, the runtime's epoll and eventfd, and whatever a libc call opens for a moment
 /// (`/etc/group`, DNS).
-pub const RESERVED_DESCRIPTORS: u64 = 128;
+pub(crate) const RESERVED_DESCRIPTORS: u64 = 128;
 
 /// The process's RLIMIT_NOFILE: (soft, hard).
 fn open_file_limit() -> std::io::Result<(u64, u64)> {
@@ -34,7 +34,7 @@ fn open_file_limit() -> std::io::Result<(u64, u64)> {
 
 /// The problem, if both listeners' connection limits and the reserve do not fit in the hard RLIMIT_NOFILE (the
 /// limit `run` raises its own to, see [`raise_descriptor_limit`]). Changes nothing, so `check-config` asks too.
-pub fn descriptor_problem(cfg: &Config) -> Option<String> {
+pub(crate) fn descriptor_problem(cfg: &Config) -> Option<String> {
     let (api, admin) = (cfg.api.max_connections, cfg.admin.max_connections);
     let needed = (api as u64)
         .saturating_add(admin as u64)
@@ -53,7 +53,7 @@ pub fn descriptor_problem(cfg: &Config) -> Option<String> {
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (always permitted), so that [`descriptor_problem`]'s check
 /// holds for the running process. Returns the limit in force.
-pub fn raise_descriptor_limit() -> std::io::Result<u64> {
+pub(crate) fn raise_descriptor_limit() -> std::io::Result<u64> {
     let (soft, hard) = open_file_limit()?;
     if soft >= hard {
         return Ok(soft);
@@ -78,7 +78,7 @@ pub fn raise_descriptor_limit() -> std::io::Result<u64> {
 /// of 221 MiB, 17 s after the clients had gone). Setting the threshold explicitly turns the dynamic
 /// adjustment off (and fixes the trim threshold, which glibc otherwise moves with it). Smaller allocations
 /// are unaffected. A no-op on other C libraries, which have no such adjustment to turn off.
-pub fn return_freed_memory() {
+pub(crate) fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
@@ -97,7 +97,7 @@ pub fn return_freed_memory() {
 /// 28 MiB above idle after they had gone. The accept loop calls this once after such a burst
 /// ([`crate::api::server`]), not per connection: it walks the heap, which costs about a millisecond for tens of
 /// MiB. A no-op on other C libraries.
-pub fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the kernel.
     unsafe {

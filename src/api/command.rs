@@ -11,7 +11,7 @@ use crate::op::Bytes;
 
 /// A parsed raw command.
 #[derive(Debug)]
-pub struct Command<'a> {
+pub(crate) struct Command<'a> {
     /// The command name first.
     pub args: Vec<Bytes<'a>>,
     pub encoding: Encoding,
@@ -25,7 +25,7 @@ struct Raw<'a> {
     encoding: Option<Encoding>,
 }
 
-pub fn parse(body: &[u8]) -> Result<Command<'_>, ApiError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Command<'_>, ApiError> {
     let raw: Raw<'_> = request::deserialize(body)?;
     let encoding = raw.encoding.unwrap_or_default();
     let list = raw

@@ -6,16 +6,16 @@
 //! typed ops by the command they send. The control routes (`/v1/breaker`) exist only here, never on a
 //! network listener.
 
-pub mod command;
-pub mod error;
-pub mod pipeline;
-pub mod protocol_errors;
-pub mod ratelimit;
-pub mod raw_reply;
+pub(crate) mod command;
+pub(crate) mod error;
+pub(crate) mod pipeline;
+pub(crate) mod protocol_errors;
+pub(crate) mod ratelimit;
+pub(crate) mod raw_reply;
 pub mod reply;
 pub mod request;
-pub mod server;
-pub mod socket;
+pub(crate) mod server;
+pub(crate) mod socket;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -18,14 +18,14 @@ use crate::client::{Item, SlotAnswer, Source};
 
 /// What one slot's answer is rendered with.
 #[derive(Debug, Clone, Copy)]
-pub struct Shape<'a> {
+pub(crate) struct Shape<'a> {
     pub encoding: Encoding,
     pub default: Option<&'a RawValue>,
 }
 
 /// A parsed pipeline: the commands, and per command the shape of its answer.
 #[derive(Debug)]
-pub struct Pipeline<'a> {
+pub(crate) struct Pipeline<'a> {
     pub items: Vec<Item<'a>>,
     pub shapes: Vec<Shape<'a>>,
     pub atomic: bool,
@@ -71,7 +71,11 @@ impl<'de> Deserialize<'de> for Probe {
     }
 }
 
-pub fn parse<'a>(body: &'a [u8], max_commands: usize, limits: &request::Limits) -> Result<Pipeline<'a>, ApiError> {
+pub(crate) fn parse<'a>(
+    body: &'a [u8],
+    max_commands: usize,
+    limits: &request::Limits,
+) -> Result<Pipeline<'a>, ApiError> {
     let raw: Raw<'_> = request::deserialize(body)?;
     let commands = raw
         .commands
@@ -150,7 +154,7 @@ struct Body<'a> {
 }
 
 /// The answer: each slot rendered on its own, so a value one slot cannot show (not UTF-8) fails only that slot.
-pub fn render(shapes: &[Shape<'_>], answers: &[SlotAnswer]) -> Vec<u8> {
+pub(crate) fn render(shapes: &[Shape<'_>], answers: &[SlotAnswer]) -> Vec<u8> {
     let results = shapes
         .iter()
         .zip(answers)

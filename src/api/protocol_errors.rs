@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::ApiError;
 
 /// A connection's stream, with hyper's bodiless error answers replaced by JSON ones.
-pub struct JsonErrors<S> {
+pub(crate) struct JsonErrors<S> {
     inner: S,
     /// The header-block limit named in a 431's message.
     max_header_bytes: usize,
@@ -27,16 +27,12 @@ pub struct JsonErrors<S> {
 }
 
 impl<S> JsonErrors<S> {
-    pub fn new(inner: S, max_header_bytes: usize) -> Self {
+    pub(crate) fn new(inner: S, max_header_bytes: usize) -> Self {
         JsonErrors {
             inner,
             max_header_bytes,
             pending: None,
         }
-    }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 }
 

@@ -29,14 +29,14 @@ struct Raw<'a> {
 
 /// A parsed check: the application's key and its limit.
 #[derive(Debug)]
-pub struct Check<'a> {
+pub(crate) struct Check<'a> {
     pub key: Bytes<'a>,
     pub limit: Limit,
 }
 
 /// `max_key_bytes` (`api.max_key_bytes`) bounds the key as it bounds a typed op's: the key is held in Redis and,
 /// while Redis is away, in this process (`ratelimit.local_max_keys` of them).
-pub fn parse(body: &[u8], max_key_bytes: usize) -> Result<Check<'_>, ApiError> {
+pub(crate) fn parse(body: &[u8], max_key_bytes: usize) -> Result<Check<'_>, ApiError> {
     let raw: Raw<'_> = request::deserialize(body)?;
     let need = |field: &str| ApiError::BadRequest(format!("missing field `{field}`"));
     let key = raw.key.ok_or_else(|| need("key"))?.0;
@@ -85,7 +85,7 @@ struct Body {
     degraded: bool,
 }
 
-pub fn render(d: &Decision) -> Vec<u8> {
+pub(crate) fn render(d: &Decision) -> Vec<u8> {
     let body = Body {
         allowed: d.allowed,
         remaining: d.remaining,

@@ -28,13 +28,13 @@ use serde::{Serialize, Serializer};
 
 use super::request::Encoding;
 
-pub const NOT_UTF8: &str = "not utf-8";
+pub(crate) const NOT_UTF8: &str = "not utf-8";
 
 /// A raw reply, rendered in the request's encoding.
-pub struct RawReply<'a>(pub &'a Value, pub Encoding);
+pub(crate) struct RawReply<'a>(pub &'a Value, pub Encoding);
 
 /// A string value: text, or base64 when asked.
-pub struct Text<'a>(pub &'a [u8], pub Encoding);
+pub(crate) struct Text<'a>(pub &'a [u8], pub Encoding);
 
 impl Serialize for Text<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -46,7 +46,7 @@ impl Serialize for Text<'_> {
 }
 
 /// A number JSON can carry, or Redis's own spelling of the ones it cannot.
-pub fn serialize_f64<S: Serializer>(f: f64, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_f64<S: Serializer>(f: f64, s: S) -> Result<S::Ok, S::Error> {
     if f.is_finite() {
         s.serialize_f64(f)
     } else if f.is_nan() {

@@ -45,14 +45,14 @@ use crate::resources;
 /// The most a connection's read buffer may hold, and so the largest header block (hyper's default is about
 /// 400 KiB, which times `api.max_connections` is far more memory than the sidecar has). Request heads here are a
 /// few hundred bytes; a body streams through the buffer in pieces of at most this size.
-pub const MAX_BUF_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_BUF_BYTES: usize = 16 * 1024;
 
 /// How often a failed accept, or a listener at its connection limit, is logged at most.
-pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Limits of one accept loop, from the config.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// The listener's name in logs: `api` or `admin`, like its config section.
     pub name: &'static str,
     pub max_connections: usize,
@@ -60,7 +60,7 @@ pub struct Limits {
 }
 
 /// A listening socket the loop can serve.
-pub trait Listener: Send + 'static {
+pub(crate) trait Listener: Send + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     fn accept(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 }
@@ -108,14 +108,14 @@ impl Bursts {
 }
 
 /// Answers the requests of one connection.
-pub trait Handler: Send + 'static {
+pub(crate) trait Handler: Send + 'static {
     fn call(&self, req: Request<Incoming>) -> impl Future<Output = Response> + Send + 'static + use<Self>;
 }
 
 /// Counts an event that is logged at most once per [`LOG_INTERVAL`], so a flood of failed accepts cannot
 /// flood the log (or spend the CPU the requests need) too.
 #[derive(Debug, Default)]
-pub struct Throttled {
+pub(crate) struct Throttled {
     last_logged: Option<Instant>,
     unlogged: u64,
 }
@@ -123,7 +123,7 @@ pub struct Throttled {
 impl Throttled {
     /// Records one occurrence at `now`; returns how many occurred since the last log line (this one included)
     /// when a line is due.
-    pub fn record(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn record(&mut self, now: Instant) -> Option<u64> {
         self.unlogged += 1;
         let due = self
             .last_logged
@@ -138,7 +138,7 @@ impl Throttled {
 
 /// Serves `listener` until `shutdown` resolves, then waits for open connections to finish their in-flight
 /// request (the caller bounds this). `handler_for` makes each accepted connection's request handler.
-pub async fn serve<L: Listener, H: Handler>(
+pub(crate) async fn serve<L: Listener, H: Handler>(
     listener: L,
     limits: Limits,
     handler_for: impl Fn(&L::Stream) -> H,
@@ -210,13 +210,13 @@ pub async fn serve<L: Listener, H: Handler>(
 
 /// The Unix socket's handler for one connection: the API, or 403 on every request for a peer not in
 /// `listen.allowed_uids`.
-pub struct ApiHandler {
+pub(crate) struct ApiHandler {
     app: Arc<App>,
     refused: Option<u32>,
 }
 
 impl ApiHandler {
-    pub fn new(app: Arc<App>, allowed_uids: Option<&[u32]>, stream: &UnixStream) -> ApiHandler {
+    pub(crate) fn new(app: Arc<App>, allowed_uids: Option<&[u32]>, stream: &UnixStream) -> ApiHandler {
         let refused = peer_uid_refused(stream, allowed_uids);
         if let Some(uid) = refused {
             debug!(uid, "peer uid not in listen.allowed_uids");

@@ -17,7 +17,7 @@ use tokio::net::UnixListener;
 
 /// The longest socket path the platform accepts, in bytes: `sun_path` of `struct sockaddr_un` (108 bytes on
 /// Linux, 104 on macOS) holds the path and its terminating NUL.
-pub const MAX_PATH_BYTES: usize =
+pub(crate) const MAX_PATH_BYTES: usize =
     std::mem::size_of::<libc::sockaddr_un>() - std::mem::offset_of!(libc::sockaddr_un, sun_path) - 1;
 
 /// Why the socket could not be set up.
@@ -36,7 +36,7 @@ pub enum SocketError {
 
 /// What is at the socket path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     Nothing,
     /// A socket file nobody accepts connections on: left by a crashed run, and replaced at start.
     StaleSocket,
@@ -47,7 +47,7 @@ pub enum Found {
 }
 
 /// Looks at the path without following a symbolic link (a link is reported as such, never as its target).
-pub fn inspect(path: &Path) -> io::Result<Found> {
+pub(crate) fn inspect(path: &Path) -> io::Result<Found> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Nothing),
@@ -77,7 +77,7 @@ pub fn inspect(path: &Path) -> io::Result<Found> {
 
 /// The problems of the path itself, which need nothing from the file system: empty, a NUL byte, or longer
 /// than the platform's limit ([`MAX_PATH_BYTES`]).
-pub fn path_form_problems(path: &Path, p: &mut Vec<String>) {
+pub(crate) fn path_form_problems(path: &Path, p: &mut Vec<String>) {
     let bytes = path.as_os_str().len();
     if bytes == 0 {
         p.push("listen.socket must not be empty".to_owned());
@@ -96,7 +96,7 @@ pub fn path_form_problems(path: &Path, p: &mut Vec<String>) {
 /// directory (it must exist), and what is at the path (nothing, or a stale socket). Returns what was found,
 /// so the caller can mention a live socket (which `run` refuses, but which is expected while the instance
 /// whose config is being checked runs).
-pub fn path_problems(path: &Path, p: &mut Vec<String>) -> Option<Found> {
+pub(crate) fn path_problems(path: &Path, p: &mut Vec<String>) -> Option<Found> {
     let before = p.len();
     path_form_problems(path, p);
     if p.len() > before {
@@ -147,7 +147,7 @@ pub fn path_problems(path: &Path, p: &mut Vec<String>) -> Option<Found> {
 /// Binds the socket at `path`: replaces a stale socket file, refuses a live one and anything that is not a
 /// socket; then sets the file's mode and, if given, its group. Any failure after the bind removes the new file
 /// (through the returned [`SocketFile`], dropped on the error path).
-pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<(UnixListener, SocketFile), SocketError> {
+pub(crate) fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<(UnixListener, SocketFile), SocketError> {
     let shown = || path.display().to_string();
     let io_err = |source| SocketError::Io { path: shown(), source };
     match inspect(path).map_err(io_err)? {
@@ -194,7 +194,7 @@ impl FileId {
 /// API task dying, a failed start).
 #[derive(Debug)]
 #[must_use = "dropping it removes the socket file"]
-pub struct SocketFile {
+pub(crate) struct SocketFile {
     path: PathBuf,
     id: FileId,
 }
@@ -209,12 +209,8 @@ impl SocketFile {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Removes the file now if it is still ours (see the type's doc).
-    pub fn remove(self) {
+    pub(crate) fn remove(self) {
         drop(self)
     }
 }
@@ -242,7 +238,7 @@ impl Drop for SocketFile {
 }
 
 /// A numeric gid, or a group name looked up in /etc/group.
-pub fn resolve_group(group: &str) -> Option<u32> {
+pub(crate) fn resolve_group(group: &str) -> Option<u32> {
     if let Ok(gid) = group.parse() {
         return Some(gid);
     }

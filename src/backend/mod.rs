@@ -16,9 +16,9 @@
 //! [`BackendError::ShardUnavailable`] (answered from the fallback, but not counted by the sidecar-wide breaker)
 //! while other shards still answer, and shows them through [`Backend::nodes`]; see [`cluster`].
 
-pub mod cluster;
-pub mod sentinel;
-pub mod standalone;
+pub(crate) mod cluster;
+pub(crate) mod sentinel;
+pub(crate) mod standalone;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,9 +27,9 @@ use redis::{
     Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisError, ServerError, ServerErrorKind, TlsCertificates, Value,
 };
 
-pub use cluster::{Cluster, NodeView};
-pub use sentinel::Sentinel;
-pub use standalone::Standalone;
+pub(crate) use cluster::{Cluster, NodeView};
+pub(crate) use sentinel::Sentinel;
+pub(crate) use standalone::Standalone;
 
 use crate::config::{mask_url, RedisConfig, RedisMode, TlsConfig};
 use crate::metrics::Metrics;
@@ -50,7 +50,7 @@ pub enum BackendError {
 }
 
 /// One command's outcome inside a pipeline: its reply, or the application error Redis answered it with.
-pub type SlotReply = Result<Value, String>;
+pub(crate) type SlotReply = Result<Value, String>;
 
 /// Redis access. Implemented by [`Standalone`], [`Cluster`] and [`Sentinel`], and [`AnyBackend`] over them.
 pub trait Backend: Send + Sync + 'static {
@@ -92,7 +92,7 @@ const UNHEALTHY_CODES: [&str; 10] = [
 ];
 
 /// Sorts a redis-rs error into the breaker's two kinds.
-pub fn classify(err: &RedisError) -> BackendError {
+pub(crate) fn classify(err: &RedisError) -> BackendError {
     if err.is_timeout() {
         return BackendError::Timeout;
     }
@@ -213,7 +213,7 @@ pub enum AnyBackend {
 
 /// Builds the backend for `cfg.redis.mode`. No connection is made here: redguard starts (degraded) even when
 /// Redis is down, and heals when it comes back. Cluster mode needs a tokio runtime (it spawns its health task).
-pub fn build(
+pub(crate) fn build(
     cfg: &RedisConfig,
     breaker: crate::breaker::Settings,
     metrics: Arc<Metrics>,
@@ -229,7 +229,7 @@ pub fn build(
 /// Every reason [`build`] would refuse these settings, found without connecting (and without a runtime): the
 /// `redis.tls` files, each URL of the mode (all bad ones are named, masked), then the mode's client, built by
 /// the same function [`build`] uses. Part of the pre-flight check that `run` and `check-config` share.
-pub fn check(cfg: &RedisConfig) -> Vec<String> {
+pub(crate) fn check(cfg: &RedisConfig) -> Vec<String> {
     let mut p = Vec::new();
     let tls = tls_certificates(&cfg.tls).unwrap_or_else(|e| {
         p.push(e.to_string());
@@ -298,7 +298,7 @@ impl Backend for AnyBackend {
 /// The ACL user redguard authenticates to Redis (the master, in sentinel mode) as: `redis.username`, else the
 /// user in the URL (the first seed's in cluster mode; sentinel URLs carry none), else Redis's `default` user.
 /// Read from the URL as redis-rs reads it (percent-decoded), so the log names the user the connection uses.
-pub fn effective_username(cfg: &RedisConfig) -> String {
+pub(crate) fn effective_username(cfg: &RedisConfig) -> String {
     if let Some(user) = &cfg.username {
         return user.clone();
     }
@@ -316,7 +316,7 @@ pub fn effective_username(cfg: &RedisConfig) -> String {
 const DEFAULT_USER: &str = "default";
 
 /// Sentinel mode: the user redguard authenticates to the sentinels as (`redis.sentinel_username`, else `default`).
-pub fn effective_sentinel_username(cfg: &RedisConfig) -> String {
+pub(crate) fn effective_sentinel_username(cfg: &RedisConfig) -> String {
     cfg.sentinel_username.clone().unwrap_or_else(|| DEFAULT_USER.to_owned())
 }
 

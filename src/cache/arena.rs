@@ -25,7 +25,7 @@ pub(super) struct Loc {
 
 impl Loc {
     /// The location `by` bytes further in the same segment.
-    pub fn add(self, by: usize) -> Loc {
+    pub(super) fn add(self, by: usize) -> Loc {
         Loc {
             seg: self.seg,
             off: self.off + u32::try_from(by).expect("offsets fit a segment"),
@@ -72,11 +72,11 @@ pub(super) struct Arena {
 }
 
 impl Arena {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Arena::with_segment(SEGMENT)
     }
 
-    pub fn with_segment(segment: usize) -> Self {
+    pub(super) fn with_segment(segment: usize) -> Self {
         assert!(
             segment >= 64 && segment <= u32::MAX as usize,
             "segments are 64 bytes to 4 GiB"
@@ -93,7 +93,7 @@ impl Arena {
     }
 
     /// A new, empty arena with this one's segment size.
-    pub fn emptied(&self) -> Arena {
+    pub(super) fn emptied(&self) -> Arena {
         Arena::with_segment(self.segment)
     }
 
@@ -105,7 +105,7 @@ impl Arena {
 
     /// Reserves `len` bytes (more than 0) for a new entry; the caller writes them through
     /// [`Arena::bytes_mut`].
-    pub fn alloc(&mut self, len: usize) -> Loc {
+    pub(super) fn alloc(&mut self, len: usize) -> Loc {
         debug_assert!(len > 0, "entries have a header");
         let size = u32::try_from(len).expect("entries are smaller than 4 GiB");
         self.live += u64::from(size);
@@ -160,19 +160,19 @@ impl Arena {
     }
 
     /// The bytes from `loc` to the end of its segment's entries: an entry and the ones appended after it.
-    pub fn bytes(&self, loc: Loc) -> &[u8] {
+    pub(super) fn bytes(&self, loc: Loc) -> &[u8] {
         let s = &self.segments[loc.seg as usize];
         &s.bytes[loc.off as usize..s.used as usize]
     }
 
-    pub fn bytes_mut(&mut self, loc: Loc, len: usize) -> &mut [u8] {
+    pub(super) fn bytes_mut(&mut self, loc: Loc, len: usize) -> &mut [u8] {
         let s = &mut self.segments[loc.seg as usize];
         let start = loc.off as usize;
         &mut s.bytes[start..start + len]
     }
 
     /// Copies `len` bytes between two places of the arena (of different entries: they do not overlap).
-    pub fn copy(&mut self, from: Loc, to: Loc, len: usize) {
+    pub(super) fn copy(&mut self, from: Loc, to: Loc, len: usize) {
         let (f, t) = (from.off as usize, to.off as usize);
         if from.seg == to.seg {
             self.segments[from.seg as usize].bytes.copy_within(f..f + len, t);
@@ -187,7 +187,7 @@ impl Arena {
 
     /// Marks an entry's bytes dead. A segment left without live entries is given back, unless it is the
     /// head, which then starts over.
-    pub fn free(&mut self, loc: Loc, len: usize) {
+    pub(super) fn free(&mut self, loc: Loc, len: usize) {
         let size = u32::try_from(len).expect("entries are smaller than 4 GiB");
         self.live -= u64::from(size);
         let s = &mut self.segments[loc.seg as usize];
@@ -209,20 +209,20 @@ impl Arena {
     }
 
     /// Bytes held but not in live entries, the room left at the end of the head excepted.
-    pub fn dead(&self) -> u64 {
+    pub(super) fn dead(&self) -> u64 {
         let room = self.segments.get(self.head as usize).map_or(0, |h| h.len() - h.used);
         self.capacity - self.live - u64::from(room)
     }
 
     /// Bytes of live entries.
     #[cfg(test)]
-    pub fn live(&self) -> u64 {
+    pub(super) fn live(&self) -> u64 {
         self.live
     }
 
     /// Bytes of all segments held.
     #[cfg(test)]
-    pub fn capacity(&self) -> u64 {
+    pub(super) fn capacity(&self) -> u64 {
         self.capacity
     }
 
@@ -230,7 +230,7 @@ impl Arena {
     /// small cache is not compacted over and over): the shared segment with the fewest live bytes, not the
     /// head. Moving its live entries to the head and giving it back frees at least its dead bytes; since
     /// more than a segment's worth of dead bytes lies outside the head, that is never zero.
-    pub fn victim(&self) -> Option<u32> {
+    pub(super) fn victim(&self) -> Option<u32> {
         let dead = self.dead();
         if dead <= self.capacity / DEAD_SHARE || dead <= 2 * self.segment as u64 {
             return None;
@@ -247,12 +247,12 @@ impl Arena {
     }
 
     /// End of the entries appended to a segment: the store walks `[0, used)` entry by entry to compact it.
-    pub fn used(&self, seg: u32) -> u32 {
+    pub(super) fn used(&self, seg: u32) -> u32 {
         self.segments[seg as usize].used
     }
 
     /// Whether a segment still holds live entries (compaction stops once it does not: it was given back).
-    pub fn is_live(&self, seg: u32) -> bool {
+    pub(super) fn is_live(&self, seg: u32) -> bool {
         self.segments[seg as usize].live > 0
     }
 }

@@ -63,7 +63,7 @@ impl KeyExpiry {
     }
 }
 
-/// Result of a lookup; `as_str()` gives "hit" / "miss" / "expired" (used as a metric label).
+/// Result of a lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup<T> {
     /// A fresh value of the requested kind.
@@ -72,17 +72,6 @@ pub enum Lookup<T> {
     Miss,
     /// An entry existed but had expired; it has been removed.
     Expired,
-}
-
-impl<T> Lookup<T> {
-    /// Metric label for this outcome.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Lookup::Hit(_) => "hit",
-            Lookup::Miss => "miss",
-            Lookup::Expired => "expired",
-        }
-    }
 }
 
 fn partial_hash<'a>(fields: &[(&[u8], &[u8])]) -> Value<'a> {
@@ -768,12 +757,5 @@ mod tests {
         c.clear();
         assert_eq!((c.len(), c.bytes(), c.is_empty()), (0, 0, true));
         assert_eq!(c.get_str(b"a"), Lookup::Miss);
-    }
-
-    #[test]
-    fn lookup_labels() {
-        assert_eq!(hit("x").as_str(), "hit");
-        assert_eq!(Lookup::<()>::Miss.as_str(), "miss");
-        assert_eq!(Lookup::<()>::Expired.as_str(), "expired");
     }
 }

@@ -128,7 +128,7 @@ pub(super) enum Value<'a> {
 
 impl Value<'_> {
     /// Value bytes as `max_bytes` counts them.
-    pub fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         match self {
             Value::Str(v) => v.len(),
             Value::Hash(h) => h.bytes(),
@@ -153,7 +153,7 @@ pub(super) struct Expiry {
 }
 
 impl Expiry {
-    pub fn expired(&self, now: Tick) -> bool {
+    pub(super) fn expired(&self, now: Tick) -> bool {
         now >= self.fresh_until.min(self.deadline)
     }
 }
@@ -191,7 +191,7 @@ pub(super) struct Store {
 }
 
 impl Store {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Store::with_arena(Arena::new())
     }
 
@@ -209,7 +209,7 @@ impl Store {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.len
     }
 
@@ -231,12 +231,12 @@ impl Store {
         key_at(&self.arena, self.slot(i).loc)
     }
 
-    pub fn find(&self, key: &[u8]) -> Option<Idx> {
+    pub(super) fn find(&self, key: &[u8]) -> Option<Idx> {
         let hash = self.hasher.hash_one(key);
         self.index.find(hash, |&i| self.key(i) == key).copied()
     }
 
-    pub fn value(&self, i: Idx) -> ValueRef<'_> {
+    pub(super) fn value(&self, i: Idx) -> ValueRef<'_> {
         let (h, bytes) = self.entry(i);
         if h.is_hash() {
             ValueRef::Hash(&self.hashes[&i])
@@ -246,12 +246,12 @@ impl Store {
     }
 
     /// The entry's hash, or `None` if it holds a string.
-    pub fn hash_mut(&mut self, i: Idx) -> Option<&mut HashFields> {
+    pub(super) fn hash_mut(&mut self, i: Idx) -> Option<&mut HashFields> {
         self.hashes.get_mut(&i)
     }
 
     /// Key plus value bytes, as `max_bytes` counts them.
-    pub fn bytes(&self, i: Idx) -> u64 {
+    pub(super) fn bytes(&self, i: Idx) -> u64 {
         let (h, _) = self.entry(i);
         let value = match h.is_hash() {
             true => self.hashes[&i].bytes(),
@@ -260,7 +260,7 @@ impl Store {
         (h.value_at() - h.key_at() + value) as u64
     }
 
-    pub fn expiry(&self, i: Idx) -> Expiry {
+    pub(super) fn expiry(&self, i: Idx) -> Expiry {
         let (h, bytes) = self.entry(i);
         let deadline = match h.has_deadline() {
             true => Tick::from_le_bytes(bytes[Header::SIZE..Header::SIZE + 8].try_into().expect("8 bytes")),
@@ -272,7 +272,7 @@ impl Store {
         }
     }
 
-    pub fn set_expiry(&mut self, i: Idx, expiry: Expiry) {
+    pub(super) fn set_expiry(&mut self, i: Idx, expiry: Expiry) {
         self.slot_mut(i).fresh_until = expiry.fresh_until;
         let (h, _) = self.entry(i);
         if h.has_deadline() {
@@ -290,7 +290,7 @@ impl Store {
     }
 
     /// Adds an entry for a key that is not present, as the most recently used.
-    pub fn insert(&mut self, key: &[u8], value: Value<'_>, expiry: Expiry) -> Idx {
+    pub(super) fn insert(&mut self, key: &[u8], value: Value<'_>, expiry: Expiry) -> Idx {
         debug_assert!(self.find(key).is_none(), "insert of a present key");
         let str_value = match &value {
             Value::Str(v) => v,
@@ -344,7 +344,7 @@ impl Store {
     }
 
     /// Replaces an entry's value, keeping its key, expiry and place in the recency order.
-    pub fn replace(&mut self, i: Idx, value: Value<'_>) {
+    pub(super) fn replace(&mut self, i: Idx, value: Value<'_>) {
         let (h, _) = self.entry(i);
         match value {
             // The common overwrite (same key, same value length) is done in place.
@@ -394,7 +394,7 @@ impl Store {
     }
 
     /// Marks an entry as the most recently used.
-    pub fn promote(&mut self, i: Idx) {
+    pub(super) fn promote(&mut self, i: Idx) {
         if self.head != i {
             self.unlink(i);
             self.push_front(i);
@@ -402,7 +402,7 @@ impl Store {
     }
 
     /// Removes an entry; returns its bytes as [`Store::bytes`] counts them.
-    pub fn remove(&mut self, i: Idx) -> u64 {
+    pub(super) fn remove(&mut self, i: Idx) -> u64 {
         let bytes = self.bytes(i);
         let hash = self.hasher.hash_one(self.key(i));
         match self.index.find_entry(hash, |&j| j == i) {
@@ -424,12 +424,12 @@ impl Store {
     }
 
     /// Removes the least recently used entry; returns its bytes, or `None` if the store is empty.
-    pub fn pop_lru(&mut self) -> Option<u64> {
+    pub(super) fn pop_lru(&mut self) -> Option<u64> {
         (self.tail != NIL).then(|| self.remove(self.tail))
     }
 
     /// Drops every entry and gives the memory back.
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         *self = Store::with_arena(self.arena.emptied());
     }
 

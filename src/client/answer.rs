@@ -65,7 +65,7 @@ pub(crate) struct Ttls<'r> {
 
 impl Ttls<'_> {
     /// The expiry of the `i`th probed key.
-    pub fn expiry(&self, i: usize) -> KeyExpiry {
+    pub(crate) fn expiry(&self, i: usize) -> KeyExpiry {
         match self.replies.get(i) {
             Some(Ok(Value::Int(-1))) => KeyExpiry::Never,
             Some(Ok(Value::Int(ms))) if *ms >= 0 => self.after(Duration::from_millis(*ms as u64)),
@@ -74,7 +74,7 @@ impl Ttls<'_> {
     }
 
     /// The expiry `d` after the command was sent (past any `Instant`: none).
-    pub fn after(&self, d: Duration) -> KeyExpiry {
+    pub(crate) fn after(&self, d: Duration) -> KeyExpiry {
         self.asked.checked_add(d).map_or(KeyExpiry::Never, KeyExpiry::At)
     }
 }

@@ -25,10 +25,10 @@ use crate::op::cmd::script_cmd;
 use crate::op::Bytes;
 
 /// Most scripts the registry remembers.
-pub const MAX_SCRIPTS: usize = 256;
+pub(super) const MAX_SCRIPTS: usize = 256;
 /// Larger scripts are not remembered (they are sent with EVAL every time), so the registry stays under
 /// `MAX_SCRIPTS * MAX_SCRIPT_BYTES` (16 MiB).
-pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
+pub(super) const MAX_SCRIPT_BYTES: usize = 64 * 1024;
 
 /// A script with its SHA1, as Redis names it.
 #[derive(Debug, Clone)]

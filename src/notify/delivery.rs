@@ -24,13 +24,13 @@ const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// No backoff step waits longer.
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// A `Retry-After` beyond this is not waited for: the notice is given up instead of blocking the sink.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// How much of a sink's answer goes into a log line or an error.
 const MAX_ANSWER_CHARS: usize = 200;
 
 /// How hard to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Bounds each attempt, connection to last byte read.
     pub timeout: Duration,
     /// Attempts per notice, the first included.
@@ -40,7 +40,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn from_config(n: &NotifyConfig) -> Policy {
+    pub(crate) fn from_config(n: &NotifyConfig) -> Policy {
         Policy {
             timeout: n.timeout,
             max_attempts: n.max_attempts.max(1),
@@ -53,13 +53,13 @@ impl Policy {
 /// The wait before retry number `retry` (1 = after the first failed attempt): the exponential step, half of it
 /// fixed and half scaled by `unit` in `[0, 1)` ("equal jitter"), so retries never bunch up at zero yet a
 /// fleet that failed together spreads out.
-pub fn backoff(p: &Policy, retry: u32, unit: f64) -> Duration {
+pub(crate) fn backoff(p: &Policy, retry: u32, unit: f64) -> Duration {
     let step = p.base.saturating_mul(1 << retry.saturating_sub(1).min(20)).min(p.cap);
     step / 2 + (step / 2).mul_f64(unit.clamp(0.0, 1.0))
 }
 
 /// `Retry-After` as delta-seconds or an HTTP-date (relative to `now`); None if neither.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
@@ -120,7 +120,7 @@ fn judge(answer: &Answer, sink: &Sink) -> Verdict {
 
 /// Sends `body` to `sink` until it is accepted, refused, or the attempts run out. `observe` gets each attempt's
 /// duration (the histogram).
-pub async fn deliver(
+pub(crate) async fn deliver(
     transport: &dyn Transport,
     sink: &Sink,
     body: &Bytes,
@@ -174,14 +174,14 @@ pub async fn deliver(
 /// the interval are held, and when it ends one notice goes out with the latest state and how many changes it
 /// stands for. A zero interval turns damping off.
 #[derive(Debug)]
-pub struct Damper {
+pub(crate) struct Damper {
     min_interval: Duration,
     last_sent: Option<Instant>,
     held: Option<Notice>,
 }
 
 impl Damper {
-    pub fn new(min_interval: Duration) -> Damper {
+    pub(crate) fn new(min_interval: Duration) -> Damper {
         Damper {
             min_interval,
             last_sent: None,
@@ -190,7 +190,7 @@ impl Damper {
     }
 
     /// A new change at `now`: the notice to send right away, or None if it is held.
-    pub fn offer(&mut self, event: Arc<Event>, now: Instant) -> Option<Notice> {
+    pub(crate) fn offer(&mut self, event: Arc<Event>, now: Instant) -> Option<Notice> {
         if self.min_interval.is_zero() {
             return Some(Notice::single(event));
         }
@@ -211,13 +211,13 @@ impl Damper {
     }
 
     /// When the held summary is due, if one is held.
-    pub fn due(&self) -> Option<Instant> {
+    pub(crate) fn due(&self) -> Option<Instant> {
         self.held.as_ref()?;
         Some(self.last_sent? + self.min_interval)
     }
 
     /// The held summary, if it is due at `now`.
-    pub fn flush(&mut self, now: Instant) -> Option<Notice> {
+    pub(crate) fn flush(&mut self, now: Instant) -> Option<Notice> {
         if self.due()? > now {
             return None;
         }
@@ -226,7 +226,7 @@ impl Damper {
     }
 
     /// The held summary regardless of time (shutdown: better early than never).
-    pub fn drain(&mut self) -> Option<Notice> {
+    pub(crate) fn drain(&mut self) -> Option<Notice> {
         self.held.take()
     }
 }

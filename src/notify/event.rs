@@ -24,7 +24,7 @@ const MAX_DEDUP_KEY: usize = 255;
 
 /// Why an event exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// The breaker changed state.
     StateChanged,
     /// `redguard notify-test`: an operator checking the wiring.
@@ -33,7 +33,7 @@ pub enum Kind {
 
 /// One state change, as every sink sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub(crate) struct Event {
     pub kind: Kind,
     pub from: State,
     pub to: State,
@@ -52,7 +52,12 @@ pub struct Event {
 impl Event {
     /// The event for `t`. `now` / `now_instant` are read together by the caller to turn the transition's
     /// monotonic time into wall-clock time.
-    pub fn from_transition(t: &Transition, last_error: Option<&str>, now: SystemTime, now_instant: Instant) -> Event {
+    pub(crate) fn from_transition(
+        t: &Transition,
+        last_error: Option<&str>,
+        now: SystemTime,
+        now_instant: Instant,
+    ) -> Event {
         let ago = now_instant.saturating_duration_since(t.at);
         Event {
             kind: Kind::StateChanged,
@@ -67,7 +72,7 @@ impl Event {
     }
 
     /// The event `redguard notify-test` sends: shaped like a real opening, marked as a test everywhere.
-    pub fn test(now: SystemTime) -> Event {
+    pub(crate) fn test(now: SystemTime) -> Event {
         Event {
             kind: Kind::Test,
             from: State::Closed,
@@ -80,7 +85,7 @@ impl Event {
         }
     }
 
-    pub fn unix_seconds(&self) -> u64 {
+    pub(crate) fn unix_seconds(&self) -> u64 {
         self.at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
     }
 }
@@ -88,25 +93,25 @@ impl Event {
 /// What one sink is asked to send: the latest event and how many state changes it stands for (more than one
 /// when flap damping held changes back).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Notice {
+pub(crate) struct Notice {
     pub event: Arc<Event>,
     pub changes: u32,
 }
 
 impl Notice {
-    pub fn single(event: Arc<Event>) -> Notice {
+    pub(crate) fn single(event: Arc<Event>) -> Notice {
         Notice { event, changes: 1 }
     }
 
     /// Several changes folded into one message.
-    pub fn is_summary(&self) -> bool {
+    pub(crate) fn is_summary(&self) -> bool {
         self.changes > 1
     }
 }
 
 /// Who is speaking: the same for every event of this sidecar.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Context {
+pub(crate) struct Context {
     /// `notify.instance`.
     pub instance: String,
     /// The Redis target, password masked.
@@ -116,7 +121,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn from_config(cfg: &Config) -> Context {
+    pub(crate) fn from_config(cfg: &Config) -> Context {
         let b = &cfg.breaker;
         Context {
             instance: cfg.notify.instance.clone().unwrap_or_else(hostname),
@@ -134,7 +139,7 @@ impl Context {
 
     /// One alert per sidecar and Redis target: stable across restarts, so a resolve after a restart still
     /// closes the incident the previous process opened. Readable when short enough, else hashed.
-    pub fn dedup_key(&self) -> String {
+    pub(crate) fn dedup_key(&self) -> String {
         let readable = format!("redguard/{}/{}", self.instance, self.redis);
         if readable.len() <= MAX_DEDUP_KEY {
             return readable;
@@ -145,7 +150,7 @@ impl Context {
 }
 
 /// The machine's hostname, or "redguard" if it has none.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname(2) writes at most `buf.len()` bytes into a buffer we own.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -157,7 +162,7 @@ pub fn hostname() -> String {
 }
 
 /// The state as headlines show it.
-pub fn state_title(s: State) -> &'static str {
+pub(crate) fn state_title(s: State) -> &'static str {
     match s {
         State::Closed => "CLOSED",
         State::Open => "OPEN",
@@ -166,7 +171,7 @@ pub fn state_title(s: State) -> &'static str {
 }
 
 /// One line for chat fallbacks and alert summaries.
-pub fn headline(n: &Notice, ctx: &Context) -> String {
+pub(crate) fn headline(n: &Notice, ctx: &Context) -> String {
     let e = &n.event;
     let (instance, redis) = (&ctx.instance, &ctx.redis);
     match e.kind {
@@ -185,7 +190,7 @@ pub fn headline(n: &Notice, ctx: &Context) -> String {
 }
 
 /// A duration as people read it: "850ms", "42s", "3m 12s".
-pub fn human_duration(d: Duration) -> String {
+pub(crate) fn human_duration(d: Duration) -> String {
     let rounded = if d < Duration::from_secs(1) {
         Duration::from_millis(d.as_millis() as u64)
     } else {
@@ -195,7 +200,7 @@ pub fn human_duration(d: Duration) -> String {
 }
 
 /// At most `max` characters, with an ellipsis when cut.
-pub fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &s[..cut]),
         None => s.to_owned(),

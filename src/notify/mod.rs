@@ -18,14 +18,14 @@
 //!   and what is left is counted as dropped.
 //! - Secrets never leave [`sink`]: logs name a sink by name and type only.
 
-pub mod delivery;
-pub mod event;
-pub mod pagerduty;
-pub mod queue;
-pub mod sink;
-pub mod slack;
-pub mod transport;
-pub mod webhook;
+pub(crate) mod delivery;
+pub(crate) mod event;
+pub(crate) mod pagerduty;
+pub(crate) mod queue;
+pub(crate) mod sink;
+pub(crate) mod slack;
+pub(crate) mod transport;
+pub(crate) mod webhook;
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -15,13 +15,13 @@ use crate::config::Severity;
 const MAX_SUMMARY_CHARS: usize = 1024;
 
 /// Whether a notice about entering `to` concerns PagerDuty at all.
-pub fn accepts(to: State) -> bool {
+pub(crate) fn accepts(to: State) -> bool {
     matches!(to, State::Open | State::Closed)
 }
 
 /// The events for `n`, in sending order: none for half-open; for `notify-test` a trigger and its resolve
 /// (under a key of their own, so a test never touches a real incident).
-pub fn render(n: &Notice, ctx: &Context, routing_key: &str, severity: Severity) -> Vec<Value> {
+pub(crate) fn render(n: &Notice, ctx: &Context, routing_key: &str, severity: Severity) -> Vec<Value> {
     let e = &n.event;
     match (e.kind, e.to) {
         (Kind::Test, _) => {

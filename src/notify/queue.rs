@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-pub struct Queue<T> {
+pub(crate) struct Queue<T> {
     items: Mutex<VecDeque<T>>,
     capacity: usize,
     ready: Notify,
@@ -19,7 +19,7 @@ pub struct Queue<T> {
 
 impl<T> Queue<T> {
     /// A queue of at most `capacity` (at least 1) entries.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Queue {
             items: Mutex::new(VecDeque::with_capacity(capacity.min(64))),
@@ -34,7 +34,7 @@ impl<T> Queue<T> {
     }
 
     /// Adds `item`; returns the oldest entry if it had to make room.
-    pub fn push(&self, item: T) -> Option<T> {
+    pub(crate) fn push(&self, item: T) -> Option<T> {
         let dropped = {
             let mut items = self.lock();
             let dropped = if items.len() >= self.capacity {
@@ -49,12 +49,12 @@ impl<T> Queue<T> {
         dropped
     }
 
-    pub fn try_pop(&self) -> Option<T> {
+    pub(crate) fn try_pop(&self) -> Option<T> {
         self.lock().pop_front()
     }
 
     /// Waits for the next entry. One consumer per queue.
-    pub async fn pop(&self) -> T {
+    pub(crate) async fn pop(&self) -> T {
         loop {
             if let Some(item) = self.try_pop() {
                 return item;
@@ -63,12 +63,8 @@ impl<T> Queue<T> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -86,7 +82,7 @@ mod tests {
         assert_eq!(q.push(3), Some(1));
         assert_eq!(q.len(), 2);
         assert_eq!((q.try_pop(), q.try_pop(), q.try_pop()), (Some(2), Some(3), None));
-        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -39,7 +39,7 @@ enum Target {
 }
 
 /// One destination.
-pub struct Sink {
+pub(crate) struct Sink {
     /// The metric label and log name.
     pub name: String,
     pub kind: SinkKind,
@@ -50,7 +50,7 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn from_config(c: &SinkConfig) -> Result<Sink, SinkError> {
+    pub(crate) fn from_config(c: &SinkConfig) -> Result<Sink, SinkError> {
         let missing = |what| SinkError {
             name: c.name().to_owned(),
             what,
@@ -100,7 +100,7 @@ impl Sink {
     }
 
     /// Whether a change into `to` concerns this sink (PagerDuty ignores half-open).
-    pub fn accepts(&self, to: State) -> bool {
+    pub(crate) fn accepts(&self, to: State) -> bool {
         match self.target {
             Target::PagerDuty { .. } => pagerduty::accepts(to),
             Target::Slack | Target::Webhook { .. } => true,
@@ -108,7 +108,7 @@ impl Sink {
     }
 
     /// The bodies to send for `n`, in order (none, one, or PagerDuty's test trigger + resolve).
-    pub fn bodies(&self, n: &Notice, ctx: &Context) -> Vec<Bytes> {
+    pub(crate) fn bodies(&self, n: &Notice, ctx: &Context) -> Vec<Bytes> {
         let values = match &self.target {
             Target::Slack => vec![slack::render(n, ctx)],
             Target::PagerDuty { routing_key, severity } => pagerduty::render(n, ctx, routing_key.expose(), *severity),
@@ -121,7 +121,7 @@ impl Sink {
     }
 
     /// The request for one attempt at unix time `now` (a webhook signs each attempt afresh).
-    pub fn request(&self, body: &Bytes, now: u64) -> Request {
+    pub(crate) fn request(&self, body: &Bytes, now: u64) -> Request {
         let mut headers = Vec::new();
         if let Target::Webhook { headers: extra, secret } = &self.target {
             headers.extend(extra.iter().cloned());
@@ -140,7 +140,7 @@ impl Sink {
     }
 
     /// `text` with every secret of this sink replaced by `***`.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         self.secrets
             .iter()
             .fold(text.to_owned(), |acc, secret| acc.replace(secret.as_str(), "***"))

@@ -25,7 +25,7 @@ fn look(n: &Notice) -> (&'static str, &'static str) {
 }
 
 /// The message body for `n`.
-pub fn render(n: &Notice, ctx: &Context) -> Value {
+pub(crate) fn render(n: &Notice, ctx: &Context) -> Value {
     let e = &n.event;
     let (emoji, colour) = look(n);
     let title = match e.kind {

@@ -13,7 +13,7 @@ use super::event::{Context, Event, Kind, Notice};
 use super::transport::{Answer, BoxFuture, Request, SendError, Transport};
 use crate::breaker::State;
 
-pub fn ctx() -> Context {
+pub(crate) fn ctx() -> Context {
     Context {
         instance: "prod/api-0".to_owned(),
         redis: "redis://:***@cache:6379".to_owned(),
@@ -22,7 +22,7 @@ pub fn ctx() -> Context {
 }
 
 /// A change at 2023-11-14T22:13:20Z after 75 s in the previous state, with 2 consecutive failures.
-pub fn event(from: State, to: State, last_error: Option<&str>) -> Arc<Event> {
+pub(crate) fn event(from: State, to: State, last_error: Option<&str>) -> Arc<Event> {
     Arc::new(Event {
         kind: Kind::StateChanged,
         from,
@@ -35,13 +35,13 @@ pub fn event(from: State, to: State, last_error: Option<&str>) -> Arc<Event> {
     })
 }
 
-pub fn notice(from: State, to: State, last_error: Option<&str>) -> Notice {
+pub(crate) fn notice(from: State, to: State, last_error: Option<&str>) -> Notice {
     Notice::single(event(from, to, last_error))
 }
 
 /// One scripted answer.
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     Status(u16),
     RetryAfter(u16, &'static str),
     Body(u16, &'static str),
@@ -50,14 +50,14 @@ pub enum Reply {
 }
 
 /// Answers from `script`, then `fallback` forever.
-pub struct Scripted {
+pub(crate) struct Scripted {
     script: Mutex<VecDeque<Reply>>,
     fallback: Reply,
     calls: Mutex<Vec<(Instant, Request)>>,
 }
 
 impl Scripted {
-    pub fn new(script: impl IntoIterator<Item = Reply>, fallback: Reply) -> Arc<Scripted> {
+    pub(crate) fn new(script: impl IntoIterator<Item = Reply>, fallback: Reply) -> Arc<Scripted> {
         Arc::new(Scripted {
             script: Mutex::new(script.into_iter().collect()),
             fallback,
@@ -66,11 +66,11 @@ impl Scripted {
     }
 
     /// When each request arrived, relative to `start`.
-    pub fn times(&self, start: Instant) -> Vec<Duration> {
+    pub(crate) fn times(&self, start: Instant) -> Vec<Duration> {
         self.calls.lock().unwrap().iter().map(|(t, _)| *t - start).collect()
     }
 
-    pub fn bodies(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn bodies(&self) -> Vec<serde_json::Value> {
         let calls = self.calls.lock().unwrap();
         calls
             .iter()

@@ -16,7 +16,7 @@ use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_A
 use crate::config::Secret;
 
 /// A boxed, sendable future: lets the notifier hold any transport behind `Arc<dyn Transport>`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How much of a refusal's body is read, for the log.
 const MAX_ANSWER_BYTES: usize = 4096;
@@ -50,13 +50,13 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// reqwest over rustls.
-pub struct Http {
+pub(crate) struct Http {
     client: reqwest::Client,
 }
 
 impl Http {
     /// `timeout` bounds connecting; the delivery loop bounds the whole attempt.
-    pub fn new(timeout: Duration) -> Result<Http, reqwest::Error> {
+    pub(crate) fn new(timeout: Duration) -> Result<Http, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())

@@ -16,10 +16,10 @@ use super::event::{headline, Context, Kind, Notice};
 use crate::clock::iso8601;
 
 /// The header that carries the signature.
-pub const SIGNATURE_HEADER: &str = "x-redguard-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "x-redguard-signature";
 
 /// The body for `n`.
-pub fn render(n: &Notice, ctx: &Context) -> Value {
+pub(crate) fn render(n: &Notice, ctx: &Context) -> Value {
     let e = &n.event;
     json!({
         "event": match e.kind {
@@ -42,7 +42,7 @@ pub fn render(n: &Notice, ctx: &Context) -> Value {
 }
 
 /// The `X-Redguard-Signature` value for `body` sent at unix time `t`.
-pub fn signature(secret: &[u8], t: u64, body: &[u8]) -> String {
+pub(crate) fn signature(secret: &[u8], t: u64, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");

@@ -18,7 +18,7 @@ pub(super) fn with_all(mut cmd: redis::Cmd, args: &[Bytes<'_>]) -> redis::Cmd {
 }
 
 /// `EVAL script numkeys key.. arg..` or `EVALSHA sha numkeys key.. arg..`.
-pub fn script_cmd(name: &str, head: &str, keys: &[Bytes<'_>], args: &[Bytes<'_>]) -> redis::Cmd {
+pub(crate) fn script_cmd(name: &str, head: &str, keys: &[Bytes<'_>], args: &[Bytes<'_>]) -> redis::Cmd {
     let mut cmd = redis::cmd(name);
     cmd.arg(head).arg(keys.len());
     with_all(with_all(cmd, keys), args)
@@ -32,7 +32,7 @@ pub(super) mod tests {
     use crate::op::Op;
 
     /// A command's arguments as strings.
-    pub fn args(cmd: &redis::Cmd) -> Vec<String> {
+    pub(crate) fn args(cmd: &redis::Cmd) -> Vec<String> {
         cmd.args_iter()
             .map(|a| match a {
                 redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
@@ -42,7 +42,7 @@ pub(super) mod tests {
     }
 
     /// A borrowed key or value.
-    pub fn k(s: &'static str) -> Bytes<'static> {
+    pub(crate) fn k(s: &'static str) -> Bytes<'static> {
         Cow::Borrowed(s.as_bytes())
     }
 

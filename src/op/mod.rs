@@ -35,7 +35,7 @@ use crate::cache::FallbackCache;
 use crate::client::{Reply, Source, Ttls};
 
 /// Binary-safe bytes, borrowed from the request when possible.
-pub type Bytes<'a> = Cow<'a, [u8]>;
+pub(crate) type Bytes<'a> = Cow<'a, [u8]>;
 
 /// Declares the ops from one table: [`OpName`] (with its strings and family) and the [`Op`] enum (with each
 /// op's fields), so an op is one row.
@@ -253,7 +253,7 @@ pub enum SafeDefault {
 
 /// A score bound of ZRANGEBYSCORE and ZREMRANGEBYSCORE in Redis syntax (`1.5`, `(1.5`, `-inf`, `+inf`),
 /// checked by the API before it gets here.
-pub type ScoreBound<'a> = Cow<'a, str>;
+pub(crate) type ScoreBound<'a> = Cow<'a, str>;
 
 impl OpName {
     /// The request fields the op takes besides `op`, `encoding` and `on_unavailable`.

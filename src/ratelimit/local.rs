@@ -20,7 +20,7 @@ use lru::LruCache;
 use crate::clock::SharedClock;
 
 /// Most allowed calls remembered across all keys (about 32 MiB).
-pub const MAX_ENTRIES: usize = 1_000_000;
+pub(crate) const MAX_ENTRIES: usize = 1_000_000;
 
 /// One check's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct Limit {
 
 /// One check's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub allowed: bool,
     /// Cost still allowed within the current window, after this call.
     pub remaining: u64,
@@ -99,7 +99,7 @@ struct Inner {
 }
 
 /// Per-key sliding windows in this process.
-pub struct LocalLimiter {
+pub(crate) struct LocalLimiter {
     inner: Mutex<Inner>,
     max_keys: usize,
     max_entries: usize,
@@ -107,7 +107,7 @@ pub struct LocalLimiter {
 }
 
 impl LocalLimiter {
-    pub fn new(max_keys: usize, clock: SharedClock) -> Self {
+    pub(crate) fn new(max_keys: usize, clock: SharedClock) -> Self {
         Self::with_max_entries(max_keys, MAX_ENTRIES, clock)
     }
 
@@ -128,7 +128,7 @@ impl LocalLimiter {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn check(&self, key: &[u8], limit: &Limit) -> Verdict {
+    pub(crate) fn check(&self, key: &[u8], limit: &Limit) -> Verdict {
         let now = self.clock.now();
         let mut guard = self.lock();
         let Inner { logs, entries } = &mut *guard;
@@ -154,12 +154,9 @@ impl LocalLimiter {
     }
 
     /// Keys tracked now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().logs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -30,7 +30,7 @@
 //! ([`local`], same semantics), `allow` fails open, `deny` fails closed. Those answers say where they came
 //! from and that they are degraded.
 
-pub mod local;
+pub(crate) mod local;
 
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
@@ -46,17 +46,19 @@ use crate::clock::SharedClock;
 use crate::config::{RateLimitConfig, RateLimitFallback};
 use crate::metrics::{DecisionSource, RedisCall};
 
-pub use local::Limit;
+pub(crate) use local::Limit;
 
 /// Largest `limit` accepted. Each allowed call (whatever its cost) is one sorted-set entry while it counts, so a
 /// key holds at most `limit` live entries.
-pub const MAX_LIMIT: u64 = 100_000;
-/// Most entries that left the window one call deletes (the constant in the script).
-pub const MAX_DROPPED: u64 = 100;
+pub(crate) const MAX_LIMIT: u64 = 100_000;
+/// Most entries that left the window one call deletes. The script writes it as a literal; a test holds the two
+/// equal.
+#[allow(dead_code)]
+pub(crate) const MAX_DROPPED: u64 = 100;
 /// Longest `window_ms` accepted (one day).
-pub const MAX_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+pub(crate) const MAX_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 /// Prefix of the Redis keys the limiter owns, so a limiter key never collides with application data.
-pub const KEY_PREFIX: &[u8] = b"redguard:ratelimit:";
+pub(crate) const KEY_PREFIX: &[u8] = b"redguard:ratelimit:";
 
 /// KEYS[1]: the window's sorted set. ARGV: limit, window in ms, cost, entry id.
 /// Returns {allowed (1/0), remaining, reset_ms}. Scores are Redis's clock in microseconds.
@@ -268,6 +270,14 @@ fn parse(value: &Value) -> Option<Decision> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_script_drops_at_most_max_dropped_entries_per_call() {
+        assert!(
+            SCRIPT.contains(&format!("math.min(gone, {MAX_DROPPED})")),
+            "the script's literal is MAX_DROPPED"
+        );
+    }
 
     #[test]
     fn the_script_reply_is_read_strictly() {

@@ -5,7 +5,7 @@
 //!
 //! Every wait polls a condition with a deadline; every process is killed on drop.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 pub mod faults;
 mod redis_server;

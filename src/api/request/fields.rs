@@ -43,7 +43,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
 }
 
 /// `fields` is an object for `hset` and an array for `hdel`.
-pub enum Fields {
+pub(crate) enum Fields {
     Map(BTreeMap<String, String>),
     List(Vec<String>),
 }
@@ -69,7 +69,7 @@ impl<'de> Deserialize<'de> for Fields {
 
 /// `members`: `{member: score}` or `[[score, member], ..]` for `zadd`, `[member, ..]` for `zrem`.
 #[derive(Debug)]
-pub enum Members {
+pub(crate) enum Members {
     Scores(BTreeMap<String, f64>),
     Names(Vec<String>),
     Pairs(Vec<(f64, String)>),
@@ -144,7 +144,7 @@ impl<'de> Deserialize<'de> for Members {
 
 /// A sorted-set score: a JSON number, or one of the strings `"inf"`, `"+inf"`, `"-inf"` (JSON has no
 /// infinity; they are what `zrange` and `zscore` answer for an infinite score, and Redis's own spelling).
-pub struct Score(pub f64);
+pub(super) struct Score(pub f64);
 
 impl<'de> Deserialize<'de> for Score {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -177,7 +177,7 @@ impl<'de> Deserialize<'de> for Score {
 
 /// A JSON object whose keys are each given once. serde's own maps keep the last of a repeated key, which would
 /// drop part of the request without a word; here a repeated key is an error naming it.
-pub struct UniqueMap<V>(pub BTreeMap<String, V>);
+pub(crate) struct UniqueMap<V>(pub BTreeMap<String, V>);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for UniqueMap<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -214,14 +214,14 @@ pub fn integer(field: &str, n: &Number, min: i64, max: i64) -> Result<i64, ApiEr
 /// `min` / `max` of a score range: a number, or a string in Redis syntax (`"(1.5"`, `"-inf"`, `"+inf"`).
 #[derive(Deserialize)]
 #[serde(untagged, expecting = "a number or a string like \"(1.5\", \"-inf\" or \"+inf\"")]
-pub enum Bound {
+pub(crate) enum Bound {
     Number(f64),
     Text(String),
 }
 
 impl Bound {
     /// The bound as Redis reads it, checked so a typo is a 400 here rather than a Redis error.
-    pub fn to_redis(&self, field: &str) -> Result<Cow<'static, str>, ApiError> {
+    pub(crate) fn to_redis(&self, field: &str) -> Result<Cow<'static, str>, ApiError> {
         match self {
             Bound::Number(n) => Ok(Cow::Owned(n.to_string())),
             Bound::Text(text) => {
@@ -244,19 +244,19 @@ impl Bound {
 /// `{"offset": .., "count": ..}` or `[offset, count]`. Their bounds are checked where the op is built.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RangeLimit {
+pub(crate) struct RangeLimit {
     pub offset: Number,
     pub count: Number,
 }
 
-pub fn bytes(s: Cow<'_, str>) -> Bytes<'_> {
+pub(crate) fn bytes(s: Cow<'_, str>) -> Bytes<'_> {
     match s {
         Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
         Cow::Owned(s) => Cow::Owned(s.into_bytes()),
     }
 }
 
-pub fn non_empty(field: &'static str) -> impl Fn(Cow<'_, str>) -> Result<Bytes<'_>, ApiError> {
+pub(crate) fn non_empty(field: &'static str) -> impl Fn(Cow<'_, str>) -> Result<Bytes<'_>, ApiError> {
     move |s| {
         if s.is_empty() {
             Err(ApiError::BadRequest(format!(
@@ -280,7 +280,7 @@ pub fn decode<'a>(s: Cow<'a, str>, encoding: Encoding, field: &str) -> Result<By
 }
 
 /// Keys: each a non-empty string.
-pub fn keys(list: &[String], field: &'static str) -> Result<Vec<Bytes<'static>>, ApiError> {
+pub(super) fn keys(list: &[String], field: &'static str) -> Result<Vec<Bytes<'static>>, ApiError> {
     list.iter()
         .map(|k| non_empty(field)(Cow::Owned(k.clone())).map(|b| Cow::Owned(b.into_owned())))
         .collect()

@@ -244,12 +244,12 @@ pub(crate) struct Parser<'r, 'a> {
 
 impl<'a> Parser<'_, 'a> {
     /// The error for a missing field the op needs.
-    pub fn need(&self, field: &str) -> ApiError {
+    pub(crate) fn need(&self, field: &str) -> ApiError {
         ApiError::BadRequest(format!("op `{}` needs field `{field}`", self.name))
     }
 
     /// `key`: a non-empty string.
-    pub fn key(&self) -> Result<Bytes<'a>, ApiError> {
+    pub(crate) fn key(&self) -> Result<Bytes<'a>, ApiError> {
         self.raw
             .key
             .as_ref()
@@ -258,7 +258,7 @@ impl<'a> Parser<'_, 'a> {
     }
 
     /// A non-empty list of keys.
-    pub fn key_list(&self, field: &'static str) -> Result<Vec<Bytes<'a>>, ApiError> {
+    pub(crate) fn key_list(&self, field: &'static str) -> Result<Vec<Bytes<'a>>, ApiError> {
         let list = self.raw.keys.as_deref().ok_or_else(|| self.need(field))?;
         if list.is_empty() {
             return Err(bad(format!("field `{field}` must not be empty")));
@@ -267,28 +267,28 @@ impl<'a> Parser<'_, 'a> {
     }
 
     /// `member`, in the request's encoding.
-    pub fn member(&self) -> Result<Bytes<'a>, ApiError> {
+    pub(crate) fn member(&self) -> Result<Bytes<'a>, ApiError> {
         let m = self.raw.member.as_ref().ok_or_else(|| self.need("member"))?;
         decode(m.0.clone(), self.encoding, "member")
     }
 
     /// A required integer field, any 64-bit value.
-    pub fn index(&self, field: &'static str, n: &Option<serde_json::Number>) -> Result<i64, ApiError> {
+    pub(crate) fn index(&self, field: &'static str, n: &Option<serde_json::Number>) -> Result<i64, ApiError> {
         integer(field, n.as_ref().ok_or_else(|| self.need(field))?, i64::MIN, i64::MAX)
     }
 
     /// A required score bound, in Redis syntax.
-    pub fn range(&self, field: &'static str, bound: &Option<Bound>) -> Result<ScoreBound<'a>, ApiError> {
+    pub(crate) fn range(&self, field: &'static str, bound: &Option<Bound>) -> Result<ScoreBound<'a>, ApiError> {
         bound.as_ref().ok_or_else(|| self.need(field))?.to_redis(field)
     }
 
     /// A value of the named field, in the request's encoding, owned.
-    pub fn value(&self, s: &str, field: &str) -> Result<Bytes<'a>, ApiError> {
+    pub(crate) fn value(&self, s: &str, field: &str) -> Result<Bytes<'a>, ApiError> {
         decode(Cow::Owned(s.to_owned()), self.encoding, field)
     }
 
     /// The `keys` (optional, may be empty) and `args` of a script.
-    pub fn script_parts(&self) -> Result<(Vec<Bytes<'a>>, Vec<Bytes<'a>>), ApiError> {
+    pub(crate) fn script_parts(&self) -> Result<(Vec<Bytes<'a>>, Vec<Bytes<'a>>), ApiError> {
         let keys = keys(self.raw.keys.as_deref().unwrap_or_default(), "keys")?;
         let args = self.raw.args.iter().flatten();
         let args = args

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
 
 /// Set once from `--client-read-interest`, before any connection is opened.
-pub static READ_INTEREST_ONLY: AtomicBool = AtomicBool::new(false);
+pub(crate) static READ_INTEREST_ONLY: AtomicBool = AtomicBool::new(false);
 
 /// The connection's socket, registered for both directions (the default) or for readability only.
 enum Stream {
@@ -61,7 +61,7 @@ impl Stream {
     }
 }
 
-pub struct HttpConn {
+pub(crate) struct HttpConn {
     stream: Stream,
     /// The request being written (head + body), reused.
     out: Vec<u8>,
@@ -71,13 +71,13 @@ pub struct HttpConn {
 }
 
 /// An answer: the status and the body (borrowed from the connection's buffer until the next request).
-pub struct Answer<'a> {
+pub(crate) struct Answer<'a> {
     pub status: u16,
     pub body: &'a [u8],
 }
 
 impl HttpConn {
-    pub async fn connect(path: &Path) -> io::Result<HttpConn> {
+    pub(crate) async fn connect(path: &Path) -> io::Result<HttpConn> {
         let stream = UnixStream::connect(path).await?;
         let stream = if READ_INTEREST_ONLY.load(Ordering::Relaxed) {
             let std = stream.into_std()?;
@@ -95,7 +95,7 @@ impl HttpConn {
     }
 
     /// Sends `method path` with `body` and reads the whole answer.
-    pub async fn request(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<Answer<'_>> {
+    pub(crate) async fn request(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<Answer<'_>> {
         self.out.clear();
         self.out.extend_from_slice(method.as_bytes());
         self.out.push(b' ');
@@ -135,7 +135,7 @@ impl HttpConn {
     }
 
     /// Shorthand for `POST path` with a JSON body.
-    pub async fn post(&mut self, path: &str, body: &[u8]) -> io::Result<Answer<'_>> {
+    pub(crate) async fn post(&mut self, path: &str, body: &[u8]) -> io::Result<Answer<'_>> {
         self.request("POST", path, body).await
     }
 

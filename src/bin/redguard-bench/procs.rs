@@ -8,10 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A directory under the system temp dir, removed on drop.
-pub struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    pub fn new() -> io::Result<Scratch> {
+    pub(crate) fn new() -> io::Result<Scratch> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -23,7 +23,7 @@ impl Scratch {
         Ok(Scratch(dir))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -35,19 +35,19 @@ impl Drop for Scratch {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A child process, killed (and reaped) on drop.
-pub struct Proc {
+pub(crate) struct Proc {
     pub name: String,
     child: Option<Child>,
     pub log: PathBuf,
 }
 
 impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> io::Result<Proc> {
+    pub(crate) fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> io::Result<Proc> {
         let file = std::fs::File::create(&log)?;
         let child = cmd
             .stdin(Stdio::null())
@@ -62,12 +62,12 @@ impl Proc {
         })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Fails with the log's tail if the process has exited.
-    pub fn check_alive(&mut self) -> io::Result<()> {
+    pub(crate) fn check_alive(&mut self) -> io::Result<()> {
         if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: String = log
@@ -87,7 +87,7 @@ impl Proc {
         Ok(())
     }
 
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -102,7 +102,7 @@ impl Drop for Proc {
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or fails naming `what` after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> io::Result<T>
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> io::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -124,7 +124,7 @@ where
 
 /// CPU time and memory of one process.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProcStats {
+pub(crate) struct ProcStats {
     /// User + system CPU time.
     pub cpu: Duration,
     /// Resident set now (VmRSS), bytes.
@@ -144,7 +144,7 @@ fn clock_ticks_per_second() -> u64 {
 }
 
 /// Reads /proc/<pid>/stat (utime, stime) and /proc/<pid>/status (VmRSS, VmHWM).
-pub fn stats(pid: u32) -> io::Result<ProcStats> {
+pub(crate) fn stats(pid: u32) -> io::Result<ProcStats> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may contain spaces; the fields after its closing parenthesis start at 3.
     let after = stat
@@ -178,19 +178,19 @@ pub fn stats(pid: u32) -> io::Result<ProcStats> {
 }
 
 /// User + system CPU time of this process (the load tool itself).
-pub fn self_cpu() -> Duration {
+pub(crate) fn self_cpu() -> Duration {
     stats(std::process::id()).map(|s| s.cpu).unwrap_or_default()
 }
 
 /// The 1, 5 and 15 minute load averages.
-pub fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
 
 /// Finds an executable on PATH (and in /usr/sbin, where Debian puts nutcracker).
-pub fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
