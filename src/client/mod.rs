@@ -124,7 +124,7 @@ pub enum CallError {
 
 /// Why Redis could not serve a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     Rejected(Option<Duration>),
     Unavailable(String),
     Timeout,
@@ -132,7 +132,7 @@ pub enum Failure {
 
 impl Failure {
     /// The error for a call nothing could answer; `cached` says whether a write was kept in the cache.
-    pub fn into_error(self, cached: bool) -> CallError {
+    pub(crate) fn into_error(self, cached: bool) -> CallError {
         match self {
             Failure::Rejected(retry_after) => CallError::CircuitOpen { retry_after, cached },
             Failure::Unavailable(message) => CallError::Unavailable { message, cached },
@@ -148,7 +148,7 @@ impl Failure {
 
 /// What became of a guarded call that Redis did not answer with a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unanswered {
+pub(crate) enum Unanswered {
     /// Redis answered with an application error: it is healthy, the command was wrong.
     App(String),
     /// The breaker refused the call, or Redis failed or timed out.

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 use redis::Value;
 
-use super::{Resilient, Unanswered};
+use super::{CallError, Resilient, Unanswered};
 use crate::backend::{Backend, BackendError};
 use crate::metrics::RedisCall;
 use crate::op::cmd::script_cmd;
@@ -86,7 +86,7 @@ fn is_noscript(result: &Result<Value, BackendError>) -> bool {
 
 impl<B: Backend> Resilient<B> {
     /// Runs `script` (see the module docs); `label` names the call in the metrics.
-    pub async fn eval(
+    pub(super) async fn eval(
         &self,
         label: RedisCall,
         script: &Script<'_>,
@@ -114,6 +114,24 @@ impl<B: Backend> Resilient<B> {
             self.scripts.remember(script);
         }
         result
+    }
+
+    /// Runs `script` for a caller outside the client (the rate limiter): the reply, or the [`CallError`] that
+    /// says why there is none (`CallError::Redis` for an application error; any other means Redis could not
+    /// serve it, and no write was kept in the cache).
+    pub(crate) async fn run_script(
+        &self,
+        label: RedisCall,
+        script: &Script<'_>,
+        keys: &[Bytes<'_>],
+        args: &[Bytes<'_>],
+    ) -> Result<Value, CallError> {
+        self.eval(label, script, keys, args)
+            .await
+            .map_err(|unanswered| match unanswered {
+                Unanswered::App(message) => CallError::Redis(message),
+                Unanswered::Failed(failure) => failure.into_error(false),
+            })
     }
 
     /// Runs the script Redis knows as `sha`, with the registry's body as the way back from NOSCRIPT.

@@ -41,7 +41,7 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::backend::Backend;
-use crate::client::{CallError, Failure, Resilient, Script, Unanswered};
+use crate::client::{CallError, Resilient, Script};
 use crate::clock::SharedClock;
 use crate::config::{RateLimitConfig, RateLimitFallback};
 use crate::metrics::{DecisionSource, RedisCall};
@@ -194,13 +194,16 @@ impl<B: Backend> RateLimiter<B> {
             entry,
         ];
         let args = args.each_ref().map(|a| Cow::Borrowed(a.as_bytes()));
-        let result = self.client.eval(RedisCall::RateLimit, &self.script, &keys, &args).await;
+        let result = self
+            .client
+            .run_script(RedisCall::RateLimit, &self.script, &keys, &args)
+            .await;
         let decision = match result {
             Ok(value) => {
                 parse(&value).ok_or_else(|| CallError::Redis(format!("unexpected reply to ratelimit: {value:?}")))?
             }
-            Err(Unanswered::App(message)) => return Err(CallError::Redis(message)),
-            Err(Unanswered::Failed(failure)) => self.fallback(key, limit, &failure),
+            Err(CallError::Redis(message)) => return Err(CallError::Redis(message)),
+            Err(unavailable) => self.fallback(key, limit, &unavailable),
         };
         self.client
             .metrics()
@@ -208,7 +211,7 @@ impl<B: Backend> RateLimiter<B> {
         Ok(decision)
     }
 
-    fn fallback(&self, key: &[u8], limit: &Limit, failure: &Failure) -> Decision {
+    fn fallback(&self, key: &[u8], limit: &Limit, unavailable: &CallError) -> Decision {
         match self.fallback {
             RateLimitFallback::Local => {
                 let v = self.local.check(key, limit);
@@ -230,8 +233,11 @@ impl<B: Backend> RateLimiter<B> {
                 remaining: 0,
                 // When the circuit is open, Redis will not be asked again before this (unknown, 0, while it is
                 // forced open).
-                reset_ms: match failure {
-                    Failure::Rejected(Some(retry_after)) => ceil_ms(*retry_after),
+                reset_ms: match unavailable {
+                    CallError::CircuitOpen {
+                        retry_after: Some(retry_after),
+                        ..
+                    } => ceil_ms(*retry_after),
                     _ => 0,
                 },
                 source: DecisionSource::Default,
