@@ -614,8 +614,8 @@ pub enum OnUnavailable {
 }
 
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-const DEFAULT_MAX_KEY_BYTES: usize = 1024;
-const DEFAULT_MAX_VALUE_BYTES: usize = 512 * 1024;
+pub(crate) const DEFAULT_MAX_KEY_BYTES: usize = 1024;
+pub(crate) const DEFAULT_MAX_VALUE_BYTES: usize = 512 * 1024;
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_PIPELINE_COMMANDS: usize = 1000;

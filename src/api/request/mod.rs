@@ -148,11 +148,12 @@ pub struct Limits {
     pub max_value_bytes: usize,
 }
 
+/// The config's defaults (`api.max_key_bytes`, `api.max_value_bytes`).
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_key_bytes: 1024,
-            max_value_bytes: 512 * 1024,
+            max_key_bytes: crate::config::DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: crate::config::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
