@@ -5,8 +5,9 @@
 //! `XREAD BLOCK` catches `XREAD COUNT 5 BLOCK 0 STREAMS ..`. Names are compared case-insensitively.
 //!
 //! A command passes when all three hold:
-//! 1. no built-in rule forbids it ([`ALWAYS_DENIED`]: commands that would block, take over or change the state
-//!    of the one connection every request shares; no configuration can let them through);
+//! 1. no built-in rule forbids it ([`always_denied`], read from the command table: commands that would block,
+//!    take over or change the state of the one connection every request shares; no configuration can let them
+//!    through);
 //! 2. no `api.commands.deny` rule matches it (default [`default_deny`]);
 //! 3. `api.commands.allow` is unset, or one of its rules matches it.
 //!
@@ -18,67 +19,47 @@
 use std::collections::HashMap;
 use std::fmt;
 
-/// Never passed as raw commands, whatever the configuration says.
+use crate::commands::{self, Command, Flags};
+
+/// Why the command table says a command can never share the one connection every request uses.
 ///
-/// Exactly the command table's rows flagged `CONN_STATE`, `BLOCKING` or `PUSHES`, and `XREAD BLOCK` /
-/// `XREADGROUP BLOCK` for `BLOCK_OPTION` ([`crate::commands::Flags`]); a test holds the two together. The list is
-/// written out rather than derived because it is a documented, user-visible default (it is part of
-/// [`default_deny`]) and which facts make a command unsendable is this module's decision, not the table's.
-///
-/// Every request shares one multiplexed connection, so a command that changes that connection's state would
-/// change it for every other caller (MULTI would pull their commands into a transaction, SELECT would move them
-/// to another database, CLIENT REPLY OFF would desynchronise every reply), a blocking command would stall every
-/// command queued behind it, and the subscribe and replication commands turn the connection into a stream that
-/// request/response cannot carry. `/v1/pipeline` with `"atomic": true` is the way to run a transaction.
-pub(crate) const ALWAYS_DENIED: &[&str] = &[
-    // Connection state.
-    "MULTI",
-    "EXEC",
-    "DISCARD",
-    "WATCH",
-    "UNWATCH",
-    "SELECT",
-    "HELLO",
-    "AUTH",
-    "RESET",
-    "QUIT",
-    "READONLY",
-    "READWRITE",
-    "ASKING",
-    "CLIENT REPLY",
-    "CLIENT TRACKING",
-    "CLIENT CACHING",
-    "CLIENT SETNAME",
-    "CLIENT SETINFO",
-    "CLIENT NO-EVICT",
-    "CLIENT NO-TOUCH",
-    // Blocking.
-    "BLPOP",
-    "BRPOP",
-    "BRPOPLPUSH",
-    "BLMOVE",
-    "BLMPOP",
-    "BZPOPMIN",
-    "BZPOPMAX",
-    "BZMPOP",
-    "XREAD BLOCK",
-    "XREADGROUP BLOCK",
-    "WAIT",
-    "WAITAOF",
-    // Streams of pushes instead of one reply.
-    "SUBSCRIBE",
-    "PSUBSCRIBE",
-    "SSUBSCRIBE",
-    "UNSUBSCRIBE",
-    "PUNSUBSCRIBE",
-    "SUNSUBSCRIBE",
-    "MONITOR",
-    "SYNC",
-    "PSYNC",
-];
+/// A command that changes that connection's state would change it for every other caller (MULTI would pull
+/// their commands into a transaction, SELECT would move them to another database, CLIENT REPLY OFF would
+/// desynchronise every reply), a blocking command would stall every command queued behind it, and the subscribe
+/// and replication commands turn the connection into a stream that request/response cannot carry.
+/// `/v1/pipeline` with `"atomic": true` is the way to run a transaction. In the order the default deny list
+/// shows them.
+const NEVER: [Flags; 3] = [Flags::CONN_STATE, Flags::BLOCKING, Flags::PUSHES];
+
+/// Whether the command table flags `row` as one that can never be sent (see [`NEVER`]).
+fn never_sendable(row: &Command) -> bool {
+    NEVER.iter().any(|&flag| row.is(flag))
+}
+
+/// The built-in denials, as rules: every command table row flagged `CONN_STATE`, `BLOCKING` or `PUSHES` (a
+/// subcommand as `CLIENT REPLY`), and `XREAD BLOCK` / `XREADGROUP BLOCK` for rows flagged `BLOCK_OPTION`.
+/// Grouped by flag, in table order within a group. Derived from the table, so a row and the policy cannot
+/// disagree; no configuration can let these through.
+pub(crate) fn always_denied() -> Vec<String> {
+    let mut out = Vec::new();
+    for flag in NEVER {
+        for row in commands::all() {
+            if row.is(flag) {
+                out.push(row.name.to_owned());
+            }
+            if flag == Flags::BLOCKING && row.is(Flags::BLOCK_OPTION) {
+                out.push(format!("{} BLOCK", row.name));
+            }
+            for sub in row.subs.iter().filter(|sub| sub.is(flag)) {
+                out.push(format!("{} {}", row.name, sub.name));
+            }
+        }
+    }
+    out
+}
 
 /// Administrative commands denied unless the operator writes their own `api.commands.deny`. The default value
-/// of that key is these plus [`ALWAYS_DENIED`] (listed again so the default reads as the whole picture).
+/// of that key is these plus [`always_denied`] (listed again so the default reads as the whole picture).
 pub(crate) const ADMIN_DENIED: &[&str] = &[
     "FLUSHALL",
     "FLUSHDB",
@@ -112,13 +93,11 @@ pub(crate) const ADMIN_DENIED: &[&str] = &[
     "CLUSTER SAVECONFIG",
 ];
 
-/// The default `api.commands.deny`: [`ADMIN_DENIED`] followed by [`ALWAYS_DENIED`].
+/// The default `api.commands.deny`: [`ADMIN_DENIED`] followed by [`always_denied`].
 pub(crate) fn default_deny() -> Vec<String> {
-    ADMIN_DENIED
-        .iter()
-        .chain(ALWAYS_DENIED)
-        .map(|s| (*s).to_owned())
-        .collect()
+    let mut deny: Vec<String> = ADMIN_DENIED.iter().map(|s| (*s).to_owned()).collect();
+    deny.extend(always_denied());
+    deny
 }
 
 /// One rule: a command, or a command and one subcommand or option. Stored uppercase.
@@ -148,12 +127,19 @@ impl Rule {
         }
     }
 
-    /// Whether this rule can never be allowed: it is, or lies inside, a built-in denial.
+    /// Whether this rule can never be allowed: it is, or lies inside, a built-in denial ([`always_denied`]).
     pub fn is_always_denied(&self) -> bool {
-        ALWAYS_DENIED
-            .iter()
-            .map(|s| Rule::parse(s).expect("built-in rules parse"))
-            .any(|always| always.command == self.command && (always.sub.is_none() || always.sub == self.sub))
+        let Some(row) = commands::find(self.command.as_bytes()) else {
+            return false;
+        };
+        match &self.sub {
+            None => never_sendable(row),
+            Some(sub) => {
+                never_sendable(row)
+                    || (row.is(Flags::BLOCK_OPTION) && sub == "BLOCK")
+                    || commands::lookup(&[self.command.as_bytes(), sub.as_bytes()]).is_some_and(never_sendable)
+            }
+        }
     }
 }
 
@@ -229,16 +215,33 @@ fn stream_options<'a>(args: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> + 
     })
 }
 
+/// The built-in denial `args` falls under, named as [`always_denied`] names it, if any: the command table's row
+/// for the command (or its subcommand) is flagged as never sendable, or it is XREAD / XREADGROUP with `BLOCK`.
+fn built_in_denial(name: &str, args: &[&[u8]]) -> Option<String> {
+    let command = commands::find(args.first()?)?;
+    if command.subs.is_empty() {
+        if never_sendable(command) {
+            return Some(name.to_owned());
+        }
+    } else {
+        let sub = commands::lookup(args)?;
+        return never_sendable(sub).then(|| format!("{name} {}", sub.name));
+    }
+    let row = command;
+    (row.is(Flags::BLOCK_OPTION) && stream_options(args).any(|o| o.eq_ignore_ascii_case(b"BLOCK")))
+        .then(|| format!("{name} BLOCK"))
+}
+
 /// A command the policy refused, shown as its rule names it (`FLUSHALL`, `CLUSTER ADDSLOTS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
     pub command: String,
 }
 
-/// The compiled policy. Cheap to consult: one uppercase copy of the command name and a few map lookups.
+/// The compiled policy. Cheap to consult: a command table lookup, one uppercase copy of the command name and a
+/// few map lookups.
 #[derive(Debug)]
 pub struct Policy {
-    always: Rules,
     deny: Rules,
     allow: Option<Rules>,
 }
@@ -246,12 +249,7 @@ pub struct Policy {
 impl Policy {
     /// Builds the policy from already-parsed rules (see [`Rule::parse`]).
     pub fn new(deny: &[Rule], allow: Option<&[Rule]>) -> Policy {
-        let always: Vec<Rule> = ALWAYS_DENIED
-            .iter()
-            .map(|s| Rule::parse(s).expect("built-in rules parse"))
-            .collect();
         Policy {
-            always: Rules::new(&always),
             deny: Rules::new(deny),
             allow: allow.map(Rules::new),
         }
@@ -271,7 +269,7 @@ impl Policy {
             return Ok(());
         };
         let name = String::from_utf8_lossy(first).to_ascii_uppercase();
-        if let Some(command) = self.always.find(&name, &args).or_else(|| self.deny.find(&name, &args)) {
+        if let Some(command) = built_in_denial(&name, &args).or_else(|| self.deny.find(&name, &args)) {
             return Err(Denied { command });
         }
         match &self.allow {
@@ -423,37 +421,61 @@ mod tests {
 
     #[test]
     fn the_built_in_denials_are_the_command_tables_connection_blocking_and_push_commands() {
-        use crate::commands::{self, Command, Flags};
-        use std::collections::BTreeSet;
-        let never = |row: &Command| {
-            [Flags::CONN_STATE, Flags::BLOCKING, Flags::PUSHES]
-                .iter()
-                .any(|f| row.is(*f))
-        };
-        let mut from_table = BTreeSet::new();
-        for row in commands::all() {
-            if never(row) {
-                from_table.insert(row.name.to_owned());
-            }
-            if row.is(Flags::BLOCK_OPTION) {
-                from_table.insert(format!("{} BLOCK", row.name));
-            }
-            for sub in row.subs.iter().filter(|sub| never(sub)) {
-                from_table.insert(format!("{} {}", row.name, sub.name));
-            }
+        let always = always_denied();
+        for expected in [
+            "MULTI",
+            "SELECT",
+            "CLIENT REPLY",
+            "BLPOP",
+            "WAIT",
+            "XREAD BLOCK",
+            "SUBSCRIBE",
+            "SYNC",
+        ] {
+            assert!(always.iter().any(|a| a == expected), "{expected} is always denied");
         }
-        let listed: BTreeSet<String> = ALWAYS_DENIED.iter().map(|s| (*s).to_owned()).collect();
-        assert_eq!(listed.len(), ALWAYS_DENIED.len(), "no duplicates");
-        assert_eq!(
-            listed.difference(&from_table).collect::<Vec<_>>(),
-            Vec::<&String>::new(),
-            "denied without a reason in the command table"
+        let unique: std::collections::BTreeSet<&String> = always.iter().collect();
+        assert_eq!(unique.len(), always.len(), "no duplicates in {always:?}");
+        // Grouped by reason: connection state first, pushes last.
+        let at = |name: &str| always.iter().position(|a| a == name).unwrap();
+        assert!(
+            at("WATCH") < at("BLPOP") && at("XREADGROUP BLOCK") < at("MONITOR"),
+            "{always:?}"
         );
-        assert_eq!(
-            from_table.difference(&listed).collect::<Vec<_>>(),
-            Vec::<&String>::new(),
-            "flagged in the command table but not denied"
-        );
+
+        // Each one is refused under the name it is listed by, even with an allow list that names it, and the
+        // config's validation knows it cannot be allowed.
+        let allow_all = Policy::from_config(&[], Some(&always));
+        for rule in &always {
+            let mut line: Vec<&str> = rule.split(' ').collect();
+            line.extend(["0", "STREAMS", "s", "0"]);
+            assert_eq!(allow_all.check(&line).err().map(|d| d.command).as_ref(), Some(rule));
+            assert!(Rule::parse(rule).unwrap().is_always_denied(), "{rule}");
+        }
+        // Nothing else is: reads, writes, admin commands and harmless subcommands of the same containers.
+        for line in [
+            "GET k",
+            "SET k v",
+            "FLUSHALL",
+            "CLIENT KILL ID 1",
+            "CLIENT ID",
+            "XREAD STREAMS s 0",
+            "PING",
+        ] {
+            let args: Vec<&str> = line.split(' ').collect();
+            assert_eq!(Policy::from_config(&[], None).check(&args), Ok(()), "{line}");
+        }
+        for rule in [
+            "GET",
+            "CLIENT",
+            "CLIENT KILL",
+            "XREAD",
+            "XREAD COUNT",
+            "FLUSHALL",
+            "NOSUCHCOMMAND",
+        ] {
+            assert!(!Rule::parse(rule).unwrap().is_always_denied(), "{rule}");
+        }
     }
 
     #[test]

@@ -316,3 +316,31 @@ fn operations_doc_names_every_metric_and_no_other() {
         );
     }
 }
+
+#[test]
+fn api_doc_lists_every_command_the_default_policy_denies() {
+    let api = read("docs/api.md");
+    let section = &api[api
+        .find("**The default `api.commands.deny`.**")
+        .expect("api.md has the default deny list")..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let defaults = Config::from_yaml("", "<defaults>").expect("the defaults are valid");
+    let missing: Vec<&String> = defaults
+        .api
+        .commands
+        .deny
+        .iter()
+        .filter(|rule| {
+            // `CLUSTER` subcommands are listed by their second word under one heading.
+            let shown = match rule.split_once(' ') {
+                Some(("CLUSTER", sub)) => sub,
+                _ => rule.as_str(),
+            };
+            !section.contains(&format!("`{shown}`"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/api.md does not list these default denials: {missing:?}"
+    );
+}

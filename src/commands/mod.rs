@@ -5,7 +5,7 @@
 //! after a dropped connection ([`Command::resend`]), the raw-command path which cached keys a command may have
 //! changed ([`Command::kind`], [`Command::keys`], [`Flags::KEYSPACE`], [`Flags::SCRIPT`]), the policy which commands
 //! can never share the one connection ([`Flags::CONN_STATE`], [`Flags::BLOCKING`], [`Flags::BLOCK_OPTION`],
-//! [`Flags::PUSHES`], checked against `policy::ALWAYS_DENIED` by a test), cluster routing which key to hash
+//! [`Flags::PUSHES`], from which the policy derives its built-in denials), cluster routing which key to hash
 //! ([`first_key`], [`key_slot`]), and the metrics a bounded label ([`canonical_name`]).
 //!
 //! The rows (`table.rs`) follow Redis 7.0's `COMMAND INFO`: read/write/admin from its flags, key positions from its
