@@ -12,6 +12,8 @@
 //! - Half-open admits at most `half_open_max_calls` probes at once; `success_threshold` successes close it,
 //!   any failure (or a probe outliving `probe_timeout`) reopens it with a longer open period.
 //! - Forced states hold until another override; observe mode runs the same machine but never rejects.
+//! - Reconfiguring ([`Machine::reconfigure`]) never changes the state: new settings apply from the next call
+//!   admitted or recorded and from the next transition, so a reload neither trips, closes nor notifies.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -258,6 +260,30 @@ impl Window {
         self.next = (self.next + 1) % self.slots.len();
     }
 
+    /// Gives the window room for `capacity` results (at least one, as [`Window::new`]), keeping the most recent
+    /// `min(len, capacity)` of those it holds, oldest first, and their failure and slow counts. Allocates: only
+    /// a reconfiguration calls it.
+    fn resize(&mut self, capacity: usize) {
+        let capacity = capacity.max(1);
+        let old = self.slots.len();
+        if capacity == old {
+            return;
+        }
+        let keep = self.len.min(capacity);
+        // The newest result is just before `next`; the `keep` newest start `keep` slots before it.
+        let first = (self.next + old - keep) % old;
+        let mut slots = vec![0; capacity];
+        for (k, slot) in slots.iter_mut().take(keep).enumerate() {
+            *slot = self.slots[(first + k) % old];
+        }
+        let kept = &slots[..keep];
+        self.failures = kept.iter().filter(|&&s| s & FAILED != 0).count();
+        self.slow = kept.iter().filter(|&&s| s & SLOW != 0).count();
+        self.slots = slots;
+        self.next = keep % capacity;
+        self.len = keep;
+    }
+
     fn clear(&mut self) {
         self.next = 0;
         self.len = 0;
@@ -281,6 +307,9 @@ pub struct Machine {
     window: Window,
     /// The open period before jitter; grows by `recovery_backoff` on each failed probe.
     open_period: Duration,
+    /// Failed (or timed-out) probes since the circuit last closed or was reset: how far `open_period` has
+    /// backed off, so that a reconfiguration can recompute it under new recovery settings.
+    reopens: u32,
     rng: Jitter,
 }
 
@@ -308,6 +337,7 @@ impl Machine {
             consecutive_failures: 0,
             window,
             open_period,
+            reopens: 0,
             rng: Jitter::new(seed),
         }
     }
@@ -427,6 +457,7 @@ impl Machine {
                 let successes = successes + 1;
                 if successes >= self.settings.success_threshold {
                     self.open_period = self.settings.recovery_timeout;
+                    self.reopens = 0;
                     return Some(self.enter(now, Inner::Closed, Reason::ProbesSucceeded(successes)));
                 }
                 self.inner = Inner::HalfOpen {
@@ -471,6 +502,45 @@ impl Machine {
         None
     }
 
+    /// Takes new settings without losing the state: no transition happens, so none is returned and observers
+    /// hear nothing. `_now` is taken like every other method's `now`; no setting needs it today.
+    ///
+    /// - The state is kept. An open circuit keeps its deadline (the new recovery timings apply from the next
+    ///   transition), a half-open one its probes in flight and successes so far, a forced state its override.
+    /// - The thresholds apply to the next call admitted or recorded. The consecutive-failure count is kept: one
+    ///   already at or over a lowered `failure_threshold` does not trip here but on the next failure recorded
+    ///   (a success still resets it first). Likewise a lowered `half_open_max_calls` admits no new probe until
+    ///   enough of those in flight have reported, and a lowered `success_threshold` closes on the next probe
+    ///   success.
+    /// - The rate window keeps its most recent `min(old, new)` results, in order, and recounts their failures
+    ///   and slow calls, so a shrunk window judges only the newest calls and a grown one keeps them all. A
+    ///   result keeps the slow flag it was recorded with: a new `slow_call_duration` applies to calls recorded
+    ///   from now on. With both rate thresholds off nothing is recorded in the window, so it is emptied rather
+    ///   than left stale for the day they are turned on again.
+    /// - `mode` applies from the next admission: switched to observe, an open circuit lets calls through as
+    ///   shadows.
+    /// - The backoff is kept as the number of failed probes since the circuit last closed, and the open period
+    ///   it stands for is recomputed under the new settings: `recovery_timeout` grown by `recovery_backoff`
+    ///   once per failed probe, clamped to `recovery_timeout_max`. It applies to the next trip or reopen, with
+    ///   the new `recovery_jitter`; a forced open started later uses it too.
+    pub fn reconfigure(&mut self, settings: Settings, _now: Instant) {
+        let mut open_period = settings.recovery_timeout;
+        for _ in 0..self.reopens {
+            let grown = backed_off(open_period, &settings);
+            if grown == open_period {
+                // At the max (or a backoff of 1): further failures change nothing.
+                break;
+            }
+            open_period = grown;
+        }
+        self.open_period = open_period;
+        self.settings = settings;
+        self.window.resize(self.settings.window_size);
+        if !self.rates_on() {
+            self.window.clear();
+        }
+    }
+
     /// A probe was admitted but never reported (its caller went away). Frees its slot.
     pub fn abandon(&mut self, kind: CallKind) {
         if let (CallKind::Probe, Inner::HalfOpen { in_flight, .. }) = (kind, &mut self.inner) {
@@ -495,6 +565,7 @@ impl Machine {
                 self.forced = None;
                 self.consecutive_failures = 0;
                 self.open_period = self.settings.recovery_timeout;
+                self.reopens = 0;
                 self.change(now, Inner::Closed, reason)
             }
         }
@@ -516,8 +587,8 @@ impl Machine {
     }
 
     fn reopen(&mut self, now: Instant, reason: Reason) -> Transition {
-        let grown = self.open_period.mul_f64(self.settings.recovery_backoff);
-        self.open_period = grown.min(self.settings.recovery_timeout_max);
+        self.open_period = backed_off(self.open_period, &self.settings);
+        self.reopens = self.reopens.saturating_add(1);
         self.trip(now, reason)
     }
 
@@ -558,6 +629,13 @@ impl Machine {
     fn jittered(&mut self, period: Duration) -> Duration {
         period.mul_f64(1.0 + self.settings.recovery_jitter * self.rng.unit())
     }
+}
+
+/// The open period after one more failed probe than `period`'s: grown by the backoff, up to the max.
+fn backed_off(period: Duration, settings: &Settings) -> Duration {
+    period
+        .mul_f64(settings.recovery_backoff)
+        .min(settings.recovery_timeout_max)
 }
 
 #[cfg(test)]

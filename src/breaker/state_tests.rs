@@ -425,3 +425,292 @@ fn a_quiet_machine_is_left_unchanged_by_an_admission_and_a_success() {
     });
     assert!(!rates.m.is_quiet());
 }
+
+// Reconfiguration: new settings, same state.
+
+/// `t`'s settings with `change` applied, as a reload would hand them over.
+fn with(t: &Timeline, change: impl FnOnce(&mut Settings)) -> Settings {
+    let mut settings = t.m.settings().clone();
+    change(&mut settings);
+    settings
+}
+
+fn reconfigure(t: &mut Timeline, change: impl FnOnce(&mut Settings)) {
+    let settings = with(t, change);
+    t.m.reconfigure(settings, t.now);
+}
+
+/// The window's results, oldest first.
+fn contents(w: &Window) -> Vec<u8> {
+    let cap = w.slots.len();
+    (0..w.len).map(|k| w.slots[(w.next + cap - w.len + k) % cap]).collect()
+}
+
+fn rates(window_size: usize, minimum_calls: usize) -> Settings {
+    Settings {
+        failure_threshold: 100,
+        failure_rate_threshold: Some(50.0),
+        window_size,
+        minimum_calls,
+        recovery_jitter: 0.0,
+        ..Settings::default()
+    }
+}
+
+#[test]
+fn an_open_circuit_keeps_its_deadline_through_a_reconfigure_and_the_next_period_is_the_new_one() {
+    let mut t = Timeline::exact();
+    t.play("FFFFF");
+    t.advance(Duration::from_secs(20));
+    let before = t.m.snapshot(t.now);
+    reconfigure(&mut t, |s| s.recovery_timeout = Duration::from_secs(10));
+    assert_eq!(t.m.snapshot(t.now), before, "state, count and deadline unchanged");
+    assert_eq!(t.until_half_open(), Duration::from_secs(40));
+    t.advance(Duration::from_secs(40) - MS);
+    assert!(rejected(t.admit()));
+    t.advance(MS);
+    // calls:  F(probe)   the probe fails: one failed probe under the new settings, 10s * 2
+    // state:  O
+    assert_eq!(t.play("F"), "O");
+    assert_eq!(t.until_half_open(), Duration::from_secs(20));
+    t.advance(Duration::from_secs(20));
+    assert_eq!(t.play("S"), "C");
+    t.play("FFFFF");
+    assert_eq!(
+        t.until_half_open(),
+        Duration::from_secs(10),
+        "a fresh trip: the new recovery_timeout"
+    );
+    assert_eq!(
+        t.path(),
+        vec![
+            (State::Closed, State::Open),
+            (State::Open, State::HalfOpen),
+            (State::HalfOpen, State::Open),
+            (State::Open, State::HalfOpen),
+            (State::HalfOpen, State::Closed),
+            (State::Closed, State::Open),
+        ],
+        "no transition of the reconfigure's own"
+    );
+}
+
+#[test]
+fn a_reconfigure_keeps_the_backoff_count_and_recomputes_its_period() {
+    let mut t = Timeline::exact();
+    t.play("FFFFF");
+    for wait in [60, 120] {
+        t.advance(Duration::from_secs(wait));
+        assert_eq!(t.play("F"), "O");
+    }
+    assert_eq!(t.until_half_open(), Duration::from_secs(240));
+    reconfigure(&mut t, |s| {
+        s.recovery_timeout = Duration::from_secs(10);
+        s.recovery_timeout_max = Duration::from_secs(1000);
+    });
+    assert_eq!(t.until_half_open(), Duration::from_secs(240), "the deadline is kept");
+    t.advance(Duration::from_secs(240));
+    assert_eq!(t.play("F"), "O");
+    // Three failed probes under the new settings: 10s * 2^3 (not 20s from a reset count, nor 480s from the old).
+    assert_eq!(t.until_half_open(), Duration::from_secs(80));
+    reconfigure(&mut t, |s| s.recovery_timeout_max = Duration::from_secs(50));
+    assert_eq!(t.until_half_open(), Duration::from_secs(80));
+    t.advance(Duration::from_secs(80));
+    assert_eq!(t.play("F"), "O");
+    assert_eq!(t.until_half_open(), Duration::from_secs(50), "clamped to the new max");
+    reconfigure(&mut t, |s| {
+        s.recovery_backoff = 1.0;
+        s.recovery_timeout_max = Duration::from_secs(1000);
+    });
+    t.advance(Duration::from_secs(50));
+    assert_eq!(t.play("F"), "O");
+    assert_eq!(
+        t.until_half_open(),
+        Duration::from_secs(10),
+        "no backoff: the timeout itself"
+    );
+}
+
+#[test]
+fn lowering_the_failure_threshold_trips_on_the_next_failure_not_at_the_reconfigure() {
+    let mut t = Timeline::exact();
+    assert_eq!(t.play("FFF"), "CCC");
+    reconfigure(&mut t, |s| s.failure_threshold = 2);
+    assert_eq!(t.m.state(), State::Closed);
+    assert_eq!(t.m.snapshot(t.now).consecutive_failures, 3, "the count is kept");
+    assert!(t.transitions.is_empty());
+    assert_eq!(t.play("F"), "O");
+    assert_eq!(t.transitions[0].reason, Reason::ConsecutiveFailures(4));
+
+    // A success in between still resets the count first.
+    let mut t = Timeline::exact();
+    t.play("FFF");
+    reconfigure(&mut t, |s| s.failure_threshold = 2);
+    assert_eq!(t.play("SFF"), "CCO");
+}
+
+#[test]
+fn raising_the_failure_threshold_lets_more_failures_through() {
+    let mut t = Timeline::exact();
+    assert_eq!(t.play("FFFF"), "CCCC");
+    reconfigure(&mut t, |s| s.failure_threshold = 8);
+    assert_eq!(t.play("FFFF"), "CCCO");
+    assert_eq!(t.transitions[0].reason, Reason::ConsecutiveFailures(8));
+}
+
+#[test]
+fn shrinking_the_window_forgets_old_failures() {
+    let mut t = Timeline::new(rates(10, 10));
+    // Five failures of nine calls, under minimum_calls: closed.
+    assert_eq!(t.play("FFFFFSSSS"), "CCCCCCCCC");
+    reconfigure(&mut t, |s| (s.window_size, s.minimum_calls) = (4, 4));
+    assert_eq!(contents(&t.m.window), vec![0; 4], "the four newest: the successes");
+    assert_eq!((t.m.window.failures, t.m.window.slots.len()), (0, 4));
+    assert!(t.transitions.is_empty());
+    // calls:  F  F      window S S S F (25%), then S S F F (50%)
+    // state:  C  O
+    assert_eq!(t.play("FF"), "CO");
+    assert!(matches!(t.transitions[0].reason, Reason::FailureRate(p) if (p - 50.0).abs() < 1e-9));
+}
+
+#[test]
+fn shrinking_the_window_keeps_recent_failures() {
+    let mut t = Timeline::new(rates(10, 10));
+    // Four failures of nine calls: under minimum_calls and under the rate.
+    assert_eq!(t.play("SSSSSFFFF"), "CCCCCCCCC");
+    reconfigure(&mut t, |s| (s.window_size, s.minimum_calls) = (4, 4));
+    assert_eq!(contents(&t.m.window), vec![FAILED; 4]);
+    assert_eq!(t.m.window.failures, 4);
+    assert_eq!(
+        t.m.state(),
+        State::Closed,
+        "the rate is judged on the next call, not here"
+    );
+    // calls:  S   window F F F S: 75%
+    // state:  O
+    assert_eq!(t.play("S"), "O");
+    assert!(matches!(t.transitions[0].reason, Reason::FailureRate(p) if (p - 75.0).abs() < 1e-9));
+}
+
+#[test]
+fn growing_the_window_keeps_every_result() {
+    let mut t = Timeline::new(rates(4, 4));
+    assert_eq!(t.play("SFSSS"), "CCCCC"); // the window holds F S S S: 25%
+    reconfigure(&mut t, |s| (s.window_size, s.minimum_calls) = (10, 10));
+    assert_eq!(contents(&t.m.window), vec![FAILED, 0, 0, 0]);
+    assert_eq!((t.m.window.failures, t.m.window.slots.len()), (1, 10));
+    // calls:  F F F F S S   with the four kept: five failures of ten calls on the last one (50%)
+    // state:  C C C C C O
+    assert_eq!(t.play("FFFFSS"), "CCCCCO");
+}
+
+#[test]
+fn resizing_a_wrapped_window_keeps_its_newest_results_in_order() {
+    const BOTH: u8 = FAILED | SLOW;
+    let mut w = Window::new(5);
+    for flags in [FAILED, 0, SLOW, BOTH, 0, FAILED, SLOW] {
+        w.push(flags);
+    }
+    assert_eq!(contents(&w), vec![SLOW, BOTH, 0, FAILED, SLOW]);
+    w.resize(5);
+    assert_eq!(
+        (contents(&w), w.next),
+        (vec![SLOW, BOTH, 0, FAILED, SLOW], 2),
+        "same size: untouched"
+    );
+    w.resize(3);
+    assert_eq!(contents(&w), vec![0, FAILED, SLOW]);
+    assert_eq!((w.len, w.next, w.failures, w.slow), (3, 0, 1, 1));
+    w.push(BOTH); // full: the oldest (0) goes
+    assert_eq!(contents(&w), vec![FAILED, SLOW, BOTH]);
+    assert_eq!((w.failures, w.slow), (2, 2));
+    w.resize(6);
+    assert_eq!(contents(&w), vec![FAILED, SLOW, BOTH]);
+    assert_eq!((w.len, w.next, w.failures, w.slow, w.slots.len()), (3, 3, 2, 2, 6));
+    w.push(0);
+    assert_eq!(contents(&w), vec![FAILED, SLOW, BOTH, 0]);
+    w.resize(0); // room for one, as a new window of size 0
+    assert_eq!(contents(&w), vec![0]);
+    assert_eq!((w.len, w.failures, w.slow), (1, 0, 0));
+}
+
+#[test]
+fn turning_the_rates_off_empties_the_window_so_it_is_not_stale_when_they_return() {
+    let mut t = Timeline::new(rates(10, 4));
+    assert_eq!(t.play("FFF"), "CCC");
+    reconfigure(&mut t, |s| s.failure_rate_threshold = None);
+    assert_eq!((t.m.window.len, t.m.window.failures), (0, 0));
+    reconfigure(&mut t, |s| s.failure_rate_threshold = Some(50.0));
+    // With the three failures kept, the first call would make four of four and trip.
+    assert_eq!(t.play("SF"), "CC");
+    assert_eq!(contents(&t.m.window), vec![0, FAILED]);
+}
+
+#[test]
+fn switching_to_observe_lets_calls_through_while_open() {
+    let mut t = Timeline::exact();
+    t.play("FFFFF");
+    assert!(rejected(t.admit()));
+    reconfigure(&mut t, |s| s.mode = Mode::Observe);
+    assert_eq!(t.admit(), Admission::Allowed(CallKind::Shadow));
+    assert_eq!(t.play("SSS"), "OOO", "shadows do not move the machine");
+    t.advance(Duration::from_secs(60));
+    assert_eq!(t.admit(), Admission::Allowed(CallKind::Probe), "at the old deadline");
+    reconfigure(&mut t, |s| s.mode = Mode::Enforce);
+    assert_eq!(
+        t.admit(),
+        Admission::Rejected {
+            retry_after: Some(Duration::from_millis(250))
+        },
+        "enforcing again: the one probe is out"
+    );
+}
+
+#[test]
+fn half_open_probes_in_flight_stay_counted_through_a_reconfigure() {
+    let mut t = Timeline::new(Settings {
+        recovery_jitter: 0.0,
+        half_open_max_calls: 3,
+        success_threshold: 3,
+        ..Settings::default()
+    });
+    t.play("FFFFF");
+    t.advance(Duration::from_secs(60));
+    for _ in 0..3 {
+        assert_eq!(t.admit(), Admission::Allowed(CallKind::Probe));
+    }
+    reconfigure(&mut t, |s| (s.half_open_max_calls, s.success_threshold) = (1, 2));
+    assert_eq!(t.m.state(), State::HalfOpen);
+    assert!(rejected(t.admit()), "three out, one allowed");
+    let success = Outcome::Success { elapsed: MS };
+    assert_eq!(t.m.record(t.now, CallKind::Probe, success), None);
+    assert!(rejected(t.admit()), "two still out");
+    let closed = t.m.record(t.now, CallKind::Probe, success).expect("closes");
+    assert_eq!(closed.reason, Reason::ProbesSucceeded(2), "the new success_threshold");
+
+    // Raised instead: more probes at once.
+    let mut t = Timeline::exact();
+    t.play("FFFFF");
+    t.advance(Duration::from_secs(60));
+    assert_eq!(t.admit(), Admission::Allowed(CallKind::Probe));
+    reconfigure(&mut t, |s| s.half_open_max_calls = 3);
+    assert_eq!(t.admit(), Admission::Allowed(CallKind::Probe));
+    assert_eq!(t.admit(), Admission::Allowed(CallKind::Probe));
+    assert!(rejected(t.admit()), "the first probe is still counted");
+}
+
+#[test]
+fn forced_states_stay_forced_through_a_reconfigure() {
+    let mut t = Timeline::exact();
+    t.m.apply(t.now, Override::ForceOpen);
+    reconfigure(&mut t, |s| s.recovery_timeout = Duration::from_secs(1));
+    t.advance(Duration::from_secs(3600));
+    assert_eq!(t.admit(), Admission::Rejected { retry_after: None });
+    assert_eq!(t.m.snapshot(t.now).forced, Some(State::Open));
+
+    let mut t = Timeline::exact();
+    t.m.apply(t.now, Override::ForceClosed);
+    reconfigure(&mut t, |s| s.failure_threshold = 1);
+    assert_eq!(t.play("FFF"), "CCC");
+    assert_eq!(t.m.snapshot(t.now).forced, Some(State::Closed));
+}
