@@ -76,6 +76,17 @@ impl Breaker {
         self.lock().machine.settings().clone()
     }
 
+    /// Takes new settings (a configuration reload) without losing the state: see [`Machine::reconfigure`] for
+    /// what is kept and when each setting starts to apply. Nothing transitions, so observers hear nothing. The
+    /// quiet flag is published again, since turning a rate threshold on or off changes whether the machine is
+    /// quiet; a call admitted on the quiet path just before rates were turned on reports a duration of zero.
+    pub fn reconfigure(&self, settings: Settings) {
+        let now = self.clock.now();
+        let mut g = self.lock();
+        g.machine.reconfigure(settings, now);
+        self.publish(&g);
+    }
+
     /// Asks to make one call to Redis.
     ///
     /// Inlined so that the quiet path is a load and a branch in the caller; the rest is out of line.
@@ -343,5 +354,31 @@ mod tests {
             handles.into_iter().map(|h| h.join().unwrap()).filter(|&ok| ok).count()
         });
         assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn reconfigure_notifies_no_one_and_republishes_whether_the_machine_is_quiet() {
+        let clock = ManualClock::new();
+        let rec = Arc::new(Recorder::default());
+        let b = breaker(clock.clone(), rec.clone());
+        assert!(b.quiet.load(Ordering::Relaxed));
+        b.reconfigure(Settings {
+            failure_rate_threshold: Some(50.0),
+            ..b.settings()
+        });
+        assert_eq!(b.settings().failure_rate_threshold, Some(50.0));
+        assert!(!b.quiet.load(Ordering::Relaxed), "a rate window is kept now");
+        b.try_acquire().unwrap().failure("x");
+        b.try_acquire().unwrap().failure("x");
+        assert_eq!(b.state(), State::Open);
+        b.reconfigure(Settings {
+            failure_rate_threshold: None,
+            failure_threshold: 1,
+            ..b.settings()
+        });
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(rec.0.lock().unwrap().len(), 1, "only the trip was heard");
+        b.apply(Override::Reset);
+        assert!(b.quiet.load(Ordering::Relaxed), "closed and no rates: quiet again");
     }
 }
