@@ -16,6 +16,7 @@ mod arena;
 mod store;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,13 @@ pub struct CacheSettings {
 }
 
 impl CacheSettings {
+    /// Neither limit is zero: values may be kept.
+    fn enabled(&self) -> bool {
+        self.max_entries > 0 && self.max_bytes > 0
+    }
+
     fn admits(&self, size: u64) -> bool {
-        self.max_entries > 0 && self.max_bytes > 0 && size <= self.max_bytes.min(MAX_ENTRY_BYTES)
+        self.enabled() && size <= self.max_bytes.min(MAX_ENTRY_BYTES)
     }
 }
 
@@ -234,6 +240,21 @@ impl Inner {
         }
     }
 
+    /// See [`FallbackCache::set_limits`].
+    fn set_limits(&mut self, limits: CacheSettings, now: Instant) {
+        self.limits = limits;
+        if !limits.enabled() {
+            self.store.clear();
+            self.bytes = 0;
+            return;
+        }
+        let fresh_until = self.fresh_until(now);
+        if fresh_until != NEVER {
+            self.store.cap_fresh_until(fresh_until);
+        }
+        self.evict();
+    }
+
     fn cap_expiry(&mut self, key: &[u8], at: Instant, now: Instant) {
         if at <= now {
             return self.remove(key);
@@ -250,8 +271,10 @@ impl Inner {
 pub struct FallbackCache {
     inner: Mutex<Inner>,
     clock: SharedClock,
-    /// Neither limit is zero: values may be kept.
-    enabled: bool,
+    /// Neither limit is zero: values may be kept. Read without the lock, to skip learning for a cache that
+    /// keeps nothing; written under it by [`FallbackCache::set_limits`]. A stale read costs at most one PTTL
+    /// asked for nothing, or one value not learned: the limits under the lock decide what is kept.
+    enabled: AtomicBool,
 }
 
 impl FallbackCache {
@@ -264,13 +287,37 @@ impl FallbackCache {
             limits,
             epoch: clock.now(),
         });
-        let enabled = limits.max_entries > 0 && limits.max_bytes > 0;
+        let enabled = AtomicBool::new(limits.enabled());
         FallbackCache { inner, clock, enabled }
     }
 
     /// Whether values may be kept at all (no limit is zero); when not, callers need not learn anything for it.
     pub fn is_enabled(&self) -> bool {
-        self.enabled
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Takes new limits (a configuration reload) and applies them at once to what is held.
+    ///
+    /// - Smaller `max_entries` or `max_bytes`: least-recently-used entries are evicted now until the cache fits,
+    ///   exactly as an insert over the limits would evict them (the cache keeps no eviction counter).
+    /// - A zero limit disables the cache, as at creation: it is emptied and keeps nothing until a later call
+    ///   gives both limits back ([`FallbackCache::is_enabled`] follows).
+    /// - Larger limits only raise the bounds: nothing is allocated ahead.
+    /// - `ttl`: values learned from now on get the new one. A held entry's expiry is never extended, but it is
+    ///   brought forward to now + the new ttl when that is earlier, so a shorter `ttl` (or a `ttl` where there
+    ///   was none) bounds the staleness of what is already held at once; `None` leaves entries as they are.
+    ///   The Redis key's own expiry ([`KeyExpiry`]) still caps every entry.
+    ///
+    /// Memory: entries live in the arena's segments (`cache/arena.rs`), which are not sized by `max_bytes`; a
+    /// segment is given back once the entries in it are evicted (one is kept as a spare), and compaction
+    /// bounds what evictions scattered across segments leave dead, as it does under ordinary eviction. The slot
+    /// vector and hash index (about 28 bytes an entry) keep the room of the entries once held; a zero limit
+    /// gives everything back.
+    pub fn set_limits(&self, limits: CacheSettings) {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        inner.set_limits(limits, now);
+        self.enabled.store(limits.enabled(), Ordering::Relaxed);
     }
 
     /// A panic elsewhere while holding the lock cannot leave the map half-updated, so poison is ignored.
@@ -757,5 +804,188 @@ mod tests {
         c.clear();
         assert_eq!((c.len(), c.bytes(), c.is_empty()), (0, 0, true));
         assert_eq!(c.get_str(b"a"), Lookup::Miss);
+    }
+
+    // set_limits: a reload's new limits, applied to what is held.
+
+    fn limits(max_entries: usize, max_bytes: u64, ttl: Option<Duration>) -> CacheSettings {
+        CacheSettings {
+            max_entries,
+            max_bytes,
+            ttl,
+        }
+    }
+
+    #[test]
+    fn fewer_entries_evict_the_least_recently_used_at_once() {
+        let (c, _) = cache(5, 1000, None);
+        for k in ["a", "b", "c", "d", "e"] {
+            c.put_str(k.as_bytes(), b"1", N);
+        }
+        assert_eq!(c.get_str(b"a"), hit("1")); // recency, oldest first: b c d e a
+        c.set_limits(limits(2, 1000, None));
+        assert_eq!((c.len(), c.bytes()), (2, 4));
+        assert_eq!(c.get_str(b"e"), hit("1"));
+        assert_eq!(c.get_str(b"a"), hit("1"));
+        for k in ["b", "c", "d"] {
+            assert_eq!(c.get_str(k.as_bytes()), Lookup::Miss, "{k}");
+        }
+        c.put_str(b"f", b"1", N); // the new bound holds for inserts: e, the LRU now, goes
+        assert_eq!(c.get_str(b"e"), Lookup::Miss);
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn fewer_bytes_evict_the_least_recently_used_until_the_rest_fits() {
+        let (c, _) = cache(100, 100, None);
+        c.put_str(b"a", b"1234", N); // 5
+        c.put_str(b"b", b"12345678", N); // 9
+        c.put_str(b"c", b"12", N); // 3
+        c.put_str(b"d", b"123", N); // 4
+        assert_eq!(c.get_str(b"b"), hit("12345678")); // recency, oldest first: a c d b
+        assert_eq!(c.bytes(), 21);
+        c.set_limits(limits(100, 13, None));
+        // a (16 left) then c (13 left) go; d and b fit exactly.
+        assert_eq!((c.len(), c.bytes()), (2, 13));
+        assert_eq!(c.get_str(b"a"), Lookup::Miss);
+        assert_eq!(c.get_str(b"c"), Lookup::Miss);
+        assert_eq!(c.get_str(b"d"), hit("123"));
+        assert_eq!(c.get_str(b"b"), hit("12345678"));
+        assert!(
+            !c.put_str(b"big", b"12345678901", N),
+            "14 bytes: over the new max on its own"
+        );
+        assert_eq!((c.len(), c.bytes()), (2, 13));
+    }
+
+    #[test]
+    fn a_zero_limit_empties_the_cache_and_stores_nothing_until_lifted() {
+        for (entries, bytes) in [(0, 100), (10, 0)] {
+            let (c, _) = cache(10, 100, None);
+            c.put_str(b"a", b"1", N);
+            c.put_hash(b"h", &pairs(&[("f", "1")]), N);
+            c.set_limits(limits(entries, bytes, None));
+            assert_eq!((c.len(), c.bytes()), (0, 0), "{entries} {bytes}");
+            assert!(!c.is_enabled());
+            assert!(!c.put_str(b"a", b"1", N));
+            c.set_hash_fields(b"p", &[(b"f", b"1")], N);
+            assert_eq!((c.get_str(b"a"), c.len()), (Lookup::Miss, 0));
+            c.set_limits(limits(10, 100, None));
+            assert!(c.is_enabled());
+            assert!(c.put_str(b"a", b"1", N));
+            assert_eq!(c.get_str(b"a"), hit("1"));
+        }
+    }
+
+    #[test]
+    fn larger_limits_let_more_in() {
+        let (c, _) = cache(2, 100, None);
+        for k in ["a", "b", "c"] {
+            c.put_str(k.as_bytes(), b"1", N);
+        }
+        assert_eq!((c.len(), c.get_str(b"a")), (2, Lookup::Miss));
+        c.set_limits(limits(4, 100, None));
+        assert_eq!(c.len(), 2, "growing evicts nothing and brings nothing back");
+        c.put_str(b"d", b"1", N);
+        c.put_str(b"e", b"1", N);
+        assert_eq!(c.len(), 4);
+        for k in ["b", "c", "d", "e"] {
+            assert_eq!(c.get_str(k.as_bytes()), hit("1"), "{k}");
+        }
+
+        let (c, _) = cache(100, 4, None);
+        for k in ["a", "b", "c"] {
+            c.put_str(k.as_bytes(), b"1", N);
+        }
+        assert_eq!((c.len(), c.bytes()), (2, 4));
+        c.set_limits(limits(100, 6, None));
+        assert!(c.put_str(b"d", b"1", N));
+        assert_eq!((c.len(), c.bytes()), (3, 6));
+        assert!(
+            c.put_str(b"e", b"12", N),
+            "3 bytes: fit the new max_bytes, evicting LRU entries"
+        );
+        assert_eq!((c.len(), c.bytes()), (2, 5), "b and c made room");
+    }
+
+    #[test]
+    fn a_shorter_ttl_expires_held_entries_earlier() {
+        let (c, clock) = cache(10, 100, Some(60 * SEC));
+        c.put_str(b"a", b"1", N);
+        clock.advance(10 * SEC);
+        c.set_limits(limits(10, 100, Some(5 * SEC)));
+        clock.advance(5 * SEC - NS);
+        assert_eq!(c.get_str(b"a"), hit("1"));
+        c.put_str(b"b", b"1", N); // learned now: the new ttl from now
+        clock.advance(NS);
+        assert_eq!(
+            c.get_str(b"a"),
+            Lookup::Expired,
+            "capped at the reload + 5s, not 60s after it was learned"
+        );
+        clock.advance(5 * SEC - 2 * NS);
+        assert_eq!(c.get_str(b"b"), hit("1"));
+        clock.advance(NS);
+        assert_eq!(c.get_str(b"b"), Lookup::Expired);
+
+        // A ttl where there was none caps entries that had no expiry of the cache's own.
+        let (c, clock) = cache(10, 100, None);
+        c.put_str(b"a", b"1", N);
+        clock.advance(3600 * SEC);
+        c.set_limits(limits(10, 100, Some(SEC)));
+        clock.advance(SEC - NS);
+        assert_eq!(c.get_str(b"a"), hit("1"));
+        clock.advance(NS);
+        assert_eq!(c.get_str(b"a"), Lookup::Expired);
+    }
+
+    #[test]
+    fn a_longer_ttl_does_not_extend_held_entries_but_applies_to_new_ones() {
+        let (c, clock) = cache(10, 100, Some(10 * SEC));
+        c.put_str(b"a", b"1", N);
+        clock.advance(5 * SEC);
+        c.set_limits(limits(10, 100, Some(60 * SEC)));
+        c.put_str(b"b", b"1", N);
+        clock.advance(5 * SEC - NS);
+        assert_eq!(c.get_str(b"a"), hit("1"));
+        clock.advance(NS);
+        assert_eq!(c.get_str(b"a"), Lookup::Expired, "still 10s after it was learned");
+        clock.advance(55 * SEC - NS);
+        assert_eq!(c.get_str(b"b"), hit("1"));
+        clock.advance(NS);
+        assert_eq!(c.get_str(b"b"), Lookup::Expired);
+
+        // No ttl any more: held entries keep theirs, new ones have none.
+        let (c, clock) = cache(10, 100, Some(10 * SEC));
+        c.put_str(b"a", b"1", N);
+        c.set_limits(limits(10, 100, None));
+        c.put_str(b"b", b"1", N);
+        clock.advance(10 * SEC);
+        assert_eq!(c.get_str(b"a"), Lookup::Expired);
+        clock.advance(3600 * SEC);
+        assert_eq!(c.get_str(b"b"), hit("1"));
+    }
+
+    #[test]
+    fn the_key_expiry_still_caps_entries_through_a_new_ttl() {
+        let (c, clock) = cache(10, 100, Some(10 * SEC));
+        c.put_str(b"k", b"1", c.expires_in(20 * SEC));
+        c.put_str(b"s", b"1", c.expires_in(2 * SEC));
+        c.set_limits(limits(10, 100, None));
+        clock.advance(5 * SEC);
+        assert_eq!(c.get_str(b"s"), Lookup::Expired, "a shorter key expiry stays");
+        c.put_str(b"k", b"2", N); // a refresh, with no ttl of the cache's own: the key's expiry is kept
+        c.set_limits(limits(10, 100, Some(60 * SEC)));
+        c.put_str(b"n", b"1", c.expires_in(SEC)); // new under the new ttl: the key expiry caps it
+        clock.advance(SEC);
+        assert_eq!(c.get_str(b"n"), Lookup::Expired);
+        clock.advance(14 * SEC - NS);
+        assert_eq!(c.get_str(b"k"), hit("2"));
+        clock.advance(NS);
+        assert_eq!(
+            c.get_str(b"k"),
+            Lookup::Expired,
+            "20s, the key's expiry, whatever the ttls"
+        );
     }
 }

@@ -289,6 +289,14 @@ impl Store {
         }
     }
 
+    /// Brings every entry's `fresh_until` forward to `at` where it is later (a shorter `cache.ttl`); never
+    /// extends one. Free slots are capped too, harmlessly: an insert overwrites a free slot whole.
+    pub(super) fn cap_fresh_until(&mut self, at: Tick) {
+        for slot in &mut self.slots {
+            slot.fresh_until = slot.fresh_until.min(at);
+        }
+    }
+
     /// Adds an entry for a key that is not present, as the most recently used.
     pub(super) fn insert(&mut self, key: &[u8], value: Value<'_>, expiry: Expiry) -> Idx {
         debug_assert!(self.find(key).is_none(), "insert of a present key");
