@@ -29,8 +29,8 @@ pub(crate) struct Admin {
     pub client: Arc<Client>,
     /// Set once the Unix socket is bound and served.
     pub socket_ready: AtomicBool,
-    /// `admin.ready_requires_redis`: not ready while the breaker is open.
-    pub ready_requires_redis: bool,
+    /// `admin.ready_requires_redis`: not ready while the breaker is open. A reload changes it.
+    pub ready_requires_redis: AtomicBool,
 }
 
 pub(crate) fn router(admin: Arc<Admin>) -> Router {
@@ -81,7 +81,7 @@ async fn livez() -> Json<serde_json::Value> {
 async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
     let listening = admin.socket_ready.load(Ordering::Acquire);
     let state = admin.client.breaker().state();
-    let redis_blocks = admin.ready_requires_redis && state == CircuitState::Open;
+    let redis_blocks = admin.ready_requires_redis.load(Ordering::Relaxed) && state == CircuitState::Open;
     let ready = listening && !redis_blocks;
     let reason = if !listening {
         Some("the Unix socket is not listening yet")

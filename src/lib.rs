@@ -33,6 +33,7 @@
 //! - [`clock`] and [`jitter`]: injected time, and the seeded randomness that spreads retries.
 //! - [`preflight`]: the checks `run` makes before serving, which `check-config` makes too.
 //! - [`resources`]: the descriptors both listeners and Redis share, and returning freed memory.
+//! - [`reload`]: live reconfiguration (SIGHUP, a changed config file, `POST /v1/reload`).
 //!
 //! [`run`] wires them together and returns when the shutdown future resolves, the API has drained and pending
 //! notifications have had their grace.
@@ -58,10 +59,11 @@ pub(crate) mod op;
 pub(crate) mod policy;
 pub mod preflight;
 pub(crate) mod ratelimit;
+pub mod reload;
 pub(crate) mod resources;
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -135,6 +137,36 @@ fn breaker_settings(cfg: &Config) -> Settings {
     }
 }
 
+fn cache_settings(cfg: &Config) -> CacheSettings {
+    CacheSettings {
+        max_entries: cfg.cache.max_entries,
+        max_bytes: cfg.cache.max_bytes,
+        ttl: cfg.cache.ttl,
+    }
+}
+
+/// What a reload applies to ([`reload::Targets`]): every owner of a live key.
+struct LiveParts {
+    client: Arc<Client>,
+    app: Arc<api::App>,
+    admin: Arc<admin::Admin>,
+    set_log_level: Option<reload::SetLogLevel>,
+}
+
+impl reload::Targets for LiveParts {
+    fn apply(&self, cfg: &Config) {
+        self.client
+            .reconfigure(breaker_settings(cfg), cache_settings(cfg), cfg.cache.clear_on_close);
+        self.app.reconfigure(cfg);
+        self.admin
+            .ready_requires_redis
+            .store(cfg.admin.ready_requires_redis, Ordering::Relaxed);
+        if let Some(set) = &self.set_log_level {
+            set(&cfg.log.level);
+        }
+    }
+}
+
 /// Builds the resilient client and its observers from the config. The notifier is one of them; it is returned
 /// too so the caller can start its workers and give it its grace at shutdown.
 pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunError> {
@@ -143,14 +175,8 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(metrics::Metrics::new(cfg.redis.mode.as_str()));
     let notifier = Arc::new(Notifier::new(cfg, &metrics)?);
-    let cache = Arc::new(FallbackCache::new(
-        CacheSettings {
-            max_entries: cfg.cache.max_entries,
-            max_bytes: cfg.cache.max_bytes,
-            ttl: cfg.cache.ttl,
-        },
-        Arc::new(SystemClock),
-    ));
+    let cache = Arc::new(FallbackCache::new(cache_settings(cfg), Arc::new(SystemClock)));
+    let clear_on_close = Arc::new(AtomicBool::new(cfg.cache.clear_on_close));
     let opened = Arc::new(Notify::new());
     let mut observers: Vec<Arc<dyn Observer>> = vec![
         metrics.clone(),
@@ -159,9 +185,10 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
         }),
         Arc::new(client::RecoveryWaker(opened.clone())),
     ];
-    if cfg.cache.clear_on_close {
-        observers.push(Arc::new(client::ClearCacheOnClose(cache.clone())));
-    }
+    observers.push(Arc::new(client::ClearCacheOnClose {
+        cache: cache.clone(),
+        enabled: clear_on_close.clone(),
+    }));
     if notifier.is_enabled() {
         observers.push(notifier.clone());
     }
@@ -190,7 +217,7 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
         breaker,
         cache,
         metrics,
-        cfg.api.on_unavailable,
+        clear_on_close,
         opened,
     ));
     Ok((client, notifier))
@@ -214,7 +241,23 @@ pub async fn notify_test(cfg: &Config) -> Result<Vec<notify::TestReport>, RunErr
 /// `listen.drain_timeout`), removes the socket file (if it is still the one it created), gives pending
 /// notifications `notify.shutdown_grace` and returns. Starts only if the [`preflight`] check passes; a start
 /// that fails after the socket was bound removes it again.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+///
+/// `loaded` is the config read from `live.path` (none: the defaults); reloads read it again when asked through
+/// `live.channel` (SIGHUP, `POST /v1/reload`) or, with `reload.watch`, when the file or a file it names changes.
+pub async fn run(
+    loaded: reload::Loaded,
+    live: reload::Live,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let cfg = loaded.config.clone();
+    let reload::Live {
+        path,
+        channel: reloads,
+        set_log_level,
+    } = live;
+    if let Some(set) = &set_log_level {
+        set(&cfg.log.level);
+    }
     // Raised first, so the pre-flight check (which compares with the hard limit) holds for this process.
     if let Err(e) = resources::raise_descriptor_limit() {
         warn!(error = %e, "cannot raise the open-file limit");
@@ -236,7 +279,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     let admin_state = Arc::new(admin::Admin {
         client: client.clone(),
         socket_ready: false.into(),
-        ready_requires_redis: cfg.admin.ready_requires_redis,
+        ready_requires_redis: cfg.admin.ready_requires_redis.into(),
     });
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await
@@ -261,7 +304,27 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     // From here on, every way out of this function removes the socket file through `socket_file` (dropped on
     // an early return, removed explicitly after the drain), and only if it is still the one bound here.
     let (listener, socket_file) = api::socket::bind(&cfg.listen.socket, cfg.listen.socket_mode, checked.socket_gid)?;
-    let app = Arc::new(api::App::new(client.clone(), &cfg));
+    let app = Arc::new(api::App::new(client.clone(), &cfg, Some(reloads.requests.clone())));
+    let reloader = Arc::new(reload::Reloader::new(
+        path.clone(),
+        loaded,
+        Arc::new(LiveParts {
+            client: client.clone(),
+            app: app.clone(),
+            admin: admin_state.clone(),
+            set_log_level,
+        }),
+        reload::ReloadMetrics::new(client.metrics().registry()),
+    ));
+    tokio::spawn(reload::serve(reloader.clone(), reloads.receiver));
+    match &path {
+        Some(path) if cfg.reload.watch => {
+            let folders = reload::watched_folders(path, &cfg);
+            tokio::spawn(reload::watch(folders, reloads.requests.clone(), stopped()));
+        }
+        _ => {}
+    }
+    drop(reloads.requests);
     let limits = api::server::Limits {
         name: "api",
         max_connections: cfg.api.max_connections,
@@ -289,11 +352,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     }
     admin_state.socket_ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(cfg.listen.drain_timeout, &mut api_task)
-        .await
-        .is_err()
-    {
-        warn!(timeout = ?cfg.listen.drain_timeout, "drain timeout elapsed; closing remaining connections");
+    let drain_timeout = reloader.current().listen.drain_timeout;
+    if tokio::time::timeout(drain_timeout, &mut api_task).await.is_err() {
+        warn!(timeout = ?drain_timeout, "drain timeout elapsed; closing remaining connections");
         api_task.abort();
     }
     admin_task.abort();

@@ -2,12 +2,13 @@
 //!
 //! Exit status: 0 on success, 1 when something fails at run time, 2 for a usage error (clap's), and
 //! [`EXIT_CONFIG`] (78) whenever the configuration is invalid, by `run`, `check-config` and `notify-test` alike.
-//! Signals: SIGTERM and SIGINT drain and stop; SIGHUP is logged and otherwise ignored until live reload exists,
-//! and so are SIGUSR1 and SIGUSR2.
+//! Signals: SIGTERM and SIGINT drain and stop; SIGHUP reloads the config ([`redguard::reload`]); SIGUSR1 and
+//! SIGUSR2 are logged and ignored.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use redguard::config::Config;
@@ -26,7 +27,8 @@ const EXIT_CONFIG: u8 = 78;
     after_help = "Exit status: 0 success; 1 failure at run time; 2 usage error; 78 invalid configuration \
                   (EX_CONFIG; from run, check-config and notify-test alike).\n\
                   Signals: SIGTERM and SIGINT drain in-flight requests, remove the socket and exit 0; SIGHUP \
-                  (live reload is not supported yet), SIGUSR1 and SIGUSR2 are logged and ignored."
+                  reloads the config file (an invalid one, or one that changes a restart-only key, changes \
+                  nothing); SIGUSR1 and SIGUSR2 are logged and ignored."
 )]
 struct Cli {
     /// Log format.
@@ -65,13 +67,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let set_log_level = init_logging(cli.log_format);
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::NotifyTest { config } => notify_test(&config),
         Command::Run { config } => {
-            let cfg = match Config::load(config.as_deref(), env_vars()) {
-                Ok(cfg) => cfg,
+            let loaded = match redguard::reload::load(config.as_deref()) {
+                Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("redguard: invalid configuration: {e}");
                     return ExitCode::from(EXIT_CONFIG);
@@ -90,7 +92,14 @@ fn main() -> ExitCode {
                 // Installed before anything is bound, so that no signal finds the default action (which would
                 // end the process and leave the socket behind).
                 let signals = Signals::install();
-                redguard::run(cfg, signals.shutdown()).await
+                let channel = redguard::reload::channel();
+                let shutdown = signals.shutdown(channel.requests.clone());
+                let live = redguard::reload::Live {
+                    path: config,
+                    channel,
+                    set_log_level,
+                };
+                redguard::run(loaded, live, shutdown).await
             });
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -172,22 +181,34 @@ fn env_vars() -> impl Iterator<Item = (String, String)> {
     std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Logs to stderr, filtered by `RUST_LOG` if set, else `info` until the config's `log.level` is read. Returns
+/// the setter of the config's level (none while `RUST_LOG` is set: it wins), which a reload calls too.
+fn init_logging(format: LogFormat) -> Option<redguard::reload::SetLogLevel> {
+    use tracing_subscriber::prelude::*;
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_set = from_env.is_some();
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new("info")));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
     }
+    (!env_set).then(|| {
+        Arc::new(move |level: &str| {
+            // The config validated the filter; a failure here would only keep the previous one.
+            if let Ok(filter) = EnvFilter::builder().parse(level) {
+                let _ = handle.reload(filter);
+            }
+        }) as redguard::reload::SetLogLevel
+    })
 }
 
-/// The signals redguard handles. SIGHUP will mean "reload the config" (a later issue); until then it is
-/// logged and ignored, so that a `kill -HUP` (or a terminal closing) never cuts requests off. SIGUSR1 and
-/// SIGUSR2, whose default action also ends the process (and which some tools send to reopen logs), are
-/// logged and ignored too.
+/// The signals redguard handles: SIGTERM and SIGINT stop it, SIGHUP reloads the config. SIGUSR1 and SIGUSR2,
+/// whose default action also ends the process (and which some tools send to reopen logs), are logged and
+/// ignored.
 struct Signals {
     term: Signal,
     int: Signal,
@@ -209,17 +230,15 @@ impl Signals {
         }
     }
 
-    /// Resolves on SIGTERM or SIGINT; logs each other signal (one line per delivery the runtime reports).
-    async fn shutdown(mut self) {
+    /// Resolves on SIGTERM or SIGINT; asks `reloads` for a reload on SIGHUP (a burst of them folds into one);
+    /// logs SIGUSR1 and SIGUSR2.
+    async fn shutdown(mut self, reloads: redguard::reload::Requests) {
         let ignored = |name: &str| tracing::warn!(signal = name, "{name} has no meaning for redguard; ignored");
         loop {
             tokio::select! {
                 _ = self.term.recv() => return,
                 _ = self.int.recv() => return,
-                _ = self.hup.recv() => tracing::warn!(
-                    "SIGHUP received: live reload is not supported yet; the configuration is unchanged and \
-                     redguard keeps serving"
-                ),
+                _ = self.hup.recv() => reloads.nudge(redguard::reload::Trigger::Signal),
                 _ = self.usr1.recv() => ignored("SIGUSR1"),
                 _ = self.usr2.recv() => ignored("SIGUSR2"),
             }

@@ -64,9 +64,10 @@ pub enum ApiRoute {
     Invalid,
     Breaker,
     Health,
+    Reload,
 }
 
-const EXTRA_ROUTES: [&str; 3] = ["invalid", "breaker", "health"];
+const EXTRA_ROUTES: [&str; 4] = ["invalid", "breaker", "health", "reload"];
 const N_ROUTES: usize = N_CALLS + EXTRA_ROUTES.len();
 
 impl ApiRoute {
@@ -79,6 +80,7 @@ impl ApiRoute {
             ApiRoute::Invalid => N_CALLS,
             ApiRoute::Breaker => N_CALLS + 1,
             ApiRoute::Health => N_CALLS + 2,
+            ApiRoute::Reload => N_CALLS + 3,
         }
     }
 
@@ -473,6 +475,11 @@ impl Metrics {
     }
 
     /// The text exposition of every metric.
+    /// The registry, for metrics defined next to the code they measure ([`crate::reload`]).
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn render(&self) -> String {
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
@@ -531,6 +538,7 @@ mod tests {
             ApiRoute::Invalid,
             ApiRoute::Breaker,
             ApiRoute::Health,
+            ApiRoute::Reload,
         ]);
         let labels: Vec<&str> = routes.map(|r| ApiRoute::label(r.index())).collect();
         let unique: std::collections::HashSet<_> = labels.iter().collect();

@@ -102,14 +102,14 @@ pub(crate) fn default_deny() -> Vec<String> {
 
 /// One rule: a command, or a command and one subcommand or option. Stored uppercase.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
+pub(crate) struct Rule {
     command: String,
     sub: Option<String>,
 }
 
 impl Rule {
     /// Parses `"FLUSHALL"` or `"cluster addslots"`. The error says what is wrong with `text`.
-    pub fn parse(text: &str) -> Result<Rule, String> {
+    pub(crate) fn parse(text: &str) -> Result<Rule, String> {
         let word_ok = |w: &str| w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_|.".contains(&b));
         let words: Vec<&str> = text.split_ascii_whitespace().collect();
         match words.as_slice() {
@@ -128,7 +128,7 @@ impl Rule {
     }
 
     /// Whether this rule can never be allowed: it is, or lies inside, a built-in denial ([`always_denied`]).
-    pub fn is_always_denied(&self) -> bool {
+    pub(crate) fn is_always_denied(&self) -> bool {
         let Some(row) = commands::find(self.command.as_bytes()) else {
             return false;
         };
@@ -234,21 +234,21 @@ fn built_in_denial(name: &str, args: &[&[u8]]) -> Option<String> {
 
 /// A command the policy refused, shown as its rule names it (`FLUSHALL`, `CLUSTER ADDSLOTS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denied {
+pub(crate) struct Denied {
     pub command: String,
 }
 
 /// The compiled policy. Cheap to consult: a command table lookup, one uppercase copy of the command name and a
 /// few map lookups.
 #[derive(Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     deny: Rules,
     allow: Option<Rules>,
 }
 
 impl Policy {
     /// Builds the policy from already-parsed rules (see [`Rule::parse`]).
-    pub fn new(deny: &[Rule], allow: Option<&[Rule]>) -> Policy {
+    pub(crate) fn new(deny: &[Rule], allow: Option<&[Rule]>) -> Policy {
         Policy {
             deny: Rules::new(deny),
             allow: allow.map(Rules::new),
@@ -256,14 +256,14 @@ impl Policy {
     }
 
     /// Builds the policy from config strings; the config has validated them already, so a bad one is skipped.
-    pub fn from_config(deny: &[String], allow: Option<&[String]>) -> Policy {
+    pub(crate) fn from_config(deny: &[String], allow: Option<&[String]>) -> Policy {
         let parse = |list: &[String]| list.iter().filter_map(|s| Rule::parse(s).ok()).collect::<Vec<_>>();
         let allow = allow.map(parse);
         Policy::new(&parse(deny), allow.as_deref())
     }
 
     /// Judges one command given as its arguments, the command name first.
-    pub fn check<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<(), Denied> {
+    pub(crate) fn check<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<(), Denied> {
         let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
         let Some(first) = args.first() else {
             return Ok(());

@@ -275,17 +275,23 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// The metrics `src/metrics.rs` registers: the quoted `"redguard_..."` names outside its tests.
+/// The files that register metrics: `src/metrics.rs`, and the modules whose metrics sit next to their code.
+const METRIC_SOURCES: [&str; 2] = ["src/metrics.rs", "src/reload.rs"];
+
+/// The metrics redguard registers: the quoted `"redguard_..."` names of [`METRIC_SOURCES`] outside their tests.
 fn registered_metrics() -> BTreeSet<String> {
-    let source = read("src/metrics.rs");
-    let code = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
-    let names: BTreeSet<String> = code
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .filter(|s| s.starts_with("redguard_") && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-        .map(str::to_owned)
-        .collect();
+    let mut names = BTreeSet::new();
+    for file in METRIC_SOURCES {
+        let source = read(file);
+        let code = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+        names.extend(
+            code.split('"')
+                .skip(1)
+                .step_by(2)
+                .filter(|s| s.starts_with("redguard_") && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                .map(str::to_owned),
+        );
+    }
     assert!(
         names.len() > 10,
         "found too few metric names in src/metrics.rs: {names:?}"
@@ -312,7 +318,7 @@ fn operations_doc_names_every_metric_and_no_other() {
         let unknown = difference(&metric_names(&read(doc)), &registered);
         assert!(
             unknown.is_empty(),
-            "{doc} names metrics that src/metrics.rs does not register: {unknown:?}"
+            "{doc} names metrics that {METRIC_SOURCES:?} do not register: {unknown:?}"
         );
     }
 }
@@ -342,5 +348,59 @@ fn api_doc_lists_every_command_the_default_policy_denies() {
     assert!(
         missing.is_empty(),
         "docs/api.md does not list these default denials: {missing:?}"
+    );
+}
+
+#[test]
+fn every_accepted_key_is_live_or_restart_only_and_the_doc_says_which() {
+    use redguard::reload::{Apply, KEYS};
+    // A sink's keys are one key for a reload: the list of sinks.
+    let accepted: BTreeSet<String> = accepted_keys()
+        .into_iter()
+        .map(|k| {
+            if k.starts_with("notify.sinks[]") {
+                "notify.sinks".to_owned()
+            } else {
+                k
+            }
+        })
+        .collect();
+    // The passwords read from their file or variable are compared too, though no YAML key sets them.
+    let read_not_written = ["redis.password", "redis.sentinel_password"];
+    let listed: BTreeSet<String> = KEYS
+        .iter()
+        .map(|k| k.name.to_owned())
+        .filter(|k| !read_not_written.contains(&k.as_str()))
+        .collect();
+    assert!(
+        listed == accepted,
+        "reload::KEYS is out of step with the config structs:\n  accepted but not in KEYS: {:?}\n  in KEYS but \
+         not accepted: {:?}",
+        difference(&accepted, &listed),
+        difference(&listed, &accepted)
+    );
+    let rows = documented_rows();
+    let mut wrong = Vec::new();
+    for key in KEYS.iter().filter(|k| !read_not_written.contains(&k.name)) {
+        let expected = match key.apply {
+            Apply::Live => "live",
+            Apply::Restart => "restart",
+        };
+        let row = rows
+            .iter()
+            .find(|r| r.key == key.name)
+            .expect("documented (checked above)");
+        if row.cells.get(2).map(String::as_str) != Some(expected) {
+            wrong.push(format!(
+                "{}: doc says {:?}, code says {expected}",
+                key.name,
+                row.cells.get(2)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "docs/configuration.md's reload column is wrong:\n  {}",
+        wrong.join("\n  ")
     );
 }

@@ -25,7 +25,7 @@ fn app() -> App {
     .unwrap();
     let (client, _notifier) = redguard::build_client(&cfg).unwrap();
     client.breaker().apply(Override::ForceOpen);
-    App::new(client, &cfg)
+    App::new(client, &cfg, None)
 }
 
 /// One runtime and app for every case.

@@ -1,6 +1,6 @@
 //! SIGTERM under load: requests in flight when the signal arrives finish with a real answer, later clients get
 //! a clear connection error, and redguard exits 0 within the drain timeout with its socket removed. SIGHUP does
-//! not stop it, and stopping removes only the socket redguard created, never another instance's.
+//! not stop it (it reloads the config: tests/reload.rs), and stopping removes only the socket redguard created, never another instance's.
 
 mod common;
 
@@ -179,12 +179,12 @@ fn stopping_one_instance_leaves_the_socket_of_another_on_the_same_path() {
 }
 
 #[test]
-fn sighup_and_sigusr_are_logged_and_ignored_and_sigterm_still_drains() {
+fn sighup_reloads_sigusr_is_ignored_and_sigterm_still_drains() {
     let redis = RedisServer::start();
     let mut rg = Redguard::start(&redis.url(), "");
     let signals = [
-        (libc::SIGHUP, "SIGHUP received: live reload is not supported yet"),
-        (libc::SIGHUP, "SIGHUP received: live reload is not supported yet"),
+        (libc::SIGHUP, "config reloaded: nothing changed"),
+        (libc::SIGHUP, "config reloaded: nothing changed"),
         (libc::SIGUSR1, "SIGUSR1 has no meaning for redguard; ignored"),
         (libc::SIGUSR2, "SIGUSR2 has no meaning for redguard; ignored"),
     ];

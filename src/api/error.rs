@@ -58,6 +58,9 @@ pub enum ApiError {
     HeadersTooLarge(usize),
     #[error("the request target is too long")]
     UriTooLong,
+    /// `POST /v1/reload` while no reload can run (redguard is shutting down).
+    #[error("{0}")]
+    ReloadUnavailable(String),
 }
 
 impl From<CallError> for ApiError {
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::ReloadUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::Overloaded => "overloaded",
             ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::UriTooLong => "uri_too_long",
+            ApiError::ReloadUnavailable(_) => "reload_unavailable",
         }
     }
 

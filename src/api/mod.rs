@@ -20,6 +20,8 @@ pub(crate) mod socket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue, Method, Request};
 use axum::response::{IntoResponse, Response};
@@ -34,55 +36,88 @@ use crate::backend::{AnyBackend, NodeView};
 use crate::breaker::{Override, State as CircuitState};
 use crate::client::{Item, Reply, Served, Source};
 use crate::clock::SystemClock;
-use crate::config::{Config, RedisMode};
+use crate::config::{Config, OnUnavailable, RedisMode};
 use crate::metrics::ApiRoute;
 use crate::op::OpName;
 use crate::policy::Policy;
 use crate::ratelimit::RateLimiter;
-use crate::{commands, health, Client};
+use crate::{commands, health, reload, Client};
 
 /// What the routes share.
 pub struct App {
     pub client: Arc<Client>,
-    pub max_body_bytes: usize,
     /// `api.max_inflight_body_bytes`: one permit per byte that request bodies being read may hold together.
     body_budget: Semaphore,
     /// Deadline for a request body to arrive.
     pub read_timeout: Duration,
-    pub limits: request::Limits,
-    pub max_pipeline_commands: usize,
-    pub policy: Policy,
-    /// The policy's verdict on each typed op, by `OpName::index`: a typed op always sends the same command, so
-    /// it is judged once here instead of on every request.
-    op_denied: Vec<Option<String>>,
+    /// What a reload may change, replaced as a whole ([`App::reconfigure`]): a request reads the settings of
+    /// one config, never half of two.
+    settings: ArcSwap<Settings>,
     pub ratelimiter: RateLimiter<AnyBackend>,
     /// `redis.mode: cluster`: a pipeline must keep to one slot.
     pub cluster: bool,
+    /// Where `POST /v1/reload` sends its request; none in tests that build an App without a reload task.
+    reloads: Option<reload::Requests>,
 }
 
-impl App {
-    /// The routes' shared state, from the config.
-    pub fn new(client: Arc<Client>, cfg: &Config) -> App {
+/// The API settings a config reload applies live (docs/configuration.md marks them).
+pub struct Settings {
+    pub max_body_bytes: usize,
+    pub limits: request::Limits,
+    pub max_pipeline_commands: usize,
+    /// `api.on_unavailable`: what a non-read answers while Redis is unavailable, unless its request says.
+    pub on_unavailable: OnUnavailable,
+    policy: Policy,
+    /// The policy's verdict on each typed op, by `OpName::index`: a typed op always sends the same command, so
+    /// it is judged once per config instead of on every request.
+    op_denied: Vec<Option<String>>,
+}
+
+impl Settings {
+    pub fn new(cfg: &Config) -> Settings {
         let commands = &cfg.api.commands;
         let policy = Policy::from_config(&commands.deny, commands.allow.as_deref());
-        App {
+        Settings {
             max_body_bytes: cfg.api.max_body_bytes,
-            body_budget: Semaphore::new(cfg.api.max_inflight_body_bytes.min(Semaphore::MAX_PERMITS)),
-            read_timeout: cfg.api.read_timeout,
             limits: request::Limits {
                 max_key_bytes: cfg.api.max_key_bytes,
                 max_value_bytes: cfg.api.max_value_bytes,
             },
             max_pipeline_commands: cfg.api.max_pipeline_commands,
+            on_unavailable: cfg.api.on_unavailable,
             op_denied: OpName::ALL
                 .iter()
                 .map(|op| policy.check(&[op.command()]).err().map(|d| d.command))
                 .collect(),
             policy,
+        }
+    }
+}
+
+impl App {
+    /// The routes' shared state, from the config. `reloads` is where `POST /v1/reload` asks for a reload.
+    pub fn new(client: Arc<Client>, cfg: &Config, reloads: Option<reload::Requests>) -> App {
+        App {
+            body_budget: Semaphore::new(cfg.api.max_inflight_body_bytes.min(Semaphore::MAX_PERMITS)),
+            read_timeout: cfg.api.read_timeout,
+            settings: ArcSwap::from_pointee(Settings::new(cfg)),
             ratelimiter: RateLimiter::new(client.clone(), &cfg.ratelimit, Arc::new(SystemClock)),
             cluster: cfg.redis.mode == RedisMode::Cluster,
             client,
+            reloads,
         }
+    }
+
+    /// The settings in effect. A cheap, allocation-free load; keep it for the synchronous part of a request.
+    pub fn settings(&self) -> arc_swap::Guard<Arc<Settings>> {
+        self.settings.load()
+    }
+
+    /// Applies a reloaded config's live API keys: requests that start from now on see them all; requests in
+    /// flight finish on the settings they started with.
+    pub fn reconfigure(&self, cfg: &Config) {
+        self.settings.store(Arc::new(Settings::new(cfg)));
+        self.ratelimiter.set_fallback(cfg.ratelimit.on_unavailable);
     }
 }
 
@@ -123,7 +158,7 @@ impl std::ops::Deref for Body<'_> {
 /// budget 503 at once; hyper sends `100 Continue` only when the body is first read, so a client that asked
 /// first is told without sending the body. A body without a length draws on the budget as it arrives.
 async fn read_body<'a>(app: &'a App, body: impl RequestBody) -> Result<Body<'a>, ApiError> {
-    let max = app.max_body_bytes;
+    let max = app.settings().max_body_bytes;
     let hint = body.size_hint();
     if hint.lower() > max as u64 {
         return Err(ApiError::PayloadTooLarge(max));
@@ -226,6 +261,7 @@ pub async fn handle(app: &App, req: Request<impl RequestBody>) -> Response {
         "/v1/ratelimit" if post => timed!(app, body, run_ratelimit),
         "/v1/breaker" if read => breaker_get(app),
         "/v1/breaker" if post => breaker_post(app, body).await,
+        "/v1/reload" if post => reload_post(app, body).await,
         "/api/v1/health/redis" if read => {
             observe(app, ApiRoute::Health, 200);
             Json(health::redis(&app.client)).into_response()
@@ -236,6 +272,7 @@ pub async fn handle(app: &App, req: Request<impl RequestBody>) -> Response {
         }
         "/v1/cmd" | "/v1/command" | "/v1/pipeline" | "/v1/ratelimit" => method_not_allowed("POST"),
         "/v1/breaker" => method_not_allowed("GET,HEAD,POST"),
+        "/v1/reload" => method_not_allowed("POST"),
         "/api/v1/health/redis" | "/api/v1/health/circuit-breaker" => method_not_allowed("GET,HEAD"),
         path => ApiError::NotFound(path.to_owned()).into_response(),
     }
@@ -261,28 +298,35 @@ fn json(body: Vec<u8>) -> Response {
 }
 
 /// The policy's verdict on a typed op (judged once, when the config was read).
-fn permit_op(app: &App, op: OpName) -> Result<(), ApiError> {
-    match &app.op_denied[op.index()] {
+fn permit_op(settings: &Settings, op: OpName) -> Result<(), ApiError> {
+    match &settings.op_denied[op.index()] {
         Some(command) => Err(ApiError::CommandDenied(command.clone())),
         None => Ok(()),
     }
 }
 
 /// Asks the policy about one command; a refusal names it.
-fn permit<A: AsRef<[u8]>>(app: &App, args: &[A]) -> Result<(), ApiError> {
-    app.policy.check(args).map_err(|d| ApiError::CommandDenied(d.command))
+fn permit<A: AsRef<[u8]>>(settings: &Settings, args: &[A]) -> Result<(), ApiError> {
+    settings
+        .policy
+        .check(args)
+        .map_err(|d| ApiError::CommandDenied(d.command))
 }
 
 async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
-    let req = match request::parse(body, &app.limits) {
-        Ok(req) => req,
-        Err(e) => return (ApiRoute::Invalid, e.into_response()),
+    let (req, on_unavailable) = {
+        let settings = app.settings();
+        let req = match request::parse(body, &settings.limits) {
+            Ok(req) => req,
+            Err(e) => return (ApiRoute::Invalid, e.into_response()),
+        };
+        if let Err(e) = permit_op(&settings, req.op.name()) {
+            return (ApiRoute::Op(req.op.name()), e.into_response());
+        }
+        let on_unavailable = req.on_unavailable.unwrap_or(settings.on_unavailable);
+        (req, on_unavailable)
     };
     let route = ApiRoute::Op(req.op.name());
-    if let Err(e) = permit_op(app, req.op.name()) {
-        return (route, e.into_response());
-    }
-    let on_unavailable = req.on_unavailable.unwrap_or(app.client.default_on_unavailable());
     let response = match app.client.execute(&req.op, on_unavailable).await {
         Ok(served) => match reply::render(&served, req.encoding, req.default) {
             Ok(body) => json(body),
@@ -298,7 +342,7 @@ async fn run_command(app: &App, body: &[u8]) -> (ApiRoute, Response) {
         Ok(c) => c,
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
-    if let Err(e) = permit(app, &c.args) {
+    if let Err(e) = permit(&app.settings(), &c.args) {
         return (ApiRoute::Command, e.into_response());
     }
     let response = match app.client.execute_raw(&c.args).await {
@@ -319,19 +363,23 @@ async fn run_command(app: &App, body: &[u8]) -> (ApiRoute, Response) {
 }
 
 async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
-    let p = match pipeline::parse(body, app.max_pipeline_commands, &app.limits) {
-        Ok(p) => p,
-        Err(e) => return (ApiRoute::Invalid, e.into_response()),
-    };
-    for item in &p.items {
-        let judged = match item {
-            Item::Op(op) => permit_op(app, op.name()),
-            Item::Raw(args) => permit(app, args),
+    let p = {
+        let settings = app.settings();
+        let p = match pipeline::parse(body, settings.max_pipeline_commands, &settings.limits) {
+            Ok(p) => p,
+            Err(e) => return (ApiRoute::Invalid, e.into_response()),
         };
-        if let Err(e) = judged {
-            return (ApiRoute::Pipeline, e.into_response());
+        for item in &p.items {
+            let judged = match item {
+                Item::Op(op) => permit_op(&settings, op.name()),
+                Item::Raw(args) => permit(&settings, args),
+            };
+            if let Err(e) = judged {
+                return (ApiRoute::Pipeline, e.into_response());
+            }
         }
-    }
+        p
+    };
     if app.cluster {
         if let Err(e) = one_slot(&p.items) {
             return (ApiRoute::Pipeline, e.into_response());
@@ -345,7 +393,8 @@ async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
 }
 
 async fn run_ratelimit(app: &App, body: &[u8]) -> (ApiRoute, Response) {
-    let check = match ratelimit::parse(body, app.limits.max_key_bytes) {
+    let max_key_bytes = app.settings().limits.max_key_bytes;
+    let check = match ratelimit::parse(body, max_key_bytes) {
         Ok(c) => c,
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
@@ -439,6 +488,29 @@ async fn breaker_post(app: &App, body: impl RequestBody) -> Response {
         Err(e) => e.into_response(),
     };
     observe(app, ApiRoute::Breaker, response.status().as_u16());
+    response
+}
+
+/// `POST /v1/reload`: reloads the config file now and answers the outcome ([`reload::Outcome`]): 200 with the
+/// keys that changed, 422 with every validation error, or 409 with the keys that need a restart. The body, if
+/// any, is ignored.
+async fn reload_post(app: &App, body: impl RequestBody) -> Response {
+    let response = match (read_body(app, body).await, &app.reloads) {
+        (Err(e), _) => e.into_response(),
+        (Ok(_), None) => ApiError::ReloadUnavailable("live reload is not running".into()).into_response(),
+        (Ok(_), Some(reloads)) => match reloads.reload(reload::Trigger::Api).await {
+            None => ApiError::ReloadUnavailable("redguard is shutting down".into()).into_response(),
+            Some(outcome) => {
+                let status = match outcome {
+                    reload::Outcome::Success { .. } => axum::http::StatusCode::OK,
+                    reload::Outcome::Invalid { .. } => axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    reload::Outcome::RestartRequired { .. } => axum::http::StatusCode::CONFLICT,
+                };
+                (status, Json(outcome)).into_response()
+            }
+        },
+    };
+    observe(app, ApiRoute::Reload, response.status().as_u16());
     response
 }
 

@@ -142,7 +142,8 @@ impl Topology {
 struct Inner {
     conn: ClusterConnection,
     command_timeout: Duration,
-    breaker: Settings,
+    /// The settings of every node's breaker, new nodes' included; a reload replaces them.
+    breaker: Mutex<Settings>,
     metrics: Arc<Metrics>,
     labels: Mutex<Labels>,
     /// `redis.node_metrics_limit`: the most nodes with a label of their own, and in [`Cluster::node_views`].
@@ -235,7 +236,7 @@ impl Cluster {
         let inner = Arc::new(Inner {
             conn,
             command_timeout: cfg.command_timeout,
-            breaker,
+            breaker: Mutex::new(breaker),
             metrics,
             labels: Mutex::new(Labels::new(cfg.node_metrics_limit)),
             node_limit: cfg.node_metrics_limit,
@@ -278,6 +279,16 @@ impl Cluster {
             }
         }
         first
+    }
+
+    /// Gives every node's breaker, and those of nodes that join later, reloaded settings (each keeps its state).
+    pub(crate) fn reconfigure_breakers(&self, settings: &Settings) {
+        let inner = &self.inner;
+        *inner.breaker.lock().unwrap_or_else(|e| e.into_inner()) = settings.clone();
+        let topo = inner.topology.read().unwrap_or_else(|e| e.into_inner());
+        for node in &topo.nodes {
+            node.breaker.reconfigure(settings.clone());
+        }
     }
 
     /// The masters of the current slot map with their own breakers, sorted by address. At most
@@ -627,7 +638,12 @@ impl Inner {
             host,
             port,
             label,
-            breaker: Breaker::new(self.breaker.clone(), Arc::new(SystemClock), seed, vec![observer]),
+            breaker: Breaker::new(
+                self.breaker.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                Arc::new(SystemClock),
+                seed,
+                vec![observer],
+            ),
             up: AtomicBool::new(false),
             failures: AtomicU64::new(0),
             rejected: AtomicU64::new(0),

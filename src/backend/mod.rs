@@ -73,6 +73,9 @@ pub trait Backend: Send + Sync + 'static {
     fn nodes(&self) -> Option<Vec<NodeView>> {
         None
     }
+
+    /// Cluster mode: gives each master's own breaker reloaded settings. The other modes have none.
+    fn reconfigure_breakers(&self, _settings: &crate::breaker::Settings) {}
 }
 
 /// Server error codes that mean Redis cannot serve right now, rather than that the command was wrong.
@@ -291,6 +294,12 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Cluster(b) => b.nodes(),
             AnyBackend::Standalone(_) | AnyBackend::Sentinel(_) => None,
+        }
+    }
+
+    fn reconfigure_breakers(&self, settings: &crate::breaker::Settings) {
+        if let AnyBackend::Cluster(b) = self {
+            b.reconfigure_breakers(settings);
         }
     }
 }

@@ -20,6 +20,7 @@ mod raw;
 mod scripts;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -161,7 +162,8 @@ pub struct Resilient<B> {
     breaker: Breaker,
     cache: Arc<FallbackCache>,
     metrics: Arc<Metrics>,
-    on_unavailable: OnUnavailable,
+    /// `cache.clear_on_close`, shared with the [`ClearCacheOnClose`] observer so a reload can switch it.
+    clear_on_close: Arc<AtomicBool>,
     /// Woken when the breaker opens, so the recovery task can schedule its probe.
     opened: Arc<Notify>,
     scripts: ScriptRegistry,
@@ -176,13 +178,17 @@ impl Observer for RecoveryWaker {
     }
 }
 
-/// `cache.clear_on_close`: drops the fallback cache whenever the breaker closes.
-pub struct ClearCacheOnClose(pub Arc<FallbackCache>);
+/// `cache.clear_on_close`: drops the fallback cache whenever the breaker closes, while `enabled` (a reload
+/// switches it).
+pub struct ClearCacheOnClose {
+    pub cache: Arc<FallbackCache>,
+    pub enabled: Arc<AtomicBool>,
+}
 
 impl Observer for ClearCacheOnClose {
     fn on_transition(&self, t: &Transition, _last_error: Option<&str>) {
-        if t.to == State::Closed {
-            self.0.clear();
+        if t.to == State::Closed && self.enabled.load(Ordering::Relaxed) {
+            self.cache.clear();
         }
     }
 }
@@ -194,7 +200,7 @@ impl<B: Backend> Resilient<B> {
         breaker: Breaker,
         cache: Arc<FallbackCache>,
         metrics: Arc<Metrics>,
-        on_unavailable: OnUnavailable,
+        clear_on_close: Arc<AtomicBool>,
         opened: Arc<Notify>,
     ) -> Self {
         Resilient {
@@ -202,7 +208,7 @@ impl<B: Backend> Resilient<B> {
             breaker,
             cache,
             metrics,
-            on_unavailable,
+            clear_on_close,
             opened,
             scripts: ScriptRegistry::default(),
         }
@@ -210,6 +216,20 @@ impl<B: Backend> Resilient<B> {
 
     pub fn breaker(&self) -> &Breaker {
         &self.breaker
+    }
+
+    /// Applies a reloaded config's breaker and cache keys ([`crate::reload`]): the breaker (and, in cluster
+    /// mode, every node's) keeps its state and takes the new settings, the cache evicts down to its new bounds.
+    pub fn reconfigure(
+        &self,
+        breaker: crate::breaker::Settings,
+        cache: crate::cache::CacheSettings,
+        clear_on_close: bool,
+    ) {
+        self.backend.reconfigure_breakers(&breaker);
+        self.breaker.reconfigure(breaker);
+        self.cache.set_limits(cache);
+        self.clear_on_close.store(clear_on_close, Ordering::Relaxed);
     }
 
     pub fn cache(&self) -> &FallbackCache {
@@ -223,11 +243,6 @@ impl<B: Backend> Resilient<B> {
     /// Cluster mode: each master's own breaker (see [`Backend::nodes`]); `None` in the other modes.
     pub fn nodes(&self) -> Option<Vec<crate::backend::NodeView>> {
         self.backend.nodes()
-    }
-
-    /// The configured policy for calls that cannot reach Redis, unless a request overrides it.
-    pub fn default_on_unavailable(&self) -> OnUnavailable {
-        self.on_unavailable
     }
 
     /// Runs one op. `on_unavailable` is the request's (or the configured) policy for non-reads.

@@ -91,6 +91,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("ratelimit", &["on_unavailable", "local_max_keys"]),
+    ("reload", &["watch"]),
+    ("log", &["level"]),
 ];
 
 /// Keys that only the file can set: lists and nested sections, which one environment variable cannot hold.
@@ -166,6 +168,12 @@ pub struct Config {
     /// The sliding-window rate limiter (`POST /v1/ratelimit`).
     #[serde(deserialize_with = "section")]
     pub ratelimit: RateLimitConfig,
+    /// Live reconfiguration (SIGHUP, a changed config file, `POST /v1/reload`).
+    #[serde(deserialize_with = "section")]
+    pub reload: ReloadConfig,
+    /// What is logged.
+    #[serde(deserialize_with = "section")]
+    pub log: LogConfig,
 }
 
 const DEFAULT_SOCKET: &str = "./redguard.sock";
@@ -726,6 +734,36 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// `reload`: how a running redguard learns of a new config ([`crate::reload`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the config file and the files it names (password and secret files), through their folders, so a
+    /// Kubernetes ConfigMap edit applies without a signal. SIGHUP and `POST /v1/reload` work either way.
+    pub watch: bool,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { watch: true }
+    }
+}
+
+/// `log`: what is logged. The format is the command line's `--log-format`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: a level (`info`, `debug` ...) or directives (`info,redguard::notify=debug`). The
+    /// `RUST_LOG` variable, when set, wins over it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
 const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 9190));
 /// Prometheus and the kubelet's probes need a handful; the rest is room for a second scraper.
 const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 32;
@@ -917,6 +955,12 @@ impl Config {
                 "breaker.recovery_timeout_max ({}) must be at least breaker.recovery_timeout ({})",
                 humantime::format_duration(b.recovery_timeout_max),
                 humantime::format_duration(b.recovery_timeout)
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            p.push(format!(
+                "log.level: {:?} is not a level or a filter: {e}",
+                self.log.level
             ));
         }
         let lists = [("deny", Some(&a.commands.deny)), ("allow", a.commands.allow.as_ref())];

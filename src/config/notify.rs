@@ -188,6 +188,13 @@ pub struct SinkConfig {
 }
 
 impl SinkConfig {
+    /// The files this sink reads its secrets from (`url_file`, `routing_key_file`, `secret_file`).
+    pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
+        [&self.url_file, &self.routing_key_file, &self.secret_file]
+            .into_iter()
+            .filter_map(|f| f.as_deref())
+    }
+
     /// A sink of `kind` with nothing else set.
     pub fn new(kind: SinkKind) -> Self {
         Self {

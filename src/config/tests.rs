@@ -74,6 +74,8 @@ fn defaults_are_the_documented_values() {
     assert_eq!(c.api.commands.allow, None);
     assert_eq!(c.ratelimit.on_unavailable, RateLimitFallback::Local);
     assert_eq!(c.ratelimit.local_max_keys, 10_000);
+    assert!(c.reload.watch);
+    assert_eq!(c.log.level, "info");
 
     assert_eq!(Config::from_yaml("", "<defaults>").unwrap(), c);
     assert_eq!(yaml("# only a comment\n\n").unwrap(), c);
@@ -126,6 +128,10 @@ admin:
 ratelimit:
   on_unavailable: deny
   local_max_keys: 500
+reload:
+  watch: false
+log:
+  level: debug
 "#;
 
 #[test]
@@ -172,6 +178,8 @@ fn full_example_sets_every_key() {
     );
     assert_eq!(c.ratelimit.on_unavailable, RateLimitFallback::Deny);
     assert_eq!(c.ratelimit.local_max_keys, 500);
+    assert!(!c.reload.watch);
+    assert_eq!(c.log.level, "debug");
 }
 
 #[test]
@@ -619,7 +627,7 @@ fn secret_never_prints_its_value() {
 fn known_keys_match_the_structs() {
     for (section, keys) in KNOWN_KEYS {
         let (_, msg) = parse_err(&format!("{section}:\n  zz_unknown: 1\n"));
-        // serde lists two fields as "`a` or `b`" and more as "one of `a`, `b`, `c`".
+        // serde lists one field as "`a`", two as "`a` or `b`" and more as "one of `a`, `b`, `c`".
         let expected = msg.split_once("expected ").unwrap().1;
         let file_only = FILE_ONLY_KEYS
             .iter()
@@ -627,6 +635,7 @@ fn known_keys_match_the_structs() {
             .flat_map(|(_, k)| k.iter());
         let want: Vec<String> = keys.iter().chain(file_only).map(|k| format!("`{k}`")).collect();
         let want = match want.as_slice() {
+            [a] => a.clone(),
             [a, b] => format!("{a} or {b}"),
             all => format!("one of {}", all.join(", ")),
         };
@@ -1044,4 +1053,22 @@ fn mode_and_nodes_come_from_the_environment() {
     assert_eq!(c.redis.mode, RedisMode::Cluster);
     assert_eq!(c.redis.nodes, ["redis://a:7000", "redis://b:7001"]);
     assert_eq!(c.redis.username.as_deref(), Some("app"));
+}
+
+#[test]
+fn log_level_takes_a_level_or_a_filter_and_names_a_bad_one() {
+    assert_eq!(yaml("log:\n  level: debug\n").unwrap().log.level, "debug");
+    assert_eq!(
+        yaml("log:\n  level: \"warn,redguard::notify=debug\"\n")
+            .unwrap()
+            .log
+            .level,
+        "warn,redguard::notify=debug"
+    );
+    let problems = problems("log:\n  level: \"info,redguard=loudest\"\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("log.level: \"info,redguard=loudest\" is not a level or a filter"),
+        "{problems:?}"
+    );
 }

@@ -34,7 +34,7 @@ pub(crate) mod local;
 
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,7 +160,8 @@ pub struct Decision {
 pub struct RateLimiter<B> {
     client: Arc<Resilient<B>>,
     local: local::LocalLimiter,
-    fallback: RateLimitFallback,
+    /// `ratelimit.on_unavailable`, as [`RateLimitFallback`]'s index: a reload changes it.
+    fallback: AtomicU8,
     script: Script<'static>,
     /// This sidecar's part of every entry name.
     instance: String,
@@ -175,7 +176,7 @@ impl<B: Backend> RateLimiter<B> {
         RateLimiter {
             client,
             local: local::LocalLimiter::new(cfg.local_max_keys, clock),
-            fallback: cfg.on_unavailable,
+            fallback: AtomicU8::new(cfg.on_unavailable as u8),
             script: Script::new(SCRIPT),
             instance: format!("{:016x}", id.finish()),
             calls: AtomicU64::new(0),
@@ -211,8 +212,21 @@ impl<B: Backend> RateLimiter<B> {
         Ok(decision)
     }
 
+    /// Applies a reloaded `ratelimit.on_unavailable` to the next decisions.
+    pub fn set_fallback(&self, fallback: RateLimitFallback) {
+        self.fallback.store(fallback as u8, Ordering::Relaxed);
+    }
+
+    fn current_fallback(&self) -> RateLimitFallback {
+        match self.fallback.load(Ordering::Relaxed) {
+            x if x == RateLimitFallback::Allow as u8 => RateLimitFallback::Allow,
+            x if x == RateLimitFallback::Deny as u8 => RateLimitFallback::Deny,
+            _ => RateLimitFallback::Local,
+        }
+    }
+
     fn fallback(&self, key: &[u8], limit: &Limit, unavailable: &CallError) -> Decision {
-        match self.fallback {
+        match self.current_fallback() {
             RateLimitFallback::Local => {
                 let v = self.local.check(key, limit);
                 Decision {

@@ -171,10 +171,20 @@ impl Redguard {
 
     fn start_limited(redis_url: &str, yaml: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Redguard {
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("redguard.sock");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("redguard.yaml");
         std::fs::write(&config, yaml).unwrap();
+        Self::start_in(dir, &config, redis_url, env, nofile)
+    }
+
+    /// Like [`Redguard::start_with_env`], with the config file at `config` (written by the caller, e.g. behind
+    /// the symlinks of a Kubernetes ConfigMap volume) and the socket and log in `dir`.
+    pub fn start_with_config_at(dir: TempDir, config: &Path, redis_url: &str, env: &[(&str, &str)]) -> Redguard {
+        Self::start_in(dir, config, redis_url, env, None)
+    }
+
+    fn start_in(dir: TempDir, config: &Path, redis_url: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Redguard {
+        let socket = dir.path().join("redguard.sock");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let (socket_s, admin_s) = (socket.display().to_string(), admin.to_string());
         let mut all_env = vec![
             ("REDGUARD_LISTEN_SOCKET", socket_s.as_str()),
@@ -189,7 +199,7 @@ impl Redguard {
             dir,
             child: None,
         };
-        rg.child = Some(rg.spawn(&config, &all_env, nofile));
+        rg.child = Some(rg.spawn(config, &all_env, nofile));
         rg.wait_ready();
         rg
     }
@@ -226,7 +236,12 @@ impl Redguard {
         command
             .args(["run", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        // `("RUST_LOG", "")` in `env` means: leave it unset, so the config's `log.level` applies.
+        if env.contains(&("RUST_LOG", "")) {
+            command.env_remove("RUST_LOG");
+        }
+        command
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -279,6 +294,15 @@ impl Redguard {
 
     pub fn sigterm(&self) {
         signal(self.child.as_ref().unwrap(), libc::SIGTERM);
+    }
+
+    pub fn sighup(&self) {
+        signal(self.child.as_ref().unwrap(), libc::SIGHUP);
+    }
+
+    /// The config file of [`Redguard::start`] and its variants that write it.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("redguard.yaml")
     }
 
     /// Waits for the process to exit and returns its exit code.
