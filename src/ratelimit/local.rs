@@ -96,12 +96,24 @@ impl Log {
 struct Inner {
     logs: LruCache<Vec<u8>, Log>,
     entries: usize,
+    /// `ratelimit.local_max_keys` (at least 1); a reload changes it.
+    max_keys: usize,
+}
+
+impl Inner {
+    /// Forgets the least recently used keys until both bounds hold (the most recent key always stays).
+    fn evict(&mut self, max_entries: usize) {
+        while self.logs.len() > 1 && (self.logs.len() > self.max_keys || self.entries > max_entries) {
+            if let Some((_, log)) = self.logs.pop_lru() {
+                self.entries -= log.calls.len();
+            }
+        }
+    }
 }
 
 /// Per-key sliding windows in this process.
 pub(crate) struct LocalLimiter {
     inner: Mutex<Inner>,
-    max_keys: usize,
     max_entries: usize,
     clock: SharedClock,
 }
@@ -116,8 +128,8 @@ impl LocalLimiter {
             inner: Mutex::new(Inner {
                 logs: LruCache::unbounded(),
                 entries: 0,
+                max_keys: max_keys.max(1),
             }),
-            max_keys: max_keys.max(1),
             max_entries,
             clock,
         }
@@ -131,7 +143,7 @@ impl LocalLimiter {
     pub(crate) fn check(&self, key: &[u8], limit: &Limit) -> Verdict {
         let now = self.clock.now();
         let mut guard = self.lock();
-        let Inner { logs, entries } = &mut *guard;
+        let Inner { logs, entries, .. } = &mut *guard;
         let log = logs.get_or_insert_mut(key.to_vec(), Log::default);
         *entries -= log.expire(limit.window, now);
         let allowed = log.used() + limit.cost <= limit.limit;
@@ -145,12 +157,15 @@ impl LocalLimiter {
             reset: log.reset(limit, now),
         };
         // The key just used is the most recent, so it is the last to go.
-        while logs.len() > 1 && (logs.len() > self.max_keys || *entries > self.max_entries) {
-            if let Some((_, log)) = logs.pop_lru() {
-                *entries -= log.calls.len();
-            }
-        }
+        guard.evict(self.max_entries);
         verdict
+    }
+
+    /// Applies a reloaded `ratelimit.local_max_keys`: a smaller bound forgets the least recently used keys now.
+    pub(crate) fn set_max_keys(&self, max_keys: usize) {
+        let mut inner = self.lock();
+        inner.max_keys = max_keys.max(1);
+        inner.evict(self.max_entries);
     }
 
     /// Keys tracked now.
@@ -228,6 +243,29 @@ mod tests {
         );
         clock.advance(250 * MS);
         assert_eq!(call(&l, "k", limit(3, 300, 3)), (true, 0, 300), "H");
+    }
+
+    #[test]
+    fn a_smaller_max_keys_forgets_the_least_recently_used_keys_at_once() {
+        let (_, l) = limiter(4);
+        for key in ["a", "b", "c", "d"] {
+            assert!(call(&l, key, limit(1, 1000, 1)).0);
+        }
+        // "a" used again: "b" is now the least recently used.
+        assert!(!call(&l, "a", limit(1, 1000, 1)).0);
+        l.set_max_keys(2);
+        assert_eq!(l.len(), 2);
+        // "a" and "d" are remembered (denied again); "b" and "c" were forgotten (allowed afresh).
+        assert!(!call(&l, "a", limit(1, 1000, 1)).0);
+        assert!(!call(&l, "d", limit(1, 1000, 1)).0);
+        assert!(call(&l, "b", limit(1, 1000, 1)).0);
+        assert_eq!(l.len(), 2);
+        // A larger bound keeps more again; 0 still keeps the key in use.
+        l.set_max_keys(3);
+        assert!(call(&l, "c", limit(1, 1000, 1)).0);
+        assert_eq!(l.len(), 3);
+        l.set_max_keys(0);
+        assert_eq!(l.len(), 1);
     }
 
     #[test]
