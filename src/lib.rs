@@ -150,11 +150,27 @@ struct LiveParts {
     client: Arc<Client>,
     app: Arc<api::App>,
     admin: Arc<admin::Admin>,
+    notifier: Arc<Notifier>,
+    /// The `notify` section the notifier runs on: its sinks are rebuilt only when it changes.
+    notify: std::sync::Mutex<config::NotifyConfig>,
     set_log_level: Option<reload::SetLogLevel>,
 }
 
 impl reload::Targets for LiveParts {
-    fn apply(&self, cfg: &Config) {
+    fn apply(&self, cfg: &Config) -> Result<(), String> {
+        let mut notify = self.notify.lock().unwrap_or_else(|e| e.into_inner());
+        // First what can fail: new sinks, and the HTTP client they send with.
+        let sinks = if cfg.notify == *notify {
+            None
+        } else {
+            let prepared = self.notifier.prepare(cfg).map_err(|e| e.to_string())?;
+            let transport = if cfg.notify.sinks.is_empty() {
+                None
+            } else {
+                Some(notify_transport(cfg).map_err(|e| e.to_string())?)
+            };
+            Some((prepared, transport))
+        };
         self.client
             .reconfigure(breaker_settings(cfg), cache_settings(cfg), cfg.cache.clear_on_close);
         self.app.reconfigure(cfg);
@@ -164,6 +180,11 @@ impl reload::Targets for LiveParts {
         if let Some(set) = &self.set_log_level {
             set(&cfg.log.level);
         }
+        if let Some((prepared, transport)) = sinks {
+            self.notifier.install(prepared, transport);
+            *notify = cfg.notify.clone();
+        }
+        Ok(())
     }
 }
 
@@ -189,9 +210,8 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
         cache: cache.clone(),
         enabled: clear_on_close.clone(),
     }));
-    if notifier.is_enabled() {
-        observers.push(notifier.clone());
-    }
+    // Registered even without sinks: a reload may add some.
+    observers.push(notifier.clone());
     // Each sidecar gets its own jitter sequence, so a fleet that opened together spreads its probes.
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -232,7 +252,7 @@ fn notify_transport(cfg: &Config) -> Result<Arc<dyn notify::transport::Transport
 
 /// `redguard notify-test`: sends one test event to every configured sink and reports each outcome.
 pub async fn notify_test(cfg: &Config) -> Result<Vec<notify::TestReport>, RunError> {
-    let metrics = metrics::Metrics::new("standalone");
+    let metrics = Arc::new(metrics::Metrics::new("standalone"));
     let notifier = Notifier::new(cfg, &metrics)?;
     Ok(notifier.send_test(notify_transport(cfg)?).await)
 }
@@ -312,6 +332,8 @@ pub async fn run(
             client: client.clone(),
             app: app.clone(),
             admin: admin_state.clone(),
+            notifier: notifier.clone(),
+            notify: std::sync::Mutex::new(cfg.notify.clone()),
             set_log_level,
         }),
         reload::ReloadMetrics::new(client.metrics().registry()),
@@ -360,7 +382,7 @@ pub async fn run(
     admin_task.abort();
     socket_file.remove();
     // After the drain, so transitions caused by the last requests are sent too.
-    notifier.shutdown(cfg.notify.shutdown_grace).await;
+    notifier.shutdown(reloader.current().notify.shutdown_grace).await;
     info!("redguard stopped");
     Ok(())
 }

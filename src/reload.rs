@@ -13,8 +13,9 @@
 //!    version of the file, never half of two; it keeps serving on the old one and says which keys need a
 //!    restart;
 //! 3. otherwise applies every live key to its owner ([`Targets::apply`]): the breaker (a circuit keeps its
-//!    state), the fallback cache (shrinking evicts), the API's limits and command policy, the rate limiter's
-//!    fallback, readiness, `cache.clear_on_close`, `listen.drain_timeout` and the log level.
+//!    state), the fallback cache (shrinking evicts), the API's limits and command policy, the rate limiter,
+//!    readiness, the notification sinks (in-flight deliveries finish on the old ones), `cache.clear_on_close`,
+//!    `listen.drain_timeout` and the log level.
 //!
 //! Its outcome is logged, answered to `POST /v1/reload`, and counted in the metrics below, in the style
 //! Prometheus uses for its own reloads.
@@ -120,16 +121,16 @@ pub static KEYS: &[Key] = keys! {
     Live admin.ready_requires_redis;
     Restart admin.max_connections;
     Restart admin.read_timeout;
-    Restart notify.instance;
-    Restart notify.on;
-    Restart notify.min_interval;
-    Restart notify.queue_size;
-    Restart notify.timeout;
-    Restart notify.max_attempts;
-    Restart notify.shutdown_grace;
-    Restart notify.sinks;
+    Live notify.instance;
+    Live notify.on;
+    Live notify.min_interval;
+    Live notify.queue_size;
+    Live notify.timeout;
+    Live notify.max_attempts;
+    Live notify.shutdown_grace;
+    Live notify.sinks;
     Live ratelimit.on_unavailable;
-    Restart ratelimit.local_max_keys;
+    Live ratelimit.local_max_keys;
     Restart reload.watch;
     Live log.level;
 };
@@ -369,8 +370,9 @@ fn transient(e: &ConfigError) -> bool {
 
 /// The parts of the running sidecar a reload changes.
 pub trait Targets: Send + Sync {
-    /// Applies every live key of `config` (all of them, changed or not: applying is idempotent).
-    fn apply(&self, config: &Config);
+    /// Applies every live key of `config` (all of them, changed or not: applying is idempotent). What can
+    /// fail (building the notification sinks) is done first: an error means nothing was applied.
+    fn apply(&self, config: &Config) -> Result<(), String>;
 }
 
 /// Does the reloads: holds the config in effect and the things to apply a new one to.
@@ -461,7 +463,9 @@ impl Reloader {
             return Outcome::RestartRequired { keys: restart };
         }
         if !changed.is_empty() {
-            self.targets.apply(&new.config);
+            if let Err(e) = self.targets.apply(&new.config) {
+                return Outcome::Invalid { errors: vec![e] };
+            }
         }
         self.metrics.succeeded(&new.hash, Some(&current.hash));
         let outcome = Outcome::Success {
@@ -629,8 +633,9 @@ mod tests {
     struct Recorder(Mutex<Vec<Config>>);
 
     impl Targets for Recorder {
-        fn apply(&self, config: &Config) {
+        fn apply(&self, config: &Config) -> Result<(), String> {
             self.0.lock().unwrap().push(config.clone());
+            Ok(())
         }
     }
 

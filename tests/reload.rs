@@ -316,3 +316,65 @@ fn a_write_in_place_reloads_and_other_files_in_the_folder_do_not() {
     assert_eq!((status, &body["changed"]), (200, &json!([])), "{body}");
     assert_eq!(reloads(&rg, "success"), 2.0);
 }
+
+/// A webhook sink named `name` at `url`, in `notify.sinks`, with no damping.
+fn webhook_config(sinks: &[String]) -> String {
+    let list: String = sinks.iter().map(|s| format!("    - {s}\n")).collect();
+    format!("notify:\n  instance: test/rg-0\n  min_interval: 0s\n  sinks:\n{list}")
+}
+
+#[test]
+fn new_sinks_and_rotated_sink_secrets_apply_and_a_delivery_in_flight_finishes_on_the_old_sink() {
+    use common::sink::{Answer, SinkServer};
+    let redis = RedisServer::start();
+    let (old, new, rotated) = (SinkServer::start(), SinkServer::start(), SinkServer::start());
+    // The old sink asks for its first notice again in 2 s, so that notice is still in flight during the reload.
+    old.script([Answer::RetryAfter(2)]);
+    let old_sink = format!("{{type: webhook, name: old, url: '{}'}}", old.url("/old"));
+    let rg = Redguard::start(&redis.url(), &by_hand(&webhook_config(&[old_sink])));
+    assert_eq!(rg.control("force_open").status, 200);
+    old.wait_for_requests(1, WAIT);
+
+    let url_file = rg.dir.path().join("webhook-url");
+    std::fs::write(&url_file, new.url("/new")).unwrap();
+    let new_sink = format!("{{type: webhook, name: new, url_file: '{}'}}", url_file.display());
+    write_config(&rg, &webhook_config(&[new_sink]));
+    let (status, body) = reload_now(&rg);
+    let reloaded_at = std::time::Instant::now();
+    assert_eq!((status, &body["changed"]), (200, &json!(["notify.sinks"])), "{body}");
+
+    // The notice the old sink was retrying is delivered to it, after the reload, not to the new one.
+    let calls = old.wait_for_requests(2, WAIT);
+    assert_eq!(calls[0].body, calls[1].body);
+    assert!(calls[1].at > reloaded_at, "the retry came after the reload");
+    assert_eq!(calls[1].json()["to"], "open");
+    wait_for("the old sink's delivery", WAIT, || {
+        (rg.metric(r#"redguard_notifications_total{result="delivered",sink="old"}"#) == 1.0).then_some(())
+    });
+    // The next transition goes to the new sink only.
+    assert_eq!(rg.control("reset").status, 200);
+    let calls = new.wait_for_requests(1, WAIT);
+    assert_eq!(calls[0].path, "/new");
+    let notice = calls[0].json();
+    assert_eq!(
+        (notice["to"].as_str(), notice["instance"].as_str()),
+        (Some("closed"), Some("test/rg-0"))
+    );
+    assert_eq!(old.requests().len(), 2, "nothing more reached the old sink");
+
+    // A rotated secret file (the sink's URL) applies on the next reload.
+    std::fs::write(&url_file, rotated.url("/rotated")).unwrap();
+    let (status, body) = reload_now(&rg);
+    assert_eq!((status, &body["changed"]), (200, &json!(["notify.sinks"])), "{body}");
+    assert_eq!(rg.control("force_open").status, 200);
+    let calls = rotated.wait_for_requests(1, WAIT);
+    assert_eq!(
+        (calls[0].path.as_str(), &calls[0].json()["to"]),
+        ("/rotated", &json!("open"))
+    );
+    assert_eq!(
+        new.requests().len(),
+        1,
+        "nothing more reached the sink of the old secret"
+    );
+}

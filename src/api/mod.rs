@@ -117,7 +117,7 @@ impl App {
     /// flight finish on the settings they started with.
     pub fn reconfigure(&self, cfg: &Config) {
         self.settings.store(Arc::new(Settings::new(cfg)));
-        self.ratelimiter.set_fallback(cfg.ratelimit.on_unavailable);
+        self.ratelimiter.reconfigure(&cfg.ratelimit);
     }
 }
 

@@ -34,6 +34,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use prometheus::IntGauge;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -74,8 +75,8 @@ struct Shared {
     depth: IntGauge,
 }
 
-/// The notifier: an [`Observer`] for the breaker plus the sink workers behind it.
-pub struct Notifier {
+/// One configuration's sinks, with their queues and workers.
+struct Generation {
     slots: Vec<Arc<Slot>>,
     shared: Arc<Shared>,
     /// Indexed by [`State::index`]: whether entering that state notifies.
@@ -84,9 +85,8 @@ pub struct Notifier {
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Notifier {
-    /// Builds the sinks from a validated config. Spawns nothing: see [`Notifier::start`].
-    pub fn new(cfg: &Config, metrics: &Metrics) -> Result<Notifier, NotifyError> {
+impl Generation {
+    fn new(cfg: &Config, metrics: &Metrics) -> Result<Generation, NotifyError> {
         let n = &cfg.notify;
         let slots = n
             .sinks
@@ -105,7 +105,7 @@ impl Notifier {
         for o in &n.on {
             on[o.state().index()] = true;
         }
-        Ok(Notifier {
+        Ok(Generation {
             slots,
             shared: Arc::new(Shared {
                 ctx: Context::from_config(cfg),
@@ -119,13 +119,8 @@ impl Notifier {
         })
     }
 
-    /// Whether any sink is configured.
-    pub fn is_enabled(&self) -> bool {
-        !self.slots.is_empty()
-    }
-
     /// Spawns one worker per sink on the current runtime.
-    pub fn start(&self, transport: Arc<dyn Transport>) {
+    fn start(&self, transport: &Arc<dyn Transport>) {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -147,15 +142,98 @@ impl Notifier {
         }
     }
 
-    /// Lets the workers send what is pending for at most `grace`, then stops them.
+    /// Whether every worker has returned (a retired generation that can be forgotten).
+    fn finished(&self) -> bool {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .all(JoinHandle::is_finished)
+    }
+}
+
+/// A new `notify` section, built and checked but not yet in use: see [`Notifier::prepare`].
+pub struct Prepared(Generation);
+
+/// The notifier: an [`Observer`] for the breaker plus the sink workers behind it.
+///
+/// A reload replaces the whole generation of sinks ([`Notifier::install`]): transitions from then on go to the
+/// new sinks, while the old workers send what they already hold (a delivery in flight finishes on the sink it
+/// started with, secrets included) and stop. Shutdown gives every generation still sending the same grace.
+pub struct Notifier {
+    current: ArcSwap<Generation>,
+    /// Generations replaced by a reload whose workers may still be sending.
+    retired: Mutex<Vec<Arc<Generation>>>,
+    /// Set by [`Notifier::start`]; the workers of later generations send with it too, or with the one a reload
+    /// brings.
+    transport: Mutex<Option<Arc<dyn Transport>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Notifier {
+    /// Builds the sinks from a validated config. Spawns nothing: see [`Notifier::start`].
+    pub fn new(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Notifier, NotifyError> {
+        Ok(Notifier {
+            current: ArcSwap::from_pointee(Generation::new(cfg, metrics)?),
+            retired: Mutex::default(),
+            transport: Mutex::default(),
+            metrics: metrics.clone(),
+        })
+    }
+
+    /// Whether any sink is configured.
+    pub fn is_enabled(&self) -> bool {
+        !self.current.load().slots.is_empty()
+    }
+
+    /// Spawns one worker per sink on the current runtime, sending with `transport`.
+    pub fn start(&self, transport: Arc<dyn Transport>) {
+        self.current.load().start(&transport);
+        *self.transport.lock().unwrap_or_else(|e| e.into_inner()) = Some(transport);
+    }
+
+    /// Builds the sinks of a reloaded config, so that a config they cannot be built from is refused before
+    /// anything else of it is applied.
+    pub fn prepare(&self, cfg: &Config) -> Result<Prepared, NotifyError> {
+        Generation::new(cfg, &self.metrics).map(Prepared)
+    }
+
+    /// Puts prepared sinks in place of the current ones (see the type's docs). `transport`, if given, is what
+    /// the workers send with from now on (a new `notify.timeout`, or the first sinks of a sidecar that started
+    /// without any); the new workers start once there is one.
+    pub fn install(&self, prepared: Prepared, transport: Option<Arc<dyn Transport>>) {
+        let next = Arc::new(prepared.0);
+        let mut current_transport = self.transport.lock().unwrap_or_else(|e| e.into_inner());
+        if transport.is_some() {
+            *current_transport = transport;
+        }
+        if let Some(t) = current_transport.as_ref() {
+            next.start(t);
+        }
+        drop(current_transport);
+        let old = self.current.swap(next);
+        let _ = old.stop.send(true);
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|g| !g.finished());
+        retired.push(old);
+    }
+
+    /// Lets the workers of every generation send what is pending for at most `grace`, then stops them.
     pub async fn shutdown(&self, grace: Duration) {
-        let mut workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut generations = std::mem::take(&mut *self.retired.lock().unwrap_or_else(|e| e.into_inner()));
+        generations.push(self.current.load_full());
+        let mut workers: Vec<JoinHandle<()>> = generations
+            .iter()
+            .flat_map(|g| std::mem::take(&mut *g.workers.lock().unwrap_or_else(|e| e.into_inner())))
+            .collect();
         if workers.is_empty() {
             return;
         }
-        let pending: usize = self.slots.iter().map(|s| s.queue.len()).sum();
+        let pending: usize = generations.iter().flat_map(|g| &g.slots).map(|s| s.queue.len()).sum();
         info!(pending, grace = ?grace, "sending pending notifications before exit");
-        let _ = self.stop.send(true);
+        for g in &generations {
+            let _ = g.stop.send(true);
+        }
         let finished = tokio::time::timeout(grace, async {
             for w in &mut workers {
                 let _ = w.await;
@@ -165,14 +243,16 @@ impl Notifier {
         if finished.is_err() {
             workers.iter().for_each(JoinHandle::abort);
             let mut lost = 0;
-            for slot in &self.slots {
-                let mut n = 0;
-                while slot.queue.try_pop().is_some() {
-                    n += 1;
+            for g in &generations {
+                for slot in &g.slots {
+                    let mut n = 0;
+                    while slot.queue.try_pop().is_some() {
+                        n += 1;
+                    }
+                    slot.metrics.dropped.inc_by(n);
+                    g.shared.depth.sub(n as i64);
+                    lost += n;
                 }
-                slot.metrics.dropped.inc_by(n);
-                self.shared.depth.sub(n as i64);
-                lost += n;
             }
             warn!(grace = ?grace, unsent = lost, "notification grace elapsed; giving up on the rest");
         }
@@ -180,13 +260,14 @@ impl Notifier {
 
     /// Sends one test event to every sink, all at once, and reports each outcome (`redguard notify-test`).
     pub async fn send_test(&self, transport: Arc<dyn Transport>) -> Vec<TestReport> {
+        let g = self.current.load_full();
         let event = Arc::new(Event::test(SystemTime::now()));
-        let tasks: Vec<_> = self
+        let tasks: Vec<_> = g
             .slots
             .iter()
             .enumerate()
             .map(|(i, slot)| {
-                let (slot, shared, transport) = (slot.clone(), self.shared.clone(), transport.clone());
+                let (slot, shared, transport) = (slot.clone(), g.shared.clone(), transport.clone());
                 let notice = Notice::single(event.clone());
                 tokio::spawn(async move {
                     let started = Instant::now();
@@ -213,7 +294,8 @@ impl Notifier {
 
 impl Observer for Notifier {
     fn on_transition(&self, t: &Transition, last_error: Option<&str>) {
-        if self.slots.is_empty() || !self.on[t.to.index()] {
+        let g = self.current.load();
+        if g.slots.is_empty() || !g.on[t.to.index()] {
             return;
         }
         let event = Arc::new(Event::from_transition(
@@ -222,11 +304,11 @@ impl Observer for Notifier {
             SystemTime::now(),
             std::time::Instant::now(),
         ));
-        for slot in self.slots.iter().filter(|s| s.sink.accepts(t.to)) {
+        for slot in g.slots.iter().filter(|s| s.sink.accepts(t.to)) {
             if slot.queue.push(event.clone()).is_some() {
                 slot.metrics.dropped.inc();
             } else {
-                self.shared.depth.inc();
+                g.shared.depth.inc();
             }
         }
     }

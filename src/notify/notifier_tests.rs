@@ -169,7 +169,7 @@ async fn shutdown_sends_what_damping_held() {
 
 #[tokio::test(start_paused = true)]
 async fn notify_test_reports_each_sink() {
-    let metrics = Metrics::new("standalone");
+    let metrics = Arc::new(Metrics::new("standalone"));
     let yaml = "  max_attempts: 1\n  sinks:\n    - {type: webhook, url: 'http://hang.test/', name: bad}\n    - {type: pagerduty, routing_key: R0UT1NGKEY}\n";
     let n = Notifier::new(&config(yaml), &metrics).unwrap();
     let refused = Scripted::new([Reply::Body(400, "nope")], Reply::Status(200));
@@ -190,4 +190,38 @@ async fn notify_test_reports_each_sink() {
     );
     let actions: Vec<String> = ok.bodies().iter().map(|b| b["event_action"].to_string()).collect();
     assert_eq!(actions, ["\"trigger\"", "\"resolve\""]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_sends_new_transitions_to_the_new_sinks_while_the_old_ones_finish_their_queue() {
+    let old_sink = Scripted::new([], Reply::Status(200));
+    let (n, metrics) = start(&format!("  min_interval: 0s\n{ONE_WEBHOOK}"), old_sink.clone());
+    n.on_transition(&transition(State::Closed, State::Open), None);
+    // Installed before the old worker has sent anything: what it holds still goes to the old sink.
+    let new_yaml = "  min_interval: 0s\n  sinks:\n    - {type: webhook, url: 'http://sink.test/b', name: b}\n";
+    let prepared = n.prepare(&config(new_yaml)).unwrap();
+    let new_sink = Scripted::new([], Reply::Status(200));
+    n.install(prepared, Some(new_sink.clone()));
+    n.on_transition(&transition(State::Open, State::HalfOpen), None);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(received(&old_sink), [pair("open", 1)]);
+    assert_eq!(received(&new_sink), [pair("half_open", 1)]);
+    assert_eq!(metrics.sink("b").delivered.get(), 1);
+    assert_eq!(metrics.notification_queue_depth.get(), 0);
+    // The retired generation's worker stopped; a second reload forgets it.
+    let again = n.prepare(&config(new_yaml)).unwrap();
+    n.install(again, None);
+    assert_eq!(
+        n.retired.lock().unwrap().len(),
+        1,
+        "the first generation, finished, was forgotten"
+    );
+    n.on_transition(&transition(State::HalfOpen, State::Closed), None);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        received(&new_sink),
+        [pair("half_open", 1), pair("closed", 1)],
+        "the kept transport sends"
+    );
+    n.shutdown(Duration::from_secs(1)).await;
 }

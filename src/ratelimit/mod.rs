@@ -212,9 +212,11 @@ impl<B: Backend> RateLimiter<B> {
         Ok(decision)
     }
 
-    /// Applies a reloaded `ratelimit.on_unavailable` to the next decisions.
-    pub fn set_fallback(&self, fallback: RateLimitFallback) {
-        self.fallback.store(fallback as u8, Ordering::Relaxed);
+    /// Applies a reloaded `ratelimit` section: the fallback to the next decisions, a smaller
+    /// `local_max_keys` at once.
+    pub fn reconfigure(&self, cfg: &RateLimitConfig) {
+        self.fallback.store(cfg.on_unavailable as u8, Ordering::Relaxed);
+        self.local.set_max_keys(cfg.local_max_keys);
     }
 
     fn current_fallback(&self) -> RateLimitFallback {
