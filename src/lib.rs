@@ -157,22 +157,30 @@ struct LiveParts {
 }
 
 impl reload::Targets for LiveParts {
-    fn apply(&self, cfg: &Config) -> Result<(), String> {
+    fn apply(&self, cfg: &Config) -> Result<(), reload::Refusal> {
+        // A password can be rotated, not added or removed: connections without one send no AUTH at all.
+        if cfg.redis.password.is_some() != self.client.has_password() {
+            return Err(reload::Refusal::RestartRequired(vec!["redis.password"]));
+        }
         let mut notify = self.notify.lock().unwrap_or_else(|e| e.into_inner());
         // First what can fail: new sinks, and the HTTP client they send with.
         let sinks = if cfg.notify == *notify {
             None
         } else {
-            let prepared = self.notifier.prepare(cfg).map_err(|e| e.to_string())?;
+            let invalid = |e: &dyn std::fmt::Display| reload::Refusal::Invalid(e.to_string());
+            let prepared = self.notifier.prepare(cfg).map_err(|e| invalid(&e))?;
             let transport = if cfg.notify.sinks.is_empty() {
                 None
             } else {
-                Some(notify_transport(cfg).map_err(|e| e.to_string())?)
+                Some(notify_transport(cfg).map_err(|e| invalid(&e))?)
             };
             Some((prepared, transport))
         };
         self.client
             .reconfigure(breaker_settings(cfg), cache_settings(cfg), cfg.cache.clear_on_close);
+        if let Some(password) = &cfg.redis.password {
+            self.client.set_password(password.expose());
+        }
         self.app.reconfigure(cfg);
         self.admin
             .ready_requires_redis
@@ -219,7 +227,7 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
         .as_nanos() as u64
         ^ u64::from(std::process::id());
     let breaker = Breaker::new(breaker_settings(cfg), Arc::new(SystemClock), seed, observers);
-    let backend = backend::build(&cfg.redis, breaker_settings(cfg), metrics.clone())?;
+    let (backend, password) = backend::build(&cfg.redis, breaker_settings(cfg), metrics.clone())?;
     if tokio::runtime::Handle::try_current().is_ok() {
         tokio::spawn({
             let backend = backend.clone();
@@ -238,6 +246,7 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
         cache,
         metrics,
         clear_on_close,
+        password,
         opened,
     ));
     Ok((client, notifier))

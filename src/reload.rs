@@ -80,7 +80,7 @@ pub static KEYS: &[Key] = keys! {
     Restart redis.sentinels;
     Restart redis.username;
     Restart redis.password_file;
-    Restart redis.password;
+    Live redis.password;
     Restart redis.sentinel_username;
     Restart redis.sentinel_password_file;
     Restart redis.sentinel_password;
@@ -368,11 +368,20 @@ fn transient(e: &ConfigError) -> bool {
         || matches!(e, ConfigError::Invalid { problems, .. } if problems.iter().any(|p| p.contains("cannot read")))
 }
 
+/// Why [`Targets::apply`] applied nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The new config cannot be put to use (a sink that cannot be built).
+    Invalid(String),
+    /// A live key whose new value needs a restart all the same (a password where there was none).
+    RestartRequired(Vec<&'static str>),
+}
+
 /// The parts of the running sidecar a reload changes.
 pub trait Targets: Send + Sync {
     /// Applies every live key of `config` (all of them, changed or not: applying is idempotent). What can
-    /// fail (building the notification sinks) is done first: an error means nothing was applied.
-    fn apply(&self, config: &Config) -> Result<(), String>;
+    /// fail or refuse is checked first: an error means nothing was applied.
+    fn apply(&self, config: &Config) -> Result<(), Refusal>;
 }
 
 /// Does the reloads: holds the config in effect and the things to apply a new one to.
@@ -463,8 +472,10 @@ impl Reloader {
             return Outcome::RestartRequired { keys: restart };
         }
         if !changed.is_empty() {
-            if let Err(e) = self.targets.apply(&new.config) {
-                return Outcome::Invalid { errors: vec![e] };
+            match self.targets.apply(&new.config) {
+                Ok(()) => {}
+                Err(Refusal::Invalid(e)) => return Outcome::Invalid { errors: vec![e] },
+                Err(Refusal::RestartRequired(keys)) => return Outcome::RestartRequired { keys },
             }
         }
         self.metrics.succeeded(&new.hash, Some(&current.hash));
@@ -633,7 +644,7 @@ mod tests {
     struct Recorder(Mutex<Vec<Config>>);
 
     impl Targets for Recorder {
-        fn apply(&self, config: &Config) -> Result<(), String> {
+        fn apply(&self, config: &Config) -> Result<(), Refusal> {
             self.0.lock().unwrap().push(config.clone());
             Ok(())
         }

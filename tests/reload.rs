@@ -378,3 +378,34 @@ fn new_sinks_and_rotated_sink_secrets_apply_and_a_delivery_in_flight_finishes_on
         "nothing more reached the sink of the old secret"
     );
 }
+
+#[test]
+fn a_rotated_password_file_is_used_by_the_next_connection() {
+    // An ACL user `app` with the password `old`; the default user is off.
+    let mut server = RedisServer::plain(&[]);
+    server.must(&["ACL", "SETUSER", "app", "on", ">old", "~*", "&*", "+@all"]);
+    server.must(&["ACL", "SETUSER", "default", "off"]);
+    server.cli_flags = ["--user", "app", "--pass", "old"].map(String::from).to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "old\n").unwrap();
+    let yaml = format!("redis:\n  username: app\n  password_file: {}\n", pw.display());
+    let rg = Redguard::start(&server.url(), &by_hand(&yaml));
+    assert_eq!(rg.cmd(r#"{"op":"set","key":"k","value":"v"}"#).status, 200);
+
+    // Rotate in Redis (the old password stops working for new connections), then in the file, and reload.
+    server.must(&["ACL", "SETUSER", "app", ">new", "<old"]);
+    server.cli_flags = ["--user", "app", "--pass", "new"].map(String::from).to_vec();
+    std::fs::write(&pw, "new\n").unwrap();
+    let (status, body) = reload_now(&rg);
+    assert_eq!((status, &body["changed"]), (200, &json!(["redis.password"])), "{body}");
+
+    // Redis drops redguard's connection; the next one must authenticate with the new password.
+    server.must(&["CLIENT", "KILL", "USER", "app", "SKIPME", "yes"]);
+    wait_for("a read answered by Redis on a new connection", WAIT, || {
+        let r = rg.cmd(r#"{"op":"get","key":"k"}"#);
+        (r.status == 200 && r.json()["source"] == "redis").then_some(())
+    });
+    assert_eq!(rg.cmd(r#"{"op":"set","key":"k","value":"w"}"#).status, 200);
+    assert_eq!(server.must(&["GET", "k"]), "w");
+}

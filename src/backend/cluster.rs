@@ -46,7 +46,8 @@ use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
 use serde::Serialize;
 
 use super::{
-    bounded, client_for, into_values, pipeline_slots, tcp_settings, with_settings, Backend, BackendError, SlotReply,
+    bounded, client_for, into_values, pipeline_slots, tcp_settings, with_settings, Backend, BackendError, Password,
+    SlotReply,
 };
 use crate::breaker::{Breaker, Observer, Settings, State, Transition};
 use crate::clock::SystemClock;
@@ -194,6 +195,7 @@ impl Observer for NodeObserver {
 pub(super) fn clients(
     cfg: &RedisConfig,
     tls: Option<TlsCertificates>,
+    password: Option<Password>,
 ) -> Result<(ClusterClient, Vec<(String, redis::Client)>), RedisError> {
     let seeds = cfg
         .nodes
@@ -219,19 +221,23 @@ pub(super) fn clients(
     if let Some(certs) = tls {
         builder = builder.certs(certs);
     }
+    if let Some(password) = password {
+        builder = builder.set_credentials_provider(password);
+    }
     Ok((builder.build()?, seed_clients))
 }
 
 impl Cluster {
     /// Sets up the cluster client lazily (no connection yet) and spawns the health task, which reads the slot
     /// map, checks nodes and probes failed ones. Must be called within a tokio runtime.
-    pub fn new(
+    pub(crate) fn new(
         cfg: &RedisConfig,
         tls: Option<TlsCertificates>,
         breaker: Settings,
         metrics: Arc<Metrics>,
+        password: Option<Password>,
     ) -> Result<Self, RedisError> {
-        let (client, seed_clients) = clients(cfg, tls)?;
+        let (client, seed_clients) = clients(cfg, tls, password)?;
         let conn = client.get_pending_async_connection_with_config(redis::cluster::ClusterConfig::new());
         let inner = Arc::new(Inner {
             conn,

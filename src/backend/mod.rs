@@ -17,6 +17,7 @@
 //! while other shards still answer, and shows them through [`Backend::nodes`]; see [`cluster`].
 
 pub(crate) mod cluster;
+pub(crate) mod credentials;
 pub(crate) mod sentinel;
 pub(crate) mod standalone;
 
@@ -31,6 +32,7 @@ pub(crate) use cluster::{Cluster, NodeView};
 pub(crate) use sentinel::Sentinel;
 pub(crate) use standalone::Standalone;
 
+pub(crate) use self::credentials::Password;
 use crate::config::{mask_url, RedisConfig, RedisMode, TlsConfig};
 use crate::metrics::Metrics;
 
@@ -216,17 +218,24 @@ pub enum AnyBackend {
 
 /// Builds the backend for `cfg.redis.mode`. No connection is made here: redguard starts (degraded) even when
 /// Redis is down, and heals when it comes back. Cluster mode needs a tokio runtime (it spawns its health task).
+/// With a password configured, also the [`Password`] its connections authenticate with, which a reload can
+/// change.
 pub(crate) fn build(
     cfg: &RedisConfig,
     breaker: crate::breaker::Settings,
     metrics: Arc<Metrics>,
-) -> Result<AnyBackend, BuildError> {
+) -> Result<(AnyBackend, Option<Password>), BuildError> {
     let tls = tls_certificates(&cfg.tls)?;
-    Ok(match cfg.mode {
-        RedisMode::Standalone => AnyBackend::Standalone(Standalone::new(cfg, tls)?),
-        RedisMode::Cluster => AnyBackend::Cluster(Cluster::new(cfg, tls, breaker, metrics)?),
-        RedisMode::Sentinel => AnyBackend::Sentinel(Sentinel::new(cfg, tls)?),
-    })
+    let password = cfg
+        .password
+        .as_ref()
+        .map(|p| Password::new(effective_username(cfg), p.expose()));
+    let backend = match cfg.mode {
+        RedisMode::Standalone => AnyBackend::Standalone(Standalone::new(cfg, tls, password.clone())?),
+        RedisMode::Cluster => AnyBackend::Cluster(Cluster::new(cfg, tls, breaker, metrics, password.clone())?),
+        RedisMode::Sentinel => AnyBackend::Sentinel(Sentinel::new(cfg, tls, password.clone())?),
+    };
+    Ok((backend, password))
 }
 
 /// Every reason [`build`] would refuse these settings, found without connecting (and without a runtime): the
@@ -251,7 +260,7 @@ pub(crate) fn check(cfg: &RedisConfig) -> Vec<String> {
     if p.is_empty() {
         let built = match cfg.mode {
             RedisMode::Standalone => client_for(&cfg.url, cfg, tls.as_ref()).map(drop),
-            RedisMode::Cluster => cluster::clients(cfg, tls).map(drop),
+            RedisMode::Cluster => cluster::clients(cfg, tls, None).map(drop),
             RedisMode::Sentinel => sentinel::client(cfg, tls).map(drop),
         };
         if let Err(e) = built {

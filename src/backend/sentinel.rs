@@ -19,7 +19,7 @@ use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType}
 use redis::{AsyncConnectionConfig, Cmd, ConnectionInfo, Pipeline, RedisError, TlsCertificates, TlsMode, Value};
 use tokio::time::{timeout_at, Instant};
 
-use super::{classify, into_values, pipeline_slots, Backend, BackendError, SlotReply};
+use super::{classify, into_values, pipeline_slots, Backend, BackendError, Password, SlotReply};
 use crate::config::RedisConfig;
 
 /// The current master connection and a generation number, so a failed call only drops the connection it used.
@@ -84,14 +84,21 @@ pub(super) fn client(cfg: &RedisConfig, tls: Option<TlsCertificates>) -> Result<
 
 impl Sentinel {
     /// Validates the sentinel URLs; connects on the first call.
-    pub fn new(cfg: &RedisConfig, tls: Option<TlsCertificates>) -> Result<Self, RedisError> {
+    pub(crate) fn new(
+        cfg: &RedisConfig,
+        tls: Option<TlsCertificates>,
+        password: Option<Password>,
+    ) -> Result<Self, RedisError> {
         let sentinels = client(cfg, tls)?;
         let master_name = cfg.master_name.clone().unwrap_or_default();
-        let conn_config = AsyncConnectionConfig::new()
+        let mut conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
             // `on_master` bounds every call, lookups included; a redundant per-request timer inside redis-rs
             // would cost a wake-up of tokio's driver each time (as in standalone mode).
             .set_response_timeout(None);
+        if let Some(password) = password {
+            conn_config = conn_config.set_credentials_provider(password);
+        }
         Ok(Sentinel {
             inner: Arc::new(Inner {
                 sentinels: tokio::sync::Mutex::new(sentinels),

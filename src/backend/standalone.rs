@@ -14,7 +14,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
 
-use super::{bounded, client_for, into_values, pipeline_slots, Backend, BackendError, SlotReply};
+use super::{bounded, client_for, into_values, pipeline_slots, Backend, BackendError, Password, SlotReply};
 use crate::commands;
 use crate::config::RedisConfig;
 
@@ -34,9 +34,13 @@ struct Inner {
 impl Standalone {
     /// Sets up the connection lazily: redguard starts (degraded) even when Redis is down, and heals when it
     /// comes back.
-    pub fn new(cfg: &RedisConfig, tls: Option<TlsCertificates>) -> Result<Self, RedisError> {
+    pub(crate) fn new(
+        cfg: &RedisConfig,
+        tls: Option<TlsCertificates>,
+        password: Option<Password>,
+    ) -> Result<Self, RedisError> {
         let client = client_for(&cfg.url, cfg, tls.as_ref())?;
-        let manager_cfg = ConnectionManagerConfig::new()
+        let mut manager_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
             // Every call is bounded by `bounded` below (which also replaces a hung connection); a second,
             // redundant timer inside redis-rs would cost a wake-up of tokio's driver on every request.
@@ -45,6 +49,9 @@ impl Standalone {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
+        if let Some(password) = password {
+            manager_cfg = manager_cfg.set_credentials_provider(password);
+        }
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg.clone())?;
         Ok(Standalone {
             inner: Arc::new(Inner {

@@ -164,6 +164,8 @@ pub struct Resilient<B> {
     metrics: Arc<Metrics>,
     /// `cache.clear_on_close`, shared with the [`ClearCacheOnClose`] observer so a reload can switch it.
     clear_on_close: Arc<AtomicBool>,
+    /// The Redis password connections authenticate with, if one was configured at start.
+    password: Option<crate::backend::Password>,
     /// Woken when the breaker opens, so the recovery task can schedule its probe.
     opened: Arc<Notify>,
     scripts: ScriptRegistry,
@@ -195,12 +197,13 @@ impl Observer for ClearCacheOnClose {
 
 impl<B: Backend> Resilient<B> {
     /// `opened` must be the Notify inside a [`RecoveryWaker`] registered with `breaker`.
-    pub fn new(
+    pub(crate) fn new(
         backend: B,
         breaker: Breaker,
         cache: Arc<FallbackCache>,
         metrics: Arc<Metrics>,
         clear_on_close: Arc<AtomicBool>,
+        password: Option<crate::backend::Password>,
         opened: Arc<Notify>,
     ) -> Self {
         Resilient {
@@ -209,6 +212,7 @@ impl<B: Backend> Resilient<B> {
             cache,
             metrics,
             clear_on_close,
+            password,
             opened,
             scripts: ScriptRegistry::default(),
         }
@@ -230,6 +234,19 @@ impl<B: Backend> Resilient<B> {
         self.breaker.reconfigure(breaker);
         self.cache.set_limits(cache);
         self.clear_on_close.store(clear_on_close, Ordering::Relaxed);
+    }
+
+    /// Whether the Redis password can change without a restart: one was configured at start.
+    pub(crate) fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// A rotated Redis password (a reload read a changed `redis.password_file`): connections opened from now on
+    /// use it, and open ones re-authenticate with it. Does nothing without a password at start.
+    pub(crate) fn set_password(&self, password: &str) {
+        if let Some(p) = &self.password {
+            p.set(password);
+        }
     }
 
     pub fn cache(&self) -> &FallbackCache {
