@@ -321,7 +321,7 @@ pub async fn run(
     let admin_limits = api::server::Limits {
         name: "admin",
         max_connections: cfg.admin.max_connections,
-        read_timeout: cfg.admin.read_timeout,
+        read_timeout: api::server::ReadTimeout::new(cfg.admin.read_timeout),
     };
     let admin_task = tokio::spawn(api::server::serve(
         admin_listener,
@@ -359,7 +359,7 @@ pub async fn run(
     let limits = api::server::Limits {
         name: "api",
         max_connections: cfg.api.max_connections,
-        read_timeout: cfg.api.read_timeout,
+        read_timeout: app.read_timeout.clone(),
     };
     let allowed_uids = cfg.listen.allowed_uids.clone();
     let api_handler = move |stream: &tokio::net::UnixStream| {

@@ -111,7 +111,7 @@ pub static KEYS: &[Key] = keys! {
     Live api.max_key_bytes;
     Live api.max_value_bytes;
     Restart api.max_connections;
-    Restart api.read_timeout;
+    Live api.read_timeout;
     Live api.on_unavailable;
     Live api.max_pipeline_commands;
     Restart api.max_inflight_body_bytes;

@@ -409,3 +409,29 @@ fn a_rotated_password_file_is_used_by_the_next_connection() {
     assert_eq!(rg.cmd(r#"{"op":"set","key":"k","value":"w"}"#).status, 200);
     assert_eq!(server.must(&["GET", "k"]), "w");
 }
+
+#[test]
+fn a_shorter_read_timeout_applies_to_the_next_connection() {
+    use std::io::{Read, Write};
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), &by_hand("api:\n  read_timeout: 60s\n"));
+    write_config(&rg, "api:\n  read_timeout: 1s\n");
+    let (status, body) = reload_now(&rg);
+    assert_eq!(
+        (status, &body["changed"]),
+        (200, &json!(["api.read_timeout"])),
+        "{body}"
+    );
+    // A client that starts a request and stops: closed after the new 1 s, long before the old 60 s.
+    let mut stream = std::os::unix::net::UnixStream::connect(&rg.socket).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(b"GET /v1/breaker HTTP/1.1\r\n").unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        started.elapsed() < WAIT,
+        "the connection was closed by redguard, not by the test's own timeout"
+    );
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"), "{answer:?}");
+}

@@ -18,7 +18,7 @@ pub(crate) mod server;
 pub(crate) mod socket;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
@@ -48,8 +48,8 @@ pub struct App {
     pub client: Arc<Client>,
     /// `api.max_inflight_body_bytes`: one permit per byte that request bodies being read may hold together.
     body_budget: Semaphore,
-    /// Deadline for a request body to arrive.
-    pub read_timeout: Duration,
+    /// `api.read_timeout`: the deadline of a request's headers (the accept loop's) and of its body (here).
+    pub(crate) read_timeout: server::ReadTimeout,
     /// What a reload may change, replaced as a whole ([`App::reconfigure`]): a request reads the settings of
     /// one config, never half of two.
     settings: ArcSwap<Settings>,
@@ -99,7 +99,7 @@ impl App {
     pub fn new(client: Arc<Client>, cfg: &Config, reloads: Option<reload::Requests>) -> App {
         App {
             body_budget: Semaphore::new(cfg.api.max_inflight_body_bytes.min(Semaphore::MAX_PERMITS)),
-            read_timeout: cfg.api.read_timeout,
+            read_timeout: server::ReadTimeout::new(cfg.api.read_timeout),
             settings: ArcSwap::from_pointee(Settings::new(cfg)),
             ratelimiter: RateLimiter::new(client.clone(), &cfg.ratelimit, Arc::new(SystemClock)),
             cluster: cfg.redis.mode == RedisMode::Cluster,
@@ -117,6 +117,7 @@ impl App {
     /// flight finish on the settings they started with.
     pub fn reconfigure(&self, cfg: &Config) {
         self.settings.store(Arc::new(Settings::new(cfg)));
+        self.read_timeout.set(cfg.api.read_timeout);
         self.ratelimiter.reconfigure(&cfg.ratelimit);
     }
 }
@@ -197,7 +198,7 @@ async fn read_body<'a>(app: &'a App, body: impl RequestBody) -> Result<Body<'a>,
         }
         Ok(bytes)
     };
-    match tokio::time::timeout(app.read_timeout, read).await {
+    match tokio::time::timeout(app.read_timeout.get(), read).await {
         Err(_) => Err(ApiError::RequestTimeout),
         Ok(Err(e)) => Err(e),
         Ok(Ok(bytes)) => Ok(Body { bytes, _share: share }),

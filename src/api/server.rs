@@ -21,7 +21,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,31 @@ pub(crate) struct Limits {
     /// The listener's name in logs: `api` or `admin`, like its config section.
     pub name: &'static str,
     pub max_connections: usize,
-    pub read_timeout: Duration,
+    pub read_timeout: ReadTimeout,
+}
+
+/// A read timeout a reload can change (`api.read_timeout`): each connection takes the value in force when it
+/// is accepted. Shared by clones.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadTimeout(Arc<AtomicU64>);
+
+impl ReadTimeout {
+    pub(crate) fn new(timeout: Duration) -> ReadTimeout {
+        let shared = ReadTimeout(Arc::default());
+        shared.set(timeout);
+        shared
+    }
+
+    pub(crate) fn get(&self) -> Duration {
+        Duration::from_micros(self.0.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set(&self, timeout: Duration) {
+        self.0.store(
+            u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// A listening socket the loop can serve.
@@ -147,9 +171,7 @@ pub(crate) async fn serve<L: Listener, H: Handler>(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.read_timeout)
-        .max_buf_size(MAX_BUF_BYTES);
+    http.timer(TokioTimer::new()).max_buf_size(MAX_BUF_BYTES);
     let (mut failed_accepts, mut at_limit) = (Throttled::default(), Throttled::default());
     let bursts = Arc::new(Bursts::default());
     let max = limits.max_connections;
@@ -192,6 +214,7 @@ pub(crate) async fn serve<L: Listener, H: Handler>(
             async move { Ok::<_, Infallible>(answer.await) }
         });
         let io = TokioIo::new(JsonErrors::new(stream, MAX_BUF_BYTES));
+        http.header_read_timeout(limits.read_timeout.get());
         let conn = graceful.watch(http.serve_connection(io, service));
         let (slots, bursts) = (slots.clone(), bursts.clone());
         tokio::spawn(async move {
