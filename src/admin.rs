@@ -31,6 +31,8 @@ pub(crate) struct Admin {
     pub socket_ready: AtomicBool,
     /// `admin.ready_requires_redis`: not ready while the breaker is open. A reload changes it.
     pub ready_requires_redis: AtomicBool,
+    /// `admin.read_timeout`, which the admin accept loop reads for each connection; a reload changes it.
+    pub read_timeout: crate::api::server::ReadTimeout,
 }
 
 pub(crate) fn router(admin: Arc<Admin>) -> Router {

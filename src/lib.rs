@@ -185,6 +185,7 @@ impl reload::Targets for LiveParts {
         self.admin
             .ready_requires_redis
             .store(cfg.admin.ready_requires_redis, Ordering::Relaxed);
+        self.admin.read_timeout.set(cfg.admin.read_timeout);
         if let Some(set) = &self.set_log_level {
             set(&cfg.log.level);
         }
@@ -309,6 +310,7 @@ pub async fn run(
         client: client.clone(),
         socket_ready: false.into(),
         ready_requires_redis: cfg.admin.ready_requires_redis.into(),
+        read_timeout: api::server::ReadTimeout::new(cfg.admin.read_timeout),
     });
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await
@@ -321,7 +323,7 @@ pub async fn run(
     let admin_limits = api::server::Limits {
         name: "admin",
         max_connections: cfg.admin.max_connections,
-        read_timeout: api::server::ReadTimeout::new(cfg.admin.read_timeout),
+        read_timeout: admin_state.read_timeout.clone(),
     };
     let admin_task = tokio::spawn(api::server::serve(
         admin_listener,
@@ -361,10 +363,7 @@ pub async fn run(
         max_connections: cfg.api.max_connections,
         read_timeout: app.read_timeout.clone(),
     };
-    let allowed_uids = cfg.listen.allowed_uids.clone();
-    let api_handler = move |stream: &tokio::net::UnixStream| {
-        api::server::ApiHandler::new(app.clone(), allowed_uids.as_deref(), stream)
-    };
+    let api_handler = move |stream: &tokio::net::UnixStream| api::server::ApiHandler::new(app.clone(), stream);
     let mut api_task = tokio::spawn(api::server::serve(listener, limits, api_handler, stopped()));
     admin_state.socket_ready.store(true, Ordering::Release);
     info!(socket = %cfg.listen.socket.display(), admin = %admin_addr, redis = %cfg.redis.display_target(), redis_mode = cfg.redis.mode.as_str(), "redguard listening");

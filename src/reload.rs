@@ -71,7 +71,7 @@ pub static KEYS: &[Key] = keys! {
     Restart listen.socket;
     Restart listen.socket_mode;
     Restart listen.socket_group;
-    Restart listen.allowed_uids;
+    Live listen.allowed_uids;
     Live listen.drain_timeout;
     Restart redis.url;
     Restart redis.mode;
@@ -120,7 +120,7 @@ pub static KEYS: &[Key] = keys! {
     Restart admin.listen;
     Live admin.ready_requires_redis;
     Restart admin.max_connections;
-    Restart admin.read_timeout;
+    Live admin.read_timeout;
     Live notify.instance;
     Live notify.on;
     Live notify.min_interval;

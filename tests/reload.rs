@@ -435,3 +435,22 @@ fn a_shorter_read_timeout_applies_to_the_next_connection() {
     );
     assert!(!String::from_utf8_lossy(&answer).contains("200 OK"), "{answer:?}");
 }
+
+#[test]
+fn allowed_uids_apply_to_the_next_connection() {
+    // SAFETY: getuid(2) has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), &by_hand(&format!("listen:\n  allowed_uids: [{uid}]\n")));
+    assert_eq!(get(&rg, "k"), 200);
+    write_config(&rg, &format!("listen:\n  allowed_uids: [{}]\n", uid + 1));
+    let (status, body) = reload_now(&rg);
+    assert_eq!(
+        (status, &body["changed"]),
+        (200, &json!(["listen.allowed_uids"])),
+        "{body}"
+    );
+    let r = rg.cmd(r#"{"op":"get","key":"k"}"#);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "peer_not_allowed");
+}

@@ -71,6 +71,8 @@ pub struct Settings {
     /// The policy's verdict on each typed op, by `OpName::index`: a typed op always sends the same command, so
     /// it is judged once per config instead of on every request.
     op_denied: Vec<Option<String>>,
+    /// `listen.allowed_uids`: judged when a peer connects.
+    pub allowed_uids: Option<Vec<u32>>,
 }
 
 impl Settings {
@@ -85,6 +87,7 @@ impl Settings {
             },
             max_pipeline_commands: cfg.api.max_pipeline_commands,
             on_unavailable: cfg.api.on_unavailable,
+            allowed_uids: cfg.listen.allowed_uids.clone(),
             op_denied: OpName::ALL
                 .iter()
                 .map(|op| policy.check(&[op.command()]).err().map(|d| d.command))

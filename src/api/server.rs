@@ -239,8 +239,9 @@ pub(crate) struct ApiHandler {
 }
 
 impl ApiHandler {
-    pub(crate) fn new(app: Arc<App>, allowed_uids: Option<&[u32]>, stream: &UnixStream) -> ApiHandler {
-        let refused = peer_uid_refused(stream, allowed_uids);
+    /// The peer is judged once, when it connects, by the `listen.allowed_uids` in force then.
+    pub(crate) fn new(app: Arc<App>, stream: &UnixStream) -> ApiHandler {
+        let refused = peer_uid_refused(stream, app.settings().allowed_uids.as_deref());
         if let Some(uid) = refused {
             debug!(uid, "peer uid not in listen.allowed_uids");
         }
