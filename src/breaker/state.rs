@@ -270,8 +270,9 @@ impl Window {
             return;
         }
         let keep = self.len.min(capacity);
-        // The newest result is just before `next`; the `keep` newest start `keep` slots before it.
-        let first = (self.next + old - keep) % old;
+        // The newest result is just before `next`; the `keep` newest start `keep` slots before it (taken modulo
+        // `old` below, with `old` added so that it cannot go below zero).
+        let first = self.next + old - keep;
         let mut slots = vec![0; capacity];
         for (k, slot) in slots.iter_mut().take(keep).enumerate() {
             *slot = self.slots[(first + k) % old];
