@@ -404,3 +404,57 @@ fn every_accepted_key_is_live_or_restart_only_and_the_doc_says_which() {
         wrong.join("\n  ")
     );
 }
+
+/// `(method, path)` of every route the socket API answers, read from the `match` in `src/api/mod.rs`
+/// (`"/v1/cmd" if post => ...`).
+fn socket_routes() -> BTreeSet<(String, String)> {
+    let source = read("src/api/mod.rs");
+    source
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix('"')?;
+            let (path, rest) = rest.split_once('"')?;
+            let method = match rest.trim().strip_prefix("if ")?.split_whitespace().next()? {
+                "post" => "POST",
+                "read" => "GET",
+                _ => return None,
+            };
+            Some((method.to_owned(), path.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn api_doc_lists_every_route_and_every_op_once() {
+    let api = read("docs/api.md");
+    let routes = socket_routes();
+    assert!(routes.len() >= 8, "found too few routes in src/api/mod.rs: {routes:?}");
+    for (method, path) in &routes {
+        let row = format!("| `{method} {path}` |");
+        assert_eq!(
+            api.matches(&row).count(),
+            1,
+            "docs/api.md's route table must list {method} {path} once"
+        );
+    }
+    // The ops: each row `Name => "name", ...` of the `ops!` table, once in the op table of `POST /v1/cmd`.
+    let ops: Vec<String> = read("src/op/mod.rs")
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.trim().split_once(" => \"")?;
+            Some(rest.split_once('"')?.0.to_owned())
+        })
+        .collect();
+    assert!(ops.len() >= 25, "found too few ops in src/op/mod.rs: {ops:?}");
+    let section = &api[api.find("## `POST /v1/cmd`").expect("api.md documents /v1/cmd")..];
+    let section = &section[..section
+        .find("\n### ")
+        .expect("the op table comes before the subsections")];
+    for op in &ops {
+        assert_eq!(
+            section.matches(&format!("| `{op}` |")).count(),
+            1,
+            "the op table of docs/api.md must list `{op}` once"
+        );
+    }
+}
