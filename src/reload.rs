@@ -329,8 +329,8 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// The config as loaded, with what identifies it: the hash of the file's bytes and the `REDGUARD_*`
-/// variables, and the files it names (watched for changes).
+/// The config as loaded, with what identifies it: a hash of the file's bytes and the `REDGUARD_*` variables
+/// (secrets read from files are not part of it, so a rotated password does not show in `redguard_config_info`).
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: Config,
