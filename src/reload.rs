@@ -730,6 +730,8 @@ mod tests {
         assert_eq!(f.reloader.current().breaker.failure_threshold, 2);
         assert_eq!(f.reloader.metrics.count("success"), 1);
         assert_eq!(f.successful(), 1.0);
+        let applied_at = f.sample("redguard_config_last_reload_success_timestamp_seconds")[0].1;
+        assert!((unix_now() - applied_at).abs() < 60.0, "{applied_at} is now");
         // The info metric names the new config only.
         assert_eq!(f.sample("redguard_config_info"), vec![(format!("hash={hash}"), 1.0)]);
         assert_ne!(first_hash, format!("hash={hash}"));
@@ -769,11 +771,17 @@ mod tests {
         assert_eq!(f.successful(), 0.0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_invalid_file_keeps_the_old_config_and_reports_every_problem() {
         let f = fixture();
         f.write("breaker:\n  failure_threshold: 0\n  window_size: 0\n  minimum_calls: 0\n");
+        let started = tokio::time::Instant::now();
         let outcome = f.reloader.reload(Trigger::FileChange).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "an invalid file is not retried, only an unreadable one"
+        );
         let Outcome::Invalid { errors } = outcome else {
             panic!("expected invalid, got {outcome:?}");
         };
