@@ -161,8 +161,7 @@ impl std::ops::Deref for Body<'_> {
 /// A declared `Content-Length` is judged before a byte is read: over the limit it is 413 at once, and over the
 /// budget 503 at once; hyper sends `100 Continue` only when the body is first read, so a client that asked
 /// first is told without sending the body. A body without a length draws on the budget as it arrives.
-async fn read_body<'a>(app: &'a App, body: impl RequestBody) -> Result<Body<'a>, ApiError> {
-    let max = app.settings().max_body_bytes;
+async fn read_body<'a>(app: &'a App, max: usize, body: impl RequestBody) -> Result<Body<'a>, ApiError> {
     let hint = body.size_hint();
     if hint.lower() > max as u64 {
         return Err(ApiError::PayloadTooLarge(max));
@@ -232,8 +231,10 @@ fn reserve<'a>(budget: &'a Semaphore, share: &mut Option<SemaphorePermit<'a>>, l
 macro_rules! timed {
     ($app:expr, $body:expr, $run:ident) => {{
         let started = Instant::now();
-        let (route, response) = match read_body($app, $body).await {
-            Ok(body) => $run($app, &body).await,
+        // One load of the settings per request: the body limit and the route see the same config.
+        let settings = $app.settings.load_full();
+        let (route, response) = match read_body($app, settings.max_body_bytes, $body).await {
+            Ok(body) => $run($app, &settings, &body).await,
             Err(e) => (ApiRoute::Invalid, e.into_response()),
         };
         let status = response.status().as_u16();
@@ -317,20 +318,16 @@ fn permit<A: AsRef<[u8]>>(settings: &Settings, args: &[A]) -> Result<(), ApiErro
         .map_err(|d| ApiError::CommandDenied(d.command))
 }
 
-async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
-    let (req, on_unavailable) = {
-        let settings = app.settings();
-        let req = match request::parse(body, &settings.limits) {
-            Ok(req) => req,
-            Err(e) => return (ApiRoute::Invalid, e.into_response()),
-        };
-        if let Err(e) = permit_op(&settings, req.op.name()) {
-            return (ApiRoute::Op(req.op.name()), e.into_response());
-        }
-        let on_unavailable = req.on_unavailable.unwrap_or(settings.on_unavailable);
-        (req, on_unavailable)
+async fn run_cmd(app: &App, settings: &Settings, body: &[u8]) -> (ApiRoute, Response) {
+    let req = match request::parse(body, &settings.limits) {
+        Ok(req) => req,
+        Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
     let route = ApiRoute::Op(req.op.name());
+    if let Err(e) = permit_op(settings, req.op.name()) {
+        return (route, e.into_response());
+    }
+    let on_unavailable = req.on_unavailable.unwrap_or(settings.on_unavailable);
     let response = match app.client.execute(&req.op, on_unavailable).await {
         Ok(served) => match reply::render(&served, req.encoding, req.default) {
             Ok(body) => json(body),
@@ -341,12 +338,12 @@ async fn run_cmd(app: &App, body: &[u8]) -> (ApiRoute, Response) {
     (route, response)
 }
 
-async fn run_command(app: &App, body: &[u8]) -> (ApiRoute, Response) {
+async fn run_command(app: &App, settings: &Settings, body: &[u8]) -> (ApiRoute, Response) {
     let c = match command::parse(body) {
         Ok(c) => c,
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
-    if let Err(e) = permit(&app.settings(), &c.args) {
+    if let Err(e) = permit(settings, &c.args) {
         return (ApiRoute::Command, e.into_response());
     }
     let response = match app.client.execute_raw(&c.args).await {
@@ -366,24 +363,20 @@ async fn run_command(app: &App, body: &[u8]) -> (ApiRoute, Response) {
     (ApiRoute::Command, response)
 }
 
-async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
-    let p = {
-        let settings = app.settings();
-        let p = match pipeline::parse(body, settings.max_pipeline_commands, &settings.limits) {
-            Ok(p) => p,
-            Err(e) => return (ApiRoute::Invalid, e.into_response()),
-        };
-        for item in &p.items {
-            let judged = match item {
-                Item::Op(op) => permit_op(&settings, op.name()),
-                Item::Raw(args) => permit(&settings, args),
-            };
-            if let Err(e) = judged {
-                return (ApiRoute::Pipeline, e.into_response());
-            }
-        }
-        p
+async fn run_pipeline(app: &App, settings: &Settings, body: &[u8]) -> (ApiRoute, Response) {
+    let p = match pipeline::parse(body, settings.max_pipeline_commands, &settings.limits) {
+        Ok(p) => p,
+        Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
+    for item in &p.items {
+        let judged = match item {
+            Item::Op(op) => permit_op(settings, op.name()),
+            Item::Raw(args) => permit(settings, args),
+        };
+        if let Err(e) = judged {
+            return (ApiRoute::Pipeline, e.into_response());
+        }
+    }
     if app.cluster {
         if let Err(e) = one_slot(&p.items) {
             return (ApiRoute::Pipeline, e.into_response());
@@ -396,9 +389,8 @@ async fn run_pipeline(app: &App, body: &[u8]) -> (ApiRoute, Response) {
     (ApiRoute::Pipeline, response)
 }
 
-async fn run_ratelimit(app: &App, body: &[u8]) -> (ApiRoute, Response) {
-    let max_key_bytes = app.settings().limits.max_key_bytes;
-    let check = match ratelimit::parse(body, max_key_bytes) {
+async fn run_ratelimit(app: &App, settings: &Settings, body: &[u8]) -> (ApiRoute, Response) {
+    let check = match ratelimit::parse(body, settings.limits.max_key_bytes) {
         Ok(c) => c,
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
@@ -470,7 +462,8 @@ struct BreakerAction {
 }
 
 async fn breaker_post(app: &App, body: impl RequestBody) -> Response {
-    let body = read_body(app, body).await;
+    let max = app.settings().max_body_bytes;
+    let body = read_body(app, max, body).await;
     let result = body.and_then(|body| {
         // The same reader as every other body: one JSON object, each field once, nothing after it.
         let req: BreakerAction = request::deserialize(&body)?;
@@ -499,7 +492,8 @@ async fn breaker_post(app: &App, body: impl RequestBody) -> Response {
 /// keys that changed, 422 with every validation error, or 409 with the keys that need a restart. The body, if
 /// any, is ignored.
 async fn reload_post(app: &App, body: impl RequestBody) -> Response {
-    let response = match (read_body(app, body).await, &app.reloads) {
+    let max = app.settings().max_body_bytes;
+    let response = match (read_body(app, max, body).await, &app.reloads) {
         (Err(e), _) => e.into_response(),
         (Ok(_), None) => ApiError::ReloadUnavailable("live reload is not running".into()).into_response(),
         (Ok(_), Some(reloads)) => match reloads.reload(reload::Trigger::Api).await {
