@@ -847,6 +847,59 @@ mod tests {
         assert_eq!(f.reloader.current().breaker.failure_threshold, 5);
     }
 
+    #[tokio::test]
+    async fn requests_reach_the_one_reload_task_and_a_burst_of_nudges_folds_into_one() {
+        let f = fixture();
+        let reloader = Arc::new(f.reloader);
+        let channel = channel();
+        let task = tokio::spawn(serve(reloader.clone(), channel.receiver));
+        let first = channel.requests.reload(Trigger::Api).await;
+        assert!(matches!(first, Some(Outcome::Success { .. })), "{first:?}");
+        // Five nudges before the task runs again: one waits in the channel, the rest fold into it.
+        for _ in 0..5 {
+            channel.requests.nudge(Trigger::Signal);
+        }
+        let last = channel.requests.reload(Trigger::Api).await;
+        assert!(matches!(last, Some(Outcome::Success { .. })), "{last:?}");
+        assert_eq!(
+            reloader.metrics.count("success"),
+            3,
+            "the first, one for the nudges, the last"
+        );
+        drop(channel.requests);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_watcher_asks_for_a_reload_when_the_config_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("redguard.yaml");
+        std::fs::write(&path, BASE).unwrap();
+        let Channel { requests, receiver } = channel();
+        let mut receiver = receiver.0;
+        let folders = watched_folders(&path, &Config::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let watcher = tokio::spawn(watch(folders, requests, async move {
+            let _ = stopped.await;
+        }));
+        // An editor's save: a new file renamed over the old one. Poll until the watch is in place.
+        let asked = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let new = dir.path().join(".redguard.yaml.swp");
+                std::fs::write(&new, BASE.replace('5', "6")).unwrap();
+                std::fs::rename(&new, &path).unwrap();
+                if let Ok(Some(request)) = tokio::time::timeout(DEBOUNCE * 3, receiver.recv()).await {
+                    return request.trigger;
+                }
+            }
+        })
+        .await
+        .expect("a reload was asked for");
+        assert_eq!(asked, Trigger::FileChange);
+        let _ = stop.send(());
+        watcher.await.unwrap();
+    }
+
     #[test]
     fn every_key_name_is_unique_and_compares_its_own_field() {
         let mut names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
