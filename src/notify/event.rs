@@ -201,9 +201,14 @@ pub(crate) fn human_duration(d: Duration) -> String {
 
 /// At most `max` characters, with an ellipsis when cut.
 pub(crate) fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s.to_owned(),
+    // The ellipsis counts: PagerDuty's summary and Slack's header refuse or cut anything past their limit.
+    match (s.char_indices().nth(max), max.checked_sub(1)) {
+        (Some(_), Some(keep)) => {
+            let cut = s.char_indices().nth(keep).map_or(0, |(i, _)| i);
+            format!("{}…", &s[..cut])
+        }
+        (Some(_), None) => String::new(),
+        (None, _) => s.to_owned(),
     }
 }
 
@@ -230,7 +235,11 @@ mod tests {
         assert_eq!(e.at, UNIX_EPOCH + Duration::from_secs(1_699_999_997));
         assert_eq!(e.reason, "2 consecutive failures");
         assert_eq!(e.failure_count, 2);
-        assert_eq!(e.last_error.as_ref().unwrap().chars().count(), MAX_ERROR_CHARS + 1);
+        assert_eq!(
+            e.last_error.as_ref().unwrap().chars().count(),
+            MAX_ERROR_CHARS,
+            "the ellipsis counts"
+        );
         let n = Notice::single(Arc::new(e));
         assert_eq!(
             headline(&n, &ctx()),
@@ -269,8 +278,11 @@ mod tests {
     fn durations_and_truncation_read_well() {
         assert_eq!(human_duration(Duration::from_millis(850)), "850ms");
         assert_eq!(human_duration(Duration::from_millis(192_400)), "3m 12s");
-        assert_eq!(truncate("héllo", 3), "hél…");
+        assert_eq!(truncate("héllo", 3), "hé…");
+        assert_eq!(truncate("héllo", 3).chars().count(), 3, "the ellipsis counts");
         assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abcd", 1), "…");
+        assert_eq!(truncate("abcd", 0), "");
         assert!(!hostname().is_empty());
     }
 }

@@ -11,7 +11,8 @@ use crate::breaker::State;
 use crate::clock::iso8601;
 use crate::config::Severity;
 
-/// PagerDuty truncates `payload.summary` at 1024 characters; cut it ourselves so the end is deliberate.
+/// PagerDuty truncates `payload.summary` at 1024 characters; cut it ourselves (ellipsis included) so the end is
+/// deliberate.
 const MAX_SUMMARY_CHARS: usize = 1024;
 
 /// Whether a notice about entering `to` concerns PagerDuty at all.
@@ -112,6 +113,21 @@ mod tests {
         assert_eq!(d["last_error"], "timed out");
         assert_eq!(d["reason"], "2 consecutive failures");
         assert_eq!(d["config"]["failure_threshold"], 2);
+    }
+
+    #[test]
+    fn a_long_summary_is_cut_to_pagerdutys_1024_characters_ellipsis_included() {
+        let c = Context {
+            instance: "é".repeat(1100),
+            ..ctx()
+        };
+        let events = render(&notice(State::Closed, State::Open, None), &c, "k", Severity::Critical);
+        let summary = events[0]["payload"]["summary"].as_str().unwrap();
+        assert_eq!(summary.chars().count(), MAX_SUMMARY_CHARS);
+        assert!(
+            summary.starts_with("Redis circuit OPEN on éé") && summary.ends_with("é…"),
+            "{summary}"
+        );
     }
 
     #[test]
