@@ -805,7 +805,8 @@ impl Config {
     }
 
     /// The whole start-up path: read the file (None = all defaults), apply environment overrides from
-    /// `env` (name, value pairs; unknown `REDGUARD_*` names are ignored), read `password_file`, validate.
+    /// `env` (name, value pairs; a `REDGUARD_<SECTION>_*` name that is no key of the section is an error, other
+    /// `REDGUARD_*` names are ignored), read `password_file`, validate.
     /// `env` also answers the sinks' `*_env` references and `POD_NAME` / `POD_NAMESPACE` for `notify.instance`.
     pub fn load<I: IntoIterator<Item = (String, String)>>(path: Option<&Path>, env: I) -> Result<Config, ConfigError> {
         let origin = path.map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string());
@@ -822,6 +823,14 @@ impl Config {
         let env: Vec<(String, String)> = env.into_iter().collect();
         let (mut env_password, mut env_sentinel_password) = (None, None);
         let mut overrides = Vec::new();
+        // Variables the sinks name for their secrets are theirs, whatever they are called.
+        let sink_vars: Vec<&str> = config
+            .notify
+            .sinks
+            .iter()
+            .flat_map(|s| [&s.url_env, &s.routing_key_env, &s.secret_env])
+            .filter_map(|v| v.as_deref())
+            .collect();
         for (var, value) in &env {
             if var == PASSWORD_ENV {
                 env_password = Some(value.clone()).filter(|v| !v.is_empty());
@@ -834,6 +843,13 @@ impl Config {
                 return Err(ConfigError::Env {
                     var: var.clone(),
                     message: format!("{section}.{key} can only be set in the config file"),
+                });
+            } else if let Some(message) = unknown_key_of_section(var).filter(|_| !sink_vars.contains(&var.as_str())) {
+                // A misspelt key (REDGUARD_BREAKER_FAILURE_TRESHOLD) is refused like an unknown YAML key, rather
+                // than leaving the default in force unnoticed.
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message,
                 });
             }
         }
@@ -1013,6 +1029,38 @@ fn parse_error(e: &serde_yaml_ng::Error, origin: &str) -> ConfigError {
         column: loc.as_ref().map(|l| l.column()),
         message,
     }
+}
+
+/// For `REDGUARD_<SECTION>_<WORDS>` whose section exists but whose words name none of its keys (checked after
+/// [`known_key`], the passwords and the file-only keys): why it is refused. A nested key
+/// (`REDGUARD_REDIS_TLS_CA_FILE`) is file-only; anything else is a misspelt key, answered with the section's
+/// variables. Other `REDGUARD_*` names (`REDGUARD_SOCKET`, a tool's `REDGUARD_BIN`) are not redguard's config and
+/// are left alone.
+fn unknown_key_of_section(var: &str) -> Option<String> {
+    let rest = var.strip_prefix("REDGUARD_")?;
+    let (section, keys, words) = KNOWN_KEYS.iter().find_map(|&(section, keys)| {
+        let words = rest.strip_prefix(&section.to_ascii_uppercase())?.strip_prefix('_')?;
+        (!words.is_empty()).then_some((section, keys, words))
+    })?;
+    let file_only = FILE_ONLY_KEYS
+        .iter()
+        .filter(|(s, _)| *s == section)
+        .flat_map(|(_, k)| k.iter());
+    if let Some(key) = keys
+        .iter()
+        .chain(file_only)
+        .find(|k| words.starts_with(&format!("{}_", k.to_ascii_uppercase())))
+    {
+        return Some(format!("{section}.{key}.* can only be set in the config file"));
+    }
+    let names: Vec<String> = keys
+        .iter()
+        .map(|k| format!("REDGUARD_{}_{}", section.to_ascii_uppercase(), k.to_ascii_uppercase()))
+        .collect();
+    Some(format!(
+        "names no key of the `{section}` section; its variables are {}",
+        names.join(", ")
+    ))
 }
 
 /// Maps `REDGUARD_<SECTION>_<KEY>` to its section and key, if it names one in [`KNOWN_KEYS`].

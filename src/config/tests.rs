@@ -459,13 +459,54 @@ fn env_errors_name_the_variable() {
 }
 
 #[test]
-fn unknown_redguard_env_vars_are_ignored() {
+fn a_misspelt_key_of_a_section_is_an_error_naming_the_variable() {
+    let err = Config::load(None, env(&[("REDGUARD_BREAKER_FAILURE_TRESHOLD", "3")])).unwrap_err();
+    let ConfigError::Env { var, message } = &err else {
+        panic!("expected an env error, got {err}");
+    };
+    assert_eq!(var, "REDGUARD_BREAKER_FAILURE_TRESHOLD");
+    assert!(
+        message.starts_with("names no key of the `breaker` section; its variables are REDGUARD_BREAKER_MODE, "),
+        "{message}"
+    );
+    assert!(message.contains("REDGUARD_BREAKER_FAILURE_THRESHOLD"), "{message}");
+    // A key nested under a file-only one says so.
+    for (var, says) in [
+        (
+            "REDGUARD_REDIS_TLS_CA_FILE",
+            "redis.tls.* can only be set in the config file",
+        ),
+        (
+            "REDGUARD_API_COMMANDS_DENY",
+            "api.commands.* can only be set in the config file",
+        ),
+    ] {
+        let err = Config::load(None, env(&[(var, "x")])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Env { var: v, message } if v == var && message == says),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn other_redguard_names_and_the_sinks_own_variables_are_left_alone() {
+    // Not `REDGUARD_<SECTION>_<KEY>`: a tool's variable, the app container's socket path, a bare section name.
     let vars = env(&[
+        ("REDGUARD_BIN", "target/release/redguard"),
+        ("REDGUARD_SOCKET", "/var/run/redguard/redguard.sock"),
         ("REDGUARD_LOG", "debug"),
-        ("REDGUARD_BREAKER_NOPE", "1"),
         ("REDGUARD_REDIS", "x"),
     ]);
     assert_eq!(Config::load(None, vars).unwrap(), Config::default());
+    // A sink may keep its secret in a variable that looks like a key of a section.
+    let f = file("notify:\n  sinks:\n    - {type: slack, url_env: REDGUARD_NOTIFY_SLACK_URL}\n");
+    let vars = env(&[("REDGUARD_NOTIFY_SLACK_URL", "https://hooks.slack.test/x")]);
+    let c = Config::load(Some(f.path()), vars).unwrap();
+    assert_eq!(
+        c.notify.sinks[0].url.as_ref().unwrap().expose(),
+        "https://hooks.slack.test/x"
+    );
 }
 
 #[test]
