@@ -194,7 +194,8 @@ fn init_logging(format: LogFormat) -> Option<redguard::reload::SetLogLevel> {
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry.with(fmt).init(),
-        LogFormat::Json => registry.with(fmt.json()).init(),
+        // `message` and the event's fields at the top level, where log pipelines look, not under `fields`.
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).init(),
     }
     (!env_set).then(|| {
         Arc::new(move |level: &str| {

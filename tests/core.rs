@@ -743,10 +743,14 @@ fn log_format_json_writes_one_json_object_per_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    assert!(
-        lines.iter().any(|l| l["fields"]["message"] == "redguard listening"),
-        "{text}"
-    );
+    // `message` and the fields at the top level, where log pipelines look.
+    let listening = lines
+        .iter()
+        .find(|l| l["message"] == "redguard listening")
+        .unwrap_or_else(|| panic!("no top-level message: {text}"));
+    assert_eq!(listening["socket"], socket.display().to_string(), "{listening}");
+    assert_eq!(listening["redis_mode"], "standalone", "{listening}");
+    assert!(listening.get("fields").is_none(), "{listening}");
     assert!(
         lines
             .iter()
