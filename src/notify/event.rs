@@ -137,15 +137,15 @@ impl Context {
         }
     }
 
-    /// One alert per sidecar and Redis target: stable across restarts, so a resolve after a restart still
-    /// closes the incident the previous process opened. Readable when short enough, else hashed.
+    /// One alert per Redis target, whichever sidecar sends it: every pod in front of one Redis folds into the
+    /// same incident (one outage, one page), and it is stable across restarts, so a resolve after a restart
+    /// still finds it. Readable when short enough, else hashed. (The masked URL: no password in it.)
     pub(crate) fn dedup_key(&self) -> String {
-        let readable = format!("redguard/{}/{}", self.instance, self.redis);
+        let readable = format!("redguard/{}", self.redis);
         if readable.len() <= MAX_DEDUP_KEY {
             return readable;
         }
-        let digest = Sha256::digest(format!("{}\n{}", self.instance, self.redis));
-        format!("redguard/{}", hex::encode(&digest[..16]))
+        format!("redguard/{}", hex::encode(&Sha256::digest(&self.redis)[..16]))
     }
 }
 
@@ -253,12 +253,25 @@ mod tests {
     }
 
     #[test]
-    fn dedup_key_is_stable_and_bounded() {
+    fn dedup_key_names_the_redis_target_not_the_pod_and_is_bounded() {
         let c = ctx();
-        assert_eq!(c.dedup_key(), "redguard/prod/api-0/redis://:***@cache:6379");
-        assert_eq!(c.dedup_key(), ctx().dedup_key());
+        assert_eq!(c.dedup_key(), "redguard/redis://:***@cache:6379");
+        let other_pod = Context {
+            instance: "prod/api-1".into(),
+            ..ctx()
+        };
+        assert_eq!(
+            other_pod.dedup_key(),
+            c.dedup_key(),
+            "every pod behind one Redis: one incident"
+        );
+        let other_redis = Context {
+            redis: "redis://:***@cache-2:6379".into(),
+            ..ctx()
+        };
+        assert_ne!(other_redis.dedup_key(), c.dedup_key());
         let long = Context {
-            instance: "i".repeat(300),
+            redis: format!("redis://{}:6379", "h".repeat(300)),
             ..ctx()
         };
         let key = long.dedup_key();
@@ -267,7 +280,7 @@ mod tests {
         assert_ne!(
             key,
             Context {
-                instance: "j".repeat(300),
+                redis: format!("redis://{}:6379", "g".repeat(300)),
                 ..ctx()
             }
             .dedup_key()

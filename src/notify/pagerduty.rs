@@ -1,8 +1,10 @@
 //! PagerDuty Events API v2 events: an opening triggers an alert, a closing resolves it, and half-open (a probe,
 //! not a recovery) sends nothing, so on-call is paged once per outage and released when Redis is back.
 //!
-//! Every event of a sidecar and Redis target uses one `dedup_key` ([`Context::dedup_key`]): repeated openings
-//! while flapping fold into the same alert, and the resolve finds it even after a restart. Pure: JSON out.
+//! Every event about one Redis target uses one `dedup_key` ([`Context::dedup_key`]), whichever pod sends it: the
+//! pods in front of one Redis fold into one incident, repeated openings while flapping fold into it too, and the
+//! resolve finds it even after a restart. The first pod whose circuit closes resolves it (see docs/operations.md:
+//! the Alertmanager path resolves only when the last one has). Pure: JSON out.
 
 use serde_json::{json, Value};
 
@@ -96,7 +98,7 @@ mod tests {
         let e = &events[0];
         assert_eq!(e["routing_key"], "R0UT1NG");
         assert_eq!(e["event_action"], "trigger");
-        assert_eq!(e["dedup_key"], "redguard/prod/api-0/redis://:***@cache:6379");
+        assert_eq!(e["dedup_key"], "redguard/redis://:***@cache:6379");
         let p = &e["payload"];
         assert_eq!(
             p["summary"],
