@@ -319,6 +319,30 @@ mod tests {
     }
 
     #[test]
+    fn the_entry_cap_is_reached_not_exceeded_and_never_forgets_the_key_in_use() {
+        let clock = ManualClock::new();
+        let l = LocalLimiter::with_max_entries(100, 10, clock);
+        for key in ["a", "b"] {
+            for _ in 0..5 {
+                call(&l, key, limit(100, 60_000, 1));
+            }
+        }
+        // Exactly at the cap: nothing is forgotten.
+        assert_eq!((l.len(), l.lock().entries), (2, 10));
+        // One key over the cap by itself: the key being used stays.
+        let one = LocalLimiter::with_max_entries(100, 3, ManualClock::new());
+        for _ in 0..5 {
+            call(&one, "k", limit(100, 60_000, 1));
+        }
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            call(&one, "k", limit(100, 60_000, 1)),
+            (true, 94, 0),
+            "its window is kept"
+        );
+    }
+
+    #[test]
     fn one_call_is_one_entry_whatever_its_cost() {
         let (clock, l) = limiter(10);
         assert_eq!(
