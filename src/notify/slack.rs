@@ -13,6 +13,9 @@ use crate::clock::iso8601;
 
 /// Slack caps a header block at 150 characters.
 const MAX_HEADER_CHARS: usize = 150;
+/// Slack refuses a message whose section field text is over 2,000 characters (a long `notify.instance`, escaped).
+/// The details section needs no cut: a last error of at most 500 characters, escaped, stays under its 3,000.
+const MAX_FIELD_CHARS: usize = 2000;
 
 /// Emoji shortcode and attachment colour for a notice.
 fn look(n: &Notice) -> (&'static str, &'static str) {
@@ -66,7 +69,7 @@ pub(crate) fn render(n: &Notice, ctx: &Context) -> Value {
 }
 
 fn field(label: &str, value: String) -> Value {
-    json!({"type": "mrkdwn", "text": format!("*{label}*\n{value}")})
+    json!({"type": "mrkdwn", "text": truncate(&format!("*{label}*\n{value}"), MAX_FIELD_CHARS)})
 }
 
 /// Slack's three control characters in mrkdwn.
@@ -116,6 +119,23 @@ mod tests {
             a["blocks"][2]["text"]["text"],
             "*Reason:* 2 consecutive failures\n*Last error:* `Connection refused &lt;@U123&gt; &amp; 'x'`"
         );
+    }
+
+    #[test]
+    fn a_long_instance_stays_within_slacks_field_limit() {
+        let c = Context {
+            instance: "&".repeat(3000),
+            ..ctx()
+        };
+        let v = render(&notice(State::Closed, State::Open, None), &c);
+        let blocks = &v["attachments"][0]["blocks"];
+        let chars = |v: &Value| v.as_str().unwrap().chars().count();
+        let instance = &blocks[1]["fields"][1]["text"];
+        assert_eq!(chars(instance), MAX_FIELD_CHARS, "{instance}");
+        assert!(instance.as_str().unwrap().starts_with("*Instance*\n&amp;"));
+        for f in blocks[1]["fields"].as_array().unwrap() {
+            assert!(chars(&f["text"]) <= MAX_FIELD_CHARS);
+        }
     }
 
     #[test]
