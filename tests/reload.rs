@@ -454,3 +454,17 @@ fn allowed_uids_apply_to_the_next_connection() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "peer_not_allowed");
 }
+
+#[test]
+fn the_reload_route_takes_no_fields_and_a_body_with_one_reloads_nothing() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), &by_hand(""));
+    let r = http(&rg.socket, "POST", "/v1/reload", r#"{"path": "/etc/other.yaml"}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "bad_request");
+    assert!(r.body.contains("path"), "names the field: {}", r.body);
+    assert_eq!(reloads(&rg, "success"), 0.0, "nothing was reloaded");
+    assert_eq!(http(&rg.socket, "POST", "/v1/reload", "{}").status, 200);
+    assert_eq!(http(&rg.socket, "GET", "/v1/reload", "").status, 405);
+    assert_eq!(reloads(&rg, "success"), 1.0);
+}

@@ -488,12 +488,22 @@ async fn breaker_post(app: &App, body: impl RequestBody) -> Response {
     response
 }
 
+/// `POST /v1/reload` takes no fields: an empty body or `{}`, anything else is refused like any other body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadRequest {}
+
 /// `POST /v1/reload`: reloads the config file now and answers the outcome ([`reload::Outcome`]): 200 with the
-/// keys that changed, 422 with every validation error, or 409 with the keys that need a restart. The body, if
-/// any, is ignored.
+/// keys that changed, 422 with every validation error, or 409 with the keys that need a restart.
 async fn reload_post(app: &App, body: impl RequestBody) -> Response {
     let max = app.settings().max_body_bytes;
-    let response = match (read_body(app, max, body).await, &app.reloads) {
+    let body = read_body(app, max, body).await.and_then(|body| {
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            request::deserialize::<ReloadRequest>(&body)?;
+        }
+        Ok(())
+    });
+    let response = match (body, &app.reloads) {
         (Err(e), _) => e.into_response(),
         (Ok(_), None) => ApiError::ReloadUnavailable("live reload is not running".into()).into_response(),
         (Ok(_), Some(reloads)) => match reloads.reload(reload::Trigger::Api).await {
