@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use redguard::config::Config;
+use redguard::config::{process_env, Config};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
 
 /// `redguard check-config`: the config validation, then the pre-flight checks `run` makes on this host.
 fn check_config(file: &std::path::Path) -> ExitCode {
-    let cfg = match Config::load(Some(file), env_vars()) {
+    let cfg = match Config::load(Some(file), process_env()) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("{e}");
@@ -142,7 +142,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 }
 
 fn notify_test(file: &std::path::Path) -> ExitCode {
-    let cfg = match Config::load(Some(file), env_vars()) {
+    let cfg = match Config::load(Some(file), process_env()) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("redguard: invalid configuration: {e}");
@@ -174,11 +174,6 @@ fn notify_test(file: &std::path::Path) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-/// The process environment, skipping variables that are not valid UTF-8 (they cannot be ours).
-fn env_vars() -> impl Iterator<Item = (String, String)> {
-    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` if set, else `info` until the config's `log.level` is read. Returns

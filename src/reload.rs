@@ -339,9 +339,7 @@ pub struct Loaded {
 
 /// Loads the config the way `run` did: `path` (none: the defaults) and the process's `REDGUARD_*` variables.
 pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
-    let env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
+    let env: Vec<(String, String)> = crate::config::process_env().collect();
     let config = Config::load(path, env.iter().cloned())?;
     let mut hasher = Sha256::new();
     if let Some(path) = path {

@@ -797,6 +797,12 @@ impl Default for AdminConfig {
     }
 }
 
+/// The process environment, as [`Config::load`] takes it, skipping variables that are not valid UTF-8 (they
+/// cannot be ours).
+pub fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
 impl Config {
     /// Parse + validate YAML text. `origin` names the source in errors (a file path, or "`<defaults>`").
     /// Sink secret files are read; `*_env` references resolve against an empty environment (use [`Config::load`]).
