@@ -28,7 +28,8 @@
 //! - [`op`]: the typed ops; [`policy`]: the command allow/deny rules.
 //! - [`commands`]: the command table (read/write, resend, keys, flags) that policy, cache, retry and routing share.
 //! - [`ratelimit`]: the sliding-window limiter, in Redis or, while Redis is away, in process.
-//! - [`api`], [`admin`], [`health`], [`metrics`]: the edges.
+//! - [`api`], [`admin`], [`health`], [`metrics`]: the edges; [`resp`]: the Redis-protocol socket, a second
+//!   edge onto the same client.
 //! - [`notify`]: state-change notifications to Slack, PagerDuty and webhooks, off the request path.
 //! - [`clock`] and [`jitter`]: injected time, and the seeded randomness that spreads retries.
 //! - [`preflight`]: the checks `run` makes before serving, which `check-config` makes too.
@@ -61,6 +62,7 @@ pub mod preflight;
 pub(crate) mod ratelimit;
 pub mod reload;
 pub(crate) mod resources;
+pub mod resp;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,6 +89,11 @@ pub enum RunError {
     Preflight(#[from] preflight::PreflightError),
     #[error(transparent)]
     Socket(#[from] api::socket::SocketError),
+    #[error("cannot bind listen.resp_tcp {addr}: {source}")]
+    RespTcp {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot bind the admin listener on {addr}: {source}")]
     Admin {
         addr: std::net::SocketAddr,
@@ -149,6 +156,7 @@ fn cache_settings(cfg: &Config) -> CacheSettings {
 struct LiveParts {
     client: Arc<Client>,
     app: Arc<api::App>,
+    resp: Arc<resp::Resp>,
     admin: Arc<admin::Admin>,
     notifier: Arc<Notifier>,
     /// The `notify` section the notifier runs on: its sinks are rebuilt only when it changes.
@@ -182,6 +190,7 @@ impl reload::Targets for LiveParts {
             self.client.set_password(password.expose());
         }
         self.app.reconfigure(cfg);
+        self.resp.reconfigure(cfg);
         self.admin
             .ready_requires_redis
             .store(cfg.admin.ready_requires_redis, Ordering::Relaxed);
@@ -251,6 +260,41 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
         opened,
     ));
     Ok((client, notifier))
+}
+
+/// Binds the RESP listeners the config asks for (`listen.resp_socket`, `listen.resp_tcp`) and starts serving
+/// them until `stopped` resolves. The socket file is returned for removal at exit, as the JSON socket's is.
+async fn start_resp<F, Fut>(
+    cfg: &Config,
+    resp: &Arc<resp::Resp>,
+    gid: Option<u32>,
+    stopped: &F,
+) -> Result<(Vec<tokio::task::JoinHandle<()>>, Option<api::socket::SocketFile>), RunError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = Vec::new();
+    let mut file = None;
+    if let Some(path) = &cfg.listen.resp_socket {
+        let (listener, socket_file) = api::socket::bind("listen.resp_socket", path, cfg.listen.socket_mode, gid)?;
+        file = Some(socket_file);
+        let listener = resp::Listener::Unix(listener);
+        tasks.push(tokio::spawn(resp::serve(resp.clone(), listener, stopped())));
+        info!(socket = %path.display(), "redis protocol socket listening");
+    }
+    if let Some(addr) = cfg.listen.resp_tcp {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::RespTcp { addr, source })?;
+        tasks.push(tokio::spawn(resp::serve(
+            resp.clone(),
+            resp::Listener::Tcp(listener),
+            stopped(),
+        )));
+        info!(%addr, "redis protocol listening on loopback TCP");
+    }
+    Ok((tasks, file))
 }
 
 /// The HTTP client the notifier sends with.
@@ -334,14 +378,22 @@ pub async fn run(
 
     // From here on, every way out of this function removes the socket file through `socket_file` (dropped on
     // an early return, removed explicitly after the drain), and only if it is still the one bound here.
-    let (listener, socket_file) = api::socket::bind(&cfg.listen.socket, cfg.listen.socket_mode, checked.socket_gid)?;
+    let (listener, socket_file) = api::socket::bind(
+        "listen.socket",
+        &cfg.listen.socket,
+        cfg.listen.socket_mode,
+        checked.socket_gid,
+    )?;
     let app = Arc::new(api::App::new(client.clone(), &cfg, Some(reloads.requests.clone())));
+    let resp = Arc::new(resp::Resp::new(client.clone(), app.clone(), &cfg));
+    let (resp_tasks, resp_socket_file) = start_resp(&cfg, &resp, checked.socket_gid, &stopped).await?;
     let reloader = Arc::new(reload::Reloader::new(
         path.clone(),
         loaded,
         Arc::new(LiveParts {
             client: client.clone(),
             app: app.clone(),
+            resp: resp.clone(),
             admin: admin_state.clone(),
             notifier: notifier.clone(),
             notify: std::sync::Mutex::new(cfg.notify.clone()),
@@ -365,6 +417,7 @@ pub async fn run(
     };
     let api_handler = move |stream: &tokio::net::UnixStream| api::server::ApiHandler::new(app.clone(), stream);
     let mut api_task = tokio::spawn(api::server::serve(listener, limits, api_handler, stopped()));
+    let mut resp_tasks = resp_tasks;
     admin_state.socket_ready.store(true, Ordering::Release);
     info!(socket = %cfg.listen.socket.display(), admin = %admin_addr, redis = %cfg.redis.display_target(), redis_mode = cfg.redis.mode.as_str(), "redguard listening");
 
@@ -377,18 +430,31 @@ pub async fn run(
         res = &mut api_task => {
             // The accept loop only returns after shutdown; getting here means its task died.
             socket_file.remove();
+            if let Some(file) = resp_socket_file {
+                file.remove();
+            }
             return Err(RunError::Serve(std::io::Error::other(format!("the API server stopped: {res:?}"))));
         }
     }
     admin_state.socket_ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let drain_timeout = reloader.current().listen.drain_timeout;
-    if tokio::time::timeout(drain_timeout, &mut api_task).await.is_err() {
+    let drained = async {
+        let _ = (&mut api_task).await;
+        for task in &mut resp_tasks {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(drain_timeout, drained).await.is_err() {
         warn!(timeout = ?drain_timeout, "drain timeout elapsed; closing remaining connections");
         api_task.abort();
+        resp_tasks.iter().for_each(|t| t.abort());
     }
     admin_task.abort();
     socket_file.remove();
+    if let Some(file) = resp_socket_file {
+        file.remove();
+    }
     // After the drain, so transitions caused by the last requests are sent too.
     notifier.shutdown(reloader.current().notify.shutdown_grace).await;
     info!("redguard stopped");

@@ -37,8 +37,13 @@ pub fn check(cfg: &Config) -> Result<Checked, PreflightError> {
     let mut problems = Vec::new();
     let mut checked = Checked::default();
     let l = &cfg.listen;
-    if socket::path_problems(&l.socket, &mut problems) == Some(Found::LiveSocket) {
-        checked.notes.push(live_socket_note(&l.socket));
+    if socket::path_problems("listen.socket", &l.socket, &mut problems) == Some(Found::LiveSocket) {
+        checked.notes.push(live_socket_note("listen.socket", &l.socket));
+    }
+    if let Some(resp) = &l.resp_socket {
+        if socket::path_problems("listen.resp_socket", resp, &mut problems) == Some(Found::LiveSocket) {
+            checked.notes.push(live_socket_note("listen.resp_socket", resp));
+        }
     }
     if let Some(group) = l.socket_group.as_deref() {
         checked.socket_gid = socket::resolve_group(group);
@@ -57,9 +62,9 @@ pub fn check(cfg: &Config) -> Result<Checked, PreflightError> {
     }
 }
 
-fn live_socket_note(path: &Path) -> String {
+fn live_socket_note(key: &str, path: &Path) -> String {
     format!(
-        "listen.socket {}: a process is listening there now; `redguard run` refuses to start until it stops",
+        "{key} {}: a process is listening there now; `redguard run` refuses to start until it stops",
         path.display()
     )
 }

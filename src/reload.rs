@@ -73,6 +73,8 @@ pub static KEYS: &[Key] = keys! {
     Restart listen.socket_group;
     Live listen.allowed_uids;
     Live listen.drain_timeout;
+    Restart listen.resp_socket;
+    Restart listen.resp_tcp;
     Restart redis.url;
     Restart redis.mode;
     Restart redis.nodes;
@@ -133,6 +135,7 @@ pub static KEYS: &[Key] = keys! {
     Live ratelimit.local_max_keys;
     Restart reload.watch;
     Live log.level;
+    Live resp.serve_cached_reads;
 };
 
 /// The keys in which `old` and `new` differ.

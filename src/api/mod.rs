@@ -76,6 +76,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The command policy in force (`api.commands`), which the RESP socket applies too.
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     pub fn new(cfg: &Config) -> Settings {
         let commands = &cfg.api.commands;
         let policy = Policy::from_config(&commands.deny, commands.allow.as_deref());

@@ -269,7 +269,7 @@ impl Handler for ApiHandler {
 }
 
 /// The peer's uid if `allowed` is set and does not contain it (or the uid cannot be read).
-fn peer_uid_refused(stream: &UnixStream, allowed: Option<&[u32]>) -> Option<u32> {
+pub(crate) fn peer_uid_refused(stream: &UnixStream, allowed: Option<&[u32]>) -> Option<u32> {
     let allowed = allowed?;
     match stream.peer_cred() {
         Ok(cred) if allowed.contains(&cred.uid()) => None,

@@ -26,10 +26,14 @@ pub enum SocketError {
     #[error("another process is already listening on {0}; refusing to start")]
     InUse(String),
     #[error(
-        "listen.socket {path} is {kind}, not a socket; refusing to replace it (redguard only removes a socket \
+        "{key} {path} is {kind}, not a socket; refusing to replace it (redguard only removes a socket \
          file left by a crashed run)"
     )]
-    NotASocket { path: String, kind: &'static str },
+    NotASocket {
+        key: &'static str,
+        path: String,
+        kind: &'static str,
+    },
     #[error("cannot set up socket {path}: {source}")]
     Io { path: String, source: io::Error },
 }
@@ -77,15 +81,16 @@ pub(crate) fn inspect(path: &Path) -> io::Result<Found> {
 
 /// The problems of the path itself, which need nothing from the file system: empty, a NUL byte, or longer
 /// than the platform's limit ([`MAX_PATH_BYTES`]).
-pub(crate) fn path_form_problems(path: &Path, p: &mut Vec<String>) {
+/// `key` names the setting in the messages (`listen.socket`, `listen.resp_socket`).
+pub(crate) fn path_form_problems(key: &str, path: &Path, p: &mut Vec<String>) {
     let bytes = path.as_os_str().len();
     if bytes == 0 {
-        p.push("listen.socket must not be empty".to_owned());
+        p.push(format!("{key} must not be empty"));
     } else if path.as_os_str().as_encoded_bytes().contains(&0) {
-        p.push("listen.socket must not contain a NUL byte".to_owned());
+        p.push(format!("{key} must not contain a NUL byte"));
     } else if bytes > MAX_PATH_BYTES {
         p.push(format!(
-            "listen.socket {} is {bytes} bytes long; a Unix socket path may have at most {MAX_PATH_BYTES} \
+            "{key} {} is {bytes} bytes long; a Unix socket path may have at most {MAX_PATH_BYTES} \
              (use a shorter directory)",
             path.display()
         ));
@@ -96,9 +101,9 @@ pub(crate) fn path_form_problems(path: &Path, p: &mut Vec<String>) {
 /// directory (it must exist), and what is at the path (nothing, or a stale socket). Returns what was found,
 /// so the caller can mention a live socket (which `run` refuses, but which is expected while the instance
 /// whose config is being checked runs).
-pub(crate) fn path_problems(path: &Path, p: &mut Vec<String>) -> Option<Found> {
+pub(crate) fn path_problems(key: &'static str, path: &Path, p: &mut Vec<String>) -> Option<Found> {
     let before = p.len();
-    path_form_problems(path, p);
+    path_form_problems(key, path, p);
     if p.len() > before {
         return None;
     }
@@ -110,18 +115,14 @@ pub(crate) fn path_problems(path: &Path, p: &mut Vec<String>) -> Option<Found> {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => {
             p.push(format!(
-                "listen.socket {}: {} is not a directory",
+                "{key} {}: {} is not a directory",
                 path.display(),
                 dir.display()
             ));
             return None;
         }
         Err(e) => {
-            p.push(format!(
-                "listen.socket {}: directory {}: {e}",
-                path.display(),
-                dir.display()
-            ));
+            p.push(format!("{key} {}: directory {}: {e}", path.display(), dir.display()));
             return None;
         }
     }
@@ -129,6 +130,7 @@ pub(crate) fn path_problems(path: &Path, p: &mut Vec<String>) -> Option<Found> {
         Ok(Found::Other(kind)) => {
             p.push(
                 SocketError::NotASocket {
+                    key,
                     path: path.display().to_string(),
                     kind,
                 }
@@ -138,7 +140,7 @@ pub(crate) fn path_problems(path: &Path, p: &mut Vec<String>) -> Option<Found> {
         }
         Ok(found) => Some(found),
         Err(e) => {
-            p.push(format!("listen.socket {}: {e}", path.display()));
+            p.push(format!("{key} {}: {e}", path.display()));
             None
         }
     }
@@ -147,7 +149,12 @@ pub(crate) fn path_problems(path: &Path, p: &mut Vec<String>) -> Option<Found> {
 /// Binds the socket at `path`: replaces a stale socket file, refuses a live one and anything that is not a
 /// socket; then sets the file's mode and, if given, its group. Any failure after the bind removes the new file
 /// (through the returned [`SocketFile`], dropped on the error path).
-pub(crate) fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<(UnixListener, SocketFile), SocketError> {
+pub(crate) fn bind(
+    key: &'static str,
+    path: &Path,
+    mode: u32,
+    gid: Option<u32>,
+) -> Result<(UnixListener, SocketFile), SocketError> {
     let shown = || path.display().to_string();
     let io_err = |source| SocketError::Io { path: shown(), source };
     match inspect(path).map_err(io_err)? {
@@ -158,7 +165,13 @@ pub(crate) fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<(UnixList
             Err(e) => return Err(io_err(e)),
         },
         Found::LiveSocket => return Err(SocketError::InUse(shown())),
-        Found::Other(kind) => return Err(SocketError::NotASocket { path: shown(), kind }),
+        Found::Other(kind) => {
+            return Err(SocketError::NotASocket {
+                key,
+                path: shown(),
+                kind,
+            })
+        }
     }
     let listener = UnixListener::bind(path).map_err(io_err)?;
     let file = SocketFile::created(path).map_err(io_err)?;

@@ -6,7 +6,7 @@ use super::*;
 
 fn problems_of(path: &Path) -> (Option<Found>, Vec<String>) {
     let mut p = Vec::new();
-    let found = path_problems(path, &mut p);
+    let found = path_problems("listen.socket", path, &mut p);
     (found, p)
 }
 
@@ -21,9 +21,9 @@ fn a_path_over_the_limit_is_refused_and_one_at_it_is_not() {
     let at = PathBuf::from(format!("/{}", "a".repeat(MAX_PATH_BYTES - 1)));
     let over = PathBuf::from(format!("/{}", "a".repeat(MAX_PATH_BYTES)));
     let mut p = Vec::new();
-    path_form_problems(&at, &mut p);
+    path_form_problems("listen.socket", &at, &mut p);
     assert!(p.is_empty(), "{p:?}");
-    path_form_problems(&over, &mut p);
+    path_form_problems("listen.socket", &over, &mut p);
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].contains(&format!("{} bytes long", MAX_PATH_BYTES + 1)), "{p:?}");
     assert!(p[0].contains(&format!("at most {MAX_PATH_BYTES}")), "{p:?}");
@@ -39,7 +39,7 @@ fn an_empty_path_or_one_with_a_nul_is_refused() {
         ),
     ] {
         let mut p = Vec::new();
-        path_form_problems(&path, &mut p);
+        path_form_problems("listen.socket", &path, &mut p);
         assert!(p.len() == 1 && p[0].contains(expected), "{path:?}: {p:?}");
     }
 }
@@ -97,11 +97,12 @@ async fn bind_refuses_a_regular_file_and_leaves_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, "precious").unwrap();
-    let err = bind(&file, 0o660, None).unwrap_err();
+    let err = bind("listen.socket", &file, 0o660, None).unwrap_err();
     assert!(
         matches!(
             err,
             SocketError::NotASocket {
+                key: "listen.socket",
                 kind: "a regular file",
                 ..
             }
@@ -116,7 +117,7 @@ async fn bind_replaces_a_stale_socket_and_dropping_the_file_removes_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rg.sock");
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-    let (listener, file) = bind(&path, 0o600, None).unwrap();
+    let (listener, file) = bind("listen.socket", &path, 0o600, None).unwrap();
     assert_eq!(inspect(&path).unwrap(), Found::LiveSocket);
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     drop(listener);
@@ -128,7 +129,7 @@ async fn bind_replaces_a_stale_socket_and_dropping_the_file_removes_it() {
 async fn a_socket_that_replaced_ours_is_left_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rg.sock");
-    let (_ours, file) = bind(&path, 0o660, None).unwrap();
+    let (_ours, file) = bind("listen.socket", &path, 0o660, None).unwrap();
     std::fs::remove_file(&path).unwrap();
     let theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
     file.remove();
@@ -152,8 +153,11 @@ async fn the_limit_is_the_platforms_own() {
     let base = dir.path().as_os_str().len() + 1;
     let at = dir.path().join("s".repeat(MAX_PATH_BYTES - base));
     assert_eq!(at.as_os_str().len(), MAX_PATH_BYTES);
-    let (_listener, file) = bind(&at, 0o660, None).expect("a path at the limit binds");
+    let (_listener, file) = bind("listen.socket", &at, 0o660, None).expect("a path at the limit binds");
     file.remove();
     let over = dir.path().join("s".repeat(MAX_PATH_BYTES + 1 - base));
-    assert!(bind(&over, 0o660, None).is_err(), "a path over the limit does not bind");
+    assert!(
+        bind("listen.socket", &over, 0o660, None).is_err(),
+        "a path over the limit does not bind"
+    );
 }

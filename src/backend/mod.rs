@@ -157,7 +157,7 @@ fn slot(value: Value) -> Result<SlotReply, BackendError> {
     }
 }
 
-fn server_error_message(e: &ServerError) -> String {
+pub(crate) fn server_error_message(e: &ServerError) -> String {
     redis_cli_style(e.code(), e.details())
 }
 

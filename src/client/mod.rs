@@ -37,7 +37,7 @@ use crate::op::{Cached, Fallback, Op, SafeDefault};
 
 pub use answer::Pairs;
 pub(crate) use answer::{bulk_bytes, Ttls};
-pub use pipeline::{pipeline_source, Item, SlotAnswer};
+pub use pipeline::{pipeline_source, BatchError, Item, SlotAnswer};
 pub(crate) use raw::forget_named;
 pub use scripts::{Script, ScriptRegistry};
 

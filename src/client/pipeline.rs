@@ -31,9 +31,55 @@ pub enum Item<'a> {
 /// One slot's answer: served, or the application error for that command alone.
 pub type SlotAnswer = Result<Served, String>;
 
+/// Why one command of a batch ([`Resilient::execute_batch`]) was not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    /// Redis answered this command with an error.
+    Redis(String),
+    /// Redis could not be asked (or the circuit is open), and nothing can stand in for this command.
+    Call(CallError),
+}
+
 impl<B: Backend> Resilient<B> {
     /// Runs `items` as one pipeline (see the module docs).
     pub async fn execute_pipeline(&self, items: &[Item<'_>], atomic: bool) -> Result<Vec<SlotAnswer>, CallError> {
+        match self.send(items, atomic).await {
+            Ok(answers) => Ok(answers),
+            // EXECABORT: Redis ran none of it.
+            Err(Unanswered::App(message)) => Err(CallError::Redis(message)),
+            Err(Unanswered::Failed(failure)) => self.pipeline_fallback(items, atomic, failure),
+        }
+    }
+
+    /// Runs `items` as one non-atomic batch, as pipelined commands on the RESP socket: one round trip and one
+    /// breaker call, like [`Resilient::execute_pipeline`], but when Redis cannot be asked each command is
+    /// answered on its own, as it would be alone: a cacheable read from the fallback cache (or its default),
+    /// anything else with the error, its cache entry handled as a failed write alone would be.
+    pub async fn execute_batch(&self, items: &[Item<'_>]) -> Vec<Result<Served, BatchError>> {
+        match self.send(items, false).await {
+            Ok(answers) => answers.into_iter().map(|a| a.map_err(BatchError::Redis)).collect(),
+            Err(Unanswered::App(message)) => items.iter().map(|_| Err(BatchError::Redis(message.clone()))).collect(),
+            Err(Unanswered::Failed(failure)) => items
+                .iter()
+                .map(|item| match item {
+                    Item::Op(op) if op.fallback() == Fallback::Cache => Ok(self.read_fallback(op)),
+                    Item::Op(op) => {
+                        let cached = self.forget_failed_write(op, &failure);
+                        Err(BatchError::Call(failure.clone().into_error(cached)))
+                    }
+                    Item::Raw(args) => {
+                        if failure.reached_redis() {
+                            self.forget_raw(args);
+                        }
+                        Err(BatchError::Call(failure.clone().into_error(false)))
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Sends `items` (with the PTTL probes of the typed reads behind them) and settles each slot's answer.
+    async fn send(&self, items: &[Item<'_>], atomic: bool) -> Result<Vec<SlotAnswer>, Unanswered> {
         let mut pipe = redis::pipe();
         if atomic {
             pipe.atomic();
@@ -47,24 +93,20 @@ impl<B: Backend> Resilient<B> {
             }
         }
         let asked = self.cache.now();
-        match self.guarded(RedisCall::Pipeline, || self.backend.pipeline(&pipe)).await {
-            Ok(mut slots) => {
-                let answered = items.len().min(slots.len());
-                let (replies, probed) = slots.split_at_mut(answered);
-                let mut probed: &[SlotReply] = probed;
-                let mut answers = Vec::with_capacity(items.len());
-                for (item, slot) in items.iter().zip(replies) {
-                    let (ttls, rest) = probed.split_at(self.item_probes(item).len().min(probed.len()));
-                    probed = rest;
-                    let slot = std::mem::replace(slot, Ok(redis::Value::Nil));
-                    answers.push(self.settle(item, slot, Ttls { asked, replies: ttls }));
-                }
-                Ok(answers)
-            }
-            // EXECABORT: Redis ran none of it.
-            Err(Unanswered::App(message)) => Err(CallError::Redis(message)),
-            Err(Unanswered::Failed(failure)) => self.pipeline_fallback(items, atomic, failure),
+        let mut slots = self
+            .guarded(RedisCall::Pipeline, || self.backend.pipeline(&pipe))
+            .await?;
+        let answered = items.len().min(slots.len());
+        let (replies, probed) = slots.split_at_mut(answered);
+        let mut probed: &[SlotReply] = probed;
+        let mut answers = Vec::with_capacity(items.len());
+        for (item, slot) in items.iter().zip(replies) {
+            let (ttls, rest) = probed.split_at(self.item_probes(item).len().min(probed.len()));
+            probed = rest;
+            let slot = std::mem::replace(slot, Ok(redis::Value::Nil));
+            answers.push(self.settle(item, slot, Ttls { asked, replies: ttls }));
         }
+        Ok(answers)
     }
 
     fn item_cmd(&self, item: &Item<'_>) -> redis::Cmd {

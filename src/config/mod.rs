@@ -22,7 +22,15 @@ pub use notify::{NotifyConfig, NotifyOn, Severity, SinkConfig, SinkKind, DEFAULT
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
     (
         "listen",
-        &["socket", "socket_mode", "socket_group", "allowed_uids", "drain_timeout"],
+        &[
+            "socket",
+            "socket_mode",
+            "socket_group",
+            "allowed_uids",
+            "drain_timeout",
+            "resp_socket",
+            "resp_tcp",
+        ],
     ),
     (
         "redis",
@@ -93,6 +101,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("ratelimit", &["on_unavailable", "local_max_keys"]),
     ("reload", &["watch"]),
     ("log", &["level"]),
+    ("resp", &["serve_cached_reads"]),
 ];
 
 /// Keys that only the file can set: lists and nested sections, which one environment variable cannot hold.
@@ -174,6 +183,9 @@ pub struct Config {
     /// What is logged.
     #[serde(deserialize_with = "section")]
     pub log: LogConfig,
+    /// The RESP socket (`listen.resp_socket`): how it answers Redis clients.
+    #[serde(deserialize_with = "section")]
+    pub resp: RespConfig,
 }
 
 const DEFAULT_SOCKET: &str = "./redguard.sock";
@@ -199,6 +211,12 @@ pub struct ListenConfig {
     /// How long in-flight requests may finish after shutdown begins.
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
+    /// Path of a second Unix socket that speaks the Redis protocol (RESP), for unmodified Redis clients; off
+    /// when unset. The same `socket_mode`, `socket_group` and `allowed_uids` apply to it.
+    pub resp_socket: Option<PathBuf>,
+    /// A loopback TCP address for the Redis protocol, for clients that cannot dial a Unix socket; off when
+    /// unset. Only loopback addresses are accepted: it has no peer-uid check.
+    pub resp_tcp: Option<SocketAddr>,
 }
 
 impl Default for ListenConfig {
@@ -209,6 +227,8 @@ impl Default for ListenConfig {
             socket_group: None,
             allowed_uids: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            resp_socket: None,
+            resp_tcp: None,
         }
     }
 }
@@ -764,6 +784,24 @@ impl Default for LogConfig {
     }
 }
 
+/// `resp`: how the RESP socket answers Redis clients.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RespConfig {
+    /// While Redis is unavailable, answer GET, MGET, HGET and HGETALL from the fallback cache (else nil or empty,
+    /// as on the JSON API). Off: those reads get the same error reply as every other command, for callers who
+    /// cannot tell a cached answer from Redis's over RESP and prefer an error.
+    pub serve_cached_reads: bool,
+}
+
+impl Default for RespConfig {
+    fn default() -> Self {
+        Self {
+            serve_cached_reads: true,
+        }
+    }
+}
+
 const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 9190));
 /// Prometheus and the kubelet's probes need a handful; the rest is room for a second scraper.
 const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 32;
@@ -891,6 +929,17 @@ impl Config {
                 "listen.socket_mode must be at most 0777, got {:04o}",
                 l.socket_mode
             ));
+        }
+        if let Some(addr) = l.resp_tcp {
+            if !addr.ip().is_loopback() {
+                p.push(format!(
+                    "listen.resp_tcp must be a loopback address (127.0.0.1 or ::1), got {addr}: the Redis protocol \
+                     socket has no access control of its own"
+                ));
+            }
+        }
+        if l.resp_socket.as_ref().is_some_and(|r| *r == l.socket) {
+            p.push("listen.resp_socket must differ from listen.socket".to_owned());
         }
         r.problems(&mut p);
         for (key, d) in [

@@ -1,0 +1,300 @@
+//! One RESP connection: read what the client sent, answer every complete request in order, write the answers
+//! once per batch, and close on a protocol error, `QUIT`, or shutdown.
+//!
+//! A batch is every complete request one read brought (at most `api.max_pipeline_commands`): the commands for
+//! Redis among them go as one pipeline ([`forward::batch`]), so a client writing 16 commands before reading
+//! costs one round trip, not 16. Local commands and refusals keep their place: the commands queued before one
+//! are sent first, so the answers stay in the client's order.
+//!
+//! Timeouts: an idle connection stays open (as with Redis's default `timeout 0`: pooled clients keep theirs);
+//! a request begun must arrive in full within `api.read_timeout`, or the connection is closed with an error,
+//! so a half-sent frame cannot hold a connection slot forever.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::encode::{Out, Proto};
+use super::local::{self, After};
+use super::parse::{Limits, Reader};
+use super::{forward, Resp};
+use crate::commands::{self, Flags};
+use crate::op::Bytes;
+
+/// How much is read at a time; a request larger than this arrives over several reads.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The state of one client connection that outlives a request.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub id: u64,
+    /// `CLIENT SETNAME` / `HELLO .. SETNAME`.
+    pub name: Option<Vec<u8>>,
+    /// Inside MULTI: the commands queued for EXEC.
+    multi: Option<Transaction>,
+}
+
+#[derive(Debug, Default)]
+struct Transaction {
+    queued: Vec<Vec<Vec<u8>>>,
+    /// A command was refused while queueing: EXEC discards the transaction, as Redis does.
+    refused: bool,
+}
+
+impl Session {
+    /// `RESET`: back to a fresh connection's state.
+    pub(super) fn reset(&mut self, out: &mut Out) {
+        self.name = None;
+        self.multi = None;
+        out.proto = Proto::Resp2;
+    }
+}
+
+pub(super) struct Connection {
+    resp: Arc<Resp>,
+    session: Session,
+    out: Out,
+    reader: Reader,
+}
+
+fn limits(resp: &Resp) -> Limits {
+    let settings = resp.app.settings();
+    Limits {
+        max_arg_bytes: settings.limits.max_value_bytes.max(settings.limits.max_key_bytes),
+        max_request_bytes: settings.max_body_bytes,
+    }
+}
+
+impl Connection {
+    pub(super) fn new(resp: Arc<Resp>) -> Connection {
+        let reader = Reader::new(limits(&resp));
+        Connection {
+            session: Session {
+                id: resp.next_id(),
+                name: None,
+                multi: None,
+            },
+            resp,
+            out: Out::new(),
+            reader,
+        }
+    }
+
+    pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        mut self,
+        mut stream: S,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            let partial = self.reader.in_request(&buf);
+            if !partial && *stop.borrow() {
+                return;
+            }
+            buf.reserve(READ_CHUNK);
+            let read = if partial {
+                let timeout = self.resp.app.read_timeout.get();
+                match tokio::time::timeout(timeout, stream.read_buf(&mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        self.out.error(
+                            "ERR",
+                            "Protocol error: request not completed within api.read_timeout; closing",
+                        );
+                        let _ = stream.write_all(&self.out.buf).await;
+                        return;
+                    }
+                }
+            } else {
+                tokio::select! {
+                    read = stream.read_buf(&mut buf) => read,
+                    // Shutdown while idle: close now; a connection mid-request finishes it first.
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let (consumed, after) = self.answer_batch(&buf).await;
+            buf.advance(consumed);
+            if !self.out.buf.is_empty() {
+                if stream.write_all(&self.out.buf).await.is_err() {
+                    return;
+                }
+                self.out.buf.clear();
+            }
+            if after == After::Close {
+                return;
+            }
+            // Give back a buffer a large request grew, once it is no longer needed.
+            if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+                buf = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+    }
+
+    /// Answers the complete requests at the front of `buf` (up to `api.max_pipeline_commands` of them at a
+    /// time, batch after batch); returns how many bytes they took.
+    async fn answer_batch(&mut self, buf: &[u8]) -> (usize, After) {
+        self.reader.set_limits(limits(&self.resp));
+        let max_batch = self.resp.app.settings().max_pipeline_commands.max(1);
+        let mut consumed = 0;
+        let mut pending: Vec<Vec<Bytes<'_>>> = Vec::new();
+        loop {
+            let request = match self.reader.next(&buf[consumed..]) {
+                Ok(Some(request)) => request,
+                Ok(None) => break,
+                Err(e) => {
+                    self.flush(&mut pending).await;
+                    self.out.error("ERR", &format!("Protocol error: {e}"));
+                    return (consumed, After::Close);
+                }
+            };
+            let start = consumed;
+            consumed += request.len;
+            if request.args.is_empty() {
+                continue;
+            }
+            let args: Vec<Bytes<'_>> = request
+                .args
+                .iter()
+                .map(|r| Bytes::Borrowed(&buf[start + r.start..start + r.end]))
+                .collect();
+            if self.session.multi.is_some() && !ends_transaction(&args) {
+                self.queue(args);
+            } else if let Some(after) = self.transaction_command(&args, &mut pending).await {
+                if after == After::Close {
+                    return (consumed, after);
+                }
+            } else if local::is_local(&args) {
+                self.flush(&mut pending).await;
+                if local::answer(&self.resp, &mut self.session, &args, &mut self.out) == After::Close {
+                    return (consumed, After::Close);
+                }
+            } else if let Err(message) = self.allowed(&args) {
+                self.flush(&mut pending).await;
+                self.out.error("NOPERM", &message);
+            } else {
+                pending.push(args);
+                if pending.len() >= max_batch {
+                    self.flush(&mut pending).await;
+                }
+            }
+        }
+        self.flush(&mut pending).await;
+        (consumed, After::Continue)
+    }
+
+    /// Sends the commands waiting for Redis, and writes their answers.
+    async fn flush(&mut self, pending: &mut Vec<Vec<Bytes<'_>>>) {
+        if !pending.is_empty() {
+            forward::batch(&self.resp, pending, &mut self.out).await;
+            pending.clear();
+        }
+    }
+
+    /// The policy's verdict, with the reason a client can act on.
+    fn allowed(&self, args: &[Bytes<'_>]) -> Result<(), String> {
+        let denied = match self.resp.app.settings().policy().check(args) {
+            Ok(()) => return Ok(()),
+            Err(d) => d.command,
+        };
+        let needs_own_connection = commands::lookup(args)
+            .is_some_and(|row| row.is(Flags::PUSHES) || row.is(Flags::BLOCKING) || row.is(Flags::BLOCK_OPTION));
+        Err(if needs_own_connection {
+            format!(
+                "redguard: {denied} needs a Redis connection of its own (pub/sub, blocking), which the RESP socket \
+                 does not offer yet"
+            )
+        } else if commands::lookup(args).is_some_and(|row| row.is(Flags::CONN_STATE)) {
+            format!("redguard: {denied} would change the state of Redis connections every client shares")
+        } else {
+            format!("redguard: command {denied} is denied by api.commands")
+        })
+    }
+
+    /// MULTI, EXEC, DISCARD, WATCH and UNWATCH (`None` for any other command).
+    async fn transaction_command(&mut self, args: &[Bytes<'_>], pending: &mut Vec<Vec<Bytes<'_>>>) -> Option<After> {
+        let name = args[0].as_ref();
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if !(is(b"MULTI") || is(b"EXEC") || is(b"DISCARD") || is(b"WATCH") || is(b"UNWATCH")) {
+            return None;
+        }
+        self.flush(pending).await;
+        let out = &mut self.out;
+        if args.len() > 1 && !is(b"WATCH") {
+            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+            out.error("ERR", &format!("wrong number of arguments for '{name}' command"));
+            return Some(After::Continue);
+        }
+        let multi = self.session.multi.take();
+        if is(b"MULTI") {
+            if multi.is_some() {
+                out.error("ERR", "MULTI calls can not be nested");
+            } else {
+                out.ok();
+            }
+            self.session.multi = Some(multi.unwrap_or_default());
+        } else if is(b"EXEC") {
+            match multi {
+                None => out.error("ERR", "EXEC without MULTI"),
+                Some(t) if t.refused => out.error("EXECABORT", "Transaction discarded because of previous errors."),
+                Some(t) => forward::exec(&self.resp, &t.queued, out).await,
+            }
+        } else if is(b"DISCARD") {
+            match multi {
+                None => out.error("ERR", "DISCARD without MULTI"),
+                Some(_) => out.ok(),
+            }
+        } else if is(b"WATCH") {
+            if multi.is_some() {
+                out.error("ERR", "WATCH inside MULTI is not allowed");
+            } else {
+                out.error(
+                    "ERR",
+                    "redguard: WATCH is not supported on the RESP socket (Redis connections are shared by every \
+                     client); use MULTI/EXEC without WATCH, or a Lua script (EVAL) for check-and-set",
+                );
+            }
+            self.session.multi = multi;
+        } else {
+            // UNWATCH: nothing is ever watched.
+            self.session.multi = multi;
+            out.ok();
+        }
+        Some(After::Continue)
+    }
+
+    /// Inside MULTI: a command is judged now and queued for EXEC.
+    fn queue(&mut self, args: Vec<Bytes<'_>>) {
+        let verdict = if local::is_local(&args) {
+            Err("redguard: connection commands cannot be part of a transaction".to_owned())
+        } else {
+            self.allowed(&args)
+        };
+        let Some(t) = self.session.multi.as_mut() else {
+            return;
+        };
+        match verdict {
+            Ok(()) => {
+                t.queued.push(args.iter().map(|a| a.to_vec()).collect());
+                self.out.simple("QUEUED");
+            }
+            Err(message) => {
+                t.refused = true;
+                self.out.error("NOPERM", &message);
+            }
+        }
+    }
+}
+
+/// Inside MULTI, the commands that act on the transaction rather than join it.
+fn ends_transaction(args: &[Bytes<'_>]) -> bool {
+    let name = args[0].as_ref();
+    [b"EXEC".as_slice(), b"DISCARD", b"MULTI", b"WATCH", b"QUIT", b"RESET"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+}

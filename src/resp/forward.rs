@@ -1,0 +1,316 @@
+//! Commands sent on to Redis: through the resilient client, so the breaker, the fallback cache and the metrics
+//! treat them as they treat the JSON API's.
+//!
+//! The cacheable reads the command table marks (GET, MGET, HGET, HGETALL) go as typed ops: Redis's answer
+//! fills the cache, and while Redis is away the cache (or the same default as on the JSON API: nil, an empty
+//! map) answers, unless `resp.serve_cached_reads` is off. Everything else goes as the raw command, with no
+//! stand-in: when Redis cannot be asked it gets an error reply whose first word says why, so a client can
+//! tell redguard's refusals from Redis's own errors (which pass through unchanged):
+//!
+//! - `CIRCUITOPEN`: the breaker is open, Redis was not called; the text gives the retry-after;
+//! - `UNAVAILABLE`: Redis failed on this call (refused, dropped, down);
+//! - `TIMEOUT`: Redis did not answer within `redis.command_timeout` (the command may have run).
+//!
+//! A write that did not reach Redis is never answered OK.
+
+use redis::Value;
+
+use super::encode::Out;
+use super::Resp;
+use crate::client::{BatchError, CallError, Item, Reply, Served};
+use crate::commands::{self, Cached};
+use crate::op::{Bytes, Op};
+
+/// The first word of the reply when the circuit is open.
+pub(super) const CIRCUIT_OPEN: &str = "CIRCUITOPEN";
+/// The first word of the reply when Redis failed on the call.
+pub(super) const UNAVAILABLE: &str = "UNAVAILABLE";
+/// The first word of the reply when Redis did not answer in time.
+pub(super) const TIMEOUT: &str = "TIMEOUT";
+
+/// Runs `cmds` (each its arguments, the name first, already allowed by the policy) and writes one reply per
+/// command, in order. Several commands are one round trip, except in cluster mode, where each goes alone to
+/// its shard.
+pub(super) async fn batch(resp: &Resp, cmds: &[Vec<Bytes<'_>>], out: &mut Out) {
+    let cached_reads = **resp.serve_cached_reads.load();
+    if cmds.len() == 1 || resp.cluster {
+        for cmd in cmds {
+            one(resp, cmd, cached_reads, out).await;
+        }
+        return;
+    }
+    let items: Vec<Item<'_>> = cmds
+        .iter()
+        .map(|cmd| match cached_reads.then(|| as_typed_read(cmd)).flatten() {
+            Some(op) => Item::Op(op),
+            None => Item::Raw(cmd.clone()),
+        })
+        .collect();
+    let answers = resp.client.execute_batch(&items).await;
+    for (item, answer) in items.iter().zip(&answers) {
+        match (item, answer) {
+            (Item::Op(op), Ok(served)) => served_reply(out, op, served),
+            (_, Ok(Served { reply, .. })) => reply_value(out, reply),
+            (_, Err(BatchError::Redis(message))) => out.redis_error(message),
+            (_, Err(BatchError::Call(e))) => call_error(out, e),
+        }
+    }
+}
+
+/// One command on its own.
+async fn one(resp: &Resp, cmd: &[Bytes<'_>], cached_reads: bool, out: &mut Out) {
+    if let Some(op) = cached_reads.then(|| as_typed_read(cmd)).flatten() {
+        let on_unavailable = resp.app.settings().on_unavailable;
+        match resp.client.execute(&op, on_unavailable).await {
+            Ok(served) => served_reply(out, &op, &served),
+            Err(e) => call_error(out, &e),
+        }
+        return;
+    }
+    match resp.client.execute_raw(cmd).await {
+        Ok(value) => out.value(&value),
+        Err(e) => call_error(out, &e),
+    }
+}
+
+/// Runs a transaction's queued commands in MULTI/EXEC: EXEC's reply is one answer per command, or one error
+/// for all (Redis refused the transaction, or could not be asked: then nothing is reported as done).
+pub(super) async fn exec(resp: &Resp, queued: &[Vec<Vec<u8>>], out: &mut Out) {
+    if queued.is_empty() {
+        out.array(0);
+        return;
+    }
+    let items: Vec<Item<'_>> = queued
+        .iter()
+        .map(|cmd| {
+            let args: Vec<Bytes<'_>> = cmd.iter().map(|a| Bytes::Borrowed(a.as_slice())).collect();
+            match as_typed_read(&args) {
+                Some(op) => Item::Op(op),
+                None => Item::Raw(args),
+            }
+        })
+        .collect();
+    match resp.client.execute_pipeline(&items, true).await {
+        Ok(answers) => {
+            out.array(answers.len());
+            for (item, answer) in items.iter().zip(&answers) {
+                match (item, answer) {
+                    (Item::Op(op), Ok(served)) => served_reply(out, op, served),
+                    (_, Ok(served)) => reply_value(out, &served.reply),
+                    (_, Err(message)) => out.redis_error(message),
+                }
+            }
+        }
+        Err(e) => call_error(out, &e),
+    }
+}
+
+/// The typed op for a cacheable read with the arguments its op takes; `None` for anything else (sent raw).
+fn as_typed_read<'a>(cmd: &[Bytes<'a>]) -> Option<Op<'a>> {
+    let row = commands::lookup(cmd)?;
+    let key = || cmd[1].clone();
+    match (row.cached?, cmd.len()) {
+        (Cached::String, 2) => Some(Op::Get { key: key() }),
+        (Cached::HashField, 3) => Some(Op::HGet {
+            key: key(),
+            field: cmd[2].clone(),
+        }),
+        (Cached::Hash, 2) => Some(Op::HGetAll { key: key() }),
+        (Cached::Strings, n) if n >= 2 => Some(Op::MGet {
+            keys: cmd[1..].to_vec(),
+        }),
+        _ => None,
+    }
+}
+
+/// A typed read's answer, in the shape Redis would have given it; a default stands in as Redis's empty answer.
+fn served_reply(out: &mut Out, op: &Op<'_>, served: &Served) {
+    match (&served.reply, op) {
+        (Reply::Nil, Op::HGetAll { .. }) => out.map(0),
+        (Reply::Nil, Op::MGet { keys }) => {
+            out.array(keys.len());
+            keys.iter().for_each(|_| out.nil());
+        }
+        (reply, _) => reply_value(out, reply),
+    }
+}
+
+fn reply_value(out: &mut Out, reply: &Reply) {
+    match reply {
+        Reply::Nil => out.nil(),
+        Reply::Bool(b) => out.int(i64::from(*b)),
+        Reply::Int(n) => out.int(*n),
+        Reply::Float(f) => out.value(&Value::Double(*f)),
+        Reply::Bytes(b) => out.bulk(b),
+        Reply::Hash(pairs) => {
+            out.map(pairs.len());
+            for (k, v) in pairs {
+                out.bulk(k);
+                out.bulk(v);
+            }
+        }
+        Reply::Members(members) => {
+            out.array(members.len());
+            members.iter().for_each(|m| out.bulk(m));
+        }
+        Reply::Scored(pairs) => {
+            out.array(2 * pairs.len());
+            for (m, score) in pairs {
+                out.bulk(m);
+                out.value(&Value::Double(*score));
+            }
+        }
+        Reply::Values(values) => {
+            out.array(values.len());
+            for v in values {
+                match v {
+                    Some(b) => out.bulk(b),
+                    None => out.nil(),
+                }
+            }
+        }
+        Reply::Sourced(values) => {
+            out.array(values.len());
+            for (v, _) in values {
+                match v {
+                    Some(b) => out.bulk(b),
+                    None => out.nil(),
+                }
+            }
+        }
+        Reply::Time { seconds, microseconds } => {
+            out.array(2);
+            out.bulk(itoa::Buffer::new().format(*seconds).as_bytes());
+            out.bulk(itoa::Buffer::new().format(*microseconds).as_bytes());
+        }
+        Reply::Raw(v) => out.value(v),
+    }
+}
+
+/// The error reply for a call nothing could answer (see the module docs for the first words).
+pub(super) fn call_error(out: &mut Out, e: &CallError) {
+    let kept = |cached: bool| {
+        if cached {
+            "; the written value is kept in this pod's fallback cache only, not in Redis"
+        } else {
+            ""
+        }
+    };
+    match e {
+        CallError::CircuitOpen {
+            retry_after: Some(wait),
+            cached,
+        } => out.error(
+            CIRCUIT_OPEN,
+            &format!(
+                "redguard: circuit open, Redis not called; retry after {:.3}s{}",
+                wait.as_secs_f64(),
+                kept(*cached)
+            ),
+        ),
+        CallError::CircuitOpen {
+            retry_after: None,
+            cached,
+        } => out.error(
+            CIRCUIT_OPEN,
+            &format!(
+                "redguard: circuit forced open by an operator, Redis not called{}",
+                kept(*cached)
+            ),
+        ),
+        CallError::Unavailable { message, cached } => out.error(
+            UNAVAILABLE,
+            &format!("redguard: Redis unavailable: {message}{}", kept(*cached)),
+        ),
+        CallError::Timeout { cached } => out.error(
+            TIMEOUT,
+            &format!(
+                "redguard: Redis did not answer within redis.command_timeout; the command may or may not have \
+                 run{}",
+                kept(*cached)
+            ),
+        ),
+        CallError::Redis(message) => out.redis_error(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn args(line: &str) -> Vec<Bytes<'_>> {
+        line.split(' ').map(|w| Cow::Borrowed(w.as_bytes())).collect()
+    }
+
+    #[test]
+    fn the_cacheable_reads_become_typed_ops_with_their_exact_arguments() {
+        assert!(matches!(as_typed_read(&args("get k")), Some(Op::Get { key }) if key == b"k".as_slice()));
+        assert!(matches!(as_typed_read(&args("HGET h f")), Some(Op::HGet { .. })));
+        assert!(matches!(as_typed_read(&args("HGETALL h")), Some(Op::HGetAll { .. })));
+        assert!(matches!(as_typed_read(&args("MGET a b c")), Some(Op::MGet { keys }) if keys.len() == 3));
+        // Wrong arity goes raw, so Redis gives its own error.
+        assert_eq!(as_typed_read(&args("GET a b")), None);
+        assert_eq!(as_typed_read(&args("MGET")), None);
+        assert_eq!(as_typed_read(&args("HGET h")), None);
+        assert_eq!(as_typed_read(&args("SET k v")), None);
+        assert_eq!(as_typed_read(&args("GETDEL k")), None);
+    }
+
+    #[test]
+    fn failures_start_with_a_word_that_says_what_happened() {
+        let text = |e: CallError| {
+            let mut out = Out::new();
+            call_error(&mut out, &e);
+            String::from_utf8(out.buf).unwrap()
+        };
+        let open = text(CallError::CircuitOpen {
+            retry_after: Some(Duration::from_millis(1500)),
+            cached: false,
+        });
+        assert_eq!(
+            open,
+            "-CIRCUITOPEN redguard: circuit open, Redis not called; retry after 1.500s\r\n"
+        );
+        assert!(text(CallError::CircuitOpen {
+            retry_after: None,
+            cached: false
+        })
+        .starts_with("-CIRCUITOPEN redguard: circuit forced open"));
+        let down = text(CallError::Unavailable {
+            message: "Connection refused".into(),
+            cached: true,
+        });
+        assert!(down.starts_with("-UNAVAILABLE redguard: Redis unavailable: Connection refused; the written"));
+        assert!(text(CallError::Timeout { cached: false }).starts_with("-TIMEOUT redguard: "));
+        assert_eq!(text(CallError::Redis("WRONGTYPE bad".into())), "-WRONGTYPE bad\r\n");
+    }
+
+    #[test]
+    fn a_default_stands_in_as_redis_s_empty_answer() {
+        let served = Served {
+            reply: Reply::Nil,
+            source: crate::client::Source::Default,
+            cached: false,
+        };
+        let mut out = Out::new();
+        served_reply(
+            &mut out,
+            &Op::HGetAll {
+                key: Cow::Borrowed(b"h"),
+            },
+            &served,
+        );
+        served_reply(&mut out, &Op::MGet { keys: args("a b") }, &served);
+        served_reply(
+            &mut out,
+            &Op::Get {
+                key: Cow::Borrowed(b"k"),
+            },
+            &served,
+        );
+        assert_eq!(out.buf, b"*0\r\n*2\r\n$-1\r\n$-1\r\n$-1\r\n");
+    }
+}
