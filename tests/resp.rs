@@ -1,0 +1,451 @@
+//! The RESP socket with the real binary, a real redis-server and Redis's own tools (`redis-cli`,
+//! `redis-benchmark`): the handshake clients send, pipelining as one round trip, MULTI/EXEC, the policy, an
+//! outage (cached reads, refused writes, the same connection working again after), and malformed input.
+//! Replies are read with `redis-protocol`'s decoder, which this project did not write.
+//! Library clients (redis-py, ioredis) are in `tests/resp_clients.rs`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{calls, metric_value, wait_for, Redguard, RedisServer};
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame as F;
+
+/// Short timings, so an outage and its recovery happen within a test.
+const CONFIG: &str = "\
+redis:
+  command_timeout: 200ms
+breaker:
+  failure_threshold: 2
+  recovery_timeout: 300ms
+  recovery_jitter: 0
+  recovery_timeout_max: 1s
+api:
+  read_timeout: 1s
+";
+
+/// redguard with its RESP socket in its own temp dir.
+struct Rig {
+    rg: Redguard,
+    redis: RedisServer,
+    resp: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn rig_with(yaml: &str) -> Rig {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let resp = dir.path().join("redis.sock");
+    let rg = Redguard::start_with_env(
+        &redis.url(),
+        yaml,
+        &[("REDGUARD_LISTEN_RESP_SOCKET", resp.to_str().unwrap())],
+    );
+    // Both sockets are bound before redguard serves either; the JSON one (which `start` waits for) first.
+    wait_for("the RESP socket", Duration::from_secs(10), || {
+        UnixStream::connect(&resp).ok()
+    });
+    Rig {
+        rg,
+        redis,
+        resp,
+        _dir: dir,
+    }
+}
+
+fn rig() -> Rig {
+    rig_with(CONFIG)
+}
+
+/// A RESP connection that writes raw bytes and reads whole frames.
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(path: &Path) -> Conn {
+        let stream = UnixStream::connect(path).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next reply frame (panics after 10 s without one).
+    fn read(&mut self) -> F {
+        loop {
+            if let Some((frame, used)) = decode(&self.buf).unwrap() {
+                self.buf.drain(..used);
+                return frame;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).expect("a reply within 10 s");
+            assert!(
+                n > 0,
+                "the connection closed; read so far: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn call(&mut self, args: &[&str]) -> F {
+        self.send(&command(args));
+        self.read()
+    }
+
+    /// Whether the server closed the connection (a read returns 0) within `within`.
+    fn closed_within(&mut self, within: Duration) -> bool {
+        self.stream.set_read_timeout(Some(within)).unwrap();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+fn command(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+fn bulk(s: &str) -> F {
+    F::BulkString(s.as_bytes().to_vec())
+}
+
+fn simple(s: &str) -> F {
+    F::SimpleString(s.as_bytes().to_vec())
+}
+
+fn error_text(f: &F) -> String {
+    match f {
+        F::Error(e) => e.to_string(),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_handshake_clients_send_is_answered_by_redguard() {
+    let rig = rig();
+    let mut c = Conn::open(&rig.resp);
+    assert_eq!(c.call(&["PING"]), simple("PONG"));
+    assert_eq!(c.call(&["AUTH", "any", "thing"]), simple("OK"));
+    assert_eq!(c.call(&["CLIENT", "SETNAME", "worker-1"]), simple("OK"));
+    assert_eq!(c.call(&["CLIENT", "GETNAME"]), bulk("worker-1"));
+    assert_eq!(c.call(&["CLIENT", "SETINFO", "LIB-NAME", "x"]), simple("OK"));
+    assert!(matches!(c.call(&["CLIENT", "ID"]), F::Integer(id) if id > 0));
+    assert_eq!(c.call(&["SELECT", "0"]), simple("OK"));
+    assert!(error_text(&c.call(&["SELECT", "3"])).starts_with("ERR redguard serves database 0 only"));
+    assert_eq!(c.call(&["ECHO", "hi"]), bulk("hi"));
+    let F::BulkString(info) = c.call(&["INFO"]) else {
+        panic!("INFO is a bulk string")
+    };
+    let info = String::from_utf8(info).unwrap();
+    assert!(
+        info.contains("redis_version:7.") && info.contains("loading:0"),
+        "{info}"
+    );
+    assert!(matches!(c.call(&["COMMAND", "COUNT"]), F::Integer(n) if n > 200));
+    // HELLO 3 switches the connection to RESP3: a map, then RESP3's null.
+    c.send(&command(&["HELLO", "3", "SETNAME", "w2"]));
+    c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut raw = [0u8; 512];
+    let n = c.stream.read(&mut raw).unwrap();
+    let hello = String::from_utf8_lossy(&raw[..n]).into_owned();
+    assert!(hello.starts_with("%7\r\n") && hello.contains(":3\r\n"), "{hello:?}");
+    c.send(&command(&["GET", "never-set"]));
+    let n = c.stream.read(&mut raw).unwrap();
+    assert_eq!(&raw[..n], b"_\r\n");
+    // None of it reached Redis but the GET.
+    let processed = rig.redis.commands_processed();
+    let mut c = Conn::open(&rig.resp);
+    for _ in 0..5 {
+        assert_eq!(c.call(&["PING"]), simple("PONG"));
+    }
+    assert_eq!(
+        rig.redis.commands_processed(),
+        processed + 1,
+        "only the INFO that counts"
+    );
+}
+
+#[test]
+fn sixteen_pipelined_commands_get_sixteen_answers_in_order_in_one_round_trip() {
+    let rig = rig();
+    let mut c = Conn::open(&rig.resp);
+    assert_eq!(c.call(&["SET", "warm", "up"]), simple("OK"));
+    let before = calls(&rig.rg.metrics(), "success");
+    let mut batch = Vec::new();
+    for i in 0..8 {
+        batch.extend(command(&["SET", &format!("k{i}"), &format!("v{i}")]));
+        batch.extend(command(&["GET", &format!("k{i}")]));
+    }
+    c.send(&batch);
+    for i in 0..8 {
+        assert_eq!(c.read(), simple("OK"));
+        assert_eq!(c.read(), bulk(&format!("v{i}")));
+    }
+    assert_eq!(
+        calls(&rig.rg.metrics(), "success") - before,
+        1.0,
+        "16 commands, one call to Redis"
+    );
+}
+
+#[test]
+fn transactions_queue_per_connection_and_run_atomically_at_exec() {
+    let rig = rig();
+    let mut c = Conn::open(&rig.resp);
+    let mut other = Conn::open(&rig.resp);
+    assert_eq!(c.call(&["MULTI"]), simple("OK"));
+    assert_eq!(c.call(&["SET", "t", "1"]), simple("QUEUED"));
+    assert_eq!(c.call(&["INCR", "t"]), simple("QUEUED"));
+    // Another client is not pulled into the transaction, and nothing ran yet.
+    assert_eq!(other.call(&["GET", "t"]), F::Null);
+    assert_eq!(c.call(&["EXEC"]), F::Array(vec![simple("OK"), F::Integer(2)]));
+    assert_eq!(other.call(&["GET", "t"]), bulk("2"));
+    // A refused command discards the transaction, as Redis does with one it rejects while queueing.
+    assert_eq!(c.call(&["MULTI"]), simple("OK"));
+    assert!(error_text(&c.call(&["FLUSHALL"])).starts_with("NOPERM"));
+    assert_eq!(c.call(&["SET", "t", "3"]), simple("QUEUED"));
+    assert!(error_text(&c.call(&["EXEC"])).starts_with("EXECABORT"));
+    assert_eq!(other.call(&["GET", "t"]), bulk("2"));
+    assert_eq!(c.call(&["MULTI"]), simple("OK"));
+    assert_eq!(c.call(&["DISCARD"]), simple("OK"));
+    assert!(error_text(&c.call(&["EXEC"])).contains("EXEC without MULTI"));
+    assert!(error_text(&c.call(&["WATCH", "t"])).contains("WATCH is not supported"));
+}
+
+#[test]
+fn the_policy_judges_every_command_and_says_why() {
+    let rig = rig();
+    let mut c = Conn::open(&rig.resp);
+    let flush = error_text(&c.call(&["FLUSHALL"]));
+    assert!(
+        flush.starts_with("NOPERM redguard: command FLUSHALL is denied by api.commands"),
+        "{flush}"
+    );
+    let sub = error_text(&c.call(&["SUBSCRIBE", "ch"]));
+    assert!(
+        sub.starts_with("NOPERM") && sub.contains("connection of its own"),
+        "{sub}"
+    );
+    assert!(error_text(&c.call(&["BLPOP", "l", "0"])).contains("connection of its own"));
+    // The connection is still usable, and a Redis error passes through unchanged.
+    assert_eq!(c.call(&["SET", "s", "v"]), simple("OK"));
+    assert!(error_text(&c.call(&["LPUSH", "s", "x"])).starts_with("WRONGTYPE Operation against a key"));
+}
+
+#[test]
+fn an_outage_serves_cached_reads_refuses_writes_and_the_same_connection_recovers() {
+    let mut rig = rig();
+    let mut c = Conn::open(&rig.resp);
+    assert_eq!(c.call(&["SET", "user:1", "ada"]), simple("OK"));
+    assert_eq!(c.call(&["GET", "user:1"]), bulk("ada"), "fills the cache");
+    assert_eq!(c.call(&["HSET", "h", "f", "1"]), F::Integer(1));
+    assert_eq!(c.call(&["HGETALL", "h"]), F::Array(vec![bulk("f"), bulk("1")]));
+    rig.redis.kill();
+    // Until the circuit opens, a write fails with Redis's unavailability; then with the open circuit.
+    let opened = wait_for("the circuit to open", Duration::from_secs(10), || {
+        let e = error_text(&c.call(&["SET", "user:2", "bob"]));
+        assert!(
+            e.starts_with("UNAVAILABLE ") || e.starts_with("CIRCUITOPEN ") || e.starts_with("TIMEOUT "),
+            "{e}"
+        );
+        e.starts_with("CIRCUITOPEN ").then_some(e)
+    });
+    assert!(opened.contains("retry after"), "{opened}");
+    assert_eq!(rig.rg.breaker_state(), "open");
+    // Reads the cache holds are answered from it; others get Redis's empty answers.
+    assert_eq!(c.call(&["GET", "user:1"]), bulk("ada"));
+    assert_eq!(c.call(&["HGETALL", "h"]), F::Array(vec![bulk("f"), bulk("1")]));
+    assert_eq!(c.call(&["GET", "user:2"]), F::Null, "never written: not in the cache");
+    assert_eq!(
+        c.call(&["MGET", "user:1", "nope"]),
+        F::Array(vec![bulk("ada"), F::Null])
+    );
+    // Pipelined, each command is answered as it would be alone.
+    let mut batch = command(&["GET", "user:1"]);
+    batch.extend(command(&["INCR", "n"]));
+    c.send(&batch);
+    assert_eq!(c.read(), bulk("ada"));
+    assert!(error_text(&c.read()).starts_with("CIRCUITOPEN "));
+    rig.redis.restart();
+    wait_for("the circuit to close", Duration::from_secs(15), || {
+        (rig.rg.breaker_state() == "closed").then_some(())
+    });
+    // The same connection, not a new one.
+    assert_eq!(c.call(&["SET", "user:2", "bob"]), simple("OK"));
+    assert_eq!(c.call(&["GET", "user:2"]), bulk("bob"));
+}
+
+#[test]
+fn with_cached_reads_off_a_read_gets_the_error_too() {
+    let yaml = format!("{CONFIG}resp:\n  serve_cached_reads: false\n");
+    let mut rig = rig_with(&yaml);
+    let mut c = Conn::open(&rig.resp);
+    assert_eq!(c.call(&["SET", "k", "v"]), simple("OK"));
+    assert_eq!(c.call(&["GET", "k"]), bulk("v"));
+    rig.redis.kill();
+    let e = wait_for("the circuit to open", Duration::from_secs(10), || {
+        let e = error_text(&c.call(&["GET", "k"]));
+        e.starts_with("CIRCUITOPEN ").then_some(e)
+    });
+    assert!(e.contains("circuit open"), "{e}");
+}
+
+#[test]
+fn malformed_input_is_answered_then_closed() {
+    let rig = rig();
+    for (input, expected) in [
+        (b"*1\r\n$-5\r\n".as_slice(), "ERR Protocol error: invalid bulk length"),
+        (
+            b"*9223372036854775807\r\n",
+            "ERR Protocol error: request exceeds api.max_body_bytes",
+        ),
+        (
+            b"*1\r\n$9223372036854775807\r\n",
+            "ERR Protocol error: bulk of 9223372036854775807 bytes exceeds",
+        ),
+        (b"*2\r\n*1\r\n", "ERR Protocol error: expected '$', got '*'"),
+        (
+            b"*1\r\n$1\r\nab\r\n",
+            "ERR Protocol error: bulk string not terminated by CRLF",
+        ),
+    ] {
+        let mut c = Conn::open(&rig.resp);
+        c.send(input);
+        let e = error_text(&c.read());
+        assert!(e.starts_with(expected), "{input:?}: {e}");
+        assert!(
+            c.closed_within(Duration::from_secs(5)),
+            "{input:?}: closed after the error"
+        );
+    }
+    // An inline line past 64 KiB without its end.
+    let mut c = Conn::open(&rig.resp);
+    c.send(&vec![b'a'; 70 * 1024]);
+    assert_eq!(error_text(&c.read()), "ERR Protocol error: too big inline request");
+    // A frame half sent, then silence: dropped after api.read_timeout (1 s), the slot given back.
+    let mut c = Conn::open(&rig.resp);
+    c.send(b"*2\r\n$3\r\nGET\r\n$10\r\nabc");
+    let started = Instant::now();
+    let e = error_text(&c.read());
+    assert!(e.contains("not completed within api.read_timeout"), "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(c.closed_within(Duration::from_secs(5)));
+    // The process is fine.
+    assert_eq!(Conn::open(&rig.resp).call(&["PING"]), simple("PONG"));
+}
+
+/// Runs a redis-cli command line against the RESP socket with `input` on stdin; its stdout.
+fn redis_cli(socket: &Path, args: &[&str], input: &str) -> String {
+    let mut child = Command::new("redis-cli")
+        .arg("-s")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-cli is installed (scripts/install-test-deps.sh)");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn redis_cli_runs_a_scripted_session_with_a_pipeline_and_a_transaction() {
+    let rig = rig();
+    let session = redis_cli(
+        &rig.resp,
+        &[],
+        "SET greeting hello\nGET greeting\nMULTI\nINCR visits\nINCR visits\nEXEC\nHSET h a 1\nHGETALL h\n",
+    );
+    assert_eq!(session, "OK\nhello\nOK\nQUEUED\nQUEUED\n1\n2\n1\na\n1\n");
+    // --pipe writes everything before reading and counts the replies and errors.
+    let mut proto = String::new();
+    for i in 0..100 {
+        proto.push_str(&String::from_utf8(command(&["SET", &format!("p{i}"), "x"])).unwrap());
+    }
+    let piped = redis_cli(&rig.resp, &["--pipe"], &proto);
+    assert!(piped.contains("errors: 0, replies: 100"), "{piped}");
+    assert_eq!(rig.redis.must(&["GET", "p99"]), "x");
+}
+
+#[test]
+fn redis_benchmark_pipelined_gets_no_errors() {
+    let rig = rig();
+    let out = Command::new("redis-benchmark")
+        .arg("-s")
+        .arg(&rig.resp)
+        .args([
+            "-t",
+            "set,get,lpush,incr,mset",
+            "-n",
+            "2000",
+            "-c",
+            "4",
+            "-P",
+            "16",
+            "--csv",
+        ])
+        .output()
+        .expect("redis-benchmark is installed (scripts/install-test-deps.sh)");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("ERR") && !stdout.contains("ERR"), "{stdout}\n{stderr}");
+    for test in ["SET", "GET", "LPUSH", "INCR", "MSET"] {
+        assert!(
+            stdout.contains(&format!("\"{test}")),
+            "a result line for {test}: {stdout}"
+        );
+    }
+    let metrics = rig.rg.metrics();
+    assert_eq!(calls(&metrics, "failure"), 0.0);
+    assert!(metric_value(&metrics, "redguard_calls_total{result=\"success\"}") > 0.0);
+}
+
+#[test]
+fn a_peer_not_in_allowed_uids_is_refused_with_an_error_reply() {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let rig = rig_with(&format!("{CONFIG}listen:\n  allowed_uids: [{}]\n", uid + 1));
+    let mut c = Conn::open(&rig.resp);
+    c.send(&command(&["PING"]));
+    let e = error_text(&c.read());
+    assert!(
+        e.starts_with(&format!(
+            "NOPERM redguard: peer uid {uid} is not in listen.allowed_uids"
+        )),
+        "{e}"
+    );
+    assert!(c.closed_within(Duration::from_secs(5)));
+}
