@@ -33,7 +33,9 @@ fn drive(program: &str, args: &[&str]) {
         CONFIG,
         &[("REDGUARD_LISTEN_RESP_SOCKET", resp.to_str().unwrap())],
     );
-    wait_for("the RESP socket", Duration::from_secs(10), || UnixStream::connect(&resp).ok());
+    wait_for("the RESP socket", Duration::from_secs(10), || {
+        UnixStream::connect(&resp).ok()
+    });
     let mut child = Command::new(program)
         .args(args)
         .arg(&resp)
