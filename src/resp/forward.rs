@@ -15,8 +15,8 @@
 
 use redis::Value;
 
-use super::encode::Out;
-use super::Resp;
+use super::encode::{Out, Proto};
+use super::{resp3, Resp};
 use crate::client::{BatchError, CallError, Item, Reply, Served};
 use crate::commands::{self, Cached};
 use crate::op::{Bytes, Op};
@@ -47,12 +47,18 @@ pub(super) async fn batch(resp: &Resp, cmds: &[Vec<Bytes<'_>>], out: &mut Out) {
         })
         .collect();
     let answers = resp.client.execute_batch(&items).await;
-    for (item, answer) in items.iter().zip(&answers) {
+    for (item, answer) in items.into_iter().zip(answers) {
         match (item, answer) {
-            (Item::Op(op), Ok(served)) => served_reply(out, op, served),
-            (_, Ok(Served { reply, .. })) => reply_value(out, reply),
-            (_, Err(BatchError::Redis(message))) => out.redis_error(message),
-            (_, Err(BatchError::Call(e))) => call_error(out, e),
+            (Item::Op(op), Ok(served)) => served_reply(out, &op, &served),
+            (
+                Item::Raw(args),
+                Ok(Served {
+                    reply: Reply::Raw(v), ..
+                }),
+            ) => raw_reply(out, &args, v),
+            (_, Ok(Served { reply, .. })) => reply_value(out, &reply),
+            (_, Err(BatchError::Redis(message))) => out.redis_error(&message),
+            (_, Err(BatchError::Call(e))) => call_error(out, &e),
         }
     }
 }
@@ -68,8 +74,16 @@ async fn one(resp: &Resp, cmd: &[Bytes<'_>], cached_reads: bool, out: &mut Out) 
         return;
     }
     match resp.client.execute_raw(cmd).await {
-        Ok(value) => out.value(&value),
+        Ok(value) => raw_reply(out, cmd, value),
         Err(e) => call_error(out, &e),
+    }
+}
+
+/// Redis's reply to a raw command, reshaped for a RESP3 connection ([`resp3::reshape`]).
+fn raw_reply(out: &mut Out, args: &[Bytes<'_>], value: Value) {
+    match out.proto {
+        Proto::Resp2 => out.value(&value),
+        Proto::Resp3 => out.value(&resp3::reshape(args, value)),
     }
 }
 
@@ -93,11 +107,17 @@ pub(super) async fn exec(resp: &Resp, queued: &[Vec<Vec<u8>>], out: &mut Out) {
     match resp.client.execute_pipeline(&items, true).await {
         Ok(answers) => {
             out.array(answers.len());
-            for (item, answer) in items.iter().zip(&answers) {
+            for (item, answer) in items.into_iter().zip(answers) {
                 match (item, answer) {
-                    (Item::Op(op), Ok(served)) => served_reply(out, op, served),
+                    (Item::Op(op), Ok(served)) => served_reply(out, &op, &served),
+                    (
+                        Item::Raw(args),
+                        Ok(Served {
+                            reply: Reply::Raw(v), ..
+                        }),
+                    ) => raw_reply(out, &args, v),
                     (_, Ok(served)) => reply_value(out, &served.reply),
-                    (_, Err(message)) => out.redis_error(message),
+                    (_, Err(message)) => out.redis_error(&message),
                 }
             }
         }
