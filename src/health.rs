@@ -182,3 +182,49 @@ pub(crate) fn circuit_breaker<B: Backend>(client: &Resilient<B>) -> CircuitBreak
         nodes: client.nodes(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::breaker::WindowFigures;
+
+    fn snapshot(state: State, forced: Option<State>, mode: Mode) -> Snapshot {
+        Snapshot {
+            state,
+            consecutive_failures: 0,
+            entered_at: Instant::now(),
+            until_half_open: None,
+            forced,
+            mode,
+            window: WindowFigures::default(),
+        }
+    }
+
+    #[test]
+    fn only_a_measured_open_or_half_open_in_enforce_mode_is_an_outage() {
+        use Mode::{Enforce, Observe};
+        use State::{Closed, HalfOpen, Open};
+        let cases = [
+            (Closed, None, Enforce, Status::Ok, false),
+            (Open, None, Enforce, Status::Outage, true),
+            (HalfOpen, None, Enforce, Status::Outage, true),
+            (Open, Some(Open), Enforce, Status::ForcedOpen, true),
+            (Closed, Some(Closed), Enforce, Status::ForcedClosed, false),
+            (Closed, None, Observe, Status::Ok, false),
+            (Open, None, Observe, Status::Observing, false),
+            (HalfOpen, None, Observe, Status::Observing, false),
+            (Open, Some(Open), Observe, Status::ForcedOpen, false),
+            (Closed, Some(Closed), Observe, Status::ForcedClosed, false),
+        ];
+        for (state, forced, mode, status, degraded) in cases {
+            let s = snapshot(state, forced, mode);
+            assert_eq!(
+                (Status::of(&s), s.degraded()),
+                (status, degraded),
+                "{state:?} forced {forced:?} in {mode:?}"
+            );
+        }
+    }
+}

@@ -139,3 +139,59 @@ impl Saturation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::breaker::WindowFigures;
+
+    #[test]
+    fn one_snapshot_sets_exactly_one_mode_and_one_override_and_the_window_figures() {
+        let registry = Registry::new();
+        let g = CircuitGauges::new(&registry);
+        assert_eq!(g.mode.each_ref().map(|g| g.get()), [1, 0]);
+        assert_eq!(g.overrides.each_ref().map(|g| g.get()), [1, 0, 0]);
+        let mut s = Snapshot {
+            state: State::Closed,
+            consecutive_failures: 0,
+            entered_at: Instant::now(),
+            until_half_open: None,
+            forced: Some(State::Closed),
+            mode: Mode::Observe,
+            window: WindowFigures {
+                calls: 8,
+                failures: 2,
+                slow: 6,
+            },
+        };
+        g.mirror(&s);
+        assert_eq!(g.mode.each_ref().map(|g| g.get()), [0, 1]);
+        assert_eq!(g.overrides.each_ref().map(|g| g.get()), [0, 0, 1]);
+        assert_eq!(
+            (g.window_calls.get(), g.failure_rate.get(), g.slow_call_rate.get()),
+            (8, 0.25, 0.75)
+        );
+        s.forced = Some(State::Open);
+        s.mode = Mode::Enforce;
+        g.mirror(&s);
+        assert_eq!(g.mode.each_ref().map(|g| g.get()), [1, 0]);
+        assert_eq!(g.overrides.each_ref().map(|g| g.get()), [0, 1, 0]);
+        assert_eq!(override_name(s.forced), "force_open");
+        assert_eq!(override_name(None), "none");
+        let text = String::from_utf8({
+            let mut out = Vec::new();
+            prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut out).unwrap();
+            out
+        })
+        .unwrap();
+        for line in [
+            r#"redguard_circuit_mode{mode="observe"} 0"#,
+            r#"redguard_circuit_override{override="force_closed"} 0"#,
+            "redguard_circuit_failure_rate 0.25",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
+}
