@@ -80,10 +80,15 @@ async fn livez() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// With `admin.ready_requires_redis`, only an outage the breaker measured makes the pod unready: a circuit forced
+/// open is an operator's choice for every pod at once (taking them all out of the Service would turn a
+/// deliberate degradation into an outage), and observe mode turns no call away.
 async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
     let listening = admin.socket_ready.load(Ordering::Acquire);
-    let state = admin.client.breaker().state();
-    let redis_blocks = admin.ready_requires_redis.load(Ordering::Relaxed) && state == CircuitState::Open;
+    let snapshot = admin.client.breaker().snapshot();
+    let state = snapshot.state;
+    let measured_open = state == CircuitState::Open && health::Status::of(&snapshot) == health::Status::Outage;
+    let redis_blocks = admin.ready_requires_redis.load(Ordering::Relaxed) && measured_open;
     let ready = listening && !redis_blocks;
     let reason = if !listening {
         Some("the Unix socket is not listening yet")
@@ -97,6 +102,12 @@ async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({"ready": ready, "circuit": state.as_str(), "reason": reason});
+    let body = json!({
+        "ready": ready,
+        "circuit": state.as_str(),
+        "mode": snapshot.mode.as_str(),
+        "override": crate::metrics::override_name(snapshot.forced),
+        "reason": reason,
+    });
     (status, Json(body)).into_response()
 }

@@ -4,20 +4,63 @@
 //! `{redis_available, circuit_breaker: {..figures..}, degraded_mode}`; `GET /api/v1/health/circuit-breaker`
 //! answers the same figures plus the time the state was entered and the configuration in force, and in cluster
 //! mode a `nodes` array with each master's own breaker (left out in the other modes, so their shape is unchanged).
+//!
+//! A circuit that is open because an operator forced it, or that only would be open (observe mode), is not an
+//! outage, and the figures say so: `mode` and `override` name them, and `status` sums them up ([`Status`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::backend::{Backend, NodeView};
-use crate::breaker::{Settings, State};
+use crate::breaker::{Mode, Settings, Snapshot, State};
 use crate::client::Resilient;
 use crate::clock::iso8601;
-use crate::metrics::CallResult;
+use crate::metrics::{override_name, CallResult};
+
+/// What the circuit means for the application, in one word: whether calls are being turned away from Redis,
+/// and if so, whether Redis or an operator is the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Status {
+    /// Closed, or observe mode's computed state is closed: calls go to Redis.
+    Ok,
+    /// Open or half-open by the breaker's own judgement, in enforce mode: calls are turned away. The one
+    /// status that is an outage.
+    Outage,
+    /// Forced open (`POST /v1/breaker`): calls are turned away because an operator said so (in observe mode they
+    /// still go to Redis).
+    ForcedOpen,
+    /// Forced closed: calls go to Redis whatever it does.
+    ForcedClosed,
+    /// Observe mode, and the breaker would have the circuit open or half-open: every call still goes to Redis.
+    Observing,
+}
+
+impl Status {
+    pub(crate) fn of(s: &Snapshot) -> Status {
+        match (s.forced, s.mode, s.state) {
+            (Some(State::Open), ..) => Status::ForcedOpen,
+            (Some(_), ..) => Status::ForcedClosed,
+            (None, _, State::Closed) => Status::Ok,
+            (None, Mode::Observe, _) => Status::Observing,
+            (None, Mode::Enforce, _) => Status::Outage,
+        }
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub(crate) struct CircuitFigures {
     pub state: &'static str,
+    /// `enforce` or `observe` (`breaker.mode`, which a reload may change).
+    pub mode: &'static str,
+    /// The manual override in force: `none`, `force_open` or `force_closed`.
+    #[serde(rename = "override")]
+    pub override_: &'static str,
+    pub status: Status,
+    /// Calls are being turned away from Redis ([`Snapshot::degraded`]), for `degraded_mode`.
+    #[serde(skip)]
+    pub degraded: bool,
     pub failure_count: u32,
     pub total_calls: u64,
     pub successful_calls: u64,
@@ -83,6 +126,10 @@ pub(crate) fn figures<B: Backend>(client: &Resilient<B>) -> CircuitFigures {
     let last_failure = m.last_failure_timestamp.get();
     CircuitFigures {
         state: snapshot.state.as_str(),
+        mode: snapshot.mode.as_str(),
+        override_: override_name(snapshot.forced),
+        status: Status::of(&snapshot),
+        degraded: snapshot.degraded(),
         failure_count: snapshot.consecutive_failures,
         total_calls: ok + failed + rejected + app,
         // An application error (WRONGTYPE ...) is an answer from a healthy Redis.
@@ -100,7 +147,8 @@ pub(crate) fn redis<B: Backend>(client: &Resilient<B>) -> RedisHealth {
     let circuit_breaker = figures(client);
     RedisHealth {
         redis_available: client.metrics().redis_up.get() == 1,
-        degraded_mode: circuit_breaker.state != State::Closed.as_str(),
+        // From the same snapshot as the figures, so the two cannot disagree.
+        degraded_mode: circuit_breaker.degraded,
         circuit_breaker,
     }
 }
@@ -132,5 +180,51 @@ pub(crate) fn circuit_breaker<B: Backend>(client: &Resilient<B>) -> CircuitBreak
             command_timeout_seconds: s.probe_timeout.as_secs_f64(),
         },
         nodes: client.nodes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::breaker::WindowFigures;
+
+    fn snapshot(state: State, forced: Option<State>, mode: Mode) -> Snapshot {
+        Snapshot {
+            state,
+            consecutive_failures: 0,
+            entered_at: Instant::now(),
+            until_half_open: None,
+            forced,
+            mode,
+            window: WindowFigures::default(),
+        }
+    }
+
+    #[test]
+    fn only_a_measured_open_or_half_open_in_enforce_mode_is_an_outage() {
+        use Mode::{Enforce, Observe};
+        use State::{Closed, HalfOpen, Open};
+        let cases = [
+            (Closed, None, Enforce, Status::Ok, false),
+            (Open, None, Enforce, Status::Outage, true),
+            (HalfOpen, None, Enforce, Status::Outage, true),
+            (Open, Some(Open), Enforce, Status::ForcedOpen, true),
+            (Closed, Some(Closed), Enforce, Status::ForcedClosed, false),
+            (Closed, None, Observe, Status::Ok, false),
+            (Open, None, Observe, Status::Observing, false),
+            (HalfOpen, None, Observe, Status::Observing, false),
+            (Open, Some(Open), Observe, Status::ForcedOpen, false),
+            (Closed, Some(Closed), Observe, Status::ForcedClosed, false),
+        ];
+        for (state, forced, mode, status, degraded) in cases {
+            let s = snapshot(state, forced, mode);
+            assert_eq!(
+                (Status::of(&s), s.degraded()),
+                (status, degraded),
+                "{state:?} forced {forced:?} in {mode:?}"
+            );
+        }
     }
 }

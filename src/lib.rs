@@ -368,6 +368,7 @@ pub async fn run(
         name: "admin",
         max_connections: cfg.admin.max_connections,
         read_timeout: admin_state.read_timeout.clone(),
+        saturation: None,
     };
     let admin_task = tokio::spawn(api::server::serve(
         admin_listener,
@@ -414,6 +415,7 @@ pub async fn run(
         name: "api",
         max_connections: cfg.api.max_connections,
         read_timeout: app.read_timeout.clone(),
+        saturation: Some(client.metrics().api_saturation.clone()),
     };
     let api_handler = move |stream: &tokio::net::UnixStream| api::server::ApiHandler::new(app.clone(), stream);
     let mut api_task = tokio::spawn(api::server::serve(listener, limits, api_handler, stopped()));

@@ -5,8 +5,12 @@
 //! client input. Each labelled child is resolved once at start into an array indexed by op / state / code, so
 //! recording on the request path is a lock-free atomic add, never a lookup in a shared map.
 //!
-//! Gauges that mirror other components (circuit state, consecutive failures, cache size) are refreshed when
-//! metrics are rendered, from the component itself.
+//! Gauges that mirror other components (circuit state, consecutive failures, cache size, the breaker's mode,
+//! override and rate window in [`gauges`]) are refreshed when metrics are rendered, from the component itself.
+//!
+//! The per-op histograms are created on an op's first use, not at start: a sidecar exposes the series of the ops
+//! it serves, not ~900 empty bucket series of the ops it never sees. Each op's child sits in a `OnceLock`, so
+//! after the first call recording is the same atomic add, without a map lookup or a lock.
 
 use std::sync::OnceLock;
 
@@ -18,6 +22,9 @@ use prometheus::{
 use crate::breaker::{Breaker, Observer, State, Transition};
 use crate::cache::FallbackCache;
 use crate::op::OpName;
+
+mod gauges;
+pub(crate) use gauges::{override_name, Saturation};
 
 /// Label values of `redguard_redis_command_duration_seconds{op}`: the typed ops, then the calls that are not
 /// one typed op.
@@ -211,12 +218,19 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     pub degraded: IntGauge,
     transitions: IntCounterVec,
-    redis_duration: Vec<Histogram>,
+    circuit: gauges::CircuitGauges,
+    /// Open connections and requests in flight on the Unix socket, kept by its accept loop.
+    pub(crate) api_saturation: Saturation,
+    redis_hist: prometheus::HistogramVec,
+    /// Per [`RedisCall`] index, created on first use.
+    redis_duration: Vec<OnceLock<Histogram>>,
     /// Indexed by `DecisionSource as usize * 2 + allowed`.
     ratelimit_decisions: Vec<IntCounter>,
     api_requests_vec: IntCounterVec,
     api_requests: Vec<[OnceLock<IntCounter>; CODES.len() + 1]>,
-    api_duration: Vec<Histogram>,
+    api_hist: prometheus::HistogramVec,
+    /// Per [`ApiRoute`] index, created on first use.
+    api_duration: Vec<OnceLock<Histogram>>,
     notifications: IntCounterVec,
     notification_duration: prometheus::HistogramVec,
     /// Notifications waiting in the sinks' queues.
@@ -226,8 +240,11 @@ pub struct Metrics {
 impl Metrics {
     /// Brings the gauges that mirror the breaker and the cache up to date; called before `/metrics` renders.
     pub fn mirror(&self, breaker: &Breaker, cache: &FallbackCache) {
-        self.consecutive_failures
-            .set(i64::from(breaker.snapshot().consecutive_failures));
+        let snapshot = breaker.snapshot();
+        self.consecutive_failures.set(i64::from(snapshot.consecutive_failures));
+        self.circuit.mirror(&snapshot);
+        // A reload may change the mode without a transition.
+        self.set_state(snapshot.state, snapshot.degraded());
         self.cache_entries.set(cache.len() as i64);
         self.cache_bytes.set(cache.bytes() as i64);
     }
@@ -308,9 +325,7 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(redis_hist.clone()));
-        let redis_duration = (0..N_CALLS)
-            .map(|i| redis_hist.with_label_values(&[RedisCall::label(i)]))
-            .collect();
+        let redis_duration = (0..N_CALLS).map(|_| OnceLock::new()).collect();
 
         let decisions_vec = IntCounterVec::new(
             Opts::new(
@@ -350,9 +365,7 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(api_hist.clone()));
-        let api_duration = (0..N_ROUTES)
-            .map(|i| api_hist.with_label_values(&[ApiRoute::label(i)]))
-            .collect();
+        let api_duration = (0..N_ROUTES).map(|_| OnceLock::new()).collect();
 
         let build_info = IntGaugeVec::new(
             Opts::new("redguard_build_info", "Build and mode of this redguard; always 1."),
@@ -386,6 +399,8 @@ impl Metrics {
 
         Metrics {
             nodes: NodeMetrics::new(&registry),
+            circuit: gauges::CircuitGauges::new(&registry),
+            api_saturation: Saturation::new(&registry),
             circuit_state,
             consecutive_failures: gauge(
                 "redguard_circuit_consecutive_failures",
@@ -409,12 +424,17 @@ impl Metrics {
             ),
             last_failure_timestamp,
             redis_up: gauge("redguard_redis_up", "1 if the last call to Redis succeeded, else 0."),
-            degraded: gauge("redguard_degraded", "1 while the circuit is not closed."),
+            degraded: gauge(
+                "redguard_degraded",
+                "1 while calls are turned away from Redis: the circuit is not closed and breaker.mode is enforce.",
+            ),
             transitions,
+            redis_hist,
             redis_duration,
             ratelimit_decisions,
             api_requests_vec: api_vec,
             api_requests,
+            api_hist,
             api_duration,
             notifications,
             notification_duration,
@@ -447,7 +467,10 @@ impl Metrics {
     }
 
     pub fn observe_redis(&self, call: RedisCall, seconds: f64) {
-        self.redis_duration[call.index()].observe(seconds);
+        let i = call.index();
+        self.redis_duration[i]
+            .get_or_init(|| self.redis_hist.with_label_values(&[RedisCall::label(i)]))
+            .observe(seconds);
     }
 
     pub fn ratelimit_decision(&self, source: DecisionSource, allowed: bool) {
@@ -464,14 +487,16 @@ impl Metrics {
                     .with_label_values(&[ApiRoute::label(i), code.as_str()])
             })
             .inc();
-        self.api_duration[i].observe(seconds);
+        self.api_duration[i]
+            .get_or_init(|| self.api_hist.with_label_values(&[ApiRoute::label(i)]))
+            .observe(seconds);
     }
 
-    fn set_state(&self, state: State) {
+    fn set_state(&self, state: State, degraded: bool) {
         for s in State::ALL {
             self.circuit_state[s.index()].set(i64::from(s == state));
         }
-        self.degraded.set(i64::from(state != State::Closed));
+        self.degraded.set(i64::from(degraded));
     }
 
     /// The text exposition of every metric.
@@ -494,7 +519,8 @@ impl Observer for Metrics {
         self.transitions
             .with_label_values(&[t.from.as_str(), t.to.as_str()])
             .inc();
-        self.set_state(t.to);
+        // As `Snapshot::degraded`: observe mode turns no call away.
+        self.set_state(t.to, t.to != State::Closed && t.mode == crate::breaker::Mode::Enforce);
     }
 }
 

@@ -532,3 +532,101 @@ fn notify_test_reports_each_sink_and_fails_when_one_does() {
     assert!(out.contains("1 of 2 sink(s) delivered"), "{out}");
     assert_eq!(refusing.requests().len(), 1, "a 400 is not retried");
 }
+
+/// A manual override is not an outage: PagerDuty hears it at `info` (not the configured `critical`), and every
+/// payload says the circuit was forced and by which override. In observe mode a would-open pages at `warning`.
+#[test]
+fn a_forced_open_pages_at_info_and_says_it_was_forced_and_an_observed_opening_at_warning() {
+    let redis = RedisServer::start();
+    let pd = SinkServer::answering(Answer::Status(202, r#"{"status":"success"}"#));
+    let hook = SinkServer::start();
+    let sinks = format!(
+        "    - type: pagerduty\n      routing_key: R0UTING-KEY-forced\n      severity: critical\n      url: {}\n    - type: webhook\n      url: {}\n",
+        pd.url("/v2/enqueue"),
+        hook.url("/hooks/redguard"),
+    );
+    let rg = Redguard::start(&redis.url(), &config("", &sinks));
+    ok(&rg, json!({"op": "set", "key": "k", "value": "v"}));
+
+    assert_eq!(rg.control("force_open").status, 200);
+    let trigger = pd.wait_for_requests(1, WAIT)[0].json();
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["routing_key"], "R0UTING-KEY-forced");
+    assert_eq!(trigger["dedup_key"], format!("redguard/{}", redis.url()));
+    let p = &trigger["payload"];
+    assert_eq!(
+        p["severity"], "info",
+        "an operator's override is not a critical page: {p}"
+    );
+    assert_eq!(
+        p["summary"],
+        format!(
+            "Redis circuit FORCED OPEN on {INSTANCE} (Redis {}): manual override force_open",
+            redis.url()
+        )
+    );
+    assert_eq!(p["source"], INSTANCE);
+    assert_eq!(p["custom_details"]["from"], "closed");
+    assert_eq!(p["custom_details"]["to"], "open");
+    assert_eq!(p["custom_details"]["reason"], "manual override force_open");
+    assert_eq!(p["custom_details"]["failure_count"], 0);
+    assert_eq!(p["custom_details"]["test"], false);
+
+    let forced = hook.wait_for_requests(1, WAIT)[0].json();
+    assert_eq!(forced["event"], "circuit_state_changed");
+    assert_eq!((&forced["from"], &forced["to"]), (&json!("closed"), &json!("open")));
+    assert_eq!(forced["reason"], "manual override force_open");
+    assert_eq!(forced["summary"], p["summary"]);
+    assert_eq!(forced["failure_count"], 0);
+    assert_eq!(forced["last_error"], Value::Null);
+
+    // `reset` closes it: PagerDuty resolves the same incident, the webhook hears a plain closing.
+    assert_eq!(rg.control("reset").status, 200);
+    let resolve = pd.wait_for_requests(2, WAIT)[1].json();
+    assert_eq!(
+        resolve,
+        json!({"routing_key": "R0UTING-KEY-forced", "event_action": "resolve", "dedup_key": trigger["dedup_key"]})
+    );
+    let closed = hook.wait_for_requests(2, WAIT)[1].json();
+    assert_eq!((&closed["from"], &closed["to"]), (&json!("open"), &json!("closed")));
+    assert_eq!(closed["reason"], "manual override reset");
+    assert_eq!(
+        closed["summary"],
+        format!(
+            "Redis circuit CLOSED on {INSTANCE} (Redis {}): manual override reset",
+            redis.url()
+        )
+    );
+    drop(rg);
+
+    // Observe mode: Redis fails, the breaker would open, every call still goes to Redis: a warning, not a page.
+    let mut redis = redis;
+    let pd = SinkServer::answering(Answer::Status(202, r#"{"status":"success"}"#));
+    let sinks = format!(
+        "    - type: pagerduty\n      routing_key: R0UTING-KEY-observe\n      url: {}\n",
+        pd.url("/v2/enqueue")
+    );
+    let yaml =
+        config("", &sinks).replace("breaker:\n", "breaker:\n  mode: observe\n") + "redis:\n  command_timeout: 1s\n";
+    let rg = Redguard::start(&redis.url(), &yaml);
+    ok(&rg, json!({"op": "set", "key": "k", "value": "v"}));
+    redis.kill();
+    for _ in 0..2 {
+        rg.cmd(r#"{"op":"get","key":"k"}"#);
+    }
+    assert_eq!(rg.breaker_state(), "open");
+    let trigger = pd.wait_for_requests(1, WAIT)[0].json();
+    let p = &trigger["payload"];
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(p["severity"], "warning", "observe mode rejects nothing: {p}");
+    assert_eq!(
+        p["summary"],
+        format!(
+            "Redis circuit would be OPEN on {INSTANCE} (Redis {}; observe mode, no call rejected): 2 consecutive \
+             failures",
+            redis.url()
+        )
+    );
+    assert_eq!(p["custom_details"]["reason"], "2 consecutive failures");
+    assert_eq!(p["custom_details"]["failure_count"], 2);
+}

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::faults::FaultProxy;
 use common::{calls, http_tcp, metric_value, transitions, wait_for, Redguard, RedisServer};
 use serde_json::{json, Value};
 
@@ -192,12 +193,29 @@ fn livez_and_readyz_answer_and_readiness_can_require_redis() {
 
     assert_eq!(http_tcp(rg.admin, "/readyz").json()["circuit"], "open");
 
-    // With admin.ready_requires_redis, an open circuit makes the sidecar not ready, and closing restores it.
-    let strict = Redguard::start(&redis.url(), &format!("{CONFIG}admin:\n  ready_requires_redis: true\n"));
+    // With admin.ready_requires_redis, a circuit the breaker opened makes the sidecar not ready, and closing
+    // restores it. One forced open is an operator's choice, not an outage: the sidecar stays ready.
+    let mut own_redis = RedisServer::start();
+    let strict = Redguard::start(
+        &own_redis.url(),
+        "breaker:\n  failure_threshold: 3\n  recovery_timeout: 60s\nadmin:\n  ready_requires_redis: true\n",
+    );
     assert_eq!(http_tcp(strict.admin, "/readyz").status, 200);
     strict.control("force_open");
+    let forced = http_tcp(strict.admin, "/readyz");
+    assert_eq!(forced.status, 200, "{}", forced.body);
+    assert_eq!(
+        forced.json(),
+        json!({"ready": true, "circuit": "open", "mode": "enforce", "override": "force_open", "reason": null})
+    );
+    strict.control("reset");
+    own_redis.kill();
+    for _ in 0..3 {
+        strict.cmd(r#"{"op":"get","key":"a"}"#);
+    }
     let not_ready = http_tcp(strict.admin, "/readyz");
     assert_eq!(not_ready.status, 503);
+    assert_eq!(not_ready.json()["override"], "none");
     assert!(not_ready.json()["reason"]
         .as_str()
         .unwrap()
@@ -236,4 +254,189 @@ fn the_admin_listener_changes_nothing() {
     std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
     assert_eq!(rg.breaker_state(), "closed");
+}
+
+/// Series in a text exposition (lines that are not comments), and the biggest families (histogram suffixes
+/// folded into their family), largest first.
+fn series_by_family(text: &str) -> (usize, Vec<(String, usize)>) {
+    let mut families = std::collections::BTreeMap::<String, usize>::new();
+    let mut total = 0;
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        total += 1;
+        let name = line.split(['{', ' ']).next().unwrap_or(line);
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        *families.entry(family.to_owned()).or_default() += 1;
+    }
+    let mut biggest: Vec<_> = families.into_iter().collect();
+    biggest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    (total, biggest)
+}
+
+/// With the default config and no traffic a pod exposes a few dozen series, not a histogram per op it never
+/// served; an op's histograms appear with its first call, and no label value comes from a key or a command.
+#[test]
+fn an_idle_pod_exposes_few_series_and_an_op_adds_only_its_own_histograms() {
+    let redis = RedisServer::start();
+    let rg = Redguard::start(&redis.url(), "");
+    wait_for("redis_up", Duration::from_secs(5), || {
+        (rg.metric("redguard_redis_up") == 1.0).then_some(())
+    });
+    let (total, biggest) = series_by_family(&rg.metrics());
+    assert!(
+        total <= 300,
+        "{total} series; the biggest families: {:?}",
+        &biggest[..5.min(biggest.len())]
+    );
+    let histograms = [
+        "redguard_redis_command_duration_seconds",
+        "redguard_api_request_duration_seconds",
+    ];
+    for h in histograms {
+        assert!(
+            biggest.iter().all(|(f, _)| f != h),
+            "{h} before any request: {biggest:?}"
+        );
+    }
+
+    get(&rg, "user:secret-key-42");
+    let m = rg.metrics();
+    for h in histograms {
+        assert_eq!(metric_value(&m, &format!("{h}_count{{op=\"get\"}}")), 1.0, "{h}\n{m}");
+        assert!(
+            !m.contains(&format!("{h}_count{{op=\"set\"}}")),
+            "{h} for an op never called\n{m}"
+        );
+        let ops: Vec<&str> = m.lines().filter(|l| l.starts_with(&format!("{h}_count"))).collect();
+        assert_eq!(ops.len(), 1, "only get's: {ops:?}");
+    }
+    // A raw command outside the typed ops counts under `command`, whatever it is called and whatever its keys.
+    let raw = rg.post("/v1/command", &json!({"args": ["STRLEN", "user:secret-key-42"]}));
+    assert_eq!(raw.status, 200, "{}", raw.body);
+    let m = rg.metrics();
+    assert_eq!(
+        metric_value(&m, r#"redguard_redis_command_duration_seconds_count{op="command"}"#),
+        1.0
+    );
+    assert!(
+        !m.contains("secret-key-42") && !m.to_lowercase().contains("strlen"),
+        "{m}"
+    );
+    let (total, biggest) = series_by_family(&m);
+    assert!(
+        total <= 300,
+        "{total} series; the biggest families: {:?}",
+        &biggest[..5]
+    );
+}
+
+fn gauges(rg: &Redguard, names: &[&str]) -> Vec<f64> {
+    let m = rg.metrics();
+    names.iter().map(|n| metric_value(&m, n)).collect()
+}
+
+const MODE: [&str; 2] = [
+    r#"redguard_circuit_mode{mode="enforce"}"#,
+    r#"redguard_circuit_mode{mode="observe"}"#,
+];
+const OVERRIDE: [&str; 3] = [
+    r#"redguard_circuit_override{override="none"}"#,
+    r#"redguard_circuit_override{override="force_open"}"#,
+    r#"redguard_circuit_override{override="force_closed"}"#,
+];
+const WINDOW: [&str; 3] = [
+    "redguard_circuit_window_calls",
+    "redguard_circuit_failure_rate",
+    "redguard_circuit_slow_call_rate",
+];
+
+/// The rate window's figures, the mode (changed by a reload), the override and the API's saturation, read from
+/// the real binary's /metrics and health JSON against the calls the test made.
+#[test]
+fn window_mode_override_and_saturation_gauges_follow_the_breaker_and_the_socket() {
+    let mut redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.port);
+    // Rates are computed but never trip (90% of at least 10 calls); a call over 200ms is slow.
+    let breaker = "breaker:\n  failure_threshold: 100\n  failure_rate_threshold: 90\n  slow_call_duration: 200ms\n  \
+                   slow_call_rate_threshold: 90\n  window_size: 10\n  minimum_calls: 10\n";
+    let rest = "redis:\n  command_timeout: 2s\napi:\n  max_connections: 7\n";
+    let rg = Redguard::start(&proxy.url(), &format!("{breaker}{rest}"));
+    assert_eq!(gauges(&rg, &MODE), [1.0, 0.0]);
+    assert_eq!(gauges(&rg, &OVERRIDE), [1.0, 0.0, 0.0]);
+    assert_eq!(gauges(&rg, &WINDOW), [0.0, 0.0, 0.0]);
+
+    // Two fast calls, one slow (every reply held 500ms), one failed: 4 in the window, 1/4 failed, 1/4 slow.
+    assert_eq!(rg.cmd(r#"{"op":"set","key":"a","value":"1"}"#).status, 200);
+    assert_eq!(rg.cmd(r#"{"op":"set","key":"b","value":"2"}"#).status, 200);
+    proxy.latency(Duration::from_millis(500));
+    get(&rg, "a");
+    proxy.pass();
+    redis.kill();
+    assert_ne!(rg.cmd(r#"{"op":"incr","key":"n"}"#).status, 200);
+    assert_eq!(gauges(&rg, &WINDOW), [4.0, 0.25, 0.25], "{}", rg.log());
+    assert_eq!(rg.metric(r#"redguard_circuit_state{state="closed"}"#), 1.0);
+
+    // A reload into observe mode flips the mode gauges without a transition.
+    let observe = breaker.replace("breaker:\n", "breaker:\n  mode: observe\n");
+    std::fs::write(rg.config_path(), format!("{observe}{rest}")).unwrap();
+    rg.sighup();
+    wait_for("observe mode", Duration::from_secs(10), || {
+        (gauges(&rg, &MODE) == [0.0, 1.0]).then_some(())
+    });
+    let health = http_tcp(rg.admin, "/api/v1/health/redis").json();
+    assert_eq!(
+        (&health["circuit_breaker"]["mode"], &health["circuit_breaker"]["status"]),
+        (&json!("observe"), &json!("ok"))
+    );
+
+    // Forced open: the state says open, the override says why, the window starts again.
+    assert_eq!(rg.control("force_open").status, 200);
+    assert_eq!(gauges(&rg, &OVERRIDE), [0.0, 1.0, 0.0]);
+    assert_eq!(rg.metric(r#"redguard_circuit_state{state="open"}"#), 1.0);
+    assert_eq!(gauges(&rg, &WINDOW), [0.0, 0.0, 0.0]);
+    // Observe mode rejects nothing, even forced open: not degraded.
+    assert_eq!(rg.metric("redguard_degraded"), 0.0);
+    let health = http_tcp(rg.admin, "/api/v1/health/circuit-breaker").json();
+    assert_eq!(
+        (
+            &health["state"],
+            &health["override"],
+            &health["status"],
+            &health["forced"]
+        ),
+        (
+            &json!("open"),
+            &json!("force_open"),
+            &json!("forced_open"),
+            &json!("open")
+        )
+    );
+    assert_eq!(
+        http_tcp(rg.admin, "/api/v1/health/redis").json()["degraded_mode"],
+        false
+    );
+    assert_eq!(rg.control("force_closed").status, 200);
+    assert_eq!(gauges(&rg, &OVERRIDE), [0.0, 0.0, 1.0]);
+
+    // Saturation: a connection held open, then a request whose body never comes, against api.max_connections.
+    let saturation = [
+        "redguard_api_connections",
+        "redguard_api_inflight_requests",
+        "redguard_api_max_connections",
+    ];
+    assert_eq!(gauges(&rg, &saturation), [0.0, 0.0, 7.0]);
+    let mut held = std::os::unix::net::UnixStream::connect(&rg.socket).unwrap();
+    wait_for("one connection", Duration::from_secs(5), || {
+        (gauges(&rg, &saturation) == [1.0, 0.0, 7.0]).then_some(())
+    });
+    write!(held, "POST /v1/cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n").unwrap();
+    wait_for("one request in flight", Duration::from_secs(5), || {
+        (gauges(&rg, &saturation) == [1.0, 1.0, 7.0]).then_some(())
+    });
+    drop(held);
+    wait_for("nothing open", Duration::from_secs(5), || {
+        (gauges(&rg, &saturation) == [0.0, 0.0, 7.0]).then_some(())
+    });
 }

@@ -13,7 +13,9 @@
 //! - when a burst of connections has ended, the memory they held goes back to the kernel (`Bursts`);
 //! - a failed accept (EMFILE and friends) or the limit being reached is logged once per [`LOG_INTERVAL`], with
 //!   how often it happened, not once per attempt;
-//! - on shutdown the loop stops accepting and in-flight requests finish; the caller bounds that wait.
+//! - on shutdown the loop stops accepting and in-flight requests finish; the caller bounds that wait;
+//! - with [`Limits::saturation`], the open connections and the requests being answered are kept in gauges (an
+//!   atomic add each, undone on drop so a cancelled request or a dropped connection is never left counted).
 //!
 //! On the Unix socket, with `listen.allowed_uids`, a peer whose uid (SO_PEERCRED) is not listed gets 403 on
 //! every request, and the connection is closed after it ([`ApiHandler`]).
@@ -40,6 +42,7 @@ use tracing::{debug, warn};
 
 use super::protocol_errors::JsonErrors;
 use super::{handle, ApiError, App};
+use crate::metrics::Saturation;
 use crate::resources;
 
 /// The most a connection's read buffer may hold, and so the largest header block (hyper's default is about
@@ -57,6 +60,25 @@ pub(crate) struct Limits {
     pub name: &'static str,
     pub max_connections: usize,
     pub read_timeout: ReadTimeout,
+    /// Gauges for open connections and requests in flight (the Unix socket's; the admin listener keeps none).
+    pub saturation: Option<Saturation>,
+}
+
+/// One unit of a gauge, given back when dropped: a request that is cancelled, or a connection that ends in an
+/// error, is uncounted all the same.
+struct Counted(prometheus::IntGauge);
+
+impl Counted {
+    fn start(gauge: &prometheus::IntGauge) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// A read timeout a reload can change (`api.read_timeout`): each connection takes the value in force when it
@@ -176,6 +198,9 @@ pub(crate) async fn serve<L: Listener, H: Handler>(
     let bursts = Arc::new(Bursts::default());
     let max = limits.max_connections;
     let name = limits.name;
+    if let Some(s) = &limits.saturation {
+        s.max_connections.set(i64::try_from(max).unwrap_or(i64::MAX));
+    }
     tokio::pin!(shutdown);
 
     loop {
@@ -208,10 +233,17 @@ pub(crate) async fn serve<L: Listener, H: Handler>(
             },
         };
         bursts.opened(max - slots.available_permits());
+        let open = limits.saturation.as_ref().map(|s| Counted::start(&s.connections));
+        let inflight = limits.saturation.as_ref().map(|s| s.inflight.clone());
         let handler = handler_for(&stream);
         let service = service_fn(move |req| {
+            let counted = inflight.as_ref().map(Counted::start);
             let answer = handler.call(req);
-            async move { Ok::<_, Infallible>(answer.await) }
+            async move {
+                let response = answer.await;
+                drop(counted);
+                Ok::<_, Infallible>(response)
+            }
         });
         let io = TokioIo::new(JsonErrors::new(stream, MAX_BUF_BYTES));
         http.header_read_timeout(limits.read_timeout.get());
@@ -221,6 +253,7 @@ pub(crate) async fn serve<L: Listener, H: Handler>(
             if let Err(e) = conn.await {
                 debug!(error = %e, "connection ended with an error");
             }
+            drop(open);
             drop(slot);
             if bursts.closed(max - slots.available_permits()) {
                 resources::release_free_memory();

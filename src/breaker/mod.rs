@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use state::{Admission, CallKind, Mode, Outcome, Override, Reason, Settings, Snapshot, State, Transition};
+pub use state::{
+    Admission, CallKind, Mode, Outcome, Override, Reason, Settings, Snapshot, State, Transition, WindowFigures,
+};
 
 use crate::clock::SharedClock;
 

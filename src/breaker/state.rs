@@ -173,6 +173,9 @@ pub struct Transition {
     pub previous_lasted: Duration,
     /// Consecutive failures at the moment of the change.
     pub consecutive_failures: u32,
+    /// The mode in force when the state changed: in observe mode an opening rejected nothing, so it is not an
+    /// outage (notifications say so and page lower).
+    pub mode: Mode,
 }
 
 /// What a call may do.
@@ -323,6 +326,48 @@ pub struct Snapshot {
     /// When open: time until the breaker admits a probe (None while forced open).
     pub until_half_open: Option<Duration>,
     pub forced: Option<State>,
+    pub mode: Mode,
+    /// The rate window as the thresholds judge it: see [`WindowFigures`].
+    pub window: WindowFigures,
+}
+
+impl Snapshot {
+    /// Calls are being turned away from Redis (answered from the fallback): the circuit is not closed and the
+    /// mode enforces it. Forced open counts (an operator chose it, but the calls are still not served by Redis);
+    /// observe mode never does, since it rejects nothing. `redguard_degraded` and `degraded_mode` say this.
+    pub fn degraded(&self) -> bool {
+        self.state != State::Closed && self.mode == Mode::Enforce
+    }
+}
+
+/// What the count-based rate window holds: the last `window_size` calls recorded while closed (cleared on every
+/// transition), kept only while a rate threshold is set. Empty otherwise, so every figure is then 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WindowFigures {
+    pub calls: usize,
+    pub failures: usize,
+    /// Calls slower than `slow_call_duration` (always 0 while it is unset).
+    pub slow: usize,
+}
+
+impl WindowFigures {
+    /// Failed calls over the calls in the window, 0..1; 0 for an empty window.
+    pub fn failure_rate(&self) -> f64 {
+        ratio(self.failures, self.calls)
+    }
+
+    /// Slow calls over the calls in the window, 0..1; 0 for an empty window.
+    pub fn slow_call_rate(&self) -> f64 {
+        ratio(self.slow, self.calls)
+    }
+}
+
+fn ratio(n: usize, of: usize) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        n as f64 / of as f64
+    }
 }
 
 impl Machine {
@@ -369,6 +414,12 @@ impl Machine {
                 Forced::Open => State::Open,
                 Forced::Closed => State::Closed,
             }),
+            mode: self.settings.mode,
+            window: WindowFigures {
+                calls: self.window.len,
+                failures: self.window.failures,
+                slow: self.window.slow,
+            },
         }
     }
 
@@ -616,6 +667,7 @@ impl Machine {
             at: now,
             previous_lasted: now.saturating_duration_since(self.entered_at),
             consecutive_failures: self.consecutive_failures,
+            mode: self.settings.mode,
         };
         if inner == Inner::Closed {
             self.consecutive_failures = 0;
@@ -642,3 +694,7 @@ fn backed_off(period: Duration, settings: &Settings) -> Duration {
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "window_tests.rs"]
+mod window_tests;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::breaker::{State, Transition};
-use crate::config::Config;
+use crate::breaker::{Mode, Override, Reason, State, Transition};
+use crate::config::{Config, Severity};
 
 /// Longest last-error text carried in an event; Redis errors are short, a pathological one must not bloat
 /// every payload.
@@ -29,6 +29,27 @@ pub(crate) enum Kind {
     StateChanged,
     /// `redguard notify-test`: an operator checking the wiring.
     Test,
+}
+
+/// What moved the breaker: whether the change is news about Redis, and so how loud it may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// The breaker's own judgement of the calls, in enforce mode: a real outage or recovery.
+    Measured,
+    /// An operator's override (`POST /v1/breaker`): deliberate, not something Redis did.
+    Manual(Override),
+    /// The breaker's own judgement in observe mode: it would have changed state, but no call was rejected.
+    Observed,
+}
+
+impl Cause {
+    fn of(t: &Transition) -> Cause {
+        match t.reason {
+            Reason::Manual(o) => Cause::Manual(o),
+            _ if t.mode == Mode::Observe => Cause::Observed,
+            _ => Cause::Measured,
+        }
+    }
 }
 
 /// One state change, as every sink sees it.
@@ -47,6 +68,7 @@ pub(crate) struct Event {
     pub at: SystemTime,
     /// How long the previous state lasted.
     pub previous_lasted: Duration,
+    pub cause: Cause,
 }
 
 impl Event {
@@ -68,6 +90,7 @@ impl Event {
             failure_count: t.consecutive_failures,
             at: now.checked_sub(ago).unwrap_or(now),
             previous_lasted: t.previous_lasted,
+            cause: Cause::of(t),
         }
     }
 
@@ -82,6 +105,30 @@ impl Event {
             failure_count: 0,
             at: now,
             previous_lasted: Duration::ZERO,
+            cause: Cause::Measured,
+        }
+    }
+
+    /// The severity to page with, given the sink's configured one: a measured change keeps it; an override is
+    /// at most `info` (an operator did it and knows), an observe-mode change at most `warning` (Redis is failing
+    /// by the thresholds, but every call still goes to it). Never louder than configured.
+    pub(crate) fn severity(&self, configured: Severity) -> Severity {
+        // Loudest first, as `Severity` declares them.
+        let rank = |s: Severity| match s {
+            Severity::Critical => 0,
+            Severity::Error => 1,
+            Severity::Warning => 2,
+            Severity::Info => 3,
+        };
+        let cap = match self.cause {
+            Cause::Measured => return configured,
+            Cause::Manual(_) => Severity::Info,
+            Cause::Observed => Severity::Warning,
+        };
+        if rank(configured) >= rank(cap) {
+            configured
+        } else {
+            cap
         }
     }
 
@@ -181,11 +228,23 @@ pub(crate) fn headline(n: &Notice, ctx: &Context) -> String {
             n.changes,
             state_title(e.to)
         ),
-        Kind::StateChanged => format!(
-            "Redis circuit {} on {instance} (Redis {redis}): {}",
-            state_title(e.to),
-            e.reason
-        ),
+        Kind::StateChanged => match e.cause {
+            Cause::Manual(Override::ForceOpen | Override::ForceClosed) => format!(
+                "Redis circuit FORCED {} on {instance} (Redis {redis}): {}",
+                state_title(e.to),
+                e.reason
+            ),
+            Cause::Observed => format!(
+                "Redis circuit would be {} on {instance} (Redis {redis}; observe mode, no call rejected): {}",
+                state_title(e.to),
+                e.reason
+            ),
+            Cause::Measured | Cause::Manual(Override::Reset) => format!(
+                "Redis circuit {} on {instance} (Redis {redis}): {}",
+                state_title(e.to),
+                e.reason
+            ),
+        },
     }
 }
 
@@ -228,6 +287,7 @@ mod tests {
             at: now_instant - Duration::from_secs(3),
             previous_lasted: Duration::from_secs(75),
             consecutive_failures: 2,
+            mode: Mode::Enforce,
         };
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let long_error = "x".repeat(2000);
@@ -250,6 +310,78 @@ mod tests {
             headline(&summary, &ctx()),
             "Redis circuit flapping on prod/api-0 (Redis redis://:***@cache:6379): 4 state changes, now OPEN"
         );
+    }
+
+    #[test]
+    fn an_override_or_an_observed_change_says_so_and_pages_no_louder_than_info_or_warning() {
+        let now_instant = Instant::now();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t = |reason, mode| Transition {
+            from: State::Closed,
+            to: State::Open,
+            reason,
+            at: now_instant,
+            previous_lasted: Duration::from_secs(5),
+            consecutive_failures: 0,
+            mode,
+        };
+        let forced = Event::from_transition(
+            &t(Reason::Manual(Override::ForceOpen), Mode::Enforce),
+            None,
+            now,
+            now_instant,
+        );
+        assert_eq!(forced.cause, Cause::Manual(Override::ForceOpen));
+        assert_eq!(forced.severity(Severity::Critical), Severity::Info);
+        assert_eq!(
+            headline(&Notice::single(Arc::new(forced.clone())), &ctx()),
+            "Redis circuit FORCED OPEN on prod/api-0 (Redis redis://:***@cache:6379): manual override force_open"
+        );
+        // An override in observe mode is still an override.
+        let forced_observing = Event::from_transition(
+            &t(Reason::Manual(Override::ForceOpen), Mode::Observe),
+            None,
+            now,
+            now_instant,
+        );
+        assert_eq!(forced_observing.cause, Cause::Manual(Override::ForceOpen));
+
+        let observed = Event::from_transition(
+            &t(Reason::ConsecutiveFailures(5), Mode::Observe),
+            None,
+            now,
+            now_instant,
+        );
+        assert_eq!(observed.cause, Cause::Observed);
+        assert_eq!(observed.severity(Severity::Critical), Severity::Warning);
+        assert_eq!(observed.severity(Severity::Error), Severity::Warning);
+        assert_eq!(
+            observed.severity(Severity::Info),
+            Severity::Info,
+            "never louder than configured"
+        );
+        assert_eq!(
+            headline(&Notice::single(Arc::new(observed)), &ctx()),
+            "Redis circuit would be OPEN on prod/api-0 (Redis redis://:***@cache:6379; observe mode, no call \
+             rejected): 5 consecutive failures"
+        );
+
+        let measured = Event::from_transition(
+            &t(Reason::ConsecutiveFailures(5), Mode::Enforce),
+            None,
+            now,
+            now_instant,
+        );
+        assert_eq!(measured.cause, Cause::Measured);
+        assert_eq!(measured.severity(Severity::Critical), Severity::Critical);
+        assert_eq!(measured.severity(Severity::Error), Severity::Error);
+        let reset = Event::from_transition(
+            &t(Reason::Manual(Override::Reset), Mode::Enforce),
+            None,
+            now,
+            now_instant,
+        );
+        assert_eq!(reset.severity(Severity::Critical), Severity::Info);
     }
 
     #[test]

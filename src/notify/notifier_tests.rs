@@ -19,6 +19,7 @@ fn transition(from: State, to: State) -> Transition {
         at: std::time::Instant::now(),
         previous_lasted: Duration::from_secs(1),
         consecutive_failures: 2,
+        mode: crate::breaker::Mode::Enforce,
     }
 }
 

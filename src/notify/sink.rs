@@ -111,7 +111,10 @@ impl Sink {
     pub(crate) fn bodies(&self, n: &Notice, ctx: &Context) -> Vec<Bytes> {
         let values = match &self.target {
             Target::Slack => vec![slack::render(n, ctx)],
-            Target::PagerDuty { routing_key, severity } => pagerduty::render(n, ctx, routing_key.expose(), *severity),
+            // An override or an observe-mode change pages lower than configured (`Event::severity`).
+            Target::PagerDuty { routing_key, severity } => {
+                pagerduty::render(n, ctx, routing_key.expose(), n.event.severity(*severity))
+            }
             Target::Webhook { .. } => vec![webhook::render(n, ctx)],
         };
         values

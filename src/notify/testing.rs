@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::event::{Context, Event, Kind, Notice};
+use super::event::{Cause, Context, Event, Kind, Notice};
 use super::transport::{Answer, BoxFuture, Request, SendError, Transport};
 use crate::breaker::State;
 
@@ -32,6 +32,7 @@ pub(crate) fn event(from: State, to: State, last_error: Option<&str>) -> Arc<Eve
         failure_count: 2,
         at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         previous_lasted: Duration::from_secs(75),
+        cause: Cause::Measured,
     })
 }
 
