@@ -100,6 +100,27 @@ impl ApiRoute {
     }
 }
 
+/// What the RESP socket answered a command with: the `code` of `redguard_api_requests_total{listener="resp"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RespResult {
+    /// Redis's reply, the fallback cache's, or redguard's own (PING, HELLO ...).
+    Ok,
+    /// Redis answered with an error (WRONGTYPE ...): passed through.
+    RedisError,
+    /// `-CIRCUITOPEN`.
+    CircuitOpen,
+    /// `-UNAVAILABLE`.
+    Unavailable,
+    /// `-TIMEOUT`.
+    Timeout,
+    /// Refused by the command policy.
+    Denied,
+}
+
+impl RespResult {
+    const ALL: [&'static str; 6] = ["ok", "redis_error", "circuit_open", "unavailable", "timeout", "denied"];
+}
+
 /// Where a rate-limit decision came from, as counted in `redguard_ratelimit_decisions_total{source}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionSource {
@@ -231,6 +252,9 @@ pub struct Metrics {
     api_hist: prometheus::HistogramVec,
     /// Per [`ApiRoute`] index, created on first use.
     api_duration: Vec<OnceLock<Histogram>>,
+    /// `listener="resp"`: by position in the command table (the last: `other`), then by [`RespResult`].
+    resp_requests: Vec<[OnceLock<IntCounter>; RespResult::ALL.len()]>,
+    resp_duration: Vec<OnceLock<Histogram>>,
     notifications: IntCounterVec,
     notification_duration: prometheus::HistogramVec,
     /// Notifications waiting in the sinks' queues.
@@ -344,9 +368,9 @@ impl Metrics {
         let api_vec = IntCounterVec::new(
             Opts::new(
                 "redguard_api_requests_total",
-                "API requests on the Unix socket, by op and HTTP status.",
+                "API requests, by listener (http, resp), op and status (HTTP code, or RESP reply kind).",
             ),
-            &["op", "code"],
+            &["listener", "op", "code"],
         )
         .expect("valid metric");
         reg(Box::new(api_vec.clone()));
@@ -358,14 +382,20 @@ impl Metrics {
         let api_hist = prometheus::HistogramVec::new(
             HistogramOpts::new(
                 "redguard_api_request_duration_seconds",
-                "Duration of API requests, by op.",
+                "Duration of API requests, by listener and op.",
             )
             .buckets(REDIS_BUCKETS.to_vec()),
-            &["op"],
+            &["listener", "op"],
         )
         .expect("valid metric");
         reg(Box::new(api_hist.clone()));
         let api_duration = (0..N_ROUTES).map(|_| OnceLock::new()).collect();
+        // The RESP socket's, per command of the command table (and `other`), made on first use like the above.
+        let resp_commands = crate::commands::all().len() + 1;
+        let resp_requests = (0..resp_commands)
+            .map(|_| std::array::from_fn(|_| OnceLock::new()))
+            .collect();
+        let resp_duration = (0..resp_commands).map(|_| OnceLock::new()).collect();
 
         let build_info = IntGaugeVec::new(
             Opts::new("redguard_build_info", "Build and mode of this redguard; always 1."),
@@ -436,6 +466,8 @@ impl Metrics {
             api_requests,
             api_hist,
             api_duration,
+            resp_requests,
+            resp_duration,
             notifications,
             notification_duration,
             notification_queue_depth: gauge(
@@ -484,11 +516,31 @@ impl Metrics {
             .get_or_init(|| {
                 let code = CODES.get(code).map(|c| c.to_string()).unwrap_or_else(|| "other".into());
                 self.api_requests_vec
-                    .with_label_values(&[ApiRoute::label(i), code.as_str()])
+                    .with_label_values(&["http", ApiRoute::label(i), code.as_str()])
             })
             .inc();
         self.api_duration[i]
-            .get_or_init(|| self.api_hist.with_label_values(&[ApiRoute::label(i)]))
+            .get_or_init(|| self.api_hist.with_label_values(&["http", ApiRoute::label(i)]))
+            .observe(seconds);
+    }
+
+    /// One command on the RESP socket. `command` is its position in the command table ([`crate::commands::position`]),
+    /// `None` for a name the table does not know (counted as `other`, never by the name the client sent).
+    pub fn observe_resp(&self, command: Option<usize>, result: RespResult, seconds: f64) {
+        let rows = crate::commands::all();
+        let i = command.filter(|&i| i < rows.len()).unwrap_or(rows.len());
+        let op = || {
+            rows.get(i)
+                .map_or_else(|| "other".to_owned(), |row| row.name.to_ascii_lowercase())
+        };
+        self.resp_requests[i][result as usize]
+            .get_or_init(|| {
+                self.api_requests_vec
+                    .with_label_values(&["resp", &op(), RespResult::ALL[result as usize]])
+            })
+            .inc();
+        self.resp_duration[i]
+            .get_or_init(|| self.api_hist.with_label_values(&["resp", &op()]))
             .observe(seconds);
     }
 
@@ -536,11 +588,11 @@ mod tests {
         m.observe_api(ApiRoute::Invalid, 418, 0.001);
         let text = m.render();
         assert!(
-            text.contains(r#"redguard_api_requests_total{code="200",op="get"} 2"#),
+            text.contains(r#"redguard_api_requests_total{code="200",listener="http",op="get"} 2"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"redguard_api_requests_total{code="other",op="invalid"} 1"#),
+            text.contains(r#"redguard_api_requests_total{code="other",listener="http",op="invalid"} 1"#),
             "{text}"
         );
         assert!(
@@ -575,7 +627,7 @@ mod tests {
         let text = m.render();
         for line in [
             r#"redguard_redis_command_duration_seconds_count{op="pipeline"} 1"#,
-            r#"redguard_api_requests_total{code="200",op="ratelimit"} 1"#,
+            r#"redguard_api_requests_total{code="200",listener="http",op="ratelimit"} 1"#,
             r#"redguard_ratelimit_decisions_total{allowed="false",source="local"} 1"#,
             r#"redguard_ratelimit_decisions_total{allowed="true",source="redis"} 0"#,
         ] {

@@ -124,15 +124,24 @@ fn metrics_and_health_move_exactly_as_the_calls_did_through_a_kill_and_restart()
 
     // API requests by op and status, and Redis latency by op.
     assert_eq!(
-        metric_value(&m, r#"redguard_api_requests_total{code="200",op="get"}"#),
+        metric_value(
+            &m,
+            r#"redguard_api_requests_total{code="200",listener="http",op="get"}"#
+        ),
         7.0
     );
     assert_eq!(
-        metric_value(&m, r#"redguard_api_requests_total{code="503",op="incr"}"#),
+        metric_value(
+            &m,
+            r#"redguard_api_requests_total{code="503",listener="http",op="incr"}"#
+        ),
         1.0
     );
     assert_eq!(
-        metric_value(&m, r#"redguard_api_requests_total{code="422",op="hget"}"#),
+        metric_value(
+            &m,
+            r#"redguard_api_requests_total{code="422",listener="http",op="hget"}"#
+        ),
         1.0
     );
     assert_eq!(

@@ -449,3 +449,47 @@ fn a_peer_not_in_allowed_uids_is_refused_with_an_error_reply() {
     );
     assert!(c.closed_within(Duration::from_secs(5)));
 }
+
+#[test]
+fn the_api_metrics_say_which_listener_and_keep_names_outside_the_table_out() {
+    let rig = rig();
+    let mut c = Conn::open(&rig.resp);
+    assert_eq!(c.call(&["SET", "k", "v"]), simple("OK"));
+    assert_eq!(c.call(&["GET", "k"]), bulk("v"));
+    assert!(error_text(&c.call(&["NOSUCHCMD-x7", "k"])).starts_with("ERR unknown command"));
+    assert!(error_text(&c.call(&["FLUSHALL"])).starts_with("NOPERM"));
+    assert_eq!(c.call(&["PING"]), simple("PONG"));
+    let m = rig.rg.metrics();
+    for (series, want) in [
+        (
+            r#"redguard_api_requests_total{code="ok",listener="resp",op="get"}"#,
+            1.0,
+        ),
+        (
+            r#"redguard_api_requests_total{code="ok",listener="resp",op="set"}"#,
+            1.0,
+        ),
+        (
+            r#"redguard_api_requests_total{code="redis_error",listener="resp",op="other"}"#,
+            1.0,
+        ),
+        (
+            r#"redguard_api_requests_total{code="denied",listener="resp",op="flushall"}"#,
+            1.0,
+        ),
+        (
+            r#"redguard_api_requests_total{code="ok",listener="resp",op="ping"}"#,
+            1.0,
+        ),
+        (
+            r#"redguard_api_request_duration_seconds_count{listener="resp",op="get"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(metric_value(&m, series), want, "{series}");
+    }
+    assert!(
+        !m.to_lowercase().contains("nosuchcmd"),
+        "a client's command name became a label"
+    );
+}

@@ -385,7 +385,7 @@ fn denied_commands_get_403_naming_the_command_and_never_reach_redis() {
         raw(&rg, &["XREAD", "COUNT", "1", "STREAMS", "s", "0"])["result"],
         json!(null)
     );
-    let metric = r#"redguard_api_requests_total{code="403",op="command"}"#;
+    let metric = r#"redguard_api_requests_total{code="403",listener="http",op="command"}"#;
     assert_eq!(rg.metric(metric), 11.0);
 }
 
@@ -615,7 +615,7 @@ fn bad_requests_on_the_command_pipeline_and_ratelimit_routes_name_the_field() {
         assert!(message.contains(mentions), "{path} {body}: {message}");
     }
     assert_eq!(
-        rg.metric(r#"redguard_api_requests_total{code="400",op="invalid"}"#),
+        rg.metric(r#"redguard_api_requests_total{code="400",listener="http",op="invalid"}"#),
         8.0
     );
 }

@@ -271,6 +271,16 @@ pub fn find(name: &[u8]) -> Option<&'static Command> {
     search(table::COMMANDS.get(usize::from(start)..usize::from(end))?, name)
 }
 
+/// The position of the command called `name` (any case) in [`all`]: an index for arrays kept per command (the
+/// RESP socket's metrics).
+pub fn position(name: &[u8]) -> Option<usize> {
+    let letter = name.first()?.to_ascii_uppercase().checked_sub(b'A')?;
+    let &(start, end) = BY_LETTER.get(usize::from(letter))?;
+    let rows = table::COMMANDS.get(usize::from(start)..usize::from(end))?;
+    let i = rows.binary_search_by(|row| cmp_upper(row.name, name)).ok()?;
+    Some(usize::from(start) + i)
+}
+
 /// The row that describes the command `args` (name first): its subcommand's row for a container command.
 /// `None` when the command, or a container's subcommand, is not in the table.
 pub fn lookup<A: Args + ?Sized>(args: &A) -> Option<&'static Command> {

@@ -11,6 +11,7 @@
 //! so a half-sent frame cannot hold a connection slot forever.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -21,6 +22,7 @@ use super::local::{self, After};
 use super::parse::{Limits, Reader};
 use super::{forward, Resp};
 use crate::commands::{self, Flags};
+use crate::metrics::RespResult;
 use crate::op::Bytes;
 
 /// How much is read at a time; a request larger than this arrives over several reads.
@@ -171,12 +173,16 @@ impl Connection {
                 }
             } else if local::is_local(&args) {
                 self.flush(&mut pending).await;
-                if local::answer(&self.resp, &mut self.session, &args, &mut self.out) == After::Close {
+                let started = Instant::now();
+                let after = local::answer(&self.resp, &mut self.session, &args, &mut self.out);
+                forward::record(&self.resp, &args, RespResult::Ok, started);
+                if after == After::Close {
                     return (consumed, After::Close);
                 }
             } else if let Err(message) = self.allowed(&args) {
                 self.flush(&mut pending).await;
                 self.out.error("NOPERM", &message);
+                forward::record(&self.resp, &args, RespResult::Denied, Instant::now());
             } else {
                 pending.push(args);
                 if pending.len() >= max_batch {
@@ -242,7 +248,11 @@ impl Connection {
             match multi {
                 None => out.error("ERR", "EXEC without MULTI"),
                 Some(t) if t.refused => out.error("EXECABORT", "Transaction discarded because of previous errors."),
-                Some(t) => forward::exec(&self.resp, &t.queued, out).await,
+                Some(t) => {
+                    let started = Instant::now();
+                    let result = forward::exec(&self.resp, &t.queued, out).await;
+                    forward::record(&self.resp, args, result, started);
+                }
             }
         } else if is(b"DISCARD") {
             match multi {

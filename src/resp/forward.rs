@@ -13,12 +13,15 @@
 //!
 //! A write that did not reach Redis is never answered OK.
 
+use std::time::Instant;
+
 use redis::Value;
 
 use super::encode::{Out, Proto};
 use super::{resp3, Resp};
 use crate::client::{BatchError, CallError, Item, Reply, Served};
 use crate::commands::{self, Cached};
+use crate::metrics::RespResult;
 use crate::op::{Bytes, Op};
 
 /// The first word of the reply when the circuit is open.
@@ -35,10 +38,13 @@ pub(super) async fn batch(resp: &Resp, cmds: &[Vec<Bytes<'_>>], out: &mut Out) {
     let cached_reads = **resp.serve_cached_reads.load();
     if cmds.len() == 1 || resp.cluster {
         for cmd in cmds {
-            one(resp, cmd, cached_reads, out).await;
+            let started = Instant::now();
+            let result = one(resp, cmd, cached_reads, out).await;
+            record(resp, cmd, result, started);
         }
         return;
     }
+    let started = Instant::now();
     let items: Vec<Item<'_>> = cmds
         .iter()
         .map(|cmd| match cached_reads.then(|| as_typed_read(cmd)).flatten() {
@@ -47,7 +53,8 @@ pub(super) async fn batch(resp: &Resp, cmds: &[Vec<Bytes<'_>>], out: &mut Out) {
         })
         .collect();
     let answers = resp.client.execute_batch(&items).await;
-    for (item, answer) in items.into_iter().zip(answers) {
+    for ((item, answer), cmd) in items.into_iter().zip(answers).zip(cmds) {
+        record(resp, cmd, batch_result(&answer), started);
         match (item, answer) {
             (Item::Op(op), Ok(served)) => served_reply(out, &op, &served),
             (
@@ -58,24 +65,57 @@ pub(super) async fn batch(resp: &Resp, cmds: &[Vec<Bytes<'_>>], out: &mut Out) {
             ) => raw_reply(out, &args, v),
             (_, Ok(Served { reply, .. })) => reply_value(out, &reply),
             (_, Err(BatchError::Redis(message))) => out.redis_error(&message),
-            (_, Err(BatchError::Call(e))) => call_error(out, &e),
+            (_, Err(BatchError::Call(e))) => {
+                call_error(out, &e);
+            }
         }
     }
 }
 
-/// One command on its own.
-async fn one(resp: &Resp, cmd: &[Bytes<'_>], cached_reads: bool, out: &mut Out) {
+/// One command on its own; what it was answered with.
+async fn one(resp: &Resp, cmd: &[Bytes<'_>], cached_reads: bool, out: &mut Out) -> RespResult {
     if let Some(op) = cached_reads.then(|| as_typed_read(cmd)).flatten() {
         let on_unavailable = resp.app.settings().on_unavailable;
-        match resp.client.execute(&op, on_unavailable).await {
-            Ok(served) => served_reply(out, &op, &served),
+        return match resp.client.execute(&op, on_unavailable).await {
+            Ok(served) => {
+                served_reply(out, &op, &served);
+                RespResult::Ok
+            }
             Err(e) => call_error(out, &e),
-        }
-        return;
+        };
     }
     match resp.client.execute_raw(cmd).await {
-        Ok(value) => raw_reply(out, cmd, value),
+        Ok(value) => {
+            raw_reply(out, cmd, value);
+            RespResult::Ok
+        }
         Err(e) => call_error(out, &e),
+    }
+}
+
+/// Counts one command in `redguard_api_requests_total{listener="resp"}` and its duration (for a batch, the
+/// batch's: what the client waited).
+pub(super) fn record(resp: &Resp, cmd: &[Bytes<'_>], result: RespResult, started: Instant) {
+    let command = commands::position(&cmd[0]);
+    resp.client
+        .metrics()
+        .observe_resp(command, result, started.elapsed().as_secs_f64());
+}
+
+fn batch_result(answer: &Result<Served, BatchError>) -> RespResult {
+    match answer {
+        Ok(_) => RespResult::Ok,
+        Err(BatchError::Redis(_)) => RespResult::RedisError,
+        Err(BatchError::Call(e)) => error_result(e),
+    }
+}
+
+fn error_result(e: &CallError) -> RespResult {
+    match e {
+        CallError::CircuitOpen { .. } => RespResult::CircuitOpen,
+        CallError::Unavailable { .. } => RespResult::Unavailable,
+        CallError::Timeout { .. } => RespResult::Timeout,
+        CallError::Redis(_) => RespResult::RedisError,
     }
 }
 
@@ -89,10 +129,10 @@ fn raw_reply(out: &mut Out, args: &[Bytes<'_>], value: Value) {
 
 /// Runs a transaction's queued commands in MULTI/EXEC: EXEC's reply is one answer per command, or one error
 /// for all (Redis refused the transaction, or could not be asked: then nothing is reported as done).
-pub(super) async fn exec(resp: &Resp, queued: &[Vec<Vec<u8>>], out: &mut Out) {
+pub(super) async fn exec(resp: &Resp, queued: &[Vec<Vec<u8>>], out: &mut Out) -> RespResult {
     if queued.is_empty() {
         out.array(0);
-        return;
+        return RespResult::Ok;
     }
     let items: Vec<Item<'_>> = queued
         .iter()
@@ -120,6 +160,7 @@ pub(super) async fn exec(resp: &Resp, queued: &[Vec<Vec<u8>>], out: &mut Out) {
                     (_, Err(message)) => out.redis_error(&message),
                 }
             }
+            RespResult::Ok
         }
         Err(e) => call_error(out, &e),
     }
@@ -208,7 +249,7 @@ fn reply_value(out: &mut Out, reply: &Reply) {
 }
 
 /// The error reply for a call nothing could answer (see the module docs for the first words).
-pub(super) fn call_error(out: &mut Out, e: &CallError) {
+pub(super) fn call_error(out: &mut Out, e: &CallError) -> RespResult {
     let kept = |cached: bool| {
         if cached {
             "; the written value is kept in this pod's fallback cache only, not in Redis"
@@ -252,6 +293,7 @@ pub(super) fn call_error(out: &mut Out, e: &CallError) {
         ),
         CallError::Redis(message) => out.redis_error(message),
     }
+    error_result(e)
 }
 
 #[cfg(test)]
