@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod notify;
+mod target;
 
 use crate::breaker;
 use crate::policy;
