@@ -36,6 +36,7 @@ OVERLAY = DEPLOY / "kubernetes" / "overlays" / "classic-sidecar"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 RULES_FILE = REPO / "alerts" / "redguard.rules.yml"
 DASHBOARD_FILE = REPO / "dashboards" / "redguard.json"
+LINKS_FILE = DEPLOY / "links.yaml"
 
 # Native sidecars (init containers with restartPolicy: Always) are on by default from 1.29.
 K8S_VERSION = "1.29.0"
@@ -639,6 +640,7 @@ def test_generate_check_detects_drift(tmp_path):
     for rel in ("alerts", "dashboards", "deploy/kubernetes/base/generated"):
         shutil.copytree(REPO / rel, root / rel)
     shutil.copy2(DEPLOY / "generate.py", root / "deploy" / "generate.py")
+    shutil.copy2(LINKS_FILE, root / "deploy" / LINKS_FILE.name)
     assert run_generate(root, "--check").returncode == 0
 
     # A changed source makes --check fail until the outputs are regenerated.
@@ -734,3 +736,76 @@ def test_dockerignore():
         assert kept not in patterns
     # deploy/ is ignored except the config the image ships.
     assert patterns.index("!deploy/redguard.yaml") > patterns.index("deploy/")
+
+
+# --------------------------------------------------------------------------------------------
+# runbook links: one setting (deploy/links.yaml)
+
+
+def copy_generator_inputs(root: Path) -> None:
+    for rel in ("alerts", "dashboards", "deploy/kubernetes/base/generated"):
+        shutil.copytree(REPO / rel, root / rel)
+    shutil.copy2(DEPLOY / "generate.py", root / "deploy" / "generate.py")
+    shutil.copy2(LINKS_FILE, root / "deploy" / LINKS_FILE.name)
+
+
+def test_runbook_links_follow_the_setting_and_default_to_a_placeholder(variant):
+    """The committed rules, dashboard and objects carry deploy/links.yaml's URL (the --check above proves
+    they match it); its default is a placeholder, and no link points at someone else's repository."""
+    _, docs = variant
+    base = yaml.safe_load(LINKS_FILE.read_text())["runbook_url"]
+    assert "example.com" in base, "the shipped default must be a placeholder"
+    for group in only(docs, "PrometheusRule")["spec"]["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                assert rule["annotations"]["runbook_url"] == f"{base}#{rule['alert'].lower()}"
+    cm = [c for c in objects(docs, "ConfigMap") if c["metadata"]["name"] == "redguard-dashboard"][0]
+    links = json.loads(cm["data"][DASHBOARD_FILE.name])["links"]
+    assert [link["url"] for link in links if "runbook" in link["tooltip"]] == [base]
+    for path in [RULES_FILE, DASHBOARD_FILE, *sorted((REPO / "alerts" / "tests").glob("*.yml"))]:
+        assert "github.com/redguard" not in path.read_text(), path
+
+
+def test_runbook_anchors_exist_in_the_runbook():
+    runbook = (REPO / "alerts" / "RUNBOOK.md").read_text()
+    headings = {line[3:].strip().lower() for line in runbook.splitlines() if line.startswith("## ")}
+    for group in yaml.safe_load(RULES_FILE.read_text())["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                assert rule["alert"].lower() in headings, f"RUNBOOK.md has no section for {rule['alert']}"
+
+
+def test_changing_the_runbook_url_rewrites_every_link(tmp_path):
+    root = tmp_path / "repo"
+    copy_generator_inputs(root)
+    url = "https://wiki.internal.example/sre/redguard-runbook"
+    (root / "deploy" / LINKS_FILE.name).write_text(f"runbook_url: {url}\n")
+    assert run_generate(root, "--check").returncode == 1, "a changed setting must show as drift"
+    assert run_generate(root).returncode == 0
+    assert run_generate(root, "--check").returncode == 0
+    rules = yaml.safe_load((root / "alerts" / RULES_FILE.name).read_text())
+    urls = [r["annotations"]["runbook_url"] for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    assert urls and all(u.startswith(url + "#") for u in urls), urls
+    generated = (root / "deploy/kubernetes/base/generated/prometheusrule.yaml").read_text()
+    assert generated.count(url + "#") == len(urls)
+    dashboard = json.loads((root / "dashboards" / DASHBOARD_FILE.name).read_text())
+    assert [link["url"] for link in dashboard["links"]] == [url]
+    tests = (root / "alerts" / "tests" / "paging_test.yml").read_text()
+    assert f'runbook_url: "{url}#redguardredisunavailable"' in tests
+    # Nothing but the links changed.
+    original = RULES_FILE.read_text()
+    base = yaml.safe_load(LINKS_FILE.read_text())["runbook_url"]
+    assert (root / "alerts" / RULES_FILE.name).read_text() == original.replace(base, url)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["runbook_url: ftp://x.example/r\n", "runbook_url: https://x.example/r#frag\n", "other: 1\n", "runbook_url: [\n"],
+)
+def test_a_bad_runbook_setting_is_a_clear_error(tmp_path, setting):
+    root = tmp_path / "repo"
+    copy_generator_inputs(root)
+    (root / "deploy" / LINKS_FILE.name).write_text(setting)
+    proc = run_generate(root, "--check")
+    assert proc.returncode == 2, proc.stderr
+    assert "deploy/links.yaml" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
