@@ -33,6 +33,7 @@ import difflib
 import json
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -41,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 RULES_SRC = Path("alerts/redguard.rules.yml")
 DASHBOARD_SRC = Path("dashboards/redguard.json")
 LINKS_SRC = Path("deploy/links.yaml")
+CARGO_TOML = Path("Cargo.toml")
 ALERT_TESTS = Path("alerts/tests")
 OUT_DIR = Path("deploy/kubernetes/base/generated")
 RULE_OUT = OUT_DIR / "prometheusrule.yaml"
@@ -159,6 +161,19 @@ def linked_sources(root: Path) -> dict[Path, str]:
     return out
 
 
+def labels(root: Path, component: str) -> dict[str, str]:
+    """The recommended labels this script owns; instance, part-of and managed-by come from the kustomization."""
+    try:
+        version = tomllib.loads(_read(root, CARGO_TOML))["package"]["version"]
+    except (tomllib.TOMLDecodeError, KeyError) as exc:
+        raise GenerateError(f"{CARGO_TOML}: no package version: {exc}") from exc
+    return {
+        "app.kubernetes.io/name": "redguard",
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/version": version,
+    }
+
+
 def render_prometheusrule(root: Path, text: str | None = None) -> str:
     text = _read(root, RULES_SRC) if text is None else text
     try:
@@ -175,7 +190,7 @@ def render_prometheusrule(root: Path, text: str | None = None) -> str:
         "kind": "PrometheusRule",
         "metadata": {
             "name": "redguard",
-            "labels": {"app.kubernetes.io/name": "redguard"},
+            "labels": labels(root, "alerting"),
         },
         "spec": {"groups": doc["groups"]},
     }
@@ -200,7 +215,7 @@ def render_dashboard_configmap(root: Path, text: str | None = None) -> str:
         "metadata": {
             "name": "redguard-dashboard",
             "labels": {
-                "app.kubernetes.io/name": "redguard",
+                **labels(root, "dashboard"),
                 # Picked up by the Grafana dashboard sidecar (kube-prometheus-stack default).
                 "grafana_dashboard": "1",
             },
