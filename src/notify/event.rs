@@ -291,6 +291,16 @@ mod tests {
         );
     }
 
+    /// The sidecar's own pages and Prometheus's `redguard_redis_info{target}` must name a Redis the same way.
+    #[test]
+    fn the_dedup_key_is_built_from_the_metrics_target_without_credentials() {
+        let mut cfg = Config::default();
+        cfg.redis.url = "redis://u:pw-SECRET@cache:6380/0".into();
+        let c = Context::from_config(&cfg);
+        assert_eq!(c.dedup_key(), format!("redguard/{}", cfg.redis.paging_target()));
+        assert_eq!(c.dedup_key(), "redguard/cache:6380");
+    }
+
     #[test]
     fn durations_and_truncation_read_well() {
         assert_eq!(human_duration(Duration::from_millis(850)), "850ms");
