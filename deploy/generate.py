@@ -4,6 +4,12 @@
 Sources (maintained outside deploy/):
     alerts/redguard.rules.yml   Prometheus rule file (top-level `groups:`)
     dashboards/redguard.json    Grafana dashboard JSON
+    deploy/links.yaml           the runbook's URL (`runbook_url`), the one setting for every runbook link
+
+Links (rewritten in place, committed): every alert's `runbook_url` annotation in the rule file and in
+the expected annotations of alerts/tests/*.yml becomes "<runbook_url>#<alert name in lower case>", and the
+dashboard's "Runbook" link becomes <runbook_url>. Only those URLs change; the rest of each file is kept
+byte for byte.
 
 Outputs (committed, listed in deploy/kubernetes/base/kustomization.yaml):
     deploy/kubernetes/base/generated/prometheusrule.yaml
@@ -25,7 +31,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -33,6 +41,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 RULES_SRC = Path("alerts/redguard.rules.yml")
 DASHBOARD_SRC = Path("dashboards/redguard.json")
+LINKS_SRC = Path("deploy/links.yaml")
+CARGO_TOML = Path("Cargo.toml")
+ALERT_TESTS = Path("alerts/tests")
 OUT_DIR = Path("deploy/kubernetes/base/generated")
 RULE_OUT = OUT_DIR / "prometheusrule.yaml"
 DASHBOARD_OUT = OUT_DIR / "dashboard-configmap.yaml"
@@ -88,8 +99,83 @@ def _read(root: Path, rel: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def render_prometheusrule(root: Path) -> str:
-    text = _read(root, RULES_SRC)
+# `runbook_url: "<anything>#<anchor>"` in the rule file and the alert tests (quoted or not).
+RUNBOOK_ANNOTATION = re.compile(r'(runbook_url: "?)[^"#\s]*(#[a-z0-9-]+"?)')
+# The dashboard link whose tooltip names the runbook; its "url" follows the tooltip.
+DASHBOARD_RUNBOOK_LINK = re.compile(r'("tooltip": "redguard alert runbook",\s*"url": ")[^"]*(")')
+
+
+def runbook_url(root: Path) -> str:
+    """The `runbook_url` of deploy/links.yaml: an absolute http(s) URL without a fragment."""
+    text = _read(root, LINKS_SRC)
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise GenerateError(f"{LINKS_SRC}: invalid YAML: {exc}") from exc
+    if not isinstance(doc, dict) or set(doc) != {"runbook_url"}:
+        raise GenerateError(f"{LINKS_SRC}: expected exactly one key, runbook_url")
+    url = doc["runbook_url"]
+    if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s\"#]+", url):
+        raise GenerateError(
+            f"{LINKS_SRC}: runbook_url must be an http(s) URL without spaces, quotes or a #fragment, got {url!r}"
+        )
+    return url
+
+
+def with_runbook_links(text: str, base: str, src: Path) -> str:
+    """`text` (rule file or alert test) with every runbook_url pointing at `base`; their anchors kept."""
+    out, n = RUNBOOK_ANNOTATION.subn(lambda m: m.group(1) + base + m.group(2), text)
+    if n == 0:
+        raise GenerateError(f"{src}: no runbook_url annotation found")
+    return out
+
+
+def check_rule_links(text: str, base: str) -> None:
+    """Every alert has a runbook_url, and it is the runbook's section for that alert."""
+    for group in yaml.safe_load(text)["groups"]:
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            want = f"{base}#{rule['alert'].lower()}"
+            got = rule.get("annotations", {}).get("runbook_url")
+            if got != want:
+                raise GenerateError(f"{RULES_SRC}: {rule['alert']}: runbook_url is {got!r}, want {want!r}")
+
+
+def linked_sources(root: Path) -> dict[Path, str]:
+    """The rule file, the alert tests and the dashboard, with their runbook links from deploy/links.yaml."""
+    base = runbook_url(root)
+    rules = with_runbook_links(_read(root, RULES_SRC), base, RULES_SRC)
+    check_rule_links(rules, base)
+    out = {RULES_SRC: rules}
+    for test in sorted((root / ALERT_TESTS).glob("*.yml")):
+        rel = test.relative_to(root)
+        text = _read(root, rel)
+        out[rel] = RUNBOOK_ANNOTATION.sub(lambda m: m.group(1) + base + m.group(2), text)
+    dashboard, n = DASHBOARD_RUNBOOK_LINK.subn(
+        lambda m: m.group(1) + base + m.group(2), _read(root, DASHBOARD_SRC)
+    )
+    if n != 1:
+        raise GenerateError(f"{DASHBOARD_SRC}: expected one link with tooltip 'redguard alert runbook', found {n}")
+    out[DASHBOARD_SRC] = dashboard
+    return out
+
+
+def labels(root: Path, component: str) -> dict[str, str]:
+    """The recommended labels this script owns; instance, part-of and managed-by come from the kustomization."""
+    try:
+        version = tomllib.loads(_read(root, CARGO_TOML))["package"]["version"]
+    except (tomllib.TOMLDecodeError, KeyError) as exc:
+        raise GenerateError(f"{CARGO_TOML}: no package version: {exc}") from exc
+    return {
+        "app.kubernetes.io/name": "redguard",
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/version": version,
+    }
+
+
+def render_prometheusrule(root: Path, text: str | None = None) -> str:
+    text = _read(root, RULES_SRC) if text is None else text
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -104,7 +190,7 @@ def render_prometheusrule(root: Path) -> str:
         "kind": "PrometheusRule",
         "metadata": {
             "name": "redguard",
-            "labels": {"app.kubernetes.io/name": "redguard"},
+            "labels": labels(root, "alerting"),
         },
         "spec": {"groups": doc["groups"]},
     }
@@ -115,8 +201,8 @@ def render_prometheusrule(root: Path) -> str:
     return out
 
 
-def render_dashboard_configmap(root: Path) -> str:
-    text = _read(root, DASHBOARD_SRC)
+def render_dashboard_configmap(root: Path, text: str | None = None) -> str:
+    text = _read(root, DASHBOARD_SRC) if text is None else text
     try:
         json.loads(text)
     except json.JSONDecodeError as exc:
@@ -129,7 +215,7 @@ def render_dashboard_configmap(root: Path) -> str:
         "metadata": {
             "name": "redguard-dashboard",
             "labels": {
-                "app.kubernetes.io/name": "redguard",
+                **labels(root, "dashboard"),
                 # Picked up by the Grafana dashboard sidecar (kube-prometheus-stack default).
                 "grafana_dashboard": "1",
             },
@@ -143,9 +229,12 @@ def render_dashboard_configmap(root: Path) -> str:
 
 
 def outputs(root: Path) -> dict[Path, str]:
+    """Every file this script owns: the sources with their links, then the objects made from them."""
+    sources = linked_sources(root)
     return {
-        RULE_OUT: render_prometheusrule(root),
-        DASHBOARD_OUT: render_dashboard_configmap(root),
+        **sources,
+        RULE_OUT: render_prometheusrule(root, sources[RULES_SRC]),
+        DASHBOARD_OUT: render_dashboard_configmap(root, sources[DASHBOARD_SRC]),
     }
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and is missing: redis-server/redis-cli (tests start their own Redis),
-# promtool and prometheus (metric lint, alert-rule tests, the end-to-end alert test), kubectl (renders the
+# promtool and prometheus (metric lint, alert-rule tests, the end-to-end alert test), Alertmanager and amtool (the
+# end-to-end paging test, the example Alertmanager config's check), kubectl (renders the
 # Kubernetes manifests), openssl (TLS test certificates), nutcracker (the load tool's peer proxy).
 # Debian/Ubuntu packages; needs root (or sudo) only when something is missing.
 set -euo pipefail
@@ -10,6 +11,8 @@ command -v redis-server >/dev/null && command -v redis-cli >/dev/null || need+=(
 # redis-benchmark drives the RESP socket in tests/resp.rs and the load comparison.
 command -v redis-benchmark >/dev/null || need+=(redis-tools)
 command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
+# Debian names the Alertmanager binary prometheus-alertmanager; the package also ships amtool.
+command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || need+=(prometheus-alertmanager)
 command -v kubectl >/dev/null || need+=(kubernetes-client)
 # twemproxy, the peer proxy the load tool's smoke run compares against (scripts/bench-smoke.sh).
 command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || need+=(nutcracker)

@@ -13,6 +13,7 @@ cargo test --locked --all-targets
 echo "== alert rules"
 promtool check rules alerts/redguard.rules.yml
 promtool test rules alerts/tests/*.yml
+amtool check-config alerts/alertmanager.example.yml
 
 echo "== container image and Kubernetes manifests"
 # REDGUARD_BIN: also run `redguard check-config` on the shipped configs.

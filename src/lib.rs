@@ -213,6 +213,7 @@ pub fn build_client(cfg: &Config) -> Result<(Arc<Client>, Arc<Notifier>), RunErr
     // second time (tests build several clients) is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(metrics::Metrics::new(cfg.redis.mode.as_str()));
+    metrics.set_redis_info(&cfg.redis.paging_target(), cfg.redis.mode.as_str());
     let notifier = Arc::new(Notifier::new(cfg, &metrics)?);
     let cache = Arc::new(FallbackCache::new(cache_settings(cfg), Arc::new(SystemClock)));
     let clear_on_close = Arc::new(AtomicBool::new(cfg.cache.clear_on_close));

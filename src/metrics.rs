@@ -490,6 +490,24 @@ impl Metrics {
         }
     }
 
+    /// `redguard_redis_info{target, mode}` = 1: which Redis this sidecar fronts, so alert rules can group a
+    /// fleet's circuits by Redis (one page per outage, not one per pod). `target` is
+    /// [`crate::config::RedisConfig::paging_target`], the same text as the PagerDuty `dedup_key`; it changes
+    /// only with a restart, so it is set once. A second call is refused (the name is registered).
+    pub fn set_redis_info(&self, target: &str, mode: &str) {
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "redguard_redis_info",
+                "The Redis this sidecar fronts (no credentials); always 1.",
+            ),
+            &["target", "mode"],
+        )
+        .expect("valid metric");
+        if self.registry.register(Box::new(info.clone())).is_ok() {
+            info.with_label_values(&[target, mode]).set(1);
+        }
+    }
+
     pub fn call(&self, result: CallResult) {
         self.calls[result as usize].inc();
     }

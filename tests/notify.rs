@@ -172,7 +172,7 @@ fn an_outage_and_its_recovery_reach_slack_pagerduty_and_a_signed_webhook() {
     assert_eq!(trigger["event_action"], "trigger");
     let dedup = trigger["dedup_key"].as_str().expect("dedup_key is a string");
     // The Redis target, not the pod: every sidecar in front of this Redis folds into one incident.
-    assert_eq!(dedup, format!("redguard/{}", redis.url()), "{dedup}");
+    assert_eq!(dedup, format!("redguard/{}", redis.addr()), "{dedup}");
     let p = &trigger["payload"];
     assert!(
         p["summary"].as_str().expect("summary").contains("Redis circuit OPEN"),

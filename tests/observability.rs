@@ -449,3 +449,29 @@ fn window_mode_override_and_saturation_gauges_follow_the_breaker_and_the_socket(
         (gauges(&rg, &saturation) == [0.0, 0.0, 7.0]).then_some(())
     });
 }
+
+/// `redguard_redis_info` names the Redis by host and port only (the password in the URL never shows), in one
+/// series, and with the text the PagerDuty `dedup_key` uses, so Prometheus and the sidecar's own pages group
+/// a fleet the same way.
+#[test]
+fn redis_info_names_the_target_without_the_password() {
+    const PASSWORD: &str = "pw-SECRET-4711";
+    let port = common::free_port();
+    let port_s = port.to_string();
+    let redis = RedisServer::start_with(
+        port,
+        &["--port", &port_s, "--requirepass", PASSWORD],
+        &["-a", PASSWORD, "--no-auth-warning"],
+    );
+    let url = format!("redis://:{PASSWORD}@{}", redis.addr());
+    let rg = Redguard::start(&url, CONFIG);
+    wait_for("redis_up", Duration::from_secs(5), || {
+        (rg.metric("redguard_redis_up") == 1.0).then_some(())
+    });
+    let text = rg.metrics();
+    let series = format!("redguard_redis_info{{mode=\"standalone\",target=\"{}\"}}", redis.addr());
+    assert_eq!(metric_value(&text, &series), 1.0, "{text}");
+    let info: Vec<&str> = text.lines().filter(|l| l.starts_with("redguard_redis_info")).collect();
+    assert_eq!(info.len(), 1, "{info:?}");
+    assert!(!text.contains(PASSWORD), "the password leaked into /metrics");
+}

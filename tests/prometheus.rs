@@ -4,107 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::monitoring::{repo, rules_with_short_for, Prometheus};
 use common::sink::SinkServer;
-use common::{free_port, wait_for, Redguard, RedisServer};
-use serde_json::Value;
-use serde_yaml_ng::Value as Yaml;
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// The shipped rules with every `for:` set to `for_`, so the test does not wait minutes.
-fn rules_with_short_for(for_: &str) -> String {
-    let text = std::fs::read_to_string(repo("alerts/redguard.rules.yml")).unwrap();
-    let mut rules: Yaml = serde_yaml_ng::from_str(&text).unwrap();
-    let mut changed = 0;
-    for group in rules["groups"].as_sequence_mut().unwrap() {
-        for rule in group["rules"].as_sequence_mut().unwrap() {
-            if let Some(map) = rule.as_mapping_mut() {
-                if map.contains_key("for") {
-                    map.insert("for".into(), for_.into());
-                    changed += 1;
-                }
-            }
-        }
-    }
-    assert!(changed >= 7, "expected every alert to have a for:, changed {changed}");
-    serde_yaml_ng::to_string(&rules).unwrap()
-}
-
-struct Prometheus {
-    url: String,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: std::net::SocketAddr, rules: &str) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\nscrape_configs:\n  - job_name: redguard\n    static_configs:\n      - targets: ['{target}']\n        labels: {{namespace: test, pod: app-0}}\n"
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .current_dir(dir.path())
-            .arg("--config.file=prometheus.yml")
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus is installed (scripts/install-test-deps.sh)");
-        let prom = Prometheus {
-            url: format!("127.0.0.1:{port}"),
-            child,
-            _dir: dir,
-        };
-        wait_for("prometheus to be ready", Duration::from_secs(30), || {
-            common::try_http_tcp(prom.url.parse().unwrap(), "/-/ready")
-                .ok()
-                .filter(|r| r.status == 200)
-        });
-        prom
-    }
-
-    fn api(&self, path_and_query: &str) -> Value {
-        let r = common::http_tcp(self.url.parse().unwrap(), path_and_query);
-        assert_eq!(r.status, 200, "{path_and_query}: {}", r.body);
-        r.json()
-    }
-
-    fn query(&self, promql: &str) -> Vec<Value> {
-        let q: String = promql.bytes().map(|b| format!("%{b:02X}")).collect();
-        self.api(&format!("/api/v1/query?query={q}"))["data"]["result"]
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-
-    /// State of an alert: "firing", "pending", or None when inactive.
-    fn alert_state(&self, name: &str) -> Option<String> {
-        let alerts = self.api("/api/v1/alerts");
-        alerts["data"]["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["labels"]["alertname"] == name)
-            .map(|a| a["state"].as_str().unwrap().to_owned())
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{wait_for, Redguard, RedisServer};
 
 const CONFIG: &str =
     "breaker:\n  failure_threshold: 2\n  recovery_timeout: 1s\n  recovery_timeout_max: 2s\n  recovery_jitter: 0\n\
@@ -116,7 +21,11 @@ fn the_circuit_open_alert_fires_on_an_outage_and_resolves_and_every_dashboard_qu
     // A webhook sink, so the notification panels have something to show.
     let sink = SinkServer::start();
     let rg = Redguard::start(&redis.url(), &CONFIG.replace("SINK", &sink.url("/hook")));
-    let prom = Prometheus::start(rg.admin, &rules_with_short_for("2s"));
+    let prom = Prometheus::start(
+        &[(rg.admin, "{namespace: test, pod: app-0}".to_owned())],
+        &rules_with_short_for("2s"),
+        None,
+    );
     wait_for("the first scrape", Duration::from_secs(30), || {
         (prom.query(r#"up{job="redguard"} == 1"#).len() == 1).then_some(())
     });
@@ -150,8 +59,10 @@ fn the_circuit_open_alert_fires_on_an_outage_and_resolves_and_every_dashboard_qu
         .find(|a| a["labels"]["alertname"] == "RedguardCircuitOpen")
         .unwrap()
         .clone();
-    assert_eq!(open["labels"]["severity"], "critical");
+    // One pod's circuit is a warning; the page is the target's (tests/paging.rs).
+    assert_eq!(open["labels"]["severity"], "warning");
     assert_eq!(open["labels"]["pod"], "app-0");
+    assert_eq!(open["labels"]["target"], redis.addr().as_str());
     assert!(
         open["annotations"]["summary"].as_str().unwrap().contains("test/app-0"),
         "{open}"

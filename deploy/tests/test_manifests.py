@@ -33,9 +33,12 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 BASE = DEPLOY / "kubernetes" / "base"
 OVERLAY = DEPLOY / "kubernetes" / "overlays" / "classic-sidecar"
+KPS_OVERLAY = DEPLOY / "kubernetes" / "overlays" / "kube-prometheus-stack"
+COMPONENT = DEPLOY / "kubernetes" / "components" / "redguard-sidecar"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 RULES_FILE = REPO / "alerts" / "redguard.rules.yml"
 DASHBOARD_FILE = REPO / "dashboards" / "redguard.json"
+LINKS_FILE = DEPLOY / "links.yaml"
 
 # Native sidecars (init containers with restartPolicy: Always) are on by default from 1.29.
 K8S_VERSION = "1.29.0"
@@ -44,7 +47,7 @@ OLDEST_K8S_VERSION = "1.25.0"
 # The newest release without `restartPolicy` on containers: the base must NOT be valid there.
 PRE_SIDECAR_K8S_VERSION = "1.27.0"
 
-VARIANTS = {"base": BASE, "classic-sidecar": OVERLAY}
+VARIANTS = {"base": BASE, "classic-sidecar": OVERLAY, "kube-prometheus-stack": KPS_OVERLAY}
 SIDECAR = "redguard"
 REDGUARD_UID = 65532
 CRD_GROUP = "monitoring.coreos.com/"
@@ -416,13 +419,15 @@ def test_podmonitor_job_matches_alert_rules(variant):
             assert re.fullmatch(job_regex, f"some-namespace/{monitor['metadata']['name']}"), job_regex
 
 
-def test_prometheus_scrape_annotations(variant):
+def test_one_scrape_mechanism(variant):
+    """The PodMonitor scrapes the pods; prometheus.io/* annotations as well would make an annotation job
+    scrape every pod a second time (every series twice, every alert twice)."""
     _, docs = variant
-    annotations = only(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    port = admin_port(rendered_config(docs))
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == str(port)
-    assert annotations["prometheus.io/path"] == "/metrics"
+    assert len(objects(docs, "PodMonitor")) == 1
+    for doc in docs:
+        for meta in (doc["metadata"], doc.get("spec", {}).get("template", {}).get("metadata", {})):
+            scrape = [a for a in meta.get("annotations", {}) if a.startswith("prometheus.io/")]
+            assert not scrape, f"{doc['kind']} {doc['metadata']['name']}: {scrape}"
 
 
 def test_downward_api_env(variant):
@@ -451,12 +456,6 @@ def test_secrets_are_mounted_files(variant):
     config = rendered_config(docs)
     files = [config["redis"]["password_file"]]
     assert "password" not in config["redis"]
-    sinks = config["notify"]["sinks"]
-    assert {s["type"] for s in sinks} == {"slack", "pagerduty"}
-    for sink in sinks:
-        key = {"slack": "url_file", "pagerduty": "routing_key_file"}[sink["type"]]
-        assert set(sink) == {"type", key}, f"{sink['type']} sink must use only {key}"
-        files.append(sink[key])
     for path in files:
         assert PurePosixPath(path).parent == secret_dir, f"{path} is not in the secret mount"
 
@@ -482,7 +481,7 @@ def test_example_secret_is_documented_but_not_rendered(rendered, no_network):
     mount = mount_of(sidecar(spec), secret_volume["name"])
     config = rendered_config(rendered["base"])
     wanted = {config["redis"]["password_file"]} | {
-        s.get("url_file") or s.get("routing_key_file") for s in config["notify"]["sinks"]
+        s.get("url_file") or s.get("routing_key_file") for s in (config.get("notify") or {}).get("sinks", [])
     }
     keys = set(secret["stringData"])
     assert {str(PurePosixPath(mount["mountPath"]) / k) for k in keys} == wanted
@@ -639,6 +638,8 @@ def test_generate_check_detects_drift(tmp_path):
     for rel in ("alerts", "dashboards", "deploy/kubernetes/base/generated"):
         shutil.copytree(REPO / rel, root / rel)
     shutil.copy2(DEPLOY / "generate.py", root / "deploy" / "generate.py")
+    shutil.copy2(LINKS_FILE, root / "deploy" / LINKS_FILE.name)
+    shutil.copy2(REPO / "Cargo.toml", root / "Cargo.toml")
     assert run_generate(root, "--check").returncode == 0
 
     # A changed source makes --check fail until the outputs are regenerated.
@@ -734,3 +735,179 @@ def test_dockerignore():
         assert kept not in patterns
     # deploy/ is ignored except the config the image ships.
     assert patterns.index("!deploy/redguard.yaml") > patterns.index("deploy/")
+
+
+# --------------------------------------------------------------------------------------------
+# runbook links: one setting (deploy/links.yaml)
+
+
+def copy_generator_inputs(root: Path) -> None:
+    for rel in ("alerts", "dashboards", "deploy/kubernetes/base/generated"):
+        shutil.copytree(REPO / rel, root / rel)
+    shutil.copy2(DEPLOY / "generate.py", root / "deploy" / "generate.py")
+    shutil.copy2(LINKS_FILE, root / "deploy" / LINKS_FILE.name)
+    shutil.copy2(REPO / "Cargo.toml", root / "Cargo.toml")
+
+
+def test_runbook_links_follow_the_setting_and_default_to_a_placeholder(variant):
+    """The committed rules, dashboard and objects carry deploy/links.yaml's URL (the --check above proves
+    they match it); its default is a placeholder, and no link points at someone else's repository."""
+    _, docs = variant
+    base = yaml.safe_load(LINKS_FILE.read_text())["runbook_url"]
+    assert "example.com" in base, "the shipped default must be a placeholder"
+    for group in only(docs, "PrometheusRule")["spec"]["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                assert rule["annotations"]["runbook_url"] == f"{base}#{rule['alert'].lower()}"
+    cm = [c for c in objects(docs, "ConfigMap") if c["metadata"]["name"] == "redguard-dashboard"][0]
+    links = json.loads(cm["data"][DASHBOARD_FILE.name])["links"]
+    assert [link["url"] for link in links if "runbook" in link["tooltip"]] == [base]
+    for path in [RULES_FILE, DASHBOARD_FILE, *sorted((REPO / "alerts" / "tests").glob("*.yml"))]:
+        assert "github.com/redguard" not in path.read_text(), path
+
+
+def test_runbook_anchors_exist_in_the_runbook():
+    runbook = (REPO / "alerts" / "RUNBOOK.md").read_text()
+    headings = {line[3:].strip().lower() for line in runbook.splitlines() if line.startswith("## ")}
+    for group in yaml.safe_load(RULES_FILE.read_text())["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                assert rule["alert"].lower() in headings, f"RUNBOOK.md has no section for {rule['alert']}"
+
+
+def test_changing_the_runbook_url_rewrites_every_link(tmp_path):
+    root = tmp_path / "repo"
+    copy_generator_inputs(root)
+    url = "https://wiki.internal.example/sre/redguard-runbook"
+    (root / "deploy" / LINKS_FILE.name).write_text(f"runbook_url: {url}\n")
+    assert run_generate(root, "--check").returncode == 1, "a changed setting must show as drift"
+    assert run_generate(root).returncode == 0
+    assert run_generate(root, "--check").returncode == 0
+    rules = yaml.safe_load((root / "alerts" / RULES_FILE.name).read_text())
+    urls = [r["annotations"]["runbook_url"] for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    assert urls and all(u.startswith(url + "#") for u in urls), urls
+    generated = (root / "deploy/kubernetes/base/generated/prometheusrule.yaml").read_text()
+    assert generated.count(url + "#") == len(urls)
+    dashboard = json.loads((root / "dashboards" / DASHBOARD_FILE.name).read_text())
+    assert [link["url"] for link in dashboard["links"]] == [url]
+    tests = (root / "alerts" / "tests" / "paging_test.yml").read_text()
+    assert f'runbook_url: "{url}#redguardredisunavailable"' in tests
+    # Nothing but the links changed.
+    original = RULES_FILE.read_text()
+    base = yaml.safe_load(LINKS_FILE.read_text())["runbook_url"]
+    assert (root / "alerts" / RULES_FILE.name).read_text() == original.replace(base, url)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["runbook_url: ftp://x.example/r\n", "runbook_url: https://x.example/r#frag\n", "other: 1\n", "runbook_url: [\n"],
+)
+def test_a_bad_runbook_setting_is_a_clear_error(tmp_path, setting):
+    root = tmp_path / "repo"
+    copy_generator_inputs(root)
+    (root / "deploy" / LINKS_FILE.name).write_text(setting)
+    proc = run_generate(root, "--check")
+    assert proc.returncode == 2, proc.stderr
+    assert "deploy/links.yaml" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# paging path, labels, the component on its own
+
+
+def test_base_ships_the_alertmanager_path_only(variant):
+    """Prometheus -> Alertmanager pages once per Redis target; the sidecar's own sinks as well would page a
+    second time for every outage (docs/operations.md, "Paging design")."""
+    _, docs = variant
+    config = rendered_config(docs)
+    assert not (config.get("notify") or {}).get("sinks"), "the base must not enable notification sinks"
+    rule = only(docs, "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert alerts["RedguardRedisUnavailable"]["labels"]["severity"] == "critical"
+    assert [a for a, r in alerts.items() if r["labels"]["severity"] == "critical"] == ["RedguardRedisUnavailable"]
+
+
+RECOMMENDED = ("name", "instance", "version", "component", "part-of", "managed-by")
+
+
+def test_recommended_labels_on_every_object(variant):
+    import tomllib
+
+    _, docs = variant
+    version = tomllib.loads((REPO / "Cargo.toml").read_text())["package"]["version"]
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    assert [i["newTag"] for i in kustomization["images"] if i["name"] == SIDECAR] == [version]
+    for doc in docs:
+        labels = doc["metadata"].get("labels", {})
+        where = f"{doc['kind']} {doc['metadata']['name']}"
+        missing = [k for k in RECOMMENDED if f"app.kubernetes.io/{k}" not in labels]
+        assert not missing, f"{where}: no app.kubernetes.io/{missing}"
+        if labels["app.kubernetes.io/name"] == "redguard":
+            assert labels["app.kubernetes.io/version"] == version, where
+    # Shared labels never reach a selector (immutable on a Deployment).
+    selector = only(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert set(selector) == {"app.kubernetes.io/name"}
+
+
+def test_release_label_only_in_the_kube_prometheus_stack_overlay(rendered):
+    for name in VARIANTS:
+        docs = rendered[name]
+        for doc in docs:
+            has = "release" in doc["metadata"].get("labels", {})
+            want = name == "kube-prometheus-stack" and doc["kind"] in ("PodMonitor", "PrometheusRule")
+            assert has == want, f"{name}: {doc['kind']} {doc['metadata']['name']}"
+
+
+FOREIGN = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  labels: {labels}
+spec:
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.27.3
+          volumeMounts:
+            - name: cache
+              mountPath: /cache
+      volumes:
+        - name: cache
+          emptyDir: {{}}
+"""
+
+
+def test_component_adds_the_sidecar_to_any_labelled_deployment(tmp_path, no_network):
+    """Two Deployments of someone else's: the labelled one gets redguard, its volumes and its ConfigMap
+    (with the hashed name wired into the volume), keeping its own volume; the other is untouched."""
+    (tmp_path / "apps.yaml").write_text(
+        FOREIGN.format(name="checkout", labels='{redguard/sidecar: "true"}')
+        + "---\n"
+        + FOREIGN.format(name="static", labels="{tier: web}")
+    )
+    rel = os.path.relpath(COMPONENT, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        f"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [apps.yaml]\ncomponents: [{rel}]\n"
+    )
+    docs = kustomize(tmp_path)
+    deployments = {d["metadata"]["name"]: d for d in objects(docs, "Deployment")}
+    checkout = deployments["checkout"]["spec"]["template"]
+    spec = checkout["spec"]
+    assert [c["name"] for c in spec["initContainers"]] == [SIDECAR]
+    assert spec["initContainers"][0]["restartPolicy"] == "Always"
+    assert [c["name"] for c in spec["containers"]] == ["web"]
+    assert {v["name"] for v in spec["volumes"]} == {"cache", "redguard-socket", "redguard-config", "redguard-secrets"}
+    assert spec["securityContext"]["fsGroup"] == REDGUARD_UID
+    assert checkout["metadata"]["labels"] == {"app": "checkout", "redguard/sidecar": "true"}
+    config_map = only(docs, "ConfigMap")["metadata"]["name"]
+    assert re.fullmatch(r"redguard-config-[a-z0-9]{10}", config_map)
+    assert volume(spec, "redguard-config")["configMap"]["name"] == config_map
+    assert yaml.safe_load(FOREIGN.format(name="static", labels="{tier: web}")) == deployments["static"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod notify;
+mod target;
 
 use crate::breaker;
 use crate::policy;
@@ -648,7 +649,7 @@ const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_PIPELINE_COMMANDS: usize = 1000;
 /// 16 MiB: with an idle process of under 10 MiB and a full default-sized cache, the bodies still fit the shipped
-/// 64 Mi memory limit (deploy/kubernetes/base/deployment.yaml).
+/// 64 Mi memory limit (deploy/kubernetes/components/redguard-sidecar/sidecar-patch.yaml).
 const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// `api`: the client-facing request handling.

@@ -161,8 +161,10 @@ impl Notice {
 pub(crate) struct Context {
     /// `notify.instance`.
     pub instance: String,
-    /// The Redis target, password masked.
+    /// The Redis target, password masked, for people to read.
     pub redis: String,
+    /// [`crate::config::RedisConfig::paging_target`]: the same text as `redguard_redis_info{target}`.
+    pub target: String,
     /// The breaker settings in force, for PagerDuty's `custom_details`.
     pub breaker: Value,
 }
@@ -172,7 +174,8 @@ impl Context {
         let b = &cfg.breaker;
         Context {
             instance: cfg.notify.instance.clone().unwrap_or_else(hostname),
-            redis: cfg.redis.display_url(),
+            redis: cfg.redis.display_target(),
+            target: cfg.redis.paging_target(),
             breaker: json!({
                 "failure_threshold": b.failure_threshold,
                 "failure_rate_threshold": b.failure_rate_threshold,
@@ -186,13 +189,14 @@ impl Context {
 
     /// One alert per Redis target, whichever sidecar sends it: every pod in front of one Redis folds into the
     /// same incident (one outage, one page), and it is stable across restarts, so a resolve after a restart
-    /// still finds it. Readable when short enough, else hashed. (The masked URL: no password in it.)
+    /// still finds it. Readable when short enough, else hashed. The target is the one Prometheus sees in
+    /// `redguard_redis_info{target}` (host and port only: no password in it).
     pub(crate) fn dedup_key(&self) -> String {
-        let readable = format!("redguard/{}", self.redis);
+        let readable = format!("redguard/{}", self.target);
         if readable.len() <= MAX_DEDUP_KEY {
             return readable;
         }
-        format!("redguard/{}", hex::encode(&Sha256::digest(&self.redis)[..16]))
+        format!("redguard/{}", hex::encode(&Sha256::digest(&self.target)[..16]))
     }
 }
 
@@ -387,7 +391,7 @@ mod tests {
     #[test]
     fn dedup_key_names_the_redis_target_not_the_pod_and_is_bounded() {
         let c = ctx();
-        assert_eq!(c.dedup_key(), "redguard/redis://:***@cache:6379");
+        assert_eq!(c.dedup_key(), "redguard/cache:6379");
         let other_pod = Context {
             instance: "prod/api-1".into(),
             ..ctx()
@@ -398,12 +402,12 @@ mod tests {
             "every pod behind one Redis: one incident"
         );
         let other_redis = Context {
-            redis: "redis://:***@cache-2:6379".into(),
+            target: "cache-2:6379".into(),
             ..ctx()
         };
         assert_ne!(other_redis.dedup_key(), c.dedup_key());
         let long = Context {
-            redis: format!("redis://{}:6379", "h".repeat(300)),
+            target: format!("{}:6379", "h".repeat(300)),
             ..ctx()
         };
         let key = long.dedup_key();
@@ -412,11 +416,21 @@ mod tests {
         assert_ne!(
             key,
             Context {
-                redis: format!("redis://{}:6379", "g".repeat(300)),
+                target: format!("{}:6379", "g".repeat(300)),
                 ..ctx()
             }
             .dedup_key()
         );
+    }
+
+    /// The sidecar's own pages and Prometheus's `redguard_redis_info{target}` must name a Redis the same way.
+    #[test]
+    fn the_dedup_key_is_built_from_the_metrics_target_without_credentials() {
+        let mut cfg = Config::default();
+        cfg.redis.url = "redis://u:pw-SECRET@cache:6380/0".into();
+        let c = Context::from_config(&cfg);
+        assert_eq!(c.dedup_key(), format!("redguard/{}", cfg.redis.paging_target()));
+        assert_eq!(c.dedup_key(), "redguard/cache:6380");
     }
 
     #[test]

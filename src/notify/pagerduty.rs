@@ -98,7 +98,7 @@ mod tests {
         let e = &events[0];
         assert_eq!(e["routing_key"], "R0UT1NG");
         assert_eq!(e["event_action"], "trigger");
-        assert_eq!(e["dedup_key"], "redguard/redis://:***@cache:6379");
+        assert_eq!(e["dedup_key"], "redguard/cache:6379");
         let p = &e["payload"];
         assert_eq!(
             p["summary"],

@@ -17,6 +17,7 @@ pub(crate) fn ctx() -> Context {
     Context {
         instance: "prod/api-0".to_owned(),
         redis: "redis://:***@cache:6379".to_owned(),
+        target: "cache:6379".to_owned(),
         breaker: json!({"failure_threshold": 2}),
     }
 }

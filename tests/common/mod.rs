@@ -8,6 +8,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod faults;
+pub mod monitoring;
 mod redis_server;
 pub mod sink;
 pub mod topology;
