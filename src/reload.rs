@@ -129,6 +129,8 @@ pub static KEYS: &[Key] = keys! {
     Live notify.max_attempts;
     Live notify.shutdown_grace;
     Live notify.sinks;
+    Live notify.runbook_url;
+    Live notify.dashboard_url;
     Live ratelimit.on_unavailable;
     Live ratelimit.local_max_keys;
     Restart reload.watch;

@@ -532,3 +532,80 @@ fn notify_test_reports_each_sink_and_fails_when_one_does() {
     assert!(out.contains("1 of 2 sink(s) delivered"), "{out}");
     assert_eq!(refusing.requests().len(), 1, "a 400 is not retried");
 }
+
+/// The Slack block of type `kind` in a message, if any.
+fn slack_block(message: &Value, kind: &str) -> Option<Value> {
+    message["attachments"][0]["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == kind)
+        .cloned()
+}
+
+#[test]
+fn runbook_and_dashboard_links_reach_pagerduty_and_slack_and_follow_a_reload() {
+    let redis = RedisServer::start();
+    let slack = SinkServer::start();
+    let pd = SinkServer::answering(Answer::Status(202, r#"{"status":"success"}"#));
+    let sinks = format!(
+        "    - {{type: slack, url: '{}'}}\n    - {{type: pagerduty, routing_key: R0UTING-links, url: '{}'}}\n",
+        slack.url("/services/links"),
+        pd.url("/v2/enqueue"),
+    );
+    let yaml = |notify_extra: &str| config(notify_extra, &sinks) + "reload:\n  watch: false\n";
+    let rg = Redguard::start(&redis.url(), &yaml(""));
+
+    // Unset: no links and no buttons, rather than a default that leads nowhere.
+    assert_eq!(rg.control("force_open").status, 200);
+    let bare_slack = slack.wait_for_requests(1, WAIT)[0].json();
+    let bare_pd = pd.wait_for_requests(1, WAIT)[0].json();
+    assert_eq!(slack_block(&bare_slack, "actions"), None, "{bare_slack}");
+    assert_eq!(bare_pd["event_action"], "trigger");
+    assert!(
+        bare_pd.get("links").is_none() && bare_pd.get("client_url").is_none(),
+        "{bare_pd}"
+    );
+    assert_eq!(rg.control("reset").status, 200);
+    slack.wait_for_requests(2, WAIT);
+    pd.wait_for_requests(2, WAIT);
+
+    // Set by a reload: the next notices carry them.
+    let runbook = "https://runbooks.example/redguard#circuit-open";
+    let dashboard = "https://grafana.example/d/redguard?var-pod=rg-0&from=now-1h";
+    std::fs::write(
+        rg.config_path(),
+        yaml(&format!("  runbook_url: {runbook}\n  dashboard_url: '{dashboard}'\n")),
+    )
+    .unwrap();
+    let r = common::http(&rg.socket, "POST", "/v1/reload", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let changed = r.json()["changed"].clone();
+    assert_eq!(changed, json!(["notify.runbook_url", "notify.dashboard_url"]), "{}", r.body);
+    assert_eq!(rg.control("force_open").status, 200);
+
+    let message = slack.wait_for_requests(3, WAIT)[2].json();
+    let actions = slack_block(&message, "actions").unwrap_or_else(|| panic!("no actions block: {message}"));
+    let buttons = actions["elements"].as_array().unwrap();
+    assert_eq!(buttons.len(), 2, "{actions}");
+    for (button, (label, url)) in buttons.iter().zip([("Runbook", runbook), ("Dashboard", dashboard)]) {
+        assert_eq!(button["type"], "button");
+        assert_eq!(button["text"]["type"], "plain_text");
+        assert_eq!(button["text"]["text"], label);
+        assert_eq!(button["url"], url);
+        assert!(button["action_id"].is_string(), "{button}");
+    }
+    assert_ne!(buttons[0]["action_id"], buttons[1]["action_id"]);
+
+    let trigger = pd.wait_for_requests(3, WAIT)[2].json();
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(
+        trigger["links"],
+        json!([{"href": runbook, "text": "Runbook"}, {"href": dashboard, "text": "Dashboard"}])
+    );
+    assert_eq!(trigger["client"], "redguard");
+    assert_eq!(trigger["client_url"], dashboard);
+    // Top level, beside the routing fields, not inside the payload.
+    assert!(trigger["payload"].get("links").is_none(), "{trigger}");
+    assert_eq!(trigger["payload"]["source"], INSTANCE);
+}

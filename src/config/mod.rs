@@ -88,6 +88,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "timeout",
             "max_attempts",
             "shutdown_grace",
+            "runbook_url",
+            "dashboard_url",
         ],
     ),
     ("ratelimit", &["on_unavailable", "local_max_keys"]),

@@ -24,6 +24,8 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The PagerDuty Events API v2 endpoint.
 pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+/// Longest accepted `runbook_url` / `dashboard_url`: Slack refuses a button whose URL is longer.
+const MAX_LINK_BYTES: usize = 3000;
 /// Longest accepted sink name; names become metric label values.
 const MAX_SINK_NAME: usize = 64;
 /// Headers redguard sets itself; a sink may not override them.
@@ -81,6 +83,11 @@ pub struct NotifyConfig {
     /// How long pending notifications may still go out after shutdown begins.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// The runbook for an open circuit: a link in PagerDuty incidents and a button in Slack messages. Unset:
+    /// no link at all, never a default that leads nowhere.
+    pub runbook_url: Option<String>,
+    /// The dashboard that shows this sidecar: PagerDuty's `client_url` and a link, a button in Slack.
+    pub dashboard_url: Option<String>,
     /// Where notifications go. None: notifications are off.
     pub sinks: Vec<SinkConfig>,
 }
@@ -95,6 +102,8 @@ impl Default for NotifyConfig {
             timeout: DEFAULT_TIMEOUT,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            runbook_url: None,
+            dashboard_url: None,
             sinks: Vec::new(),
         }
     }
@@ -272,6 +281,12 @@ impl NotifyConfig {
         if self.timeout.is_zero() {
             p.push("notify.timeout must be greater than 0".to_owned());
         }
+        for (key, url) in [
+            ("notify.runbook_url", &self.runbook_url),
+            ("notify.dashboard_url", &self.dashboard_url),
+        ] {
+            check_link(key, url.as_deref(), p);
+        }
         self.name_sinks(p);
         for (i, s) in self.sinks.iter_mut().enumerate() {
             let at = format!("notify.sinks[{i}]");
@@ -407,6 +422,20 @@ fn check_url(key: &str, url: Option<&str>, p: &mut Vec<String>) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
         Ok(_) => p.push(format!("{key} must be an http:// or https:// URL with a host")),
         Err(e) => p.push(format!("{key} is not a valid URL ({e})")),
+    }
+}
+
+/// Checks a link that people will click: unlike a sink URL it is no secret, so the error may quote it.
+fn check_link(key: &str, url: Option<&str>, p: &mut Vec<String>) {
+    let Some(url) = url else { return };
+    if url.len() > MAX_LINK_BYTES {
+        p.push(format!("{key} is longer than {MAX_LINK_BYTES} bytes (Slack's limit for a button's URL)"));
+        return;
+    }
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && url.trim() == url => {}
+        Ok(_) => p.push(format!("{key} must be an absolute http:// or https:// URL with a host, got {url:?}")),
+        Err(e) => p.push(format!("{key} is not an absolute URL ({e}), got {url:?}")),
     }
 }
 

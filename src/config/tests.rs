@@ -1113,3 +1113,46 @@ fn log_level_takes_a_level_or_a_filter_and_names_a_bad_one() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn runbook_and_dashboard_links_must_be_absolute_http_urls_and_name_their_key() {
+    let c = yaml("notify:\n  runbook_url: https://runbooks.example/redguard#open\n  dashboard_url: 'http://grafana.example:3000/d/rg?var-pod=api-0'\n").unwrap();
+    assert_eq!(
+        c.notify.runbook_url.as_deref(),
+        Some("https://runbooks.example/redguard#open")
+    );
+    assert_eq!(
+        c.notify.dashboard_url.as_deref(),
+        Some("http://grafana.example:3000/d/rg?var-pod=api-0")
+    );
+    assert_eq!(Config::default().notify.runbook_url, None);
+    assert_eq!(Config::default().notify.dashboard_url, None);
+
+    for (value, want) in [
+        ("/d/redguard", "notify.runbook_url is not an absolute URL"),
+        ("ftp://files.example/runbook", "notify.runbook_url must be an absolute http:// or https:// URL"),
+        ("mailto:oncall@example.com", "notify.runbook_url must be an absolute http:// or https:// URL"),
+        ("''", "notify.runbook_url is not an absolute URL"),
+        ("' https://runbooks.example/x'", "notify.runbook_url must be an absolute http:// or https:// URL"),
+    ] {
+        let p = problems(&format!("notify:\n  runbook_url: {value}\n"));
+        assert!(p.len() == 1 && p[0].starts_with(want), "{value}: {p:?}");
+    }
+    let long = format!("https://grafana.example/{}", "a".repeat(3000));
+    let p = problems(&format!("notify:\n  dashboard_url: {long}\n"));
+    assert_eq!(
+        p,
+        ["notify.dashboard_url is longer than 3000 bytes (Slack's limit for a button's URL)"]
+    );
+
+    // The deploy generator sets them through the environment.
+    let vars = env(&[
+        ("REDGUARD_NOTIFY_RUNBOOK_URL", "https://runbooks.example/rg"),
+        ("REDGUARD_NOTIFY_DASHBOARD_URL", "relative/path"),
+    ]);
+    let err = Config::load(None, vars).unwrap_err().to_string();
+    assert!(err.contains("notify.dashboard_url is not an absolute URL"), "{err}");
+    let vars = env(&[("REDGUARD_NOTIFY_DASHBOARD_URL", "https://grafana.example/d/rg")]);
+    let n = Config::load(None, vars).unwrap().notify;
+    assert_eq!(n.dashboard_url.as_deref(), Some("https://grafana.example/d/rg"));
+}

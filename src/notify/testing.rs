@@ -18,6 +18,8 @@ pub(crate) fn ctx() -> Context {
         instance: "prod/api-0".to_owned(),
         redis: "redis://:***@cache:6379".to_owned(),
         breaker: json!({"failure_threshold": 2}),
+        runbook_url: None,
+        dashboard_url: None,
     }
 }
 
