@@ -29,12 +29,15 @@ const MAX_LINK_BYTES: usize = 3000;
 /// Longest accepted sink name; names become metric label values.
 const MAX_SINK_NAME: usize = 64;
 /// Headers redguard sets itself; a sink may not override them.
-const RESERVED_HEADERS: [&str; 5] = [
+const RESERVED_HEADERS: [&str; 8] = [
     "content-type",
     "content-length",
     "host",
     "user-agent",
     "x-redguard-signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
 ];
 
 /// Which transitions are notified, by the state entered.
@@ -187,7 +190,8 @@ pub struct SinkConfig {
     /// Webhook: extra request headers (an `Authorization` value, say); values are kept secret.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
-    /// Webhook: signs each body with HMAC-SHA256 in `X-Redguard-Signature` (or from `secret_file` / `secret_env`).
+    /// Webhook: signs each request with HMAC-SHA256 (`webhook-signature`, and the older `X-Redguard-Signature`);
+    /// `whsec_<base64>` is decoded as Standard Webhooks' secrets are (or from `secret_file` / `secret_env`).
     #[serde(default)]
     pub secret: Option<Secret>,
     #[serde(default)]
@@ -309,6 +313,7 @@ impl NotifyConfig {
             if s.kind == SinkKind::Webhook {
                 let refs = SecretRef::new(&at, ["secret", "secret_file", "secret_env"], false);
                 refs.resolve(&mut s.secret, &s.secret_file, &s.secret_env, env, p);
+                check_signing_secret(&at, s.secret.as_ref(), p);
                 check_headers(&at, &s.headers, p);
             }
         }
@@ -436,6 +441,22 @@ fn check_link(key: &str, url: Option<&str>, p: &mut Vec<String>) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && url.trim() == url => {}
         Ok(_) => p.push(format!("{key} must be an absolute http:// or https:// URL with a host, got {url:?}")),
         Err(e) => p.push(format!("{key} is not an absolute URL ({e}), got {url:?}")),
+    }
+}
+
+/// A secret in Standard Webhooks' form (`whsec_` + base64) is decoded into the HMAC key; one that cannot be
+/// is refused now rather than signing with something the receiver does not expect. Never prints the secret.
+fn check_signing_secret(at: &str, secret: Option<&Secret>, p: &mut Vec<String>) {
+    use base64::Engine;
+    let Some(encoded) = secret.and_then(|s| s.expose().strip_prefix("whsec_")) else {
+        return;
+    };
+    match base64::engine::general_purpose::STANDARD.decode(encoded) {
+        Ok(key) if !key.is_empty() => {}
+        _ => p.push(format!(
+            "{at}: the signing secret (secret, secret_file or secret_env) starts with whsec_, but what follows is \
+             not the base64 of a key"
+        )),
     }
 }
 

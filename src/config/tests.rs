@@ -1156,3 +1156,21 @@ fn runbook_and_dashboard_links_must_be_absolute_http_urls_and_name_their_key() {
     let n = Config::load(None, vars).unwrap().notify;
     assert_eq!(n.dashboard_url.as_deref(), Some("https://grafana.example/d/rg"));
 }
+
+#[test]
+fn a_whsec_signing_secret_must_be_base64_and_is_never_printed() {
+    let sinks = |secret: &str| format!("notify:\n  sinks:\n    - {{type: webhook, url: 'http://h', secret: '{secret}'}}\n");
+    assert!(yaml(&sinks("whsec_aGVsbG8=")).is_ok());
+    assert!(yaml(&sinks("plain-secret")).is_ok(), "any other secret is its bytes");
+    for bad in ["whsec_not*base64*SECRETX", "whsec_"] {
+        let p = problems(&sinks(bad));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("notify.sinks[0]: the signing secret (secret, secret_file or secret_env) starts with whsec_"),
+            "{p:?}"
+        );
+        assert!(!p[0].contains("SECRETX"), "{p:?}");
+    }
+    let p = problems("notify:\n  sinks:\n    - {type: webhook, url: 'http://h', headers: {Webhook-Id: x}}\n");
+    assert_eq!(p, ["notify.sinks[0].headers.Webhook-Id is set by redguard and cannot be overridden"]);
+}

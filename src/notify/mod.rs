@@ -387,8 +387,8 @@ async fn send(
     let sink = &slot.sink;
     let observe = |d: Duration| slot.metrics.duration.observe(d.as_secs_f64());
     let mut result = Ok(Delivered { attempts: 0 });
-    for body in sink.bodies(notice, &shared.ctx) {
-        result = delivery::deliver(transport, sink, &body, &shared.policy, jitter, &observe)
+    for out in sink.bodies(notice, &shared.ctx) {
+        result = delivery::deliver(transport, sink, &out, &shared.policy, jitter, &observe)
             .await
             .map(|d| Delivered {
                 attempts: d.attempts + result.as_ref().map_or(0, |r| r.attempts),

@@ -72,6 +72,11 @@ impl Scripted {
         self.calls.lock().unwrap().iter().map(|(t, _)| *t - start).collect()
     }
 
+    /// Every request as sent, headers included.
+    pub(crate) fn requests(&self) -> Vec<Request> {
+        self.calls.lock().unwrap().iter().map(|(_, r)| r.clone()).collect()
+    }
+
     pub(crate) fn bodies(&self) -> Vec<serde_json::Value> {
         let calls = self.calls.lock().unwrap();
         calls
