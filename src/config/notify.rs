@@ -434,12 +434,16 @@ fn check_url(key: &str, url: Option<&str>, p: &mut Vec<String>) {
 fn check_link(key: &str, url: Option<&str>, p: &mut Vec<String>) {
     let Some(url) = url else { return };
     if url.len() > MAX_LINK_BYTES {
-        p.push(format!("{key} is longer than {MAX_LINK_BYTES} bytes (Slack's limit for a button's URL)"));
+        p.push(format!(
+            "{key} is longer than {MAX_LINK_BYTES} bytes (Slack's limit for a button's URL)"
+        ));
         return;
     }
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && url.trim() == url => {}
-        Ok(_) => p.push(format!("{key} must be an absolute http:// or https:// URL with a host, got {url:?}")),
+        Ok(_) => p.push(format!(
+            "{key} must be an absolute http:// or https:// URL with a host, got {url:?}"
+        )),
         Err(e) => p.push(format!("{key} is not an absolute URL ({e}), got {url:?}")),
     }
 }

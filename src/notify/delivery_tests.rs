@@ -63,14 +63,22 @@ async fn a_retry_carries_the_same_id_and_body_with_its_own_signature() {
     let sink = Sink::from_config(&c.notify.sinks[0]).unwrap();
     let transport = Scripted::new([Reply::Status(500)], Reply::Status(200));
     let out = sink
-        .bodies(&crate::notify::testing::notice(State::Closed, State::Open, None), &crate::notify::testing::ctx())
+        .bodies(
+            &crate::notify::testing::notice(State::Closed, State::Open, None),
+            &crate::notify::testing::ctx(),
+        )
         .remove(0);
     let result = deliver(&*transport, &sink, &out, &policy(3), &mut Jitter::new(1), &|_| {}).await;
     assert_eq!(result, Ok(Delivered { attempts: 2 }));
     let requests = transport.requests();
     assert_eq!(requests.len(), 2);
     for r in &requests {
-        let get = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_str().unwrap().to_owned());
+        let get = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap().to_owned())
+        };
         assert_eq!(get("webhook-id").as_deref(), Some(out.id.as_str()));
         assert_eq!(r.body, out.body);
         let t: u64 = get("webhook-timestamp").unwrap().parse().unwrap();

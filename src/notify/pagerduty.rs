@@ -73,7 +73,10 @@ fn trigger(n: &Notice, ctx: &Context, routing_key: &str, severity: Severity, ded
         },
     });
     // Links only when configured: an incident with a link to nowhere is worse than one without.
-    let links: Vec<Value> = ctx.links().map(|(text, href)| json!({"href": href, "text": text})).collect();
+    let links: Vec<Value> = ctx
+        .links()
+        .map(|(text, href)| json!({"href": href, "text": text}))
+        .collect();
     if !links.is_empty() {
         event["links"] = Value::Array(links);
     }
@@ -158,10 +161,18 @@ mod tests {
             ..c.clone()
         };
         let e = &render(&n, &runbook_only, "k", Severity::Critical)[0];
-        assert_eq!(e["links"], json!([{"href": "https://runbooks.example/redguard#open", "text": "Runbook"}]));
+        assert_eq!(
+            e["links"],
+            json!([{"href": "https://runbooks.example/redguard#open", "text": "Runbook"}])
+        );
         assert!(e.get("client_url").is_none(), "{e}");
         // A resolve carries nothing but the key.
-        let resolved = render(&notice(State::HalfOpen, State::Closed, None), &c, "k", Severity::Critical);
+        let resolved = render(
+            &notice(State::HalfOpen, State::Closed, None),
+            &c,
+            "k",
+            Severity::Critical,
+        );
         assert!(resolved[0].get("links").is_none(), "{}", resolved[0]);
     }
 

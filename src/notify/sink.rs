@@ -148,11 +148,18 @@ impl Sink {
     /// and, with a secret, the signatures over them (each attempt is signed afresh).
     pub(crate) fn request(&self, out: &Outgoing, now: u64) -> Request {
         let mut headers = Vec::new();
-        if let Target::Webhook { headers: extra, signing } = &self.target {
+        if let Target::Webhook {
+            headers: extra,
+            signing,
+        } = &self.target
+        {
             headers.extend(extra.iter().cloned());
             let ascii = |s: &str| HeaderValue::from_str(s).expect("ids, times and signatures are ASCII");
             headers.push((HeaderName::from_static(webhook::ID_HEADER), ascii(&out.id)));
-            headers.push((HeaderName::from_static(webhook::TIMESTAMP_HEADER), ascii(&now.to_string())));
+            headers.push((
+                HeaderName::from_static(webhook::TIMESTAMP_HEADER),
+                ascii(&now.to_string()),
+            ));
             if let Some(s) = signing {
                 let mut value = ascii(&webhook::signature(&s.key, &out.id, now, &out.body));
                 value.set_sensitive(true);
@@ -195,7 +202,10 @@ mod tests {
     }
 
     fn header<'r>(r: &'r Request, name: &str) -> Option<&'r str> {
-        r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.to_str().unwrap())
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_str().unwrap())
     }
 
     #[test]

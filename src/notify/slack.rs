@@ -164,10 +164,7 @@ mod tests {
                 {"type": "button", "action_id": "dashboard", "text": {"type": "plain_text", "text": "Dashboard"}, "url": "https://grafana.example/d/redguard?var-pod=api-0&from=now-1h"},
             ]})
         );
-        let dashboard_only = Context {
-            runbook_url: None,
-            ..c
-        };
+        let dashboard_only = Context { runbook_url: None, ..c };
         let elements = render(&n, &dashboard_only)["attachments"][0]["blocks"][3]["elements"].clone();
         assert_eq!(elements.as_array().unwrap().len(), 1);
         assert_eq!(elements[0]["action_id"], "dashboard");
