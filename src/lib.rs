@@ -384,7 +384,10 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let drain_timeout = reloader.current().listen.drain_timeout;
     if tokio::time::timeout(drain_timeout, &mut api_task).await.is_err() {
-        warn!(timeout = ?drain_timeout, "drain timeout elapsed; closing remaining connections");
+        warn!(
+            timeout_seconds = drain_timeout.as_secs_f64(),
+            "drain timeout elapsed; closing remaining connections"
+        );
         api_task.abort();
     }
     admin_task.abort();

@@ -1130,10 +1130,19 @@ fn runbook_and_dashboard_links_must_be_absolute_http_urls_and_name_their_key() {
 
     for (value, want) in [
         ("/d/redguard", "notify.runbook_url is not an absolute URL"),
-        ("ftp://files.example/runbook", "notify.runbook_url must be an absolute http:// or https:// URL"),
-        ("mailto:oncall@example.com", "notify.runbook_url must be an absolute http:// or https:// URL"),
+        (
+            "ftp://files.example/runbook",
+            "notify.runbook_url must be an absolute http:// or https:// URL",
+        ),
+        (
+            "mailto:oncall@example.com",
+            "notify.runbook_url must be an absolute http:// or https:// URL",
+        ),
         ("''", "notify.runbook_url is not an absolute URL"),
-        ("' https://runbooks.example/x'", "notify.runbook_url must be an absolute http:// or https:// URL"),
+        (
+            "' https://runbooks.example/x'",
+            "notify.runbook_url must be an absolute http:// or https:// URL",
+        ),
     ] {
         let p = problems(&format!("notify:\n  runbook_url: {value}\n"));
         assert!(p.len() == 1 && p[0].starts_with(want), "{value}: {p:?}");
@@ -1159,18 +1168,44 @@ fn runbook_and_dashboard_links_must_be_absolute_http_urls_and_name_their_key() {
 
 #[test]
 fn a_whsec_signing_secret_must_be_base64_and_is_never_printed() {
-    let sinks = |secret: &str| format!("notify:\n  sinks:\n    - {{type: webhook, url: 'http://h', secret: '{secret}'}}\n");
+    let sinks =
+        |secret: &str| format!("notify:\n  sinks:\n    - {{type: webhook, url: 'http://h', secret: '{secret}'}}\n");
     assert!(yaml(&sinks("whsec_aGVsbG8=")).is_ok());
     assert!(yaml(&sinks("plain-secret")).is_ok(), "any other secret is its bytes");
     for bad in ["whsec_not*base64*SECRETX", "whsec_"] {
         let p = problems(&sinks(bad));
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
-            p[0].starts_with("notify.sinks[0]: the signing secret (secret, secret_file or secret_env) starts with whsec_"),
+            p[0].starts_with(
+                "notify.sinks[0]: the signing secret (secret, secret_file or secret_env) starts with whsec_"
+            ),
             "{p:?}"
         );
         assert!(!p[0].contains("SECRETX"), "{p:?}");
     }
     let p = problems("notify:\n  sinks:\n    - {type: webhook, url: 'http://h', headers: {Webhook-Id: x}}\n");
-    assert_eq!(p, ["notify.sinks[0].headers.Webhook-Id is set by redguard and cannot be overridden"]);
+    assert_eq!(
+        p,
+        ["notify.sinks[0].headers.Webhook-Id is set by redguard and cannot be overridden"]
+    );
+}
+
+#[test]
+fn log_format_is_text_or_json_from_the_file_or_the_environment() {
+    use super::LogFormat;
+    assert_eq!(Config::default().log.format, LogFormat::Text);
+    assert_eq!(yaml("log:\n  format: json\n").unwrap().log.format, LogFormat::Json);
+    let (line, message) = parse_err("log:\n  format: yaml\n");
+    assert_eq!(line, Some(2));
+    assert!(
+        message.contains("log.format") && message.contains("text") && message.contains("json"),
+        "{message}"
+    );
+    let c = Config::load(None, env(&[("REDGUARD_LOG_FORMAT", "json")])).unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    let err = Config::load(None, env(&[("REDGUARD_LOG_FORMAT", "xml")])).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Env { var, .. } if var == "REDGUARD_LOG_FORMAT"),
+        "{err:?}"
+    );
 }

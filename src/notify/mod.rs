@@ -138,7 +138,7 @@ impl Generation {
         }
         if !self.slots.is_empty() {
             let names: Vec<&str> = self.slots.iter().map(|s| s.sink.name.as_str()).collect();
-            info!(sinks = ?names, instance = %self.shared.ctx.instance, "notifications enabled");
+            info!(sinks = %names.join(","), instance = %self.shared.ctx.instance, "notifications enabled");
         }
     }
 
@@ -230,7 +230,11 @@ impl Notifier {
             return;
         }
         let pending: usize = generations.iter().flat_map(|g| &g.slots).map(|s| s.queue.len()).sum();
-        info!(pending, grace = ?grace, "sending pending notifications before exit");
+        info!(
+            pending,
+            grace_seconds = grace.as_secs_f64(),
+            "sending pending notifications before exit"
+        );
         for g in &generations {
             let _ = g.stop.send(true);
         }
@@ -254,7 +258,11 @@ impl Notifier {
                     lost += n;
                 }
             }
-            warn!(grace = ?grace, unsent = lost, "notification grace elapsed; giving up on the rest");
+            warn!(
+                grace_seconds = grace.as_secs_f64(),
+                unsent = lost,
+                "notification grace elapsed; giving up on the rest"
+            );
         }
     }
 
