@@ -449,7 +449,10 @@ pub async fn run(
         }
     };
     if tokio::time::timeout(drain_timeout, drained).await.is_err() {
-        warn!(timeout = ?drain_timeout, "drain timeout elapsed; closing remaining connections");
+        warn!(
+            timeout_seconds = drain_timeout.as_secs_f64(),
+            "drain timeout elapsed; closing remaining connections"
+        );
         api_task.abort();
         resp_tasks.iter().for_each(|t| t.abort());
     }

@@ -31,9 +31,9 @@ const EXIT_CONFIG: u8 = 78;
                   nothing); SIGUSR1 and SIGUSR2 are logged and ignored."
 )]
 struct Cli {
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
+    /// Log format; wins over REDGUARD_LOG_FORMAT and the config's `log.format` (default text).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +42,15 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+impl From<redguard::config::LogFormat> for LogFormat {
+    fn from(f: redguard::config::LogFormat) -> Self {
+        match f {
+            redguard::config::LogFormat::Text => LogFormat::Text,
+            redguard::config::LogFormat::Json => LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -67,11 +76,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let set_log_level = init_logging(cli.log_format);
     match cli.command {
-        Command::CheckConfig { file } => check_config(&file),
-        Command::NotifyTest { config } => notify_test(&config),
+        Command::CheckConfig { file } => {
+            // It reports on stdout and stderr itself; the format only matters for what a check logs.
+            init_logging(cli.log_format.unwrap_or(LogFormat::Text));
+            check_config(&file)
+        }
+        Command::NotifyTest { config } => notify_test(&config, cli.log_format),
         Command::Run { config } => {
+            // The config is read before logging starts, since it may choose the format; what goes wrong
+            // before then is printed to stderr as plain text.
             let loaded = match redguard::reload::load(config.as_deref()) {
                 Ok(loaded) => loaded,
                 Err(e) => {
@@ -79,6 +93,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            let format = cli.log_format.unwrap_or_else(|| loaded.config.log.format.into());
+            let set_log_level = init_logging(format);
             // One thread, like twemproxy. Measured (BENCHMARKS.md), the multi-threaded runtime cost more CPU per
             // request and added latency: wake-ups crossed workers, and the Redis connection's task, woken at once on
             // the other worker for each request, wrote every command on its own; on one thread the commands of
@@ -141,7 +157,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn notify_test(file: &std::path::Path) -> ExitCode {
+fn notify_test(file: &std::path::Path, log_format: Option<LogFormat>) -> ExitCode {
     let cfg = match Config::load(Some(file), process_env()) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -149,6 +165,9 @@ fn notify_test(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(set_level) = init_logging(log_format.unwrap_or_else(|| cfg.log.format.into())) {
+        set_level(&cfg.log.level);
+    }
     if cfg.notify.sinks.is_empty() {
         eprintln!("{}: no notify.sinks configured; nothing to test", file.display());
         return ExitCode::FAILURE;
@@ -176,7 +195,9 @@ fn notify_test(file: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` if set, else `info` until the config's `log.level` is read. Returns
+/// Logs to stderr in `format` (the command line's, else the config's `log.format`, which
+/// `REDGUARD_LOG_FORMAT` overrides), filtered by `RUST_LOG` if set, else `info` until the config's `log.level`
+/// is applied. Returns
 /// the setter of the config's level (none while `RUST_LOG` is set: it wins), which a reload calls too.
 fn init_logging(format: LogFormat) -> Option<redguard::reload::SetLogLevel> {
     use tracing_subscriber::prelude::*;

@@ -131,10 +131,13 @@ pub static KEYS: &[Key] = keys! {
     Live notify.max_attempts;
     Live notify.shutdown_grace;
     Live notify.sinks;
+    Live notify.runbook_url;
+    Live notify.dashboard_url;
     Live ratelimit.on_unavailable;
     Live ratelimit.local_max_keys;
     Restart reload.watch;
     Live log.level;
+    Restart log.format;
     Live resp.serve_cached_reads;
 };
 
@@ -445,16 +448,16 @@ impl Reloader {
                 info!(trigger = trigger.as_str(), hash, "config reloaded: nothing changed")
             }
             Outcome::Success { changed, hash } => {
-                info!(trigger = trigger.as_str(), hash, changed = ?changed, "config reloaded and applied")
+                info!(trigger = trigger.as_str(), hash, changed = %changed.join(","), "config reloaded and applied")
             }
             Outcome::Invalid { errors } => warn!(
                 trigger = trigger.as_str(),
-                errors = ?errors,
+                errors = %errors.join("; "),
                 "config reload refused: the new config is invalid; still running on the previous one"
             ),
             Outcome::RestartRequired { keys } => warn!(
                 trigger = trigger.as_str(),
-                keys = ?keys,
+                keys = %keys.join(","),
                 "config reload refused: these keys only change on a restart; still running on the previous config"
             ),
         }

@@ -78,6 +78,25 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
+/// Checks a request's Standard Webhooks headers as a receiver would, with the spec's algorithm written out here:
+/// the key is the base64 after `whsec_`, the signed text `<webhook-id>.<webhook-timestamp>.<body>`, the header
+/// `v1,<base64 of the HMAC-SHA256>`. Returns the id.
+fn verify_standard_webhook(secret: &str, call: &Recorded) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let id = call.header("webhook-id").expect("webhook-id").to_owned();
+    let t = call.header("webhook-timestamp").expect("webhook-timestamp");
+    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{t}.{}", call.body).as_bytes());
+    let want = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    assert_eq!(call.header("webhook-signature"), Some(want.as_str()), "{id} at {t}");
+    let t: u64 = t.parse().unwrap();
+    assert!(unix_now().abs_diff(t) <= 60, "timestamp {t} is not recent");
+    assert_eq!(call.json()["id"], id.as_str(), "the body carries the id too");
+    id
+}
+
 fn hmac_hex(secret: &str, signed: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(signed.as_bytes());
@@ -218,7 +237,19 @@ fn an_outage_and_its_recovery_reach_slack_pagerduty_and_a_signed_webhook() {
         assert_eq!(v1, hmac_hex("hmac-secret-e2e", &format!("{t}.{}", call.body)), "{sig}");
         let t: u64 = t.parse().unwrap();
         assert!(unix_now().abs_diff(t) <= 60, "timestamp {t} is not recent");
+        // The standard headers too; a secret not in whsec_ form keys the HMAC with its bytes.
+        let id = call.header("webhook-id").expect("webhook-id");
+        let ts = call.header("webhook-timestamp").expect("webhook-timestamp");
+        assert_eq!(ts, t.to_string());
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"hmac-secret-e2e").unwrap();
+        mac.update(format!("{id}.{ts}.{}", call.body).as_bytes());
+        use base64::Engine;
+        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(call.header("webhook-signature"), Some(format!("v1,{want}").as_str()));
+        assert_eq!(call.json()["id"], id);
     }
+    let ids: std::collections::HashSet<&str> = calls.iter().map(|c| c.header("webhook-id").unwrap()).collect();
+    assert_eq!(ids.len(), calls.len(), "one id per event");
 
     // Metrics count what each sink got.
     let n = states.len() as f64;
@@ -242,19 +273,32 @@ fn an_outage_and_its_recovery_reach_slack_pagerduty_and_a_signed_webhook() {
     assert_eq!(common::metric_value(&m, "redguard_notification_queue_depth"), 0.0);
 }
 
+/// A Standard Webhooks secret: `whsec_` and the base64 of the key ("redguard-e2e-signing-key").
+const WHSEC: &str = "whsec_cmVkZ3VhcmQtZTJlLXNpZ25pbmcta2V5";
+
 #[test]
 fn a_sink_answering_500_then_200_is_retried_and_delivered() {
     let redis = RedisServer::start();
     let hook = SinkServer::start();
     hook.script([Answer::Status(500, "try again")]);
-    let sinks = format!("    - {{type: webhook, url: '{}'}}\n", hook.url("/h"));
+    let sinks = format!("    - {{type: webhook, url: '{}', secret: {WHSEC}}}\n", hook.url("/h"));
     let rg = Redguard::start(&redis.url(), &config("", &sinks));
     assert_eq!(rg.control("force_open").status, 200);
     let calls = hook.wait_for_requests(2, WAIT);
     assert_eq!(calls[0].body, calls[1].body, "the same notice is sent again");
+    // The retry carries the event's id again, so the receiver can tell it from a new event; each attempt is
+    // signed for its own time.
+    let ids: Vec<String> = calls.iter().map(|c| verify_standard_webhook(WHSEC, c)).collect();
+    assert_eq!(ids[0], ids[1]);
+    assert!(ids[0].starts_with("msg_") && ids[0].len() > 20, "{}", ids[0]);
     wait_metric(&rg, &delivered("webhook"), 1.0);
     assert_eq!(rg.metric(&failed("webhook")), 0.0);
     assert_eq!(hook.requests().len(), 2);
+    // Another event: another id.
+    assert_eq!(rg.control("reset").status, 200);
+    let third = &hook.wait_for_requests(3, WAIT)[2];
+    assert_eq!(third.json()["to"], "closed");
+    assert_ne!(verify_standard_webhook(WHSEC, third), ids[0]);
     assert!(
         rg.log().contains("notification attempt failed; retrying"),
         "{}",
@@ -629,4 +673,86 @@ fn a_forced_open_pages_at_info_and_says_it_was_forced_and_an_observed_opening_at
     );
     assert_eq!(p["custom_details"]["reason"], "2 consecutive failures");
     assert_eq!(p["custom_details"]["failure_count"], 2);
+}
+
+/// The Slack block of type `kind` in a message, if any.
+fn slack_block(message: &Value, kind: &str) -> Option<Value> {
+    message["attachments"][0]["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == kind)
+        .cloned()
+}
+
+#[test]
+fn runbook_and_dashboard_links_reach_pagerduty_and_slack_and_follow_a_reload() {
+    let redis = RedisServer::start();
+    let slack = SinkServer::start();
+    let pd = SinkServer::answering(Answer::Status(202, r#"{"status":"success"}"#));
+    let sinks = format!(
+        "    - {{type: slack, url: '{}'}}\n    - {{type: pagerduty, routing_key: R0UTING-links, url: '{}'}}\n",
+        slack.url("/services/links"),
+        pd.url("/v2/enqueue"),
+    );
+    let yaml = |notify_extra: &str| config(notify_extra, &sinks) + "reload:\n  watch: false\n";
+    let rg = Redguard::start(&redis.url(), &yaml(""));
+
+    // Unset: no links and no buttons, rather than a default that leads nowhere.
+    assert_eq!(rg.control("force_open").status, 200);
+    let bare_slack = slack.wait_for_requests(1, WAIT)[0].json();
+    let bare_pd = pd.wait_for_requests(1, WAIT)[0].json();
+    assert_eq!(slack_block(&bare_slack, "actions"), None, "{bare_slack}");
+    assert_eq!(bare_pd["event_action"], "trigger");
+    assert!(
+        bare_pd.get("links").is_none() && bare_pd.get("client_url").is_none(),
+        "{bare_pd}"
+    );
+    assert_eq!(rg.control("reset").status, 200);
+    slack.wait_for_requests(2, WAIT);
+    pd.wait_for_requests(2, WAIT);
+
+    // Set by a reload: the next notices carry them.
+    let runbook = "https://runbooks.example/redguard#circuit-open";
+    let dashboard = "https://grafana.example/d/redguard?var-pod=rg-0&from=now-1h";
+    std::fs::write(
+        rg.config_path(),
+        yaml(&format!("  runbook_url: {runbook}\n  dashboard_url: '{dashboard}'\n")),
+    )
+    .unwrap();
+    let r = common::http(&rg.socket, "POST", "/v1/reload", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let changed = r.json()["changed"].clone();
+    assert_eq!(
+        changed,
+        json!(["notify.runbook_url", "notify.dashboard_url"]),
+        "{}",
+        r.body
+    );
+    assert_eq!(rg.control("force_open").status, 200);
+
+    let message = slack.wait_for_requests(3, WAIT)[2].json();
+    let actions = slack_block(&message, "actions").unwrap_or_else(|| panic!("no actions block: {message}"));
+    let buttons = actions["elements"].as_array().unwrap();
+    assert_eq!(buttons.len(), 2, "{actions}");
+    for (button, (label, url)) in buttons.iter().zip([("Runbook", runbook), ("Dashboard", dashboard)]) {
+        assert_eq!(button["type"], "button");
+        assert_eq!(button["text"]["type"], "plain_text");
+        assert_eq!(button["text"]["text"], label);
+        assert_eq!(button["url"], url);
+        assert!(button["action_id"].is_string(), "{button}");
+    }
+    assert_ne!(buttons[0]["action_id"], buttons[1]["action_id"]);
+
+    let trigger = pd.wait_for_requests(3, WAIT)[2].json();
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(
+        trigger["links"],
+        json!([{"href": runbook, "text": "Runbook"}, {"href": dashboard, "text": "Dashboard"}])
+    );
+    assert_eq!(trigger["client"], "redguard");
+    assert_eq!(trigger["client_url"], dashboard);
+    // Top level, beside the routing fields, not inside the payload.
+    assert!(trigger["payload"].get("links").is_none(), "{trigger}");
+    assert_eq!(trigger["payload"]["source"], INSTANCE);
 }

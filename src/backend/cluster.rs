@@ -608,7 +608,7 @@ impl Inner {
         }
         if old.is_empty() || nodes.len() != old.len() || index.keys().any(|a| !old.contains_key(a)) {
             let list: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
-            tracing::info!(masters = ?list, "cluster slot map read");
+            tracing::info!(masters = %list.join(","), "cluster slot map read");
         }
         *topo = Topology {
             ranges: new_ranges,
@@ -700,7 +700,7 @@ impl Inner {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .failed(now);
-                tracing::debug!(error = ?e, next_try_in = ?wait, "cannot read the cluster slot map");
+                tracing::debug!(error = ?e, next_try_in_seconds = wait.as_secs_f64(), "cannot read the cluster slot map");
             } else {
                 self.refresh_backoff
                     .lock()

@@ -97,11 +97,13 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "timeout",
             "max_attempts",
             "shutdown_grace",
+            "runbook_url",
+            "dashboard_url",
         ],
     ),
     ("ratelimit", &["on_unavailable", "local_max_keys"]),
     ("reload", &["watch"]),
-    ("log", &["level"]),
+    ("log", &["level", "format"]),
     ("resp", &["serve_cached_reads"]),
 ];
 
@@ -770,18 +772,24 @@ impl Default for ReloadConfig {
     }
 }
 
-/// `log`: what is logged. The format is the command line's `--log-format`.
+/// `log`: what is logged, and how.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// A `tracing` filter: a level (`info`, `debug` ...) or directives (`info,redguard::notify=debug`). The
     /// `RUST_LOG` variable, when set, wins over it.
     pub level: String,
+    /// How each line is written. The command line's `--log-format`, when given, wins over it; read at start
+    /// only, since the subscriber is installed once.
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into() }
+        Self {
+            level: "info".into(),
+            format: LogFormat::default(),
+        }
     }
 }
 
@@ -801,6 +809,18 @@ impl Default for RespConfig {
             serve_cached_reads: true,
         }
     }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// For people: one line per event, fields as `key=value`.
+    #[default]
+    Text,
+    /// For log pipelines (Kubernetes): one JSON object per line, `message` and every field at the top level,
+    /// fields as JSON values.
+    Json,
 }
 
 const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 9190));

@@ -24,15 +24,20 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The PagerDuty Events API v2 endpoint.
 pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+/// Longest accepted `runbook_url` / `dashboard_url`: Slack refuses a button whose URL is longer.
+const MAX_LINK_BYTES: usize = 3000;
 /// Longest accepted sink name; names become metric label values.
 const MAX_SINK_NAME: usize = 64;
 /// Headers redguard sets itself; a sink may not override them.
-const RESERVED_HEADERS: [&str; 5] = [
+const RESERVED_HEADERS: [&str; 8] = [
     "content-type",
     "content-length",
     "host",
     "user-agent",
     "x-redguard-signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
 ];
 
 /// Which transitions are notified, by the state entered.
@@ -81,6 +86,11 @@ pub struct NotifyConfig {
     /// How long pending notifications may still go out after shutdown begins.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// The runbook for an open circuit: a link in PagerDuty incidents and a button in Slack messages. Unset:
+    /// no link at all, never a default that leads nowhere.
+    pub runbook_url: Option<String>,
+    /// The dashboard that shows this sidecar: PagerDuty's `client_url` and a link, a button in Slack.
+    pub dashboard_url: Option<String>,
     /// Where notifications go. None: notifications are off.
     pub sinks: Vec<SinkConfig>,
 }
@@ -95,6 +105,8 @@ impl Default for NotifyConfig {
             timeout: DEFAULT_TIMEOUT,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            runbook_url: None,
+            dashboard_url: None,
             sinks: Vec::new(),
         }
     }
@@ -178,7 +190,8 @@ pub struct SinkConfig {
     /// Webhook: extra request headers (an `Authorization` value, say); values are kept secret.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
-    /// Webhook: signs each body with HMAC-SHA256 in `X-Redguard-Signature` (or from `secret_file` / `secret_env`).
+    /// Webhook: signs each request with HMAC-SHA256 (`webhook-signature`, and the older `X-Redguard-Signature`);
+    /// `whsec_<base64>` is decoded as Standard Webhooks' secrets are (or from `secret_file` / `secret_env`).
     #[serde(default)]
     pub secret: Option<Secret>,
     #[serde(default)]
@@ -272,6 +285,12 @@ impl NotifyConfig {
         if self.timeout.is_zero() {
             p.push("notify.timeout must be greater than 0".to_owned());
         }
+        for (key, url) in [
+            ("notify.runbook_url", &self.runbook_url),
+            ("notify.dashboard_url", &self.dashboard_url),
+        ] {
+            check_link(key, url.as_deref(), p);
+        }
         self.name_sinks(p);
         for (i, s) in self.sinks.iter_mut().enumerate() {
             let at = format!("notify.sinks[{i}]");
@@ -294,6 +313,7 @@ impl NotifyConfig {
             if s.kind == SinkKind::Webhook {
                 let refs = SecretRef::new(&at, ["secret", "secret_file", "secret_env"], false);
                 refs.resolve(&mut s.secret, &s.secret_file, &s.secret_env, env, p);
+                check_signing_secret(&at, s.secret.as_ref(), p);
                 check_headers(&at, &s.headers, p);
             }
         }
@@ -407,6 +427,40 @@ fn check_url(key: &str, url: Option<&str>, p: &mut Vec<String>) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
         Ok(_) => p.push(format!("{key} must be an http:// or https:// URL with a host")),
         Err(e) => p.push(format!("{key} is not a valid URL ({e})")),
+    }
+}
+
+/// Checks a link that people will click: unlike a sink URL it is no secret, so the error may quote it.
+fn check_link(key: &str, url: Option<&str>, p: &mut Vec<String>) {
+    let Some(url) = url else { return };
+    if url.len() > MAX_LINK_BYTES {
+        p.push(format!(
+            "{key} is longer than {MAX_LINK_BYTES} bytes (Slack's limit for a button's URL)"
+        ));
+        return;
+    }
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && url.trim() == url => {}
+        Ok(_) => p.push(format!(
+            "{key} must be an absolute http:// or https:// URL with a host, got {url:?}"
+        )),
+        Err(e) => p.push(format!("{key} is not an absolute URL ({e}), got {url:?}")),
+    }
+}
+
+/// A secret in Standard Webhooks' form (`whsec_` + base64) is decoded into the HMAC key; one that cannot be
+/// is refused now rather than signing with something the receiver does not expect. Never prints the secret.
+fn check_signing_secret(at: &str, secret: Option<&Secret>, p: &mut Vec<String>) {
+    use base64::Engine;
+    let Some(encoded) = secret.and_then(|s| s.expose().strip_prefix("whsec_")) else {
+        return;
+    };
+    match base64::engine::general_purpose::STANDARD.decode(encoded) {
+        Ok(key) if !key.is_empty() => {}
+        _ => p.push(format!(
+            "{at}: the signing secret (secret, secret_file or secret_env) starts with whsec_, but what follows is \
+             not the base64 of a key"
+        )),
     }
 }
 

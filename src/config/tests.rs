@@ -1113,3 +1113,99 @@ fn log_level_takes_a_level_or_a_filter_and_names_a_bad_one() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn runbook_and_dashboard_links_must_be_absolute_http_urls_and_name_their_key() {
+    let c = yaml("notify:\n  runbook_url: https://runbooks.example/redguard#open\n  dashboard_url: 'http://grafana.example:3000/d/rg?var-pod=api-0'\n").unwrap();
+    assert_eq!(
+        c.notify.runbook_url.as_deref(),
+        Some("https://runbooks.example/redguard#open")
+    );
+    assert_eq!(
+        c.notify.dashboard_url.as_deref(),
+        Some("http://grafana.example:3000/d/rg?var-pod=api-0")
+    );
+    assert_eq!(Config::default().notify.runbook_url, None);
+    assert_eq!(Config::default().notify.dashboard_url, None);
+
+    for (value, want) in [
+        ("/d/redguard", "notify.runbook_url is not an absolute URL"),
+        (
+            "ftp://files.example/runbook",
+            "notify.runbook_url must be an absolute http:// or https:// URL",
+        ),
+        (
+            "mailto:oncall@example.com",
+            "notify.runbook_url must be an absolute http:// or https:// URL",
+        ),
+        ("''", "notify.runbook_url is not an absolute URL"),
+        (
+            "' https://runbooks.example/x'",
+            "notify.runbook_url must be an absolute http:// or https:// URL",
+        ),
+    ] {
+        let p = problems(&format!("notify:\n  runbook_url: {value}\n"));
+        assert!(p.len() == 1 && p[0].starts_with(want), "{value}: {p:?}");
+    }
+    let long = format!("https://grafana.example/{}", "a".repeat(3000));
+    let p = problems(&format!("notify:\n  dashboard_url: {long}\n"));
+    assert_eq!(
+        p,
+        ["notify.dashboard_url is longer than 3000 bytes (Slack's limit for a button's URL)"]
+    );
+
+    // The deploy generator sets them through the environment.
+    let vars = env(&[
+        ("REDGUARD_NOTIFY_RUNBOOK_URL", "https://runbooks.example/rg"),
+        ("REDGUARD_NOTIFY_DASHBOARD_URL", "relative/path"),
+    ]);
+    let err = Config::load(None, vars).unwrap_err().to_string();
+    assert!(err.contains("notify.dashboard_url is not an absolute URL"), "{err}");
+    let vars = env(&[("REDGUARD_NOTIFY_DASHBOARD_URL", "https://grafana.example/d/rg")]);
+    let n = Config::load(None, vars).unwrap().notify;
+    assert_eq!(n.dashboard_url.as_deref(), Some("https://grafana.example/d/rg"));
+}
+
+#[test]
+fn a_whsec_signing_secret_must_be_base64_and_is_never_printed() {
+    let sinks =
+        |secret: &str| format!("notify:\n  sinks:\n    - {{type: webhook, url: 'http://h', secret: '{secret}'}}\n");
+    assert!(yaml(&sinks("whsec_aGVsbG8=")).is_ok());
+    assert!(yaml(&sinks("plain-secret")).is_ok(), "any other secret is its bytes");
+    for bad in ["whsec_not*base64*SECRETX", "whsec_"] {
+        let p = problems(&sinks(bad));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "notify.sinks[0]: the signing secret (secret, secret_file or secret_env) starts with whsec_"
+            ),
+            "{p:?}"
+        );
+        assert!(!p[0].contains("SECRETX"), "{p:?}");
+    }
+    let p = problems("notify:\n  sinks:\n    - {type: webhook, url: 'http://h', headers: {Webhook-Id: x}}\n");
+    assert_eq!(
+        p,
+        ["notify.sinks[0].headers.Webhook-Id is set by redguard and cannot be overridden"]
+    );
+}
+
+#[test]
+fn log_format_is_text_or_json_from_the_file_or_the_environment() {
+    use super::LogFormat;
+    assert_eq!(Config::default().log.format, LogFormat::Text);
+    assert_eq!(yaml("log:\n  format: json\n").unwrap().log.format, LogFormat::Json);
+    let (line, message) = parse_err("log:\n  format: yaml\n");
+    assert_eq!(line, Some(2));
+    assert!(
+        message.contains("log.format") && message.contains("text") && message.contains("json"),
+        "{message}"
+    );
+    let c = Config::load(None, env(&[("REDGUARD_LOG_FORMAT", "json")])).unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    let err = Config::load(None, env(&[("REDGUARD_LOG_FORMAT", "xml")])).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Env { var, .. } if var == "REDGUARD_LOG_FORMAT"),
+        "{err:?}"
+    );
+}

@@ -9,12 +9,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::event::{truncate, Event, Notice};
-use super::sink::Sink;
+use super::sink::{Outgoing, Sink};
 use super::transport::{Answer, Transport};
 use crate::config::NotifyConfig;
 use crate::jitter::Jitter;
@@ -118,12 +117,12 @@ fn judge(answer: &Answer, sink: &Sink) -> Verdict {
     }
 }
 
-/// Sends `body` to `sink` until it is accepted, refused, or the attempts run out. `observe` gets each attempt's
+/// Sends `out` to `sink` (the same body and id on every attempt) until it is accepted, refused, or the attempts run out. `observe` gets each attempt's
 /// duration (the histogram).
 pub(crate) async fn deliver(
     transport: &dyn Transport,
     sink: &Sink,
-    body: &Bytes,
+    out: &Outgoing,
     policy: &Policy,
     jitter: &mut Jitter,
     observe: &(dyn Fn(Duration) + Sync),
@@ -135,7 +134,7 @@ pub(crate) async fn deliver(
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let request = sink.request(body, now_unix);
+        let request = sink.request(out, now_unix);
         let started = Instant::now();
         let result = tokio::time::timeout(policy.timeout, transport.send(request)).await;
         observe(started.elapsed());

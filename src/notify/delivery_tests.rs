@@ -35,11 +35,14 @@ async fn run(
     let observe = |_: Duration| {
         observed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     };
-    let body = Bytes::from_static(b"{}");
+    let out = Outgoing {
+        id: "msg_1".to_owned(),
+        body: bytes::Bytes::from_static(b"{}"),
+    };
     let result = deliver(
         &*transport,
         &sink(),
-        &body,
+        &out,
         &policy(max_attempts),
         &mut Jitter::new(42),
         &observe,
@@ -48,6 +51,40 @@ async fn run(
     let times = transport.times(start);
     assert_eq!(observed.into_inner() as usize, times.len(), "one duration per attempt");
     (result, times)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_carries_the_same_id_and_body_with_its_own_signature() {
+    let c = Config::from_yaml(
+        "notify:\n  sinks:\n    - {type: webhook, url: 'http://sink.test/h', secret: whsec_aGVsbG8=}\n",
+        "t",
+    )
+    .unwrap();
+    let sink = Sink::from_config(&c.notify.sinks[0]).unwrap();
+    let transport = Scripted::new([Reply::Status(500)], Reply::Status(200));
+    let out = sink
+        .bodies(
+            &crate::notify::testing::notice(State::Closed, State::Open, None),
+            &crate::notify::testing::ctx(),
+        )
+        .remove(0);
+    let result = deliver(&*transport, &sink, &out, &policy(3), &mut Jitter::new(1), &|_| {}).await;
+    assert_eq!(result, Ok(Delivered { attempts: 2 }));
+    let requests = transport.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        let get = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(get("webhook-id").as_deref(), Some(out.id.as_str()));
+        assert_eq!(r.body, out.body);
+        let t: u64 = get("webhook-timestamp").unwrap().parse().unwrap();
+        let want = super::super::webhook::signature(b"hello", &out.id, t, &out.body);
+        assert_eq!(get("webhook-signature"), Some(want));
+    }
 }
 
 fn gaps(times: &[Duration]) -> Vec<Duration> {

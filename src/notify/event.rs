@@ -167,6 +167,9 @@ pub(crate) struct Context {
     pub target: String,
     /// The breaker settings in force, for PagerDuty's `custom_details`.
     pub breaker: Value,
+    /// `notify.runbook_url` and `notify.dashboard_url` (validated absolute http(s) URLs): links and buttons.
+    pub runbook_url: Option<String>,
+    pub dashboard_url: Option<String>,
 }
 
 impl Context {
@@ -184,6 +187,8 @@ impl Context {
                 "success_threshold": b.success_threshold,
                 "command_timeout_seconds": cfg.redis.command_timeout.as_secs_f64(),
             }),
+            runbook_url: cfg.notify.runbook_url.clone(),
+            dashboard_url: cfg.notify.dashboard_url.clone(),
         }
     }
 
@@ -197,6 +202,13 @@ impl Context {
             return readable;
         }
         format!("redguard/{}", hex::encode(&Sha256::digest(&self.target)[..16]))
+    }
+
+    /// The links every message offers, as (label, URL): the runbook first (what to do), then the dashboard.
+    pub(crate) fn links(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [("Runbook", &self.runbook_url), ("Dashboard", &self.dashboard_url)]
+            .into_iter()
+            .filter_map(|(label, url)| Some((label, url.as_deref()?)))
     }
 }
 

@@ -138,7 +138,7 @@ impl Generation {
         }
         if !self.slots.is_empty() {
             let names: Vec<&str> = self.slots.iter().map(|s| s.sink.name.as_str()).collect();
-            info!(sinks = ?names, instance = %self.shared.ctx.instance, "notifications enabled");
+            info!(sinks = %names.join(","), instance = %self.shared.ctx.instance, "notifications enabled");
         }
     }
 
@@ -230,7 +230,11 @@ impl Notifier {
             return;
         }
         let pending: usize = generations.iter().flat_map(|g| &g.slots).map(|s| s.queue.len()).sum();
-        info!(pending, grace = ?grace, "sending pending notifications before exit");
+        info!(
+            pending,
+            grace_seconds = grace.as_secs_f64(),
+            "sending pending notifications before exit"
+        );
         for g in &generations {
             let _ = g.stop.send(true);
         }
@@ -254,7 +258,11 @@ impl Notifier {
                     lost += n;
                 }
             }
-            warn!(grace = ?grace, unsent = lost, "notification grace elapsed; giving up on the rest");
+            warn!(
+                grace_seconds = grace.as_secs_f64(),
+                unsent = lost,
+                "notification grace elapsed; giving up on the rest"
+            );
         }
     }
 
@@ -387,8 +395,8 @@ async fn send(
     let sink = &slot.sink;
     let observe = |d: Duration| slot.metrics.duration.observe(d.as_secs_f64());
     let mut result = Ok(Delivered { attempts: 0 });
-    for body in sink.bodies(notice, &shared.ctx) {
-        result = delivery::deliver(transport, sink, &body, &shared.policy, jitter, &observe)
+    for out in sink.bodies(notice, &shared.ctx) {
+        result = delivery::deliver(transport, sink, &out, &shared.policy, jitter, &observe)
             .await
             .map(|d| Delivered {
                 attempts: d.attempts + result.as_ref().map_or(0, |r| r.attempts),

@@ -4,7 +4,8 @@
 //! Every event about one Redis target uses one `dedup_key` ([`Context::dedup_key`]), whichever pod sends it: the
 //! pods in front of one Redis fold into one incident, repeated openings while flapping fold into it too, and the
 //! resolve finds it even after a restart. The first pod whose circuit closes resolves it (see docs/operations.md:
-//! the Alertmanager path resolves only when the last one has). Pure: JSON out.
+//! the Alertmanager path resolves only when the last one has). A trigger links to `notify.runbook_url` and
+//! `notify.dashboard_url` when they are set (`links`, and the dashboard as `client_url`). Pure: JSON out.
 
 use serde_json::{json, Value};
 
@@ -42,7 +43,7 @@ pub(crate) fn render(n: &Notice, ctx: &Context, routing_key: &str, severity: Sev
 
 fn trigger(n: &Notice, ctx: &Context, routing_key: &str, severity: Severity, dedup_key: &str) -> Value {
     let e = &n.event;
-    json!({
+    let mut event = json!({
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": dedup_key,
@@ -70,7 +71,20 @@ fn trigger(n: &Notice, ctx: &Context, routing_key: &str, severity: Severity, ded
                 "config": ctx.breaker,
             },
         },
-    })
+    });
+    // Links only when configured: an incident with a link to nowhere is worse than one without.
+    let links: Vec<Value> = ctx
+        .links()
+        .map(|(text, href)| json!({"href": href, "text": text}))
+        .collect();
+    if !links.is_empty() {
+        event["links"] = Value::Array(links);
+    }
+    if let Some(url) = &ctx.dashboard_url {
+        // PagerDuty shows it as "View in redguard" on the alert.
+        event["client_url"] = json!(url);
+    }
+    event
 }
 
 fn resolve(routing_key: &str, dedup_key: &str) -> Value {
@@ -115,6 +129,51 @@ mod tests {
         assert_eq!(d["last_error"], "timed out");
         assert_eq!(d["reason"], "2 consecutive failures");
         assert_eq!(d["config"]["failure_threshold"], 2);
+    }
+
+    #[test]
+    fn a_trigger_links_to_the_runbook_and_the_dashboard_only_when_they_are_set() {
+        let n = notice(State::Closed, State::Open, None);
+        let bare = &render(&n, &ctx(), "k", Severity::Critical)[0];
+        for key in ["links", "client_url"] {
+            assert!(bare.get(key).is_none(), "{key} without a URL: {bare}");
+        }
+        assert_eq!(bare["client"], "redguard");
+
+        let c = Context {
+            runbook_url: Some("https://runbooks.example/redguard#open".to_owned()),
+            dashboard_url: Some("https://grafana.example/d/redguard?var-pod=api-0".to_owned()),
+            ..ctx()
+        };
+        let linked = &render(&n, &c, "k", Severity::Critical)[0];
+        assert_eq!(
+            linked["links"],
+            json!([
+                {"href": "https://runbooks.example/redguard#open", "text": "Runbook"},
+                {"href": "https://grafana.example/d/redguard?var-pod=api-0", "text": "Dashboard"},
+            ])
+        );
+        assert_eq!(linked["client"], "redguard");
+        assert_eq!(linked["client_url"], "https://grafana.example/d/redguard?var-pod=api-0");
+        // Only the runbook: a link, but no client_url.
+        let runbook_only = Context {
+            dashboard_url: None,
+            ..c.clone()
+        };
+        let e = &render(&n, &runbook_only, "k", Severity::Critical)[0];
+        assert_eq!(
+            e["links"],
+            json!([{"href": "https://runbooks.example/redguard#open", "text": "Runbook"}])
+        );
+        assert!(e.get("client_url").is_none(), "{e}");
+        // A resolve carries nothing but the key.
+        let resolved = render(
+            &notice(State::HalfOpen, State::Closed, None),
+            &c,
+            "k",
+            Severity::Critical,
+        );
+        assert!(resolved[0].get("links").is_none(), "{}", resolved[0]);
     }
 
     #[test]

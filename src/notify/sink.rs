@@ -34,8 +34,23 @@ enum Target {
     },
     Webhook {
         headers: Vec<(HeaderName, HeaderValue)>,
-        secret: Option<Secret>,
+        signing: Option<Signing>,
     },
+}
+
+/// A webhook's signing secret, as the two signature schemes key their HMAC.
+struct Signing {
+    /// Standard Webhooks: a `whsec_` secret decoded, else the secret's bytes.
+    key: Vec<u8>,
+    /// The deprecated `X-Redguard-Signature`: the secret's bytes as written.
+    legacy: Secret,
+}
+
+/// One body to deliver, and the id that names it on every attempt (the webhook's `webhook-id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outgoing {
+    pub id: String,
+    pub body: Bytes,
 }
 
 /// One destination.
@@ -81,10 +96,14 @@ impl Sink {
                 }
                 secrets.extend(c.headers.values().map(|v| v.expose().to_owned()));
                 secrets.extend(c.secret.iter().map(|s| s.expose().to_owned()));
-                Target::Webhook {
-                    headers,
-                    secret: c.secret.clone(),
-                }
+                let signing = match &c.secret {
+                    Some(secret) => Some(Signing {
+                        key: webhook::signing_key(secret.expose()).ok_or_else(|| missing("the secret"))?,
+                        legacy: secret.clone(),
+                    }),
+                    None => None,
+                };
+                Target::Webhook { headers, signing }
             }
         };
         secrets.retain(|s| s.len() >= MIN_REDACTED_LEN);
@@ -107,38 +126,56 @@ impl Sink {
         }
     }
 
-    /// The bodies to send for `n`, in order (none, one, or PagerDuty's test trigger + resolve).
-    pub(crate) fn bodies(&self, n: &Notice, ctx: &Context) -> Vec<Bytes> {
+    /// The bodies to send for `n`, in order (none, one, or PagerDuty's test trigger + resolve), each under a
+    /// fresh id that its retries keep.
+    pub(crate) fn bodies(&self, n: &Notice, ctx: &Context) -> Vec<Outgoing> {
+        let id = webhook::new_id();
         let values = match &self.target {
             Target::Slack => vec![slack::render(n, ctx)],
             // An override or an observe-mode change pages lower than configured (`Event::severity`).
             Target::PagerDuty { routing_key, severity } => {
                 pagerduty::render(n, ctx, routing_key.expose(), n.event.severity(*severity))
             }
-            Target::Webhook { .. } => vec![webhook::render(n, ctx)],
+            Target::Webhook { .. } => vec![webhook::render(n, ctx, &id)],
         };
         values
             .into_iter()
-            .map(|v| Bytes::from(serde_json::to_vec(&v).expect("JSON values serialize")))
+            .map(|v| Outgoing {
+                id: id.clone(),
+                body: Bytes::from(serde_json::to_vec(&v).expect("JSON values serialize")),
+            })
             .collect()
     }
 
-    /// The request for one attempt at unix time `now` (a webhook signs each attempt afresh).
-    pub(crate) fn request(&self, body: &Bytes, now: u64) -> Request {
+    /// The request for one attempt at unix time `now`: a webhook's carries the event id, this attempt's time
+    /// and, with a secret, the signatures over them (each attempt is signed afresh).
+    pub(crate) fn request(&self, out: &Outgoing, now: u64) -> Request {
         let mut headers = Vec::new();
-        if let Target::Webhook { headers: extra, secret } = &self.target {
+        if let Target::Webhook {
+            headers: extra,
+            signing,
+        } = &self.target
+        {
             headers.extend(extra.iter().cloned());
-            if let Some(secret) = secret {
-                let mut value = HeaderValue::from_str(&webhook::signature(secret.expose().as_bytes(), now, body))
-                    .expect("the signature is ASCII");
+            let ascii = |s: &str| HeaderValue::from_str(s).expect("ids, times and signatures are ASCII");
+            headers.push((HeaderName::from_static(webhook::ID_HEADER), ascii(&out.id)));
+            headers.push((
+                HeaderName::from_static(webhook::TIMESTAMP_HEADER),
+                ascii(&now.to_string()),
+            ));
+            if let Some(s) = signing {
+                let mut value = ascii(&webhook::signature(&s.key, &out.id, now, &out.body));
                 value.set_sensitive(true);
                 headers.push((HeaderName::from_static(webhook::SIGNATURE_HEADER), value));
+                let mut value = ascii(&webhook::legacy_signature(s.legacy.expose().as_bytes(), now, &out.body));
+                value.set_sensitive(true);
+                headers.push((HeaderName::from_static(webhook::LEGACY_SIGNATURE_HEADER), value));
             }
         }
         Request {
             url: self.url.clone(),
             headers,
-            body: body.clone(),
+            body: out.body.clone(),
         }
     }
 
@@ -160,20 +197,73 @@ mod tests {
         Sink::from_config(&c.notify.sinks[0]).unwrap()
     }
 
+    fn outgoing(body: &'static [u8]) -> Outgoing {
+        Outgoing {
+            id: "msg_1".to_owned(),
+            body: Bytes::from_static(body),
+        }
+    }
+
+    fn header<'r>(r: &'r Request, name: &str) -> Option<&'r str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_str().unwrap())
+    }
+
     #[test]
-    fn a_signed_webhook_carries_its_headers_and_a_fresh_signature() {
+    fn a_signed_webhook_carries_its_headers_the_id_and_fresh_signatures() {
         let s = sink("{type: webhook, url: 'https://h.example/in?token=abcdef123', secret: k3y, headers: {Authorization: Bearer xyz123}}");
-        let body = Bytes::from_static(br#"{"a":1}"#);
-        let r = s.request(&body, 1_700_000_000);
+        let out = outgoing(br#"{"a":1}"#);
+        let r = s.request(&out, 1_700_000_000);
         assert_eq!(r.url.expose(), "https://h.example/in?token=abcdef123");
-        let get = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_str().unwrap());
+        let get = |n: &str| header(&r, n);
         assert_eq!(get("authorization"), Some("Bearer xyz123"));
+        assert_eq!(get("webhook-id"), Some("msg_1"));
+        assert_eq!(get("webhook-timestamp"), Some("1700000000"));
+        assert_eq!(
+            get("webhook-signature"),
+            Some(webhook::signature(b"k3y", "msg_1", 1_700_000_000, &out.body).as_str())
+        );
         assert_eq!(
             get("x-redguard-signature"),
-            Some(webhook::signature(b"k3y", 1_700_000_000, &body).as_str())
+            Some(webhook::legacy_signature(b"k3y", 1_700_000_000, &out.body).as_str())
         );
-        assert!(r.headers.iter().all(|(_, v)| v.is_sensitive()));
-        assert_ne!(s.request(&body, 1_700_000_001).headers, r.headers);
+        let secret = |n: &str| r.headers.iter().find(|(k, _)| k == n).unwrap().1.is_sensitive();
+        assert!(secret("authorization") && secret("webhook-signature") && secret("x-redguard-signature"));
+        let later = s.request(&out, 1_700_000_001);
+        assert_eq!(header(&later, "webhook-id"), Some("msg_1"), "a retry keeps the id");
+        assert_ne!(header(&later, "webhook-signature"), get("webhook-signature"));
+    }
+
+    #[test]
+    fn a_whsec_secret_keys_the_standard_signature_with_its_decoded_bytes() {
+        let s = sink("{type: webhook, url: 'https://h.example/in', secret: whsec_aGVsbG8gd29ybGQ=}");
+        let out = outgoing(b"{}");
+        let r = s.request(&out, 7);
+        assert_eq!(
+            header(&r, "webhook-signature"),
+            Some(webhook::signature(b"hello world", "msg_1", 7, b"{}").as_str())
+        );
+        // The deprecated header keeps its old key: the secret as written.
+        assert_eq!(
+            header(&r, "x-redguard-signature"),
+            Some(webhook::legacy_signature(b"whsec_aGVsbG8gd29ybGQ=", 7, b"{}").as_str())
+        );
+    }
+
+    #[test]
+    fn an_unsigned_webhook_still_sends_the_id_and_time_and_each_notice_gets_a_new_id() {
+        let s = sink("{type: webhook, url: 'https://h.example/in'}");
+        let n = notice(State::Closed, State::Open, None);
+        let (a, b) = (s.bodies(&n, &ctx()), s.bodies(&n, &ctx()));
+        assert_ne!(a[0].id, b[0].id);
+        let body: serde_json::Value = serde_json::from_slice(&a[0].body).unwrap();
+        assert_eq!(body["id"], a[0].id.as_str());
+        let r = s.request(&a[0], 42);
+        let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["webhook-id", "webhook-timestamp"]);
+        assert_eq!(header(&r, "webhook-id"), Some(a[0].id.as_str()));
     }
 
     #[test]
@@ -192,7 +282,7 @@ mod tests {
         assert!(!pd.accepts(State::HalfOpen) && pd.accepts(State::Open));
         assert!(State::ALL.iter().all(|&s| slack.accepts(s)));
         assert_eq!(pd.bodies(&notice(State::Closed, State::Open, None), &ctx()).len(), 1);
-        assert!(pd.request(&Bytes::new(), 0).headers.is_empty());
+        assert!(pd.request(&outgoing(b""), 0).headers.is_empty());
         assert_eq!(pd.name, "pagerduty");
     }
 }

@@ -1,5 +1,6 @@
 //! Slack incoming-webhook messages: a `text` fallback (what notifications and old clients show) plus one
-//! attachment whose colour tells the state at a glance and whose blocks carry the details.
+//! attachment whose colour tells the state at a glance and whose blocks carry the details, and buttons to
+//! `notify.runbook_url` and `notify.dashboard_url` when they are set.
 //!
 //! Pure: a [`Notice`] in, JSON out. Every value that comes from outside redguard's own vocabulary (instance,
 //! Redis target, reason, last error) is escaped for Slack's mrkdwn, so an error text cannot inject a mention or a
@@ -51,20 +52,35 @@ pub(crate) fn render(n: &Notice, ctx: &Context) -> Value {
     if let Some(err) = &e.last_error {
         details.push_str(&format!("\n*Last error:* `{}`", code(err)));
     }
+    let mut blocks = vec![
+        json!({
+            "type": "header",
+            "text": {"type": "plain_text", "text": truncate(&format!("{emoji} {title}"), MAX_HEADER_CHARS), "emoji": true},
+        }),
+        json!({"type": "section", "fields": fields}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": details}}),
+    ];
+    // Buttons only for the links that are configured (validated URLs, at most Slack's 3,000 characters), and
+    // no actions block at all without one: Slack refuses an empty one.
+    let buttons: Vec<Value> = ctx.links().map(|(label, url)| button(label, url)).collect();
+    if !buttons.is_empty() {
+        blocks.push(json!({"type": "actions", "elements": buttons}));
+    }
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "redguard: circuit breaker in front of Redis"}]}));
     json!({
         "text": format!("{emoji} {}", escape(&headline(n, ctx))),
-        "attachments": [{
-            "color": colour,
-            "blocks": [
-                {
-                    "type": "header",
-                    "text": {"type": "plain_text", "text": truncate(&format!("{emoji} {title}"), MAX_HEADER_CHARS), "emoji": true},
-                },
-                {"type": "section", "fields": fields},
-                {"type": "section", "text": {"type": "mrkdwn", "text": details}},
-                {"type": "context", "elements": [{"type": "mrkdwn", "text": "redguard: circuit breaker in front of Redis"}]},
-            ],
-        }],
+        "attachments": [{"color": colour, "blocks": blocks}],
+    })
+}
+
+/// A link button. The label is one of redguard's own words, far below Slack's 75 characters; the `action_id`
+/// keeps the buttons of one block apart, as Slack requires.
+fn button(label: &str, url: &str) -> Value {
+    json!({
+        "type": "button",
+        "action_id": label.to_ascii_lowercase(),
+        "text": {"type": "plain_text", "text": label},
+        "url": url,
     })
 }
 
@@ -119,6 +135,39 @@ mod tests {
             a["blocks"][2]["text"]["text"],
             "*Reason:* 2 consecutive failures\n*Last error:* `Connection refused &lt;@U123&gt; &amp; 'x'`"
         );
+    }
+
+    #[test]
+    fn runbook_and_dashboard_are_buttons_only_when_set() {
+        let n = notice(State::Closed, State::Open, None);
+        let types = |v: &Value| -> Vec<String> {
+            v["attachments"][0]["blocks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["type"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(types(&render(&n, &ctx())), ["header", "section", "section", "context"]);
+
+        let c = Context {
+            runbook_url: Some("https://runbooks.example/redguard#open".to_owned()),
+            dashboard_url: Some("https://grafana.example/d/redguard?var-pod=api-0&from=now-1h".to_owned()),
+            ..ctx()
+        };
+        let v = render(&n, &c);
+        assert_eq!(types(&v), ["header", "section", "section", "actions", "context"]);
+        assert_eq!(
+            v["attachments"][0]["blocks"][3],
+            json!({"type": "actions", "elements": [
+                {"type": "button", "action_id": "runbook", "text": {"type": "plain_text", "text": "Runbook"}, "url": "https://runbooks.example/redguard#open"},
+                {"type": "button", "action_id": "dashboard", "text": {"type": "plain_text", "text": "Dashboard"}, "url": "https://grafana.example/d/redguard?var-pod=api-0&from=now-1h"},
+            ]})
+        );
+        let dashboard_only = Context { runbook_url: None, ..c };
+        let elements = render(&n, &dashboard_only)["attachments"][0]["blocks"][3]["elements"].clone();
+        assert_eq!(elements.as_array().unwrap().len(), 1);
+        assert_eq!(elements[0]["action_id"], "dashboard");
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub(crate) fn ctx() -> Context {
         redis: "redis://:***@cache:6379".to_owned(),
         target: "cache:6379".to_owned(),
         breaker: json!({"failure_threshold": 2}),
+        runbook_url: None,
+        dashboard_url: None,
     }
 }
 
@@ -70,6 +72,11 @@ impl Scripted {
     /// When each request arrived, relative to `start`.
     pub(crate) fn times(&self, start: Instant) -> Vec<Duration> {
         self.calls.lock().unwrap().iter().map(|(t, _)| *t - start).collect()
+    }
+
+    /// Every request as sent, headers included.
+    pub(crate) fn requests(&self) -> Vec<Request> {
+        self.calls.lock().unwrap().iter().map(|(_, r)| r.clone()).collect()
     }
 
     pub(crate) fn bodies(&self) -> Vec<serde_json::Value> {

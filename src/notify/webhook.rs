@@ -1,27 +1,45 @@
-//! The generic webhook: one flat JSON object per state change, optionally signed.
+//! The generic webhook: one flat JSON object per state change, with an event id, optionally signed, following
+//! the Standard Webhooks specification (standardwebhooks.com) so that receivers can use its libraries.
 //!
-//! # Signature
+//! # Headers
 //!
-//! With a `secret`, every request carries `X-Redguard-Signature: t=<unix seconds>,v1=<hex>` where `<hex>` is
-//! HMAC-SHA256 keyed with the secret over the bytes `<t>.<body>` (the decimal timestamp, a dot, then the raw body
-//! exactly as sent). A receiver recomputes it, compares in constant time, and rejects a `t` more than a few
-//! minutes from its own clock, so a captured request cannot be replayed later. Each attempt is signed afresh, so
-//! a retry carries its own send time. The `v1=` prefix leaves room for another scheme beside it.
+//! - `webhook-id`: the event's id (`msg_` + 32 hex digits), also in the body as `id`. It is drawn once per
+//!   notice and is the same on every retry of it, so a receiver that saw it already can drop the repeat: a
+//!   retry after a timeout may follow a request the receiver did get.
+//! - `webhook-timestamp`: unix seconds of this attempt (each attempt is signed afresh).
+//! - `webhook-signature`, with a `secret`: `v1,<base64 of HMAC-SHA256 over "<id>.<timestamp>.<body>">`. A
+//!   secret of the spec's form `whsec_<base64>` is decoded and its bytes are the key; any other secret is used
+//!   as its bytes. A receiver recomputes it, compares in constant time, and rejects a timestamp more than a
+//!   few minutes from its own clock, so a captured request cannot be replayed later.
+//! - `X-Redguard-Signature`, with a `secret`: redguard's earlier scheme, kept for receivers written against
+//!   it and deprecated: `t=<timestamp>,v1=<hex of HMAC-SHA256 over "<timestamp>.<body>">`, keyed with the
+//!   secret's bytes exactly as written (a `whsec_` secret is not decoded here).
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use super::event::{headline, Context, Kind, Notice};
 use crate::clock::iso8601;
 
-/// The header that carries the signature.
-pub(crate) const SIGNATURE_HEADER: &str = "x-redguard-signature";
+/// The event id, the same on every attempt.
+pub(crate) const ID_HEADER: &str = "webhook-id";
+/// Unix seconds of the attempt.
+pub(crate) const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+/// The Standard Webhooks signature.
+pub(crate) const SIGNATURE_HEADER: &str = "webhook-signature";
+/// redguard's earlier signature, kept beside the standard one (deprecated).
+pub(crate) const LEGACY_SIGNATURE_HEADER: &str = "x-redguard-signature";
+/// The prefix of a secret in the spec's form, whose rest is the key in base64.
+const SECRET_PREFIX: &str = "whsec_";
 
-/// The body for `n`.
-pub(crate) fn render(n: &Notice, ctx: &Context) -> Value {
+/// The body for `n`, sent under the event id `id`.
+pub(crate) fn render(n: &Notice, ctx: &Context, id: &str) -> Value {
     let e = &n.event;
     json!({
+        "id": id,
         "event": match e.kind {
             Kind::StateChanged => "circuit_state_changed",
             Kind::Test => "notification_test",
@@ -41,8 +59,48 @@ pub(crate) fn render(n: &Notice, ctx: &Context) -> Value {
     })
 }
 
-/// The `X-Redguard-Signature` value for `body` sent at unix time `t`.
-pub(crate) fn signature(secret: &[u8], t: u64, body: &[u8]) -> String {
+/// A fresh event id: `msg_` and 128 random bits in hex. Should the OS's random source fail, a hash of the
+/// process, the time and a counter still gives an id no other event of this process has.
+pub(crate) fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let mut h = Sha256::new();
+        h.update(std::process::id().to_le_bytes());
+        h.update(now.to_le_bytes());
+        h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        bytes.copy_from_slice(&h.finalize()[..16]);
+    }
+    format!("msg_{}", hex::encode(bytes))
+}
+
+/// The HMAC key a secret stands for: the decoded bytes of a `whsec_<base64>` secret, else the secret's bytes.
+/// None for a `whsec_` secret that is not base64 (refused when the config is loaded).
+pub(crate) fn signing_key(secret: &str) -> Option<Vec<u8>> {
+    match secret.strip_prefix(SECRET_PREFIX) {
+        Some(encoded) => BASE64.decode(encoded).ok().filter(|k| !k.is_empty()),
+        None => Some(secret.as_bytes().to_vec()),
+    }
+}
+
+/// The `webhook-signature` value for `body` of event `id` sent at unix time `t`.
+pub(crate) fn signature(key: &[u8], id: &str, t: u64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+}
+
+/// The `X-Redguard-Signature` value for `body` sent at unix time `t` (the deprecated scheme).
+pub(crate) fn legacy_signature(secret: &[u8], t: u64, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
@@ -58,10 +116,15 @@ mod tests {
 
     #[test]
     fn the_event_is_flat_json_with_every_field() {
-        let v = render(&notice(State::Closed, State::Open, Some("refused")), &ctx());
+        let v = render(
+            &notice(State::Closed, State::Open, Some("refused")),
+            &ctx(),
+            "msg_0123456789abcdef0123456789abcdef",
+        );
         assert_eq!(
             v,
             json!({
+                "id": "msg_0123456789abcdef0123456789abcdef",
                 "event": "circuit_state_changed",
                 "from": "closed",
                 "to": "open",
@@ -80,15 +143,51 @@ mod tests {
     }
 
     #[test]
-    fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {
+    fn the_legacy_signature_is_hmac_sha256_of_timestamp_dot_body() {
         // Known answer, computed independently: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac k3y
         assert_eq!(
-            signature(b"k3y", 1_700_000_000, br#"{"a":1}"#),
+            legacy_signature(b"k3y", 1_700_000_000, br#"{"a":1}"#),
             "t=1700000000,v1=fd5a70e965043f7df6309c2c3b5ff5a8ffa99b1f5175e9a311459e73c4634d4a"
         );
         assert_ne!(
-            signature(b"k3y", 1_700_000_001, br#"{"a":1}"#),
-            signature(b"k3y", 1_700_000_000, br#"{"a":1}"#)
+            legacy_signature(b"k3y", 1_700_000_001, br#"{"a":1}"#),
+            legacy_signature(b"k3y", 1_700_000_000, br#"{"a":1}"#)
         );
+    }
+
+    #[test]
+    fn the_signature_follows_standard_webhooks() {
+        // The example of the Standard Webhooks specification (its secret, id, timestamp, body and signature).
+        let key = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(key.len(), 24);
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        // Each input counts.
+        let sig = |id, t, body: &[u8]| signature(&key, id, t, body);
+        let base = sig("msg_1", 1, b"{}");
+        assert_ne!(sig("msg_2", 1, b"{}"), base);
+        assert_ne!(sig("msg_1", 2, b"{}"), base);
+        assert_ne!(sig("msg_1", 1, b"[]"), base);
+    }
+
+    #[test]
+    fn a_whsec_secret_is_decoded_and_any_other_is_its_bytes() {
+        assert_eq!(signing_key("whsec_aGVsbG8="), Some(b"hello".to_vec()));
+        assert_eq!(signing_key("hmac-secret"), Some(b"hmac-secret".to_vec()));
+        assert_eq!(signing_key("whsec_not base64!"), None);
+        assert_eq!(signing_key("whsec_"), None);
+    }
+
+    #[test]
+    fn ids_are_fresh_and_shaped_like_the_spec_examples() {
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            let hex = id.strip_prefix("msg_").unwrap_or_else(|| panic!("{id}"));
+            assert!(hex.len() == 32 && hex.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
     }
 }
