@@ -232,6 +232,18 @@ fn built_in_denial(name: &str, args: &[&[u8]]) -> Option<String> {
         .then(|| format!("{name} BLOCK"))
 }
 
+/// Whether `args` is a command that blocks its connection until something happens: a row flagged `BLOCKING`
+/// (BLPOP, WAIT ...), or XREAD / XREADGROUP with `BLOCK`. The RESP socket runs these on a connection of their own
+/// ([`Policy::check_blocking`]).
+pub(crate) fn blocks<A: AsRef<[u8]>>(args: &[A]) -> bool {
+    let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
+    let Some(row) = args.first().and_then(|name| commands::find(name)) else {
+        return false;
+    };
+    row.is(Flags::BLOCKING)
+        || (row.is(Flags::BLOCK_OPTION) && stream_options(&args).any(|o| o.eq_ignore_ascii_case(b"BLOCK")))
+}
+
 /// A command the policy refused, shown as its rule names it (`FLUSHALL`, `CLUSTER ADDSLOTS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Denied {
@@ -243,6 +255,9 @@ pub(crate) struct Denied {
 #[derive(Debug)]
 pub(crate) struct Policy {
     deny: Rules,
+    /// The deny rules that are not built-in denials ([`Rule::is_always_denied`]): what judges a blocking command
+    /// that runs on a connection of its own, where the reason for those denials does not hold.
+    deny_own_connection: Rules,
     allow: Option<Rules>,
 }
 
@@ -251,6 +266,7 @@ impl Policy {
     pub(crate) fn new(deny: &[Rule], allow: Option<&[Rule]>) -> Policy {
         Policy {
             deny: Rules::new(deny),
+            deny_own_connection: Rules::new(deny.iter().filter(|r| !r.is_always_denied())),
             allow: allow.map(Rules::new),
         }
     }
@@ -264,12 +280,27 @@ impl Policy {
 
     /// Judges one command given as its arguments, the command name first.
     pub(crate) fn check<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<(), Denied> {
+        self.judge(args, false)
+    }
+
+    /// Judges a blocking command ([`blocks`]) that will run on a connection of its own: the built-in denials,
+    /// which protect the one shared connection, do not apply; every other rule does (deny still wins).
+    pub(crate) fn check_blocking<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<(), Denied> {
+        self.judge(args, true)
+    }
+
+    fn judge<A: AsRef<[u8]>>(&self, args: &[A], own_connection: bool) -> Result<(), Denied> {
         let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
         let Some(first) = args.first() else {
             return Ok(());
         };
         let name = String::from_utf8_lossy(first).to_ascii_uppercase();
-        if let Some(command) = built_in_denial(&name, &args).or_else(|| self.deny.find(&name, &args)) {
+        let denied = if own_connection {
+            self.deny_own_connection.find(&name, &args)
+        } else {
+            built_in_denial(&name, &args).or_else(|| self.deny.find(&name, &args))
+        };
+        if let Some(command) = denied {
             return Err(Denied { command });
         }
         match &self.allow {
@@ -290,6 +321,36 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blocking_command_on_its_own_connection_is_judged_by_every_rule_but_the_built_in_ones() {
+        let policy = Policy::from_config(&[default_deny(), vec!["XREADGROUP".to_owned()]].concat(), None);
+        for line in [
+            "BLPOP l 0",
+            "XREAD COUNT 1 BLOCK 0 STREAMS s $",
+            "blmove a b LEFT RIGHT 0",
+            "WAIT 1 0",
+        ] {
+            let args: Vec<&str> = line.split(' ').collect();
+            assert!(blocks(&args), "{line}");
+            assert!(
+                policy.check(&args).is_err(),
+                "{line}: the shared connection never takes it"
+            );
+            assert_eq!(policy.check_blocking(&args), Ok(()), "{line}");
+        }
+        // A rule the operator wrote still wins (a rule naming a built-in denial itself cannot be told from the
+        // default list's); so does an allow list.
+        assert!(policy
+            .check_blocking(&["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"])
+            .is_err());
+        let narrow = Policy::from_config(&default_deny(), Some(&["GET".to_owned()]));
+        assert!(narrow.check_blocking(&["BLPOP", "l", "0"]).is_err());
+        for line in ["XREAD COUNT 1 STREAMS s 0", "GET k", "LPOP l", "SUBSCRIBE c"] {
+            let args: Vec<&str> = line.split(' ').collect();
+            assert!(!blocks(&args), "{line}");
+        }
+    }
 
     fn rules(list: &[&str]) -> Vec<Rule> {
         list.iter().map(|s| Rule::parse(s).unwrap()).collect()

@@ -139,6 +139,7 @@ pub static KEYS: &[Key] = keys! {
     Live log.level;
     Restart log.format;
     Live resp.serve_cached_reads;
+    Restart resp.max_dedicated_connections;
 };
 
 /// The keys in which `old` and `new` differ.

@@ -249,7 +249,7 @@ fn the_policy_judges_every_command_and_says_why() {
         sub.starts_with("NOPERM") && sub.contains("connection of its own"),
         "{sub}"
     );
-    assert!(error_text(&c.call(&["BLPOP", "l", "0"])).contains("connection of its own"));
+    assert!(error_text(&c.call(&["CLIENT", "REPLY", "OFF"])).contains("would change the state"));
     // The connection is still usable, and a Redis error passes through unchanged.
     assert_eq!(c.call(&["SET", "s", "v"]), simple("OK"));
     assert!(error_text(&c.call(&["LPUSH", "s", "x"])).starts_with("WRONGTYPE Operation against a key"));
@@ -492,4 +492,45 @@ fn the_api_metrics_say_which_listener_and_keep_names_outside_the_table_out() {
         !m.to_lowercase().contains("nosuchcmd"),
         "a client's command name became a label"
     );
+}
+
+#[test]
+fn a_blocking_pop_waits_on_a_connection_of_its_own_and_stalls_no_one_else() {
+    let yaml = format!("{CONFIG}resp:\n  max_dedicated_connections: 1\n");
+    let mut rig = rig_with(&yaml);
+    let mut waiter = Conn::open(&rig.resp);
+    let mut other = Conn::open(&rig.resp);
+    // Nothing to pop: Redis's own timeout answers (nil), not redis.command_timeout (200 ms).
+    let started = Instant::now();
+    assert_eq!(waiter.call(&["BLPOP", "q", "1"]), F::Null);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    waiter.send(&command(&["BLPOP", "q", "10"]));
+    // While it waits, other clients are served, and a second blocking command finds the one slot taken.
+    wait_for("the pop to be waiting in Redis", Duration::from_secs(5), || {
+        let clients = rig.redis.must(&["INFO", "clients"]);
+        clients.contains("blocked_clients:1").then_some(())
+    });
+    assert_eq!(other.call(&["SET", "k", "v"]), simple("OK"));
+    let busy = error_text(&other.call(&["BRPOP", "q2", "1"]));
+    assert!(busy.contains("resp.max_dedicated_connections"), "{busy}");
+    assert_eq!(other.call(&["RPUSH", "q", "job-1"]), F::Integer(1));
+    assert_eq!(waiter.read(), F::Array(vec![bulk("q"), bulk("job-1")]));
+    // The slot is free again; XREAD BLOCK goes the same way.
+    assert!(matches!(other.call(&["XADD", "s", "*", "f", "v"]), F::BulkString(_)));
+    let F::Array(streams) = other.call(&["XREAD", "COUNT", "1", "BLOCK", "100", "STREAMS", "s", "0"]) else {
+        panic!("XREAD BLOCK answers an array")
+    };
+    assert_eq!(streams.len(), 1);
+    // With Redis gone, connecting fails and counts against the breaker like any other call.
+    rig.redis.kill();
+    let e = wait_for("the circuit to open", Duration::from_secs(10), || {
+        let e = error_text(&waiter.call(&["BLPOP", "q", "1"]));
+        assert!(e.starts_with("UNAVAILABLE ") || e.starts_with("CIRCUITOPEN "), "{e}");
+        e.starts_with("CIRCUITOPEN ").then_some(e)
+    });
+    assert!(e.contains("retry after"), "{e}");
 }

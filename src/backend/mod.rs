@@ -24,6 +24,8 @@ pub(crate) mod standalone;
 use std::future::Future;
 use std::sync::Arc;
 
+use redis::aio::MultiplexedConnection;
+
 use redis::{
     Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisError, ServerError, ServerErrorKind, TlsCertificates, Value,
 };
@@ -78,6 +80,20 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Cluster mode: gives each master's own breaker reloaded settings. The other modes have none.
     fn reconfigure_breakers(&self, _settings: &crate::breaker::Settings) {}
+
+    /// A new connection of its own to Redis (the master), with no response timeout, for one blocking command
+    /// (BLPOP, XREAD BLOCK ...), which holds its connection until something happens: on the shared one it
+    /// would stall every call queued behind it. Connecting is bounded by `redis.connect_timeout`. Cluster mode
+    /// has none yet: an application error says so.
+    fn dedicated(&self) -> impl Future<Output = Result<MultiplexedConnection, BackendError>> + Send {
+        async {
+            Err(BackendError::App(
+                "ERR redguard: blocking commands need a connection of their own, which cluster mode does not offer \
+                 yet"
+                .to_owned(),
+            ))
+        }
+    }
 }
 
 /// Server error codes that mean Redis cannot serve right now, rather than that the command was wrong.
@@ -296,6 +312,14 @@ impl Backend for AnyBackend {
             AnyBackend::Standalone(b) => b.query_then(pipe).await,
             AnyBackend::Cluster(b) => Box::pin(b.query_then(pipe)).await,
             AnyBackend::Sentinel(b) => b.pipeline(pipe).await,
+        }
+    }
+
+    async fn dedicated(&self) -> Result<MultiplexedConnection, BackendError> {
+        match self {
+            AnyBackend::Standalone(b) => b.dedicated().await,
+            AnyBackend::Cluster(b) => b.dedicated().await,
+            AnyBackend::Sentinel(b) => b.dedicated().await,
         }
     }
 

@@ -211,4 +211,15 @@ impl Backend for Sentinel {
             .await;
         pipeline_slots(len, replies.and_then(into_values))
     }
+
+    /// A connection of its own to the master the sentinels name now (`conn_config` has no response timeout).
+    async fn dedicated(&self) -> Result<MultiplexedConnection, BackendError> {
+        let connect = async {
+            let client = self.inner.sentinels.lock().await.async_get_client().await?;
+            client
+                .get_multiplexed_async_connection_with_config(&self.inner.conn_config)
+                .await
+        };
+        connect.await.map_err(|e| classify(&e))
+    }
 }

@@ -11,8 +11,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, TlsCertificates, Value};
 
 use super::{bounded, client_for, into_values, pipeline_slots, Backend, BackendError, Password, SlotReply};
 use crate::commands;
@@ -29,6 +29,8 @@ struct Inner {
     /// The connection in use, and how many times it has been replaced.
     current: Mutex<(u64, ConnectionManager)>,
     command_timeout: Duration,
+    /// How a connection of its own is opened ([`Backend::dedicated`]).
+    dedicated: AsyncConnectionConfig,
 }
 
 impl Standalone {
@@ -49,7 +51,11 @@ impl Standalone {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
+        let mut dedicated = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(None);
         if let Some(password) = password {
+            dedicated = dedicated.set_credentials_provider(password.clone());
             manager_cfg = manager_cfg.set_credentials_provider(password);
         }
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg.clone())?;
@@ -59,6 +65,7 @@ impl Standalone {
                 manager_cfg,
                 current: Mutex::new((0, conn)),
                 command_timeout: cfg.command_timeout,
+                dedicated,
             }),
         })
     }
@@ -152,6 +159,14 @@ impl Backend for Standalone {
         let replies = bounded(self.inner.command_timeout, attempt).await;
         self.after(generation, &replies);
         pipeline_slots(pipe.len(), replies.and_then(into_values))
+    }
+
+    async fn dedicated(&self) -> Result<MultiplexedConnection, BackendError> {
+        self.inner
+            .client
+            .get_multiplexed_async_connection_with_config(&self.inner.dedicated)
+            .await
+            .map_err(|e| super::classify(&e))
     }
 }
 

@@ -14,7 +14,7 @@
 use redis::Value;
 
 use super::{CallError, Resilient, Unanswered};
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
 use crate::cache::FallbackCache;
 use crate::commands::{self, Command, Flags, Keys, Kind};
 use crate::metrics::RedisCall;
@@ -78,6 +78,36 @@ impl<B: Backend> Resilient<B> {
                     self.forget_raw(args);
                 }
                 Err(failure.into_error(false))
+            }
+        }
+    }
+
+    /// Runs one blocking command (BLPOP, XREAD BLOCK ...) on a connection of its own, opened for it and closed
+    /// after it ([`Backend::dedicated`]). The breaker judges the connecting, as it judges any call (a refused
+    /// connection is a failure, and an open circuit turns the command away); the wait that follows is the
+    /// command's own, unbounded by `redis.command_timeout` and not a slow call. A connection lost during the
+    /// wait answers `Unavailable` without counting against the breaker: the shared connection's calls say
+    /// soon enough whether Redis is down.
+    pub async fn execute_blocking(&self, args: &[Bytes<'_>]) -> Result<Value, CallError> {
+        let mut conn = match self.guarded(RedisCall::Command, || self.backend.dedicated()).await {
+            Ok(conn) => conn,
+            Err(Unanswered::App(message)) => return Err(CallError::Redis(message)),
+            Err(Unanswered::Failed(failure)) => return Err(failure.into_error(false)),
+        };
+        match raw_cmd(args).query_async::<Value>(&mut conn).await {
+            Ok(value) => {
+                self.forget_raw(args);
+                Ok(value)
+            }
+            Err(e) => {
+                // BLMOVE and friends may have moved an element before the connection broke.
+                self.forget_raw(args);
+                let message = match crate::backend::classify(&e) {
+                    BackendError::App(message) => return Err(CallError::Redis(message)),
+                    BackendError::Unavailable(m) | BackendError::ShardUnavailable(m) => m,
+                    BackendError::Timeout => "timed out".to_owned(),
+                };
+                Err(CallError::Unavailable { message, cached: false })
             }
         }
     }

@@ -104,7 +104,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("ratelimit", &["on_unavailable", "local_max_keys"]),
     ("reload", &["watch"]),
     ("log", &["level", "format"]),
-    ("resp", &["serve_cached_reads"]),
+    ("resp", &["serve_cached_reads", "max_dedicated_connections"]),
 ];
 
 /// Keys that only the file can set: lists and nested sections, which one environment variable cannot hold.
@@ -801,12 +801,16 @@ pub struct RespConfig {
     /// as on the JSON API). Off: those reads get the same error reply as every other command, for callers who
     /// cannot tell a cached answer from Redis's over RESP and prefer an error.
     pub serve_cached_reads: bool,
+    /// The most blocking commands (BLPOP, XREAD BLOCK ...) waiting at once, each on a Redis connection of its own;
+    /// one more gets an error reply.
+    pub max_dedicated_connections: usize,
 }
 
 impl Default for RespConfig {
     fn default() -> Self {
         Self {
             serve_cached_reads: true,
+            max_dedicated_connections: 64,
         }
     }
 }

@@ -24,6 +24,7 @@ use super::{forward, Resp};
 use crate::commands::{self, Flags};
 use crate::metrics::RespResult;
 use crate::op::Bytes;
+use crate::policy;
 
 /// How much is read at a time; a request larger than this arrives over several reads.
 const READ_CHUNK: usize = 16 * 1024;
@@ -179,6 +180,9 @@ impl Connection {
                 if after == After::Close {
                     return (consumed, After::Close);
                 }
+            } else if policy::blocks(&args) {
+                self.flush(&mut pending).await;
+                self.blocking(&args).await;
             } else if let Err(message) = self.allowed(&args) {
                 self.flush(&mut pending).await;
                 self.out.error("NOPERM", &message);
@@ -202,18 +206,49 @@ impl Connection {
         }
     }
 
+    /// A blocking command, on a Redis connection of its own for as long as it waits (see
+    /// [`crate::client::Resilient::execute_blocking`]), at most `resp.max_dedicated_connections` at once.
+    async fn blocking(&mut self, args: &[Bytes<'_>]) {
+        let started = Instant::now();
+        if let Err(d) = self.resp.app.settings().policy().check_blocking(args) {
+            self.out.error(
+                "NOPERM",
+                &format!("redguard: command {} is denied by api.commands", d.command),
+            );
+            return forward::record(&self.resp, args, RespResult::Denied, started);
+        }
+        let Ok(_slot) = self.resp.dedicated.try_acquire() else {
+            self.out.error(
+                "ERR",
+                &format!(
+                    "redguard: all {} connections for blocking commands (resp.max_dedicated_connections) are in \
+                     use; try again",
+                    self.resp.max_dedicated
+                ),
+            );
+            return forward::record(&self.resp, args, RespResult::Unavailable, started);
+        };
+        let result = match self.resp.client.execute_blocking(args).await {
+            Ok(value) => {
+                forward::raw_reply(&mut self.out, args, value);
+                RespResult::Ok
+            }
+            Err(e) => forward::call_error(&mut self.out, &e),
+        };
+        forward::record(&self.resp, args, result, started);
+    }
+
     /// The policy's verdict, with the reason a client can act on.
     fn allowed(&self, args: &[Bytes<'_>]) -> Result<(), String> {
         let denied = match self.resp.app.settings().policy().check(args) {
             Ok(()) => return Ok(()),
             Err(d) => d.command,
         };
-        let needs_own_connection = commands::lookup(args)
-            .is_some_and(|row| row.is(Flags::PUSHES) || row.is(Flags::BLOCKING) || row.is(Flags::BLOCK_OPTION));
-        Err(if needs_own_connection {
+        let pushes = commands::lookup(args).is_some_and(|row| row.is(Flags::PUSHES));
+        Err(if pushes {
             format!(
-                "redguard: {denied} needs a Redis connection of its own (pub/sub, blocking), which the RESP socket \
-                 does not offer yet"
+                "redguard: {denied} needs a Redis connection of its own (pub/sub), which the RESP socket does not \
+                 offer yet"
             )
         } else if commands::lookup(args).is_some_and(|row| row.is(Flags::CONN_STATE)) {
             format!("redguard: {denied} would change the state of Redis connections every client shares")

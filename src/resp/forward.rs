@@ -120,7 +120,7 @@ fn error_result(e: &CallError) -> RespResult {
 }
 
 /// Redis's reply to a raw command, reshaped for a RESP3 connection ([`resp3::reshape`]).
-fn raw_reply(out: &mut Out, args: &[Bytes<'_>], value: Value) {
+pub(super) fn raw_reply(out: &mut Out, args: &[Bytes<'_>], value: Value) {
     match out.proto {
         Proto::Resp2 => out.value(&value),
         Proto::Resp3 => out.value(&resp3::reshape(args, value)),

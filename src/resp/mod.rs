@@ -47,6 +47,10 @@ pub(crate) struct Resp {
     pub max_connections: usize,
     /// `resp.serve_cached_reads`: answer reads from the fallback cache while Redis is away.
     pub serve_cached_reads: arc_swap::ArcSwap<bool>,
+    /// `resp.max_dedicated_connections`: the blocking commands waiting at once, each on a Redis connection of
+    /// its own.
+    pub dedicated: tokio::sync::Semaphore,
+    pub max_dedicated: usize,
     /// Client ids (`CLIENT ID`, `HELLO`), unique per process.
     next_id: std::sync::atomic::AtomicU64,
 }
@@ -60,6 +64,8 @@ impl Resp {
             max_connections: cfg.api.max_connections,
             cluster: cfg.redis.mode == crate::config::RedisMode::Cluster,
             serve_cached_reads: arc_swap::ArcSwap::from_pointee(cfg.resp.serve_cached_reads),
+            dedicated: tokio::sync::Semaphore::new(cfg.resp.max_dedicated_connections),
+            max_dedicated: cfg.resp.max_dedicated_connections,
             next_id: 1.into(),
         }
     }
