@@ -234,7 +234,7 @@ fn built_in_denial(name: &str, args: &[&[u8]]) -> Option<String> {
 
 /// Whether `args` is a command that blocks its connection until something happens: a row flagged `BLOCKING`
 /// (BLPOP, WAIT ...), or XREAD / XREADGROUP with `BLOCK`. The RESP socket runs these on a connection of their own
-/// ([`Policy::check_blocking`]).
+/// ([`Policy::check_own_connection`]).
 pub(crate) fn blocks<A: AsRef<[u8]>>(args: &[A]) -> bool {
     let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
     let Some(row) = args.first().and_then(|name| commands::find(name)) else {
@@ -283,9 +283,10 @@ impl Policy {
         self.judge(args, false)
     }
 
-    /// Judges a blocking command ([`blocks`]) that will run on a connection of its own: the built-in denials,
-    /// which protect the one shared connection, do not apply; every other rule does (deny still wins).
-    pub(crate) fn check_blocking<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<(), Denied> {
+    /// Judges a command that will run on a connection of its own (a blocking command, [`blocks`], or a
+    /// subscription on the RESP socket): the built-in denials, which protect the one shared connection, do not
+    /// apply; every other rule does (deny still wins).
+    pub(crate) fn check_own_connection<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<(), Denied> {
         self.judge(args, true)
     }
 
@@ -337,15 +338,15 @@ mod tests {
                 policy.check(&args).is_err(),
                 "{line}: the shared connection never takes it"
             );
-            assert_eq!(policy.check_blocking(&args), Ok(()), "{line}");
+            assert_eq!(policy.check_own_connection(&args), Ok(()), "{line}");
         }
         // A rule the operator wrote still wins (a rule naming a built-in denial itself cannot be told from the
         // default list's); so does an allow list.
         assert!(policy
-            .check_blocking(&["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"])
+            .check_own_connection(&["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"])
             .is_err());
         let narrow = Policy::from_config(&default_deny(), Some(&["GET".to_owned()]));
-        assert!(narrow.check_blocking(&["BLPOP", "l", "0"]).is_err());
+        assert!(narrow.check_own_connection(&["BLPOP", "l", "0"]).is_err());
         for line in ["XREAD COUNT 1 STREAMS s 0", "GET k", "LPOP l", "SUBSCRIBE c"] {
             let args: Vec<&str> = line.split(' ').collect();
             assert!(!blocks(&args), "{line}");

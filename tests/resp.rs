@@ -244,10 +244,10 @@ fn the_policy_judges_every_command_and_says_why() {
         flush.starts_with("NOPERM redguard: command FLUSHALL is denied by api.commands"),
         "{flush}"
     );
-    let sub = error_text(&c.call(&["SUBSCRIBE", "ch"]));
+    let monitor = error_text(&c.call(&["MONITOR"]));
     assert!(
-        sub.starts_with("NOPERM") && sub.contains("connection of its own"),
-        "{sub}"
+        monitor.starts_with("NOPERM") && monitor.contains("not offered on the RESP socket"),
+        "{monitor}"
     );
     assert!(error_text(&c.call(&["CLIENT", "REPLY", "OFF"])).contains("would change the state"));
     // The connection is still usable, and a Redis error passes through unchanged.
@@ -533,4 +533,66 @@ fn a_blocking_pop_waits_on_a_connection_of_its_own_and_stalls_no_one_else() {
         e.starts_with("CIRCUITOPEN ").then_some(e)
     });
     assert!(e.contains("retry after"), "{e}");
+}
+
+#[test]
+fn a_subscriber_gets_what_is_published_on_a_connection_of_its_own_then_returns_to_commands() {
+    let mut rig = rig();
+    let mut sub = Conn::open(&rig.resp);
+    let mut publisher = Conn::open(&rig.resp);
+    sub.send(&command(&["SUBSCRIBE", "news", "sport"]));
+    assert_eq!(
+        sub.read(),
+        F::Array(vec![bulk("subscribe"), bulk("news"), F::Integer(1)])
+    );
+    assert_eq!(
+        sub.read(),
+        F::Array(vec![bulk("subscribe"), bulk("sport"), F::Integer(2)])
+    );
+    assert_eq!(
+        sub.call(&["PSUBSCRIBE", "n*"]),
+        F::Array(vec![bulk("psubscribe"), bulk("n*"), F::Integer(3)])
+    );
+    // Two subscribers now: the channel's own and the pattern's, on one Redis pub/sub connection.
+    assert_eq!(publisher.call(&["PUBLISH", "news", "hello"]), F::Integer(2));
+    let mut got = vec![sub.read(), sub.read()];
+    got.sort_by_key(|f| format!("{f:?}"));
+    assert_eq!(
+        got,
+        [
+            F::Array(vec![bulk("message"), bulk("news"), bulk("hello")]),
+            F::Array(vec![bulk("pmessage"), bulk("n*"), bulk("news"), bulk("hello")]),
+        ]
+    );
+    // Subscribed mode allows only what Redis allows there.
+    assert_eq!(sub.call(&["PING"]), F::Array(vec![bulk("pong"), bulk("")]));
+    assert!(error_text(&sub.call(&["GET", "k"])).starts_with("ERR Can't execute 'get'"));
+    assert_eq!(
+        sub.call(&["PUNSUBSCRIBE"]),
+        F::Array(vec![bulk("punsubscribe"), bulk("n*"), F::Integer(2)])
+    );
+    sub.send(&command(&["UNSUBSCRIBE"]));
+    assert_eq!(
+        sub.read(),
+        F::Array(vec![bulk("unsubscribe"), bulk("news"), F::Integer(1)])
+    );
+    assert_eq!(
+        sub.read(),
+        F::Array(vec![bulk("unsubscribe"), bulk("sport"), F::Integer(0)])
+    );
+    // Back to ordinary commands, and the pub/sub connection is given back to Redis.
+    assert_eq!(sub.call(&["SET", "k", "v"]), simple("OK"));
+    wait_for("Redis to see no subscriber", Duration::from_secs(5), || {
+        (publisher.call(&["PUBLISH", "news", "x"]) == F::Integer(0)).then_some(())
+    });
+    // Redis going away closes a subscriber's connection, which is what a client library reconnects on.
+    assert_eq!(
+        sub.call(&["SUBSCRIBE", "news"]),
+        F::Array(vec![bulk("subscribe"), bulk("news"), F::Integer(1)])
+    );
+    rig.redis.kill();
+    assert!(
+        sub.closed_within(Duration::from_secs(10)),
+        "the subscriber's connection closed with Redis's"
+    );
 }

@@ -94,6 +94,29 @@ pub trait Backend: Send + Sync + 'static {
             ))
         }
     }
+
+    /// A new pub/sub connection to Redis (the master), for one subscribing client for as long as it listens.
+    /// Connecting is bounded by `redis.connect_timeout`. Cluster mode has none yet: an application error says so.
+    fn pubsub(&self) -> impl Future<Output = Result<redis::aio::PubSub, BackendError>> + Send {
+        async {
+            Err(BackendError::App(
+                "ERR redguard: subscriptions need a connection of their own, which cluster mode does not offer yet"
+                    .to_owned(),
+            ))
+        }
+    }
+}
+
+/// Opens a pub/sub connection with `client`, within `timeout`.
+pub(crate) async fn open_pubsub(
+    client: &redis::Client,
+    timeout: std::time::Duration,
+) -> Result<redis::aio::PubSub, BackendError> {
+    match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
+        Err(_elapsed) => Err(BackendError::Timeout),
+        Ok(Err(e)) => Err(classify(&e)),
+        Ok(Ok(pubsub)) => Ok(pubsub),
+    }
 }
 
 /// Server error codes that mean Redis cannot serve right now, rather than that the command was wrong.
@@ -312,6 +335,14 @@ impl Backend for AnyBackend {
             AnyBackend::Standalone(b) => b.query_then(pipe).await,
             AnyBackend::Cluster(b) => Box::pin(b.query_then(pipe)).await,
             AnyBackend::Sentinel(b) => b.pipeline(pipe).await,
+        }
+    }
+
+    async fn pubsub(&self) -> Result<redis::aio::PubSub, BackendError> {
+        match self {
+            AnyBackend::Standalone(b) => b.pubsub().await,
+            AnyBackend::Cluster(b) => b.pubsub().await,
+            AnyBackend::Sentinel(b) => b.pubsub().await,
         }
     }
 

@@ -36,6 +36,8 @@ struct Inner {
     last_addr: Mutex<Option<String>>,
     generation: AtomicU64,
     conn_config: AsyncConnectionConfig,
+    /// `redis.connect_timeout`, for a pub/sub connection.
+    connect_timeout: Duration,
     command_timeout: Duration,
     master_name: String,
 }
@@ -107,6 +109,7 @@ impl Sentinel {
                 generation: AtomicU64::new(0),
                 conn_config,
                 command_timeout: cfg.command_timeout,
+                connect_timeout: cfg.connect_timeout,
                 master_name,
             }),
         })
@@ -210,6 +213,19 @@ impl Backend for Sentinel {
             .on_master(|mut conn| async move { pipe.query_async::<Value>(&mut conn).await })
             .await;
         pipeline_slots(len, replies.and_then(into_values))
+    }
+
+    /// A pub/sub connection to the master the sentinels name now.
+    async fn pubsub(&self) -> Result<redis::aio::PubSub, BackendError> {
+        let client = self
+            .inner
+            .sentinels
+            .lock()
+            .await
+            .async_get_client()
+            .await
+            .map_err(|e| classify(&e))?;
+        super::open_pubsub(&client, self.inner.connect_timeout).await
     }
 
     /// A connection of its own to the master the sentinels name now (`conn_config` has no response timeout).

@@ -29,6 +29,8 @@ struct Inner {
     /// The connection in use, and how many times it has been replaced.
     current: Mutex<(u64, ConnectionManager)>,
     command_timeout: Duration,
+    /// `redis.connect_timeout`, for a pub/sub connection ([`Backend::pubsub`]).
+    connect_timeout: Duration,
     /// How a connection of its own is opened ([`Backend::dedicated`]).
     dedicated: AsyncConnectionConfig,
 }
@@ -65,6 +67,7 @@ impl Standalone {
                 manager_cfg,
                 current: Mutex::new((0, conn)),
                 command_timeout: cfg.command_timeout,
+                connect_timeout: cfg.connect_timeout,
                 dedicated,
             }),
         })
@@ -159,6 +162,10 @@ impl Backend for Standalone {
         let replies = bounded(self.inner.command_timeout, attempt).await;
         self.after(generation, &replies);
         pipeline_slots(pipe.len(), replies.and_then(into_values))
+    }
+
+    async fn pubsub(&self) -> Result<redis::aio::PubSub, BackendError> {
+        super::open_pubsub(&self.inner.client, self.inner.connect_timeout).await
     }
 
     async fn dedicated(&self) -> Result<MultiplexedConnection, BackendError> {

@@ -112,6 +112,16 @@ impl<B: Backend> Resilient<B> {
         }
     }
 
+    /// Opens a pub/sub connection for one subscribing client ([`Backend::pubsub`]); the breaker judges the
+    /// connecting like any call. What arrives on it afterwards is Redis's, unjudged.
+    pub async fn open_pubsub(&self) -> Result<redis::aio::PubSub, CallError> {
+        match self.guarded(RedisCall::Command, || self.backend.pubsub()).await {
+            Ok(pubsub) => Ok(pubsub),
+            Err(Unanswered::App(message)) => Err(CallError::Redis(message)),
+            Err(Unanswered::Failed(failure)) => Err(failure.into_error(false)),
+        }
+    }
+
     /// Drops what the cache knows that a raw command (which may have run) could have changed.
     pub(super) fn forget_raw(&self, args: &[Bytes<'_>]) {
         let every_argument = || args.get(1..).unwrap_or_default();

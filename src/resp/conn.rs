@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::encode::{Out, Proto};
 use super::local::{self, After};
 use super::parse::{Limits, Reader};
-use super::{forward, Resp};
+use super::{forward, pubsub, Resp};
 use crate::commands::{self, Flags};
 use crate::metrics::RespResult;
 use crate::op::Bytes;
@@ -56,10 +56,12 @@ impl Session {
 }
 
 pub(super) struct Connection {
-    resp: Arc<Resp>,
-    session: Session,
-    out: Out,
-    reader: Reader,
+    pub(super) resp: Arc<Resp>,
+    pub(super) session: Session,
+    pub(super) out: Out,
+    pub(super) reader: Reader,
+    /// The SUBSCRIBE or PSUBSCRIBE that ended the last batch ([`After::Subscribe`]).
+    subscribe: Option<Vec<Vec<u8>>>,
 }
 
 fn limits(resp: &Resp) -> Limits {
@@ -82,6 +84,7 @@ impl Connection {
             resp,
             out: Out::new(),
             reader,
+            subscribe: None,
         }
     }
 
@@ -132,6 +135,16 @@ impl Connection {
             if after == After::Close {
                 return;
             }
+            if let (After::Subscribe, Some(first)) = (after, self.subscribe.take()) {
+                let left = self.subscribed(&mut stream, &mut buf, first, &mut stop).await;
+                if !self.out.buf.is_empty() {
+                    let _ = stream.write_all(&self.out.buf).await;
+                    self.out.buf.clear();
+                }
+                if After::from(left) == After::Close {
+                    return;
+                }
+            }
             // Give back a buffer a large request grew, once it is no longer needed.
             if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
                 buf = BytesMut::with_capacity(READ_CHUNK);
@@ -180,6 +193,21 @@ impl Connection {
                 if after == After::Close {
                     return (consumed, After::Close);
                 }
+            } else if pubsub::starts_subscription(&args) {
+                self.flush(&mut pending).await;
+                match self.resp.app.settings().policy().check_own_connection(&args) {
+                    Ok(()) => {
+                        self.subscribe = Some(args.iter().map(|a| a.to_vec()).collect());
+                        return (consumed, After::Subscribe);
+                    }
+                    Err(d) => {
+                        self.out.error(
+                            "NOPERM",
+                            &format!("redguard: command {} is denied by api.commands", d.command),
+                        );
+                        forward::record(&self.resp, &args, RespResult::Denied, Instant::now());
+                    }
+                }
             } else if policy::blocks(&args) {
                 self.flush(&mut pending).await;
                 self.blocking(&args).await;
@@ -210,7 +238,7 @@ impl Connection {
     /// [`crate::client::Resilient::execute_blocking`]), at most `resp.max_dedicated_connections` at once.
     async fn blocking(&mut self, args: &[Bytes<'_>]) {
         let started = Instant::now();
-        if let Err(d) = self.resp.app.settings().policy().check_blocking(args) {
+        if let Err(d) = self.resp.app.settings().policy().check_own_connection(args) {
             self.out.error(
                 "NOPERM",
                 &format!("redguard: command {} is denied by api.commands", d.command),
@@ -247,8 +275,8 @@ impl Connection {
         let pushes = commands::lookup(args).is_some_and(|row| row.is(Flags::PUSHES));
         Err(if pushes {
             format!(
-                "redguard: {denied} needs a Redis connection of its own (pub/sub), which the RESP socket does not \
-                 offer yet"
+                "redguard: {denied} is not offered on the RESP socket (SUBSCRIBE and PSUBSCRIBE are; SSUBSCRIBE, \
+                 MONITOR and replication are not)"
             )
         } else if commands::lookup(args).is_some_and(|row| row.is(Flags::CONN_STATE)) {
             format!("redguard: {denied} would change the state of Redis connections every client shares")

@@ -94,6 +94,14 @@ impl Out {
         self.number(b'*', len as i64);
     }
 
+    /// An out-of-band message of `len` elements (pub/sub): RESP3's push, RESP2's array.
+    pub fn push(&mut self, len: usize) {
+        match self.proto {
+            Proto::Resp2 => self.number(b'*', len as i64),
+            Proto::Resp3 => self.number(b'>', len as i64),
+        }
+    }
+
     /// A map of `len` pairs: RESP3's map, RESP2's flat array of twice as many elements.
     pub fn map(&mut self, len: usize) {
         match self.proto {

@@ -23,6 +23,8 @@ pub(super) const REDIS_VERSION: &str = "7.2.0";
 pub(super) enum After {
     Continue,
     Close,
+    /// The client subscribed: the connection enters subscribed mode ([`super::pubsub`]).
+    Subscribe,
 }
 
 /// Whether redguard answers `args` itself (see the module docs); CLIENT and COMMAND only for the subcommands

@@ -14,6 +14,7 @@
 //!   trip, the cacheable reads (GET, MGET, HGET, HGETALL) go as typed ops so they fill the cache and are
 //!   answered from it while Redis is away, and every failure is an error reply whose first word says what
 //!   happened ([`forward::CIRCUIT_OPEN`] ...);
+//! - `pubsub`: subscribed mode, on a Redis pub/sub connection of the client's own;
 //! - `resp3`: RESP3's shapes (maps, sets, doubles) for the replies Redis gives in RESP2;
 //! - `listener`: the accept loop, its connection limit and peer check, and shutdown.
 
@@ -23,6 +24,7 @@ mod forward;
 mod listener;
 mod local;
 pub mod parse;
+mod pubsub;
 mod resp3;
 
 use std::sync::Arc;
