@@ -596,7 +596,7 @@ fn a_forced_open_pages_at_info_and_says_it_was_forced_and_an_observed_opening_at
     let trigger = pd.wait_for_requests(1, WAIT)[0].json();
     assert_eq!(trigger["event_action"], "trigger");
     assert_eq!(trigger["routing_key"], "R0UTING-KEY-forced");
-    assert_eq!(trigger["dedup_key"], format!("redguard/{}", redis.url()));
+    assert_eq!(trigger["dedup_key"], format!("redguard/{}", redis.addr()));
     let p = &trigger["payload"];
     assert_eq!(
         p["severity"], "info",
