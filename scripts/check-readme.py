@@ -5,12 +5,13 @@ The README is the source: nothing here copies its commands or answers. The conve
 
 - The quick-start command is the first line of the first ```sh block under the "## Quick start" heading. It is run
   exactly as written (`bash -c`), from the repository's root, in a session (process group) of its own.
-- Examples are in every ```sh block of README.md that has a line starting with `curl ` (other than the quick-start
-  command's own block), unless its fence reads ```sh no-check: an example that cannot run against a fresh
-  quick start (a cluster, a stopped Redis) says so, and the sentence before it says why. In a checked block:
-    * a line starting with `curl ` is an example; a line ending in `\\` continues onto the next one;
-    * the lines right after it that start with `# ` hold its expected answer: their text after the `# `, joined,
-      is one JSON document (it may span several lines);
+- Examples are in every ```sh block of README.md that has a line starting with `curl ` or `redis-cli ` (other
+  than the quick-start command's own block), unless its fence reads ```sh no-check: an example that cannot run
+  against a fresh quick start (a cluster, a stopped Redis) says so, and the sentence before it says why. In a
+  checked block:
+    * a line starting with `curl ` or `redis-cli ` is an example; a line ending in `\\` continues onto the next one;
+    * the lines right after it that start with `# ` hold its expected answer: for `curl`, their text after the
+      `# `, joined, is one JSON document (it may span several lines); for `redis-cli`, the lines of its output;
     * blank lines may separate examples; any other line is an error, so that an example the check cannot run
       is never skipped in silence.
   Each example runs as written (`bash -c`, from the repository's root), in document order, against the one
@@ -44,6 +45,8 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SOCKET = os.path.join(ROOT, "redguard.sock")  # examples/redguard.yaml's listen.socket, from the root
+RESP_SOCKET = os.path.join(ROOT, "redis.sock")  # examples/redguard.yaml's listen.resp_socket
+EXAMPLE_PREFIXES = ("curl ", "redis-cli ")
 START_TIMEOUT_S = 120  # from the command's start (after the build) to a live socket
 STOP_TIMEOUT_S = 30  # from the signal to the command's exit (redguard drains, then the script stops Redis)
 EXAMPLE_TIMEOUT_S = 10
@@ -54,7 +57,7 @@ class ReadmeError(Exception):
 
 
 class Example:
-    """One `curl` line (continuations joined) and the answer the README shows for it, if any."""
+    """One `curl` or `redis-cli` line (continuations joined) and the answer the README shows for it, if any."""
 
     def __init__(self, line_no, command, answer_text):
         self.line_no = line_no
@@ -91,9 +94,9 @@ def parse_examples(start, body):
         if not line.strip():
             i += 1
             continue
-        if not line.startswith("curl "):
+        if not line.startswith(EXAMPLE_PREFIXES):
             raise ReadmeError(
-                f"README.md:{start + i}: a checked block holds only `curl` examples and `# ` answer lines, "
+                f"README.md:{start + i}: a checked block holds only `curl` / `redis-cli` examples and `# ` answer lines, "
                 f"not {line!r} (write other commands in a ```sh no-check block)"
             )
         line_no, command = start + i, line
@@ -128,14 +131,14 @@ def parse_readme(path):
                 raise ReadmeError(f"README.md:{start}: the quick start's first ```sh block is empty")
             command, command_line = body[0].strip(), start
             continue
-        if "no-check" not in words[1:] and any(line.startswith("curl ") for line in body):
+        if "no-check" not in words[1:] and any(line.startswith(EXAMPLE_PREFIXES) for line in body):
             examples.extend(parse_examples(start, body))
     if command is None:
         raise ReadmeError('README.md has no ```sh block under "## Quick start" (the quick-start command)')
     if not examples:
         raise ReadmeError("README.md has no curl examples to check")
     for ex in examples:
-        if ex.answer_text is not None:
+        if ex.answer_text is not None and ex.command.startswith("curl "):
             try:
                 ex.answer = json.loads(ex.answer_text)
             except json.JSONDecodeError as e:
@@ -228,6 +231,12 @@ def run_example(ex):
         return f"exit status {done.returncode}\n{done.stderr.strip()}"
     if ex.answer_text is None:
         return None
+    if ex.command.startswith("redis-cli "):
+        want, got = ex.answer_text.strip().splitlines(), done.stdout.strip().splitlines()
+        if want == got:
+            return None
+        diff = difflib.unified_diff(want, got, "README.md", "actual output", lineterm="")
+        return "the output differs from the README's:\n" + "\n".join(diff)
     try:
         actual = json.loads(done.stdout)
     except json.JSONDecodeError:
@@ -289,8 +298,9 @@ class Round:
         left.update({pid: cmd for pid, cmd in self.started.items() if alive(pid)})
         for pid, cmd in sorted(left.items()):
             problems.append(f"still running after the command stopped: pid {pid}: {cmd}")
-        if os.path.exists(SOCKET):
-            problems.append("./redguard.sock is left behind")
+        for path in (SOCKET, RESP_SOCKET):
+            if os.path.exists(path):
+                problems.append(f"./{os.path.basename(path)} is left behind")
         if left or self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)  # leave this machine as we found it
             for pid in left:

@@ -116,11 +116,13 @@ if [ -z "$port" ]; then
   die "could not start redis-server on a free loopback port"
 fi
 say "redis-server $("$redis_server" --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') on 127.0.0.1:$port for this session (pid $redis_pid, $dir)"
-say "redguard: socket ./redguard.sock, admin $admin; Ctrl-C stops both"
+say "redguard: socket ./redguard.sock, Redis protocol ./redis.sock, admin $admin; Ctrl-C stops both"
 
 # --- redguard, in the background so that the traps above run as soon as a signal arrives (bash defers them while
 # a foreground command runs). `cargo run` execs the binary, so $! is redguard itself.
-REDGUARD_REDIS_URL="redis://127.0.0.1:$port" cargo run --release -- run --config examples/redguard.yaml &
+# The Redis-protocol socket too, so redis-cli and Redis client libraries can try redguard as they are.
+REDGUARD_LISTEN_RESP_SOCKET=./redis.sock REDGUARD_REDIS_URL="redis://127.0.0.1:$port" \
+  cargo run --release -- run --config examples/redguard.yaml &
 redguard_pid=$!
 status=0
 wait "$redguard_pid" || status=$?
