@@ -596,3 +596,55 @@ fn a_subscriber_gets_what_is_published_on_a_connection_of_its_own_then_returns_t
         "the subscriber's connection closed with Redis's"
     );
 }
+
+#[test]
+fn in_cluster_mode_the_socket_looks_like_one_redis_and_splits_what_redis_semantics_allow() {
+    let cluster = common::topology::RedisCluster::start(3);
+    let yaml = format!(
+        "redis:\n  mode: cluster\n  nodes: [{}]\n  command_timeout: 500ms\n",
+        cluster.seeds().join(", ")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let resp = dir.path().join("redis.sock");
+    let rg = Redguard::start_with_env(
+        &cluster.seeds()[0],
+        &yaml,
+        &[("REDGUARD_LISTEN_RESP_SOCKET", resp.to_str().unwrap())],
+    );
+    wait_for("the RESP socket", Duration::from_secs(10), || {
+        UnixStream::connect(&resp).ok()
+    });
+    let keys: Vec<String> = (0..6).map(|i| format!("user:{i}")).collect();
+    let slots = cluster.key_slots(&keys);
+    assert!(slots.windows(2).any(|w| w[0] != w[1]), "the keys span slots: {slots:?}");
+    let mut c = Conn::open(&resp);
+    for k in &keys {
+        assert_eq!(c.call(&["SET", k, &format!("v-{k}")]), simple("OK"));
+    }
+    // MGET across slots: one answer, in the client's key order, with a missing key as nil.
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().map(String::as_str));
+    mget.push("nope");
+    let mut want: Vec<F> = keys.iter().map(|k| bulk(&format!("v-{k}"))).collect();
+    want.push(F::Null);
+    assert_eq!(c.call(&mget), F::Array(want));
+    // EXISTS and DEL across slots: the counts summed.
+    let mut exists = vec!["EXISTS"];
+    exists.extend(keys.iter().map(String::as_str));
+    assert_eq!(c.call(&exists), F::Integer(6));
+    assert_eq!(c.call(&["DEL", "user:0", "user:1", "user:2", "nope"]), F::Integer(3));
+    assert_eq!(c.call(&exists), F::Integer(3));
+    // What cannot be split gets Redis's own CROSSSLOT.
+    let e = error_text(&c.call(&["SUNIONSTORE", "user:0", "user:4", "user:5"]));
+    assert!(e.starts_with("CROSSSLOT"), "{e}");
+    // Pipelined commands for different shards each reach their own.
+    let mut batch = Vec::new();
+    for k in &keys[3..] {
+        batch.extend(command(&["GET", k]));
+    }
+    c.send(&batch);
+    for k in &keys[3..] {
+        assert_eq!(c.read(), bulk(&format!("v-{k}")));
+    }
+    drop(rg);
+}

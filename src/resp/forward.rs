@@ -74,6 +74,11 @@ pub(super) async fn batch(resp: &Resp, cmds: &[Vec<Bytes<'_>>], out: &mut Out) {
 
 /// One command on its own; what it was answered with.
 async fn one(resp: &Resp, cmd: &[Bytes<'_>], cached_reads: bool, out: &mut Out) -> RespResult {
+    if resp.cluster {
+        if let Some(result) = Box::pin(split_by_slot(resp, cmd, cached_reads, out)).await {
+            return result;
+        }
+    }
     if let Some(op) = cached_reads.then(|| as_typed_read(cmd)).flatten() {
         let on_unavailable = resp.app.settings().on_unavailable;
         return match resp.client.execute(&op, on_unavailable).await {
@@ -91,6 +96,103 @@ async fn one(resp: &Resp, cmd: &[Bytes<'_>], cached_reads: bool, out: &mut Out) 
         }
         Err(e) => call_error(out, &e),
     }
+}
+
+/// How the answers of a multi-key command split by slot are put back together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Merge {
+    /// MGET: each key's value, in the order the client gave the keys.
+    Values,
+    /// DEL, UNLINK, EXISTS, TOUCH: the sum of the counts.
+    Sum,
+}
+
+fn merge_of(name: &[u8]) -> Option<Merge> {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if is("MGET") {
+        Some(Merge::Values)
+    } else if is("DEL") || is("UNLINK") || is("EXISTS") || is("TOUCH") {
+        Some(Merge::Sum)
+    } else {
+        None
+    }
+}
+
+/// The keys of `keys` grouped by hash slot, each with its position, in slot order; `None` when all share one
+/// slot (nothing to split).
+fn slot_groups<'k, 'a>(keys: &'k [Bytes<'a>]) -> Option<Vec<Vec<(usize, &'k Bytes<'a>)>>> {
+    let mut groups: std::collections::BTreeMap<u16, Vec<(usize, &Bytes<'a>)>> = Default::default();
+    for (i, key) in keys.iter().enumerate() {
+        groups.entry(commands::key_slot(key)).or_default().push((i, key));
+    }
+    (groups.len() > 1).then(|| groups.into_values().collect())
+}
+
+/// Cluster mode: a multi-key command whose keys span slots, which Redis would refuse with CROSSSLOT, is sent
+/// as one command per slot and the answers merged, where Redis's semantics allow it (MGET, DEL, UNLINK, EXISTS,
+/// TOUCH; not atomic across slots, as in every cluster proxy). `None` for any other command, which goes as it
+/// is (and gets Redis's CROSSSLOT if its keys span slots). A failure of any part answers the whole command with
+/// that failure.
+async fn split_by_slot(resp: &Resp, cmd: &[Bytes<'_>], cached_reads: bool, out: &mut Out) -> Option<RespResult> {
+    let merge = merge_of(&cmd[0])?;
+    let groups = slot_groups(cmd.get(1..)?)?;
+    let mut values: Vec<Option<Vec<u8>>> = vec![None; cmd.len() - 1];
+    let mut sum = 0i64;
+    for group in groups {
+        let keys: Vec<Bytes<'_>> = group.iter().map(|(_, k)| (*k).clone()).collect();
+        let answer = match merge {
+            Merge::Values if cached_reads => {
+                let on_unavailable = resp.app.settings().on_unavailable;
+                match resp.client.execute(&Op::MGet { keys }, on_unavailable).await {
+                    Ok(served) => per_key(served.reply, group.len()),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                let mut part = Vec::with_capacity(keys.len() + 1);
+                part.push(cmd[0].clone());
+                part.extend(keys);
+                resp.client.execute_raw(&part).await.map(|v| match v {
+                    Value::Array(items) => items.into_iter().map(|i| crate::client::bulk_bytes(i).ok()).collect(),
+                    Value::Int(n) => {
+                        sum += n;
+                        Vec::new()
+                    }
+                    _ => Vec::new(),
+                })
+            }
+        };
+        match answer {
+            Ok(found) => {
+                for ((i, _), v) in group.iter().zip(found) {
+                    values[*i] = v;
+                }
+            }
+            Err(e) => return Some(call_error(out, &e)),
+        }
+    }
+    match merge {
+        Merge::Values => {
+            out.array(values.len());
+            for v in &values {
+                match v {
+                    Some(b) => out.bulk(b),
+                    None => out.nil(),
+                }
+            }
+        }
+        Merge::Sum => out.int(sum),
+    }
+    Some(RespResult::Ok)
+}
+
+/// A typed MGET's answer as one value (or none) per key.
+fn per_key(reply: Reply, keys: usize) -> Result<Vec<Option<Vec<u8>>>, CallError> {
+    Ok(match reply {
+        Reply::Values(values) => values,
+        Reply::Sourced(values) => values.into_iter().map(|(v, _)| v).collect(),
+        _ => vec![None; keys],
+    })
 }
 
 /// Counts one command in `redguard_api_requests_total{listener="resp"}` and its duration (for a batch, the
