@@ -368,6 +368,38 @@ def test_socket_is_shared_through_emptydir(variant):
     assert spec["securityContext"]["fsGroup"] == rg["securityContext"]["runAsGroup"]
 
 
+def test_resp_socket_is_in_the_shared_volume_and_the_app_has_its_url(variant):
+    """The RESP socket sits beside the JSON one, in the volume the app mounts, under the same mode and group (so
+    the app connects whatever uid it runs as), and the app's REDIS_URL names exactly it."""
+    _, docs = variant
+    spec = pod_spec(docs)
+    config = rendered_config(docs)
+    resp = PurePosixPath(config["listen"]["resp_socket"])
+    socket_path = PurePosixPath(config["listen"]["socket"])
+    assert resp.is_absolute() and resp != socket_path
+    assert resp.parent == socket_path.parent, "the RESP socket must be in the shared socket volume"
+    rg = sidecar(spec)
+    mounts = [m for m in rg["volumeMounts"] if PurePosixPath(m["mountPath"]) == resp.parent]
+    assert len(mounts) == 1 and "emptyDir" in volume(spec, mounts[0]["name"]), mounts
+    for app in app_containers(spec):
+        app_mount = mount_of(app, mounts[0]["name"])
+        assert app_mount and PurePosixPath(app_mount["mountPath"]) == resp.parent, app["name"]
+        env = {e["name"]: e.get("value") for e in app.get("env", [])}
+        assert env.get("REDIS_URL") == f"unix://{resp}", (
+            f"{app['name']}: REDIS_URL must be unix:// + listen.resp_socket ({resp})"
+        )
+    # The same group access as the JSON socket: socket_mode and socket_group cover both.
+    assert config["listen"]["socket_mode"] == "0660" and "socket_group" not in config["listen"]
+    assert spec["securityContext"]["fsGroup"] == rg["securityContext"]["runAsGroup"]
+
+
+def test_logs_are_json_by_the_config_not_a_flag(variant):
+    _, docs = variant
+    assert rendered_config(docs)["log"]["format"] == "json"
+    args = sidecar(pod_spec(docs)).get("args", [])
+    assert not any(a.startswith("--log-format") for a in args), args
+
+
 def test_probes_use_admin_listener(variant):
     _, docs = variant
     rg = sidecar(pod_spec(docs))
@@ -589,8 +621,12 @@ def test_configs_pass_redguard_check_config(rendered, tmp_path):
             sink["routing_key_file"] = relocate(sink["routing_key_file"])
     rendered_file = tmp_path / "redguard.yaml"
     rendered_file.write_text(yaml.safe_dump(config))
-    # check-config also checks the socket path on this host, as `run` would (its directory must exist): the
-    # pod's /var/run/redguard is an emptyDir, so point the socket at a temp dir here.
+    # check-config also checks the socket paths on this host, as `run` would (their directory must exist): the
+    # pod's /var/run/redguard is an emptyDir, so point the sockets at a temp dir here (the RESP socket only where
+    # the config sets one).
+    assert config["listen"].get("resp_socket"), "the sidecar's config sets listen.resp_socket"
+    config["listen"]["resp_socket"] = str(tmp_path / "redis.sock")
+    rendered_file.write_text(yaml.safe_dump(config))
     env = {**os.environ, "REDGUARD_LISTEN_SOCKET": str(tmp_path / "redguard.sock")}
     for path in (DEPLOY / "redguard.yaml", rendered_file):
         proc = subprocess.run([binary, "check-config", str(path)], capture_output=True, text=True, env=env)
