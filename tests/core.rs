@@ -195,8 +195,16 @@ fn calls_while_open_do_not_touch_redis() {
         "no call reached Redis while open"
     );
     assert_eq!(rg.breaker()["forced"], "open");
-    assert_eq!(rg.control("reset").json()["state"], "closed");
+    assert_eq!(rg.breaker()["override"], "force_open");
+    let reset = rg.control("reset").json();
+    assert_eq!(reset["state"], "closed");
+    assert_eq!(reset["override"], "none");
     assert_eq!(ok(&rg, json!({"op": "get", "key": "k"}))["source"], "redis");
+    let closed = rg.control("force_closed").json();
+    assert_eq!(
+        (closed["forced"].as_str(), closed["override"].as_str()),
+        (Some("closed"), Some("force_closed"))
+    );
 }
 
 #[test]
@@ -681,11 +689,25 @@ fn the_breaker_answers_have_no_nodes_outside_cluster_mode() {
     let keys = |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
     assert_eq!(
         keys(&rg.breaker()),
-        ["failure_count", "forced", "mode", "seconds_until_half_open", "state"]
+        [
+            "failure_count",
+            "forced",
+            "mode",
+            "override",
+            "seconds_until_half_open",
+            "state"
+        ]
     );
     assert_eq!(
         keys(&rg.control("force_open").json()),
-        ["failure_count", "forced", "mode", "seconds_until_half_open", "state"]
+        [
+            "failure_count",
+            "forced",
+            "mode",
+            "override",
+            "seconds_until_half_open",
+            "state"
+        ]
     );
     for cb in [
         common::http(&rg.socket, "GET", "/api/v1/health/circuit-breaker", "").json(),

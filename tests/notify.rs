@@ -208,6 +208,7 @@ fn an_outage_and_its_recovery_reach_slack_pagerduty_and_a_signed_webhook() {
     assert_eq!(d["failure_count"].as_u64(), Some(2));
     assert!(d["last_error"].is_string(), "{d}");
     assert_eq!(d["reason"], "2 consecutive failures");
+    assert_eq!(d["cause"], "measured", "a real outage: {d}");
     assert_eq!(d["config"]["failure_threshold"].as_u64(), Some(2));
     assert_eq!(
         resolve,
@@ -226,6 +227,7 @@ fn an_outage_and_its_recovery_reach_slack_pagerduty_and_a_signed_webhook() {
     );
     assert_eq!(first["redis"], redis.url().as_str());
     assert_eq!(first["failure_count"], 2);
+    assert_eq!(first["cause"], "measured", "{first}");
     assert!(is_rfc3339_utc(first["at"].as_str().unwrap()), "{first}");
     for call in &calls {
         assert_eq!(call.header("x-team"), Some("cache"));
@@ -578,7 +580,8 @@ fn notify_test_reports_each_sink_and_fails_when_one_does() {
 }
 
 /// A manual override is not an outage: PagerDuty hears it at `info` (not the configured `critical`), and every
-/// payload says the circuit was forced and by which override. In observe mode a would-open pages at `warning`.
+/// payload says the circuit was forced and by which override, with `cause` for receivers to route on. In observe
+/// mode a would-open pages at `warning`.
 #[test]
 fn a_forced_open_pages_at_info_and_says_it_was_forced_and_an_observed_opening_at_warning() {
     let redis = RedisServer::start();
@@ -615,6 +618,10 @@ fn a_forced_open_pages_at_info_and_says_it_was_forced_and_an_observed_opening_at
     assert_eq!(p["custom_details"]["reason"], "manual override force_open");
     assert_eq!(p["custom_details"]["failure_count"], 0);
     assert_eq!(p["custom_details"]["test"], false);
+    assert_eq!(
+        p["custom_details"]["cause"], "manual",
+        "receivers route overrides apart from outages: {p}"
+    );
 
     let forced = hook.wait_for_requests(1, WAIT)[0].json();
     assert_eq!(forced["event"], "circuit_state_changed");
@@ -623,6 +630,7 @@ fn a_forced_open_pages_at_info_and_says_it_was_forced_and_an_observed_opening_at
     assert_eq!(forced["summary"], p["summary"]);
     assert_eq!(forced["failure_count"], 0);
     assert_eq!(forced["last_error"], Value::Null);
+    assert_eq!(forced["cause"], "manual", "{forced}");
 
     // `reset` closes it: PagerDuty resolves the same incident, the webhook hears a plain closing.
     assert_eq!(rg.control("reset").status, 200);
@@ -634,6 +642,7 @@ fn a_forced_open_pages_at_info_and_says_it_was_forced_and_an_observed_opening_at
     let closed = hook.wait_for_requests(2, WAIT)[1].json();
     assert_eq!((&closed["from"], &closed["to"]), (&json!("open"), &json!("closed")));
     assert_eq!(closed["reason"], "manual override reset");
+    assert_eq!(closed["cause"], "manual", "a reset is an override too: {closed}");
     assert_eq!(
         closed["summary"],
         format!(
@@ -673,6 +682,7 @@ fn a_forced_open_pages_at_info_and_says_it_was_forced_and_an_observed_opening_at
     );
     assert_eq!(p["custom_details"]["reason"], "2 consecutive failures");
     assert_eq!(p["custom_details"]["failure_count"], 2);
+    assert_eq!(p["custom_details"]["cause"], "observed", "{p}");
 }
 
 /// The Slack block of type `kind` in a message, if any.

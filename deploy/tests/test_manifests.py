@@ -39,6 +39,7 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas"
 RULES_FILE = REPO / "alerts" / "redguard.rules.yml"
 DASHBOARD_FILE = REPO / "dashboards" / "redguard.json"
 LINKS_FILE = DEPLOY / "links.yaml"
+SIDECAR_CONFIG = COMPONENT / "redguard.yaml"
 
 # Native sidecars (init containers with restartPolicy: Always) are on by default from 1.29.
 K8S_VERSION = "1.29.0"
@@ -367,6 +368,38 @@ def test_socket_is_shared_through_emptydir(variant):
     assert spec["securityContext"]["fsGroup"] == rg["securityContext"]["runAsGroup"]
 
 
+def test_resp_socket_is_in_the_shared_volume_and_the_app_has_its_url(variant):
+    """The RESP socket sits beside the JSON one, in the volume the app mounts, under the same mode and group (so
+    the app connects whatever uid it runs as), and the app's REDIS_URL names exactly it."""
+    _, docs = variant
+    spec = pod_spec(docs)
+    config = rendered_config(docs)
+    resp = PurePosixPath(config["listen"]["resp_socket"])
+    socket_path = PurePosixPath(config["listen"]["socket"])
+    assert resp.is_absolute() and resp != socket_path
+    assert resp.parent == socket_path.parent, "the RESP socket must be in the shared socket volume"
+    rg = sidecar(spec)
+    mounts = [m for m in rg["volumeMounts"] if PurePosixPath(m["mountPath"]) == resp.parent]
+    assert len(mounts) == 1 and "emptyDir" in volume(spec, mounts[0]["name"]), mounts
+    for app in app_containers(spec):
+        app_mount = mount_of(app, mounts[0]["name"])
+        assert app_mount and PurePosixPath(app_mount["mountPath"]) == resp.parent, app["name"]
+        env = {e["name"]: e.get("value") for e in app.get("env", [])}
+        assert env.get("REDIS_URL") == f"unix://{resp}", (
+            f"{app['name']}: REDIS_URL must be unix:// + listen.resp_socket ({resp})"
+        )
+    # The same group access as the JSON socket: socket_mode and socket_group cover both.
+    assert config["listen"]["socket_mode"] == "0660" and "socket_group" not in config["listen"]
+    assert spec["securityContext"]["fsGroup"] == rg["securityContext"]["runAsGroup"]
+
+
+def test_logs_are_json_by_the_config_not_a_flag(variant):
+    _, docs = variant
+    assert rendered_config(docs)["log"]["format"] == "json"
+    args = sidecar(pod_spec(docs)).get("args", [])
+    assert not any(a.startswith("--log-format") for a in args), args
+
+
 def test_probes_use_admin_listener(variant):
     _, docs = variant
     rg = sidecar(pod_spec(docs))
@@ -588,8 +621,12 @@ def test_configs_pass_redguard_check_config(rendered, tmp_path):
             sink["routing_key_file"] = relocate(sink["routing_key_file"])
     rendered_file = tmp_path / "redguard.yaml"
     rendered_file.write_text(yaml.safe_dump(config))
-    # check-config also checks the socket path on this host, as `run` would (its directory must exist): the
-    # pod's /var/run/redguard is an emptyDir, so point the socket at a temp dir here.
+    # check-config also checks the socket paths on this host, as `run` would (their directory must exist): the
+    # pod's /var/run/redguard is an emptyDir, so point the sockets at a temp dir here (the RESP socket only where
+    # the config sets one).
+    assert config["listen"].get("resp_socket"), "the sidecar's config sets listen.resp_socket"
+    config["listen"]["resp_socket"] = str(tmp_path / "redis.sock")
+    rendered_file.write_text(yaml.safe_dump(config))
     env = {**os.environ, "REDGUARD_LISTEN_SOCKET": str(tmp_path / "redguard.sock")}
     for path in (DEPLOY / "redguard.yaml", rendered_file):
         proc = subprocess.run([binary, "check-config", str(path)], capture_output=True, text=True, env=env)
@@ -635,11 +672,7 @@ def test_generate_check_passes():
 
 def test_generate_check_detects_drift(tmp_path):
     root = tmp_path / "repo"
-    for rel in ("alerts", "dashboards", "deploy/kubernetes/base/generated"):
-        shutil.copytree(REPO / rel, root / rel)
-    shutil.copy2(DEPLOY / "generate.py", root / "deploy" / "generate.py")
-    shutil.copy2(LINKS_FILE, root / "deploy" / LINKS_FILE.name)
-    shutil.copy2(REPO / "Cargo.toml", root / "Cargo.toml")
+    copy_generator_inputs(root)
     assert run_generate(root, "--check").returncode == 0
 
     # A changed source makes --check fail until the outputs are regenerated.
@@ -655,6 +688,17 @@ def test_generate_check_detects_drift(tmp_path):
     dashboard_cm = root / "deploy/kubernetes/base/generated/dashboard-configmap.yaml"
     dashboard_cm.write_text(dashboard_cm.read_text().replace("grafana_dashboard", "grafana_dashbord"))
     assert run_generate(root, "--check").returncode == 1
+    assert run_generate(root).returncode == 0
+
+    # And a hand-edited link in the sidecar's config: the setting in deploy/links.yaml wins.
+    sidecar_config = root / SIDECAR_CONFIG.relative_to(REPO)
+    edited = sidecar_config.read_text().replace("grafana.example.com", "grafana.elsewhere.example")
+    assert edited != sidecar_config.read_text()
+    sidecar_config.write_text(edited)
+    proc = run_generate(root, "--check")
+    assert proc.returncode == 1 and str(SIDECAR_CONFIG.relative_to(REPO)) in proc.stderr, proc.stderr
+    assert run_generate(root).returncode == 0
+    assert sidecar_config.read_text() == SIDECAR_CONFIG.read_text()
 
 
 # --------------------------------------------------------------------------------------------
@@ -742,7 +786,7 @@ def test_dockerignore():
 
 
 def copy_generator_inputs(root: Path) -> None:
-    for rel in ("alerts", "dashboards", "deploy/kubernetes/base/generated"):
+    for rel in ("alerts", "dashboards", "deploy/kubernetes/base/generated", "deploy/kubernetes/components"):
         shutil.copytree(REPO / rel, root / rel)
     shutil.copy2(DEPLOY / "generate.py", root / "deploy" / "generate.py")
     shutil.copy2(LINKS_FILE, root / "deploy" / LINKS_FILE.name)
@@ -766,6 +810,18 @@ def test_runbook_links_follow_the_setting_and_default_to_a_placeholder(variant):
         assert "github.com/redguard" not in path.read_text(), path
 
 
+def test_the_sidecars_own_notification_links_follow_the_setting(variant):
+    """The sidecar's notify.runbook_url / notify.dashboard_url (its PagerDuty links and Slack buttons, once sinks
+    are enabled) are deploy/links.yaml's, as rendered into the ConfigMap; both defaults are placeholders."""
+    _, docs = variant
+    setting = yaml.safe_load(LINKS_FILE.read_text())
+    assert set(setting) == {"runbook_url", "dashboard_url"}
+    assert "example.com" in setting["dashboard_url"], "the shipped default must be a placeholder"
+    notify = rendered_config(docs)["notify"]
+    assert notify["runbook_url"] == setting["runbook_url"]
+    assert notify["dashboard_url"] == setting["dashboard_url"]
+
+
 def test_runbook_anchors_exist_in_the_runbook():
     runbook = (REPO / "alerts" / "RUNBOOK.md").read_text()
     headings = {line[3:].strip().lower() for line in runbook.splitlines() if line.startswith("## ")}
@@ -779,7 +835,8 @@ def test_changing_the_runbook_url_rewrites_every_link(tmp_path):
     root = tmp_path / "repo"
     copy_generator_inputs(root)
     url = "https://wiki.internal.example/sre/redguard-runbook"
-    (root / "deploy" / LINKS_FILE.name).write_text(f"runbook_url: {url}\n")
+    dashboard = "https://grafana.internal.example/d/redguard-overview/redguard?orgId=2&var-namespace=shop"
+    (root / "deploy" / LINKS_FILE.name).write_text(f"runbook_url: {url}\ndashboard_url: {dashboard}\n")
     assert run_generate(root, "--check").returncode == 1, "a changed setting must show as drift"
     assert run_generate(root).returncode == 0
     assert run_generate(root, "--check").returncode == 0
@@ -788,8 +845,16 @@ def test_changing_the_runbook_url_rewrites_every_link(tmp_path):
     assert urls and all(u.startswith(url + "#") for u in urls), urls
     generated = (root / "deploy/kubernetes/base/generated/prometheusrule.yaml").read_text()
     assert generated.count(url + "#") == len(urls)
-    dashboard = json.loads((root / "dashboards" / DASHBOARD_FILE.name).read_text())
-    assert [link["url"] for link in dashboard["links"]] == [url]
+    dashboard_json = json.loads((root / "dashboards" / DASHBOARD_FILE.name).read_text())
+    assert [link["url"] for link in dashboard_json["links"]] == [url]
+    # The sidecar's config: the runbook's address as set (no anchor) and the dashboard's, comments kept.
+    sidecar_text = (root / SIDECAR_CONFIG.relative_to(REPO)).read_text()
+    notify = yaml.safe_load(sidecar_text)["notify"]
+    assert (notify["runbook_url"], notify["dashboard_url"]) == (url, dashboard)
+    shipped = yaml.safe_load(LINKS_FILE.read_text())
+    assert sidecar_text == SIDECAR_CONFIG.read_text().replace(shipped["runbook_url"], url).replace(
+        shipped["dashboard_url"], dashboard
+    )
     tests = (root / "alerts" / "tests" / "paging_test.yml").read_text()
     assert f'runbook_url: "{url}#redguardredisunavailable"' in tests
     # Nothing but the links changed.
@@ -800,7 +865,16 @@ def test_changing_the_runbook_url_rewrites_every_link(tmp_path):
 
 @pytest.mark.parametrize(
     "setting",
-    ["runbook_url: ftp://x.example/r\n", "runbook_url: https://x.example/r#frag\n", "other: 1\n", "runbook_url: [\n"],
+    [
+        "runbook_url: ftp://x.example/r\ndashboard_url: https://g.example/d\n",
+        "runbook_url: https://x.example/r#frag\ndashboard_url: https://g.example/d\n",
+        "runbook_url: https://x.example/r\ndashboard_url: javascript:alert(1)\n",
+        "runbook_url: https://x.example/r\ndashboard_url: 'https://g.example/d x'\n",
+        "runbook_url: https://x.example/r\ndashboard_url: https://g.example/" + "d" * 3000 + "\n",
+        "runbook_url: https://x.example/r\n",
+        "other: 1\n",
+        "runbook_url: [\n",
+    ],
 )
 def test_a_bad_runbook_setting_is_a_clear_error(tmp_path, setting):
     root = tmp_path / "repo"
@@ -809,6 +883,18 @@ def test_a_bad_runbook_setting_is_a_clear_error(tmp_path, setting):
     proc = run_generate(root, "--check")
     assert proc.returncode == 2, proc.stderr
     assert "deploy/links.yaml" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_sidecar_config_without_its_link_lines_is_a_clear_error(tmp_path):
+    root = tmp_path / "repo"
+    copy_generator_inputs(root)
+    config = root / SIDECAR_CONFIG.relative_to(REPO)
+    lines = [line for line in config.read_text().splitlines(keepends=True) if not line.startswith("  dashboard_url:")]
+    config.write_text("".join(lines))
+    proc = run_generate(root, "--check")
+    assert proc.returncode == 2, proc.stderr
+    assert str(SIDECAR_CONFIG.relative_to(REPO)) in proc.stderr and "dashboard_url" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
 
 
 # --------------------------------------------------------------------------------------------

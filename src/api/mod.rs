@@ -438,6 +438,10 @@ struct BreakerView {
     seconds_until_half_open: Option<f64>,
     forced: Option<&'static str>,
     mode: &'static str,
+    /// The manual override in force, `none`, `force_open` or `force_closed`, named as the health JSON and the
+    /// `redguard_circuit_override` gauge name it, so one word means one thing wherever an operator reads it.
+    #[serde(rename = "override")]
+    override_: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     nodes: Option<Vec<NodeView>>,
 }
@@ -451,6 +455,7 @@ fn breaker_view(client: &Client) -> BreakerView {
         seconds_until_half_open: s.until_half_open.map(|d| d.as_secs_f64()),
         forced: s.forced.map(CircuitState::as_str),
         mode: b.settings().mode.as_str(),
+        override_: crate::metrics::override_name(s.forced),
         nodes: client.nodes(),
     }
 }

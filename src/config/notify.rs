@@ -4,16 +4,21 @@
 //! be written inline, read from a file or taken from an environment variable, exactly one of the three; files
 //! and variables are read once at load, so a missing secret stops the start instead of surfacing on the first
 //! outage. Secret values are held in [`Secret`] and never appear in an error message: problems name the key
-//! (`notify.sinks[1].url`), not its content.
+//! (`notify.sinks[1].url`), not its content. The sinks' shape lives in [`sink`], the reading and checking of
+//! their secrets in [`secrets`]; this file parses and validates the section as a whole.
+
+mod secrets;
+mod sink;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use self::secrets::{check_headers, check_signing_secret, check_url, SecretRef};
+pub use self::sink::{Severity, SinkConfig, SinkKind};
 use super::{duration, Secret};
 use crate::breaker::State;
 
@@ -28,17 +33,6 @@ pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue
 const MAX_LINK_BYTES: usize = 3000;
 /// Longest accepted sink name; names become metric label values.
 const MAX_SINK_NAME: usize = 64;
-/// Headers redguard sets itself; a sink may not override them.
-const RESERVED_HEADERS: [&str; 8] = [
-    "content-type",
-    "content-length",
-    "host",
-    "user-agent",
-    "x-redguard-signature",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-];
 
 /// Which transitions are notified, by the state entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -109,155 +103,6 @@ impl Default for NotifyConfig {
             dashboard_url: None,
             sinks: Vec::new(),
         }
-    }
-}
-
-/// The kinds of sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    /// A Slack incoming webhook.
-    Slack,
-    /// A PagerDuty Events API v2 integration.
-    #[serde(rename = "pagerduty")]
-    PagerDuty,
-    /// Any HTTP endpoint that takes a JSON POST.
-    Webhook,
-}
-
-impl SinkKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SinkKind::Slack => "slack",
-            SinkKind::PagerDuty => "pagerduty",
-            SinkKind::Webhook => "webhook",
-        }
-    }
-}
-
-/// PagerDuty's event severities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    #[default]
-    Critical,
-    Error,
-    Warning,
-    Info,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
-}
-
-/// One destination. All kinds share this one flat shape so that a parse error keeps its line and
-/// `sinks[i].key` path (an internally tagged enum would buffer the entry and lose both); validation then
-/// rejects keys that do not belong to the sink's `type`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// `slack`, `pagerduty` or `webhook`.
-    #[serde(rename = "type")]
-    pub kind: SinkKind,
-    /// The metric label and log name; after validation always set (the type, then `-2`, `-3` on repeats).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Slack and webhook: the endpoint (a secret: such URLs embed a token). PagerDuty: the Events API endpoint,
-    /// [`DEFAULT_PAGERDUTY_URL`] when unset. After load it also holds the value read from `url_file` / `url_env`.
-    #[serde(default)]
-    pub url: Option<Secret>,
-    #[serde(default)]
-    pub url_file: Option<PathBuf>,
-    #[serde(default)]
-    pub url_env: Option<String>,
-    /// PagerDuty: the integration's routing key (or from `routing_key_file` / `routing_key_env`).
-    #[serde(default)]
-    pub routing_key: Option<Secret>,
-    #[serde(default)]
-    pub routing_key_file: Option<PathBuf>,
-    #[serde(default)]
-    pub routing_key_env: Option<String>,
-    /// PagerDuty: `payload.severity` of triggered alerts (default critical).
-    #[serde(default)]
-    pub severity: Option<Severity>,
-    /// Webhook: extra request headers (an `Authorization` value, say); values are kept secret.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Secret>,
-    /// Webhook: signs each request with HMAC-SHA256 (`webhook-signature`, and the older `X-Redguard-Signature`);
-    /// `whsec_<base64>` is decoded as Standard Webhooks' secrets are (or from `secret_file` / `secret_env`).
-    #[serde(default)]
-    pub secret: Option<Secret>,
-    #[serde(default)]
-    pub secret_file: Option<PathBuf>,
-    #[serde(default)]
-    pub secret_env: Option<String>,
-}
-
-impl SinkConfig {
-    /// The files this sink reads its secrets from (`url_file`, `routing_key_file`, `secret_file`).
-    pub fn files(&self) -> impl Iterator<Item = &std::path::Path> {
-        [&self.url_file, &self.routing_key_file, &self.secret_file]
-            .into_iter()
-            .filter_map(|f| f.as_deref())
-    }
-
-    /// A sink of `kind` with nothing else set.
-    pub fn new(kind: SinkKind) -> Self {
-        Self {
-            kind,
-            name: None,
-            url: None,
-            url_file: None,
-            url_env: None,
-            routing_key: None,
-            routing_key_file: None,
-            routing_key_env: None,
-            severity: None,
-            headers: BTreeMap::new(),
-            secret: None,
-            secret_file: None,
-            secret_env: None,
-        }
-    }
-
-    /// The sink's name; always set once the config is validated.
-    pub fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or(self.kind.as_str())
-    }
-
-    /// The endpoint (resolved at load; PagerDuty's default filled in).
-    pub fn endpoint(&self) -> Option<&Secret> {
-        self.url.as_ref()
-    }
-
-    /// The keys set on this sink that its type does not use.
-    fn foreign_keys(&self) -> Vec<&'static str> {
-        let pd = self.kind == SinkKind::PagerDuty;
-        let webhook = self.kind == SinkKind::Webhook;
-        let mut keys = Vec::new();
-        let mut check = |set: bool, allowed: bool, key| {
-            if set && !allowed {
-                keys.push(key);
-            }
-        };
-        check(self.url_file.is_some(), !pd, "url_file");
-        check(self.url_env.is_some(), !pd, "url_env");
-        check(self.routing_key.is_some(), pd, "routing_key");
-        check(self.routing_key_file.is_some(), pd, "routing_key_file");
-        check(self.routing_key_env.is_some(), pd, "routing_key_env");
-        check(self.severity.is_some(), pd, "severity");
-        check(!self.headers.is_empty(), webhook, "headers");
-        check(self.secret.is_some(), webhook, "secret");
-        check(self.secret_file.is_some(), webhook, "secret_file");
-        check(self.secret_env.is_some(), webhook, "secret_env");
-        keys
     }
 }
 
@@ -360,76 +205,6 @@ impl NotifyConfig {
     }
 }
 
-/// One secret that may be given inline, as a file or as an environment variable.
-struct SecretRef<'a> {
-    at: &'a str,
-    keys: [&'static str; 3],
-    required: bool,
-}
-
-impl<'a> SecretRef<'a> {
-    fn new(at: &'a str, keys: [&'static str; 3], required: bool) -> Self {
-        Self { at, keys, required }
-    }
-
-    /// Leaves the value (from whichever source) in `inline`.
-    fn resolve(
-        &self,
-        inline: &mut Option<Secret>,
-        file: &Option<PathBuf>,
-        var: &Option<String>,
-        env: EnvLookup<'_>,
-        p: &mut Vec<String>,
-    ) {
-        let [key, file_key, env_key] = self.keys;
-        let at = self.at;
-        let set = usize::from(inline.is_some()) + usize::from(file.is_some()) + usize::from(var.is_some());
-        if set > 1 {
-            p.push(format!("{at}: set only one of {key}, {file_key} or {env_key}"));
-            return;
-        }
-        if let Some(value) = inline.as_ref() {
-            if value.expose().trim().is_empty() {
-                p.push(format!("{at}.{key} must not be empty"));
-            }
-        } else if let Some(path) = file {
-            match read_secret(path) {
-                Ok(secret) => *inline = Some(secret),
-                Err(e) => p.push(format!("{at}.{file_key}: cannot read {}: {e}", path.display())),
-            }
-        } else if let Some(name) = var {
-            match env(name).filter(|v| !v.trim().is_empty()) {
-                Some(v) => *inline = Some(Secret::new(v.trim())),
-                None => p.push(format!(
-                    "{at}.{env_key}: environment variable {name} is not set or empty"
-                )),
-            }
-        } else if self.required {
-            p.push(format!("{at}: one of {key}, {file_key} or {env_key} is required"));
-        }
-    }
-}
-
-/// The file's content, trailing newline trimmed; an empty file is an error.
-fn read_secret(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let value = text.trim_end_matches(['\r', '\n']);
-    if value.trim().is_empty() {
-        return Err("file is empty".to_owned());
-    }
-    Ok(Secret::new(value))
-}
-
-/// Checks an endpoint without ever printing it: it may embed a token.
-fn check_url(key: &str, url: Option<&str>, p: &mut Vec<String>) {
-    let Some(url) = url else { return };
-    match reqwest::Url::parse(url.trim()) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        Ok(_) => p.push(format!("{key} must be an http:// or https:// URL with a host")),
-        Err(e) => p.push(format!("{key} is not a valid URL ({e})")),
-    }
-}
-
 /// Checks a link that people will click: unlike a sink URL it is no secret, so the error may quote it.
 fn check_link(key: &str, url: Option<&str>, p: &mut Vec<String>) {
     let Some(url) = url else { return };
@@ -445,38 +220,6 @@ fn check_link(key: &str, url: Option<&str>, p: &mut Vec<String>) {
             "{key} must be an absolute http:// or https:// URL with a host, got {url:?}"
         )),
         Err(e) => p.push(format!("{key} is not an absolute URL ({e}), got {url:?}")),
-    }
-}
-
-/// A secret in Standard Webhooks' form (`whsec_` + base64) is decoded into the HMAC key; one that cannot be
-/// is refused now rather than signing with something the receiver does not expect. Never prints the secret.
-fn check_signing_secret(at: &str, secret: Option<&Secret>, p: &mut Vec<String>) {
-    use base64::Engine;
-    let Some(encoded) = secret.and_then(|s| s.expose().strip_prefix("whsec_")) else {
-        return;
-    };
-    match base64::engine::general_purpose::STANDARD.decode(encoded) {
-        Ok(key) if !key.is_empty() => {}
-        _ => p.push(format!(
-            "{at}: the signing secret (secret, secret_file or secret_env) starts with whsec_, but what follows is \
-             not the base64 of a key"
-        )),
-    }
-}
-
-fn check_headers(at: &str, headers: &BTreeMap<String, Secret>, p: &mut Vec<String>) {
-    for (name, value) in headers {
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            p.push(format!("{at}.headers: {name:?} is not a valid header name"));
-        } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            p.push(format!(
-                "{at}.headers.{name} is set by redguard and cannot be overridden"
-            ));
-        } else if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
-            p.push(format!(
-                "{at}.headers.{name} has characters not allowed in a header value"
-            ));
-        }
     }
 }
 

@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::event::{truncate, Event, Notice};
+use super::event::{Event, Notice};
 use super::sink::{Outgoing, Sink};
+use super::text::truncate;
 use super::transport::{Answer, Transport};
 use crate::config::NotifyConfig;
 use crate::jitter::Jitter;

@@ -1,26 +1,20 @@
 //! What a notification says: an [`Event`] built once from a breaker [`Transition`] at the moment it happens,
-//! the [`Context`] naming this sidecar and its Redis, and the [`Notice`] a sink is finally asked to send (one
-//! event, or the latest of several that flap damping folded into one message).
+//! with its [`Cause`] (measured, an operator's override, or observe mode) and the severity that allows, and the
+//! [`Notice`] a sink is finally asked to send (one event, or the latest of several that flap damping folded into
+//! one message).
 //!
-//! Everything here is plain data and pure text helpers; sinks render it without I/O. The Redis target is always
-//! the masked [`RedisConfig::display_url`], so a password can never reach a notification.
-//!
-//! [`RedisConfig::display_url`]: crate::config::RedisConfig::display_url
+//! Plain data, no I/O. Who is speaking lives in [`super::context`], the shared wording in [`super::text`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-
+use super::text::truncate;
 use crate::breaker::{Mode, Override, Reason, State, Transition};
-use crate::config::{Config, Severity};
+use crate::config::Severity;
 
 /// Longest last-error text carried in an event; Redis errors are short, a pathological one must not bloat
 /// every payload.
 const MAX_ERROR_CHARS: usize = 500;
-/// PagerDuty caps `dedup_key` at 255 characters.
-const MAX_DEDUP_KEY: usize = 255;
 
 /// Why an event exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +37,16 @@ pub(crate) enum Cause {
 }
 
 impl Cause {
+    /// The machine-readable name receivers route on (the webhook's and PagerDuty's `cause`): `measured`,
+    /// `manual` or `observed`, the variants' own names, so a receiver can send overrides elsewhere than outages.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Cause::Measured => "measured",
+            Cause::Manual(_) => "manual",
+            Cause::Observed => "observed",
+        }
+    }
+
     fn of(t: &Transition) -> Cause {
         match t.reason {
             Reason::Manual(o) => Cause::Manual(o),
@@ -156,142 +160,12 @@ impl Notice {
     }
 }
 
-/// Who is speaking: the same for every event of this sidecar.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Context {
-    /// `notify.instance`.
-    pub instance: String,
-    /// The Redis target, password masked, for people to read.
-    pub redis: String,
-    /// [`crate::config::RedisConfig::paging_target`]: the same text as `redguard_redis_info{target}`.
-    pub target: String,
-    /// The breaker settings in force, for PagerDuty's `custom_details`.
-    pub breaker: Value,
-    /// `notify.runbook_url` and `notify.dashboard_url` (validated absolute http(s) URLs): links and buttons.
-    pub runbook_url: Option<String>,
-    pub dashboard_url: Option<String>,
-}
-
-impl Context {
-    pub(crate) fn from_config(cfg: &Config) -> Context {
-        let b = &cfg.breaker;
-        Context {
-            instance: cfg.notify.instance.clone().unwrap_or_else(hostname),
-            redis: cfg.redis.display_target(),
-            target: cfg.redis.paging_target(),
-            breaker: json!({
-                "failure_threshold": b.failure_threshold,
-                "failure_rate_threshold": b.failure_rate_threshold,
-                "recovery_timeout_seconds": b.recovery_timeout.as_secs_f64(),
-                "recovery_timeout_max_seconds": b.recovery_timeout_max.as_secs_f64(),
-                "success_threshold": b.success_threshold,
-                "command_timeout_seconds": cfg.redis.command_timeout.as_secs_f64(),
-            }),
-            runbook_url: cfg.notify.runbook_url.clone(),
-            dashboard_url: cfg.notify.dashboard_url.clone(),
-        }
-    }
-
-    /// One alert per Redis target, whichever sidecar sends it: every pod in front of one Redis folds into the
-    /// same incident (one outage, one page), and it is stable across restarts, so a resolve after a restart
-    /// still finds it. Readable when short enough, else hashed. The target is the one Prometheus sees in
-    /// `redguard_redis_info{target}` (host and port only: no password in it).
-    pub(crate) fn dedup_key(&self) -> String {
-        let readable = format!("redguard/{}", self.target);
-        if readable.len() <= MAX_DEDUP_KEY {
-            return readable;
-        }
-        format!("redguard/{}", hex::encode(&Sha256::digest(&self.target)[..16]))
-    }
-
-    /// The links every message offers, as (label, URL): the runbook first (what to do), then the dashboard.
-    pub(crate) fn links(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [("Runbook", &self.runbook_url), ("Dashboard", &self.dashboard_url)]
-            .into_iter()
-            .filter_map(|(label, url)| Some((label, url.as_deref()?)))
-    }
-}
-
-/// The machine's hostname, or "redguard" if it has none.
-pub(crate) fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname(2) writes at most `buf.len()` bytes into a buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
-        _ => "redguard".to_owned(),
-    }
-}
-
-/// The state as headlines show it.
-pub(crate) fn state_title(s: State) -> &'static str {
-    match s {
-        State::Closed => "CLOSED",
-        State::Open => "OPEN",
-        State::HalfOpen => "HALF-OPEN",
-    }
-}
-
-/// One line for chat fallbacks and alert summaries.
-pub(crate) fn headline(n: &Notice, ctx: &Context) -> String {
-    let e = &n.event;
-    let (instance, redis) = (&ctx.instance, &ctx.redis);
-    match e.kind {
-        Kind::Test => format!("Test notification from redguard on {instance} (Redis {redis})"),
-        Kind::StateChanged if n.is_summary() => format!(
-            "Redis circuit flapping on {instance} (Redis {redis}): {} state changes, now {}",
-            n.changes,
-            state_title(e.to)
-        ),
-        Kind::StateChanged => match e.cause {
-            Cause::Manual(Override::ForceOpen | Override::ForceClosed) => format!(
-                "Redis circuit FORCED {} on {instance} (Redis {redis}): {}",
-                state_title(e.to),
-                e.reason
-            ),
-            Cause::Observed => format!(
-                "Redis circuit would be {} on {instance} (Redis {redis}; observe mode, no call rejected): {}",
-                state_title(e.to),
-                e.reason
-            ),
-            Cause::Measured | Cause::Manual(Override::Reset) => format!(
-                "Redis circuit {} on {instance} (Redis {redis}): {}",
-                state_title(e.to),
-                e.reason
-            ),
-        },
-    }
-}
-
-/// A duration as people read it: "850ms", "42s", "3m 12s".
-pub(crate) fn human_duration(d: Duration) -> String {
-    let rounded = if d < Duration::from_secs(1) {
-        Duration::from_millis(d.as_millis() as u64)
-    } else {
-        Duration::from_secs(d.as_secs())
-    };
-    humantime::format_duration(rounded).to_string()
-}
-
-/// At most `max` characters, with an ellipsis when cut.
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    // The ellipsis counts: PagerDuty's summary and Slack's header refuse or cut anything past their limit.
-    match (s.char_indices().nth(max), max.checked_sub(1)) {
-        (Some(_), Some(keep)) => {
-            let cut = s.char_indices().nth(keep).map_or(0, |(i, _)| i);
-            format!("{}…", &s[..cut])
-        }
-        (Some(_), None) => String::new(),
-        (None, _) => s.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::breaker::Reason;
     use crate::notify::testing::ctx;
+    use crate::notify::text::headline;
 
     #[test]
     fn a_transition_becomes_an_event_in_wall_clock_time() {
@@ -348,6 +222,7 @@ mod tests {
             now_instant,
         );
         assert_eq!(forced.cause, Cause::Manual(Override::ForceOpen));
+        assert_eq!(forced.cause.as_str(), "manual");
         assert_eq!(forced.severity(Severity::Critical), Severity::Info);
         assert_eq!(
             headline(&Notice::single(Arc::new(forced.clone())), &ctx()),
@@ -369,6 +244,7 @@ mod tests {
             now_instant,
         );
         assert_eq!(observed.cause, Cause::Observed);
+        assert_eq!(observed.cause.as_str(), "observed");
         assert_eq!(observed.severity(Severity::Critical), Severity::Warning);
         assert_eq!(observed.severity(Severity::Error), Severity::Warning);
         assert_eq!(
@@ -389,6 +265,7 @@ mod tests {
             now_instant,
         );
         assert_eq!(measured.cause, Cause::Measured);
+        assert_eq!(measured.cause.as_str(), "measured");
         assert_eq!(measured.severity(Severity::Critical), Severity::Critical);
         assert_eq!(measured.severity(Severity::Error), Severity::Error);
         let reset = Event::from_transition(
@@ -398,62 +275,6 @@ mod tests {
             now_instant,
         );
         assert_eq!(reset.severity(Severity::Critical), Severity::Info);
-    }
-
-    #[test]
-    fn dedup_key_names_the_redis_target_not_the_pod_and_is_bounded() {
-        let c = ctx();
-        assert_eq!(c.dedup_key(), "redguard/cache:6379");
-        let other_pod = Context {
-            instance: "prod/api-1".into(),
-            ..ctx()
-        };
-        assert_eq!(
-            other_pod.dedup_key(),
-            c.dedup_key(),
-            "every pod behind one Redis: one incident"
-        );
-        let other_redis = Context {
-            target: "cache-2:6379".into(),
-            ..ctx()
-        };
-        assert_ne!(other_redis.dedup_key(), c.dedup_key());
-        let long = Context {
-            target: format!("{}:6379", "h".repeat(300)),
-            ..ctx()
-        };
-        let key = long.dedup_key();
-        assert_eq!(key.len(), "redguard/".len() + 32);
-        assert_eq!(key, long.dedup_key());
-        assert_ne!(
-            key,
-            Context {
-                target: format!("{}:6379", "g".repeat(300)),
-                ..ctx()
-            }
-            .dedup_key()
-        );
-    }
-
-    /// The sidecar's own pages and Prometheus's `redguard_redis_info{target}` must name a Redis the same way.
-    #[test]
-    fn the_dedup_key_is_built_from_the_metrics_target_without_credentials() {
-        let mut cfg = Config::default();
-        cfg.redis.url = "redis://u:pw-SECRET@cache:6380/0".into();
-        let c = Context::from_config(&cfg);
-        assert_eq!(c.dedup_key(), format!("redguard/{}", cfg.redis.paging_target()));
-        assert_eq!(c.dedup_key(), "redguard/cache:6380");
-    }
-
-    #[test]
-    fn durations_and_truncation_read_well() {
-        assert_eq!(human_duration(Duration::from_millis(850)), "850ms");
-        assert_eq!(human_duration(Duration::from_millis(192_400)), "3m 12s");
-        assert_eq!(truncate("héllo", 3), "hé…");
-        assert_eq!(truncate("héllo", 3).chars().count(), 3, "the ellipsis counts");
-        assert_eq!(truncate("abc", 3), "abc");
-        assert_eq!(truncate("abcd", 1), "…");
-        assert_eq!(truncate("abcd", 0), "");
-        assert!(!hostname().is_empty());
+        assert_eq!(reset.cause.as_str(), "manual", "a reset is an operator's doing too");
     }
 }

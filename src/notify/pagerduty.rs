@@ -9,7 +9,9 @@
 
 use serde_json::{json, Value};
 
-use super::event::{headline, human_duration, truncate, Context, Kind, Notice};
+use super::context::Context;
+use super::event::{Kind, Notice};
+use super::text::{headline, human_duration, truncate};
 use crate::breaker::State;
 use crate::clock::iso8601;
 use crate::config::Severity;
@@ -60,6 +62,7 @@ fn trigger(n: &Notice, ctx: &Context, routing_key: &str, severity: Severity, ded
                 "from": e.from.as_str(),
                 "to": e.to.as_str(),
                 "reason": e.reason,
+                "cause": e.cause.as_str(),
                 "last_error": e.last_error,
                 "failure_count": e.failure_count,
                 "previous_state_lasted": human_duration(e.previous_lasted),
@@ -128,7 +131,28 @@ mod tests {
         assert_eq!(d["failure_count"], 2);
         assert_eq!(d["last_error"], "timed out");
         assert_eq!(d["reason"], "2 consecutive failures");
+        assert_eq!(d["cause"], "measured");
         assert_eq!(d["config"]["failure_threshold"], 2);
+    }
+
+    #[test]
+    fn custom_details_name_the_cause_so_an_override_can_be_routed_apart_from_an_outage() {
+        use crate::breaker::Override;
+        use crate::notify::event::{Cause, Event};
+        use crate::notify::testing::event;
+        use std::sync::Arc;
+        for (cause, name) in [
+            (Cause::Measured, "measured"),
+            (Cause::Manual(Override::ForceOpen), "manual"),
+            (Cause::Observed, "observed"),
+        ] {
+            let e = Event {
+                cause,
+                ..(*event(State::Closed, State::Open, None)).clone()
+            };
+            let events = render(&Notice::single(Arc::new(e)), &ctx(), "k", Severity::Critical);
+            assert_eq!(events[0]["payload"]["custom_details"]["cause"], name, "{cause:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 use bytes::Bytes;
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::event::{Context, Notice};
+use super::context::Context;
+use super::event::Notice;
 use super::transport::Request;
 use super::{pagerduty, slack, webhook};
 use crate::breaker::State;

@@ -8,7 +8,9 @@
 
 use serde_json::{json, Value};
 
-use super::event::{headline, human_duration, state_title, truncate, Context, Kind, Notice};
+use super::context::Context;
+use super::event::{Kind, Notice};
+use super::text::{headline, human_duration, state_title, truncate};
 use crate::breaker::State;
 use crate::clock::iso8601;
 

@@ -9,7 +9,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::event::{Cause, Context, Event, Kind, Notice};
+use super::context::Context;
+use super::event::{Cause, Event, Kind, Notice};
 use super::transport::{Answer, BoxFuture, Request, SendError, Transport};
 use crate::breaker::State;
 

@@ -21,7 +21,9 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::event::{headline, Context, Kind, Notice};
+use super::context::Context;
+use super::event::{Kind, Notice};
+use super::text::headline;
 use crate::clock::iso8601;
 
 /// The event id, the same on every attempt.
@@ -47,6 +49,7 @@ pub(crate) fn render(n: &Notice, ctx: &Context, id: &str) -> Value {
         "from": e.from.as_str(),
         "to": e.to.as_str(),
         "reason": e.reason,
+        "cause": e.cause.as_str(),
         "last_error": e.last_error,
         "instance": ctx.instance,
         "redis": ctx.redis,
@@ -129,6 +132,7 @@ mod tests {
                 "from": "closed",
                 "to": "open",
                 "reason": "2 consecutive failures",
+                "cause": "measured",
                 "last_error": "refused",
                 "instance": "prod/api-0",
                 "redis": "redis://:***@cache:6379",
@@ -140,6 +144,26 @@ mod tests {
                 "summary": "Redis circuit OPEN on prod/api-0 (Redis redis://:***@cache:6379): 2 consecutive failures",
             })
         );
+    }
+
+    /// Receivers route on `cause`: an operator's override or an observe-mode change is not an outage.
+    #[test]
+    fn the_cause_names_an_override_or_observe_mode_for_receivers_to_route_on() {
+        use crate::breaker::Override;
+        use crate::notify::event::{Cause, Event};
+        use crate::notify::testing::event;
+        use std::sync::Arc;
+        let with = |cause| {
+            let e = Event {
+                cause,
+                ..(*event(State::Closed, State::Open, None)).clone()
+            };
+            render(&Notice::single(Arc::new(e)), &ctx(), "msg_1")["cause"].clone()
+        };
+        assert_eq!(with(Cause::Measured), "measured");
+        assert_eq!(with(Cause::Manual(Override::ForceOpen)), "manual");
+        assert_eq!(with(Cause::Manual(Override::ForceClosed)), "manual");
+        assert_eq!(with(Cause::Observed), "observed");
     }
 
     #[test]
