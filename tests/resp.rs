@@ -648,3 +648,101 @@ fn in_cluster_mode_the_socket_looks_like_one_redis_and_splits_what_redis_semanti
     }
     drop(rg);
 }
+
+/// redis-cli reading commands from a pipe: one connection, one reply line per command.
+struct Cli {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Cli {
+    fn start(socket: &Path) -> Cli {
+        let mut child = Command::new("redis-cli")
+            .arg("-s")
+            .arg(socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli is installed (scripts/install-test-deps.sh)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Cli { child, stdin, stdout }
+    }
+
+    fn ask(&mut self, line: &str) -> String {
+        use std::io::BufRead;
+        writeln!(self.stdin, "{line}").unwrap();
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).unwrap();
+        // Without a terminal, redis-cli prints an error reply followed by an empty line.
+        if ["CIRCUITOPEN", "UNAVAILABLE", "TIMEOUT", "ERR", "NOPERM"]
+            .iter()
+            .any(|e| answer.starts_with(e))
+        {
+            let mut blank = String::new();
+            self.stdout.read_line(&mut blank).unwrap();
+            assert_eq!(blank.trim(), "", "after {answer:?}");
+        }
+        answer.trim_end().to_owned()
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn redis_cli_and_redis_benchmark_live_through_an_outage() {
+    let mut rig = rig();
+    let mut cli = Cli::start(&rig.resp);
+    assert_eq!(cli.ask("SET k v"), "OK");
+    assert_eq!(cli.ask("GET k"), "v");
+    // The key redis-benchmark reads (without -r it does not randomise), cached by a GET.
+    assert_eq!(cli.ask("SET key:__rand_int__ 100-bytes"), "OK");
+    assert_eq!(cli.ask("GET key:__rand_int__"), "100-bytes");
+    let bench = Command::new("redis-benchmark")
+        .arg("-s")
+        .arg(&rig.resp)
+        .args(["-t", "get", "-n", "100000", "-c", "2", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-benchmark is installed");
+    // Redis dies while redis-benchmark runs: its GETs go on, answered from the cache, without an error.
+    wait_for("redis-benchmark to be under way", Duration::from_secs(10), || {
+        (metric_value(
+            &rig.rg.metrics(),
+            r#"redguard_api_requests_total{code="ok",listener="resp",op="get"}"#,
+        ) > 1000.0)
+            .then_some(())
+    });
+    rig.redis.kill();
+    let out = bench.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && !stdout.contains("rror") && !stderr.contains("rror"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(metric_value(&rig.rg.metrics(), r#"redguard_fallback_total{source="cache"}"#) > 0.0);
+    // The same redis-cli connection: reads from the cache, writes refused with the circuit-open error.
+    let refused = wait_for("the circuit to open", Duration::from_secs(10), || {
+        let answer = cli.ask("SET k2 x");
+        answer.starts_with("CIRCUITOPEN").then_some(answer)
+    });
+    assert!(refused.contains("retry after"), "{refused}");
+    assert_eq!(cli.ask("GET k"), "v");
+    rig.redis.restart();
+    wait_for("the circuit to close", Duration::from_secs(15), || {
+        (rig.rg.breaker_state() == "closed").then_some(())
+    });
+    assert_eq!(cli.ask("SET k2 x"), "OK");
+    assert_eq!(cli.ask("GET k2"), "x");
+}
