@@ -80,22 +80,25 @@ impl<B: Backend> Resilient<B> {
 
     /// Sends `items` (with the PTTL probes of the typed reads behind them) and settles each slot's answer.
     async fn send(&self, items: &[Item<'_>], atomic: bool) -> Result<Vec<SlotAnswer>, Unanswered> {
-        let mut pipe = redis::pipe();
-        if atomic {
-            pipe.atomic();
-        }
-        for item in items {
-            pipe.add_command(self.item_cmd(item));
-        }
-        for item in items {
-            for key in self.item_probes(item) {
-                pipe.add_command(pttl_cmd(key));
-            }
-        }
         let asked = self.cache.now();
-        let mut slots = self
-            .guarded(RedisCall::Pipeline, || self.backend.pipeline(&pipe))
-            .await?;
+        // Built only once the breaker has granted the call: an open circuit turns the batch away without the
+        // work (a command and its buffers per item).
+        let send = || async move {
+            let mut pipe = redis::pipe();
+            if atomic {
+                pipe.atomic();
+            }
+            for item in items {
+                pipe.add_command(self.item_cmd(item));
+            }
+            for item in items {
+                for key in self.item_probes(item) {
+                    pipe.add_command(pttl_cmd(key));
+                }
+            }
+            self.backend.pipeline(&pipe).await
+        };
+        let mut slots = self.guarded(RedisCall::Pipeline, send).await?;
         let answered = items.len().min(slots.len());
         let (replies, probed) = slots.split_at_mut(answered);
         let mut probed: &[SlotReply] = probed;
