@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -26,16 +25,7 @@ breaker:
 /// Runs `program args.. <resp socket>` and plays Redis's part when it asks.
 fn drive(program: &str, args: &[&str]) {
     let mut redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let resp = dir.path().join("redis.sock");
-    let rg = Redguard::start_with_env(
-        &redis.url(),
-        CONFIG,
-        &[("REDGUARD_LISTEN_RESP_SOCKET", resp.to_str().unwrap())],
-    );
-    wait_for("the RESP socket", Duration::from_secs(10), || {
-        UnixStream::connect(&resp).ok()
-    });
+    let (rg, resp, _dir) = Redguard::start_with_resp(&redis.url(), CONFIG);
     let mut child = Command::new(program)
         .args(args)
         .arg(&resp)

@@ -55,20 +55,24 @@ pub(super) async fn batch(resp: &Resp, cmds: &[Vec<Bytes<'_>>], out: &mut Out) {
     let answers = resp.client.execute_batch(&items).await;
     for ((item, answer), cmd) in items.into_iter().zip(answers).zip(cmds) {
         record(resp, cmd, batch_result(&answer), started);
-        match (item, answer) {
-            (Item::Op(op), Ok(served)) => served_reply(out, &op, &served),
-            (
-                Item::Raw(args),
-                Ok(Served {
-                    reply: Reply::Raw(v), ..
-                }),
-            ) => raw_reply(out, &args, v),
-            (_, Ok(Served { reply, .. })) => reply_value(out, &reply),
-            (_, Err(BatchError::Redis(message))) => out.redis_error(&message),
-            (_, Err(BatchError::Call(e))) => {
+        match answer {
+            Ok(served) => slot_reply(out, item, served),
+            Err(BatchError::Redis(message)) => out.redis_error(&message),
+            Err(BatchError::Call(e)) => {
                 call_error(out, &e);
             }
         }
+    }
+}
+
+/// The reply to one command of a batch or transaction that Redis (or the cache) answered.
+fn slot_reply(out: &mut Out, item: Item<'_>, served: Served) {
+    match item {
+        Item::Op(op) => served_reply(out, &op, &served),
+        Item::Raw(args) => match served.reply {
+            Reply::Raw(v) => raw_reply(out, &args, v),
+            reply => reply_value(out, &reply),
+        },
     }
 }
 
@@ -250,16 +254,9 @@ pub(super) async fn exec(resp: &Resp, queued: &[Vec<Vec<u8>>], out: &mut Out) ->
         Ok(answers) => {
             out.array(answers.len());
             for (item, answer) in items.into_iter().zip(answers) {
-                match (item, answer) {
-                    (Item::Op(op), Ok(served)) => served_reply(out, &op, &served),
-                    (
-                        Item::Raw(args),
-                        Ok(Served {
-                            reply: Reply::Raw(v), ..
-                        }),
-                    ) => raw_reply(out, &args, v),
-                    (_, Ok(served)) => reply_value(out, &served.reply),
-                    (_, Err(message)) => out.redis_error(&message),
+                match answer {
+                    Ok(served) => slot_reply(out, item, served),
+                    Err(message) => out.redis_error(&message),
                 }
             }
             RespResult::Ok

@@ -150,47 +150,30 @@ impl Connection {
         let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
         let started = std::time::Instant::now();
         let result = match name.as_str() {
-            "SUBSCRIBE" | "PSUBSCRIBE" if args.len() > 1 => {
-                let pattern = name == "PSUBSCRIBE";
-                for target in &args[1..] {
-                    let done = if pattern {
-                        sink.psubscribe(target.as_slice()).await
-                    } else {
-                        sink.subscribe(target.as_slice()).await
-                    };
-                    if let Err(e) = done {
-                        self.out
-                            .error("UNAVAILABLE", &format!("redguard: Redis unavailable: {e}"));
-                        return Err(Left::Close);
-                    }
-                    let set = if pattern {
-                        &mut subs.patterns
-                    } else {
-                        &mut subs.channels
-                    };
-                    set.insert(target.clone());
-                    confirm(&mut self.out, &name.to_ascii_lowercase(), Some(target), subs.count());
-                }
-                RespResult::Ok
-            }
-            "UNSUBSCRIBE" | "PUNSUBSCRIBE" => {
-                let pattern = name == "PUNSUBSCRIBE";
-                let current = if pattern { &subs.patterns } else { &subs.channels };
-                let targets: Vec<Vec<u8>> = if args.len() > 1 {
-                    args[1..].to_vec()
+            "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" => {
+                let pattern = name.starts_with('P');
+                let adding = !name.contains("UNSUB");
+                let set = if pattern {
+                    &mut subs.patterns
                 } else {
-                    current.iter().cloned().collect()
+                    &mut subs.channels
+                };
+                // UNSUBSCRIBE with no channel leaves every one; SUBSCRIBE needs one.
+                let targets: Vec<Vec<u8>> = match (args.len() > 1, adding) {
+                    (true, _) => args[1..].to_vec(),
+                    (false, false) => set.iter().cloned().collect(),
+                    (false, true) => {
+                        let command = name.to_ascii_lowercase();
+                        self.out
+                            .error("ERR", &format!("wrong number of arguments for '{command}' command"));
+                        return Ok(());
+                    }
                 };
                 if targets.is_empty() {
                     confirm(&mut self.out, &name.to_ascii_lowercase(), None, subs.count());
                 }
                 for target in targets {
-                    let done = if pattern {
-                        sink.punsubscribe(target.as_slice()).await
-                    } else {
-                        sink.unsubscribe(target.as_slice()).await
-                    };
-                    if let Err(e) = done {
+                    if let Err(e) = change(sink, &name, &target).await {
                         self.out
                             .error("UNAVAILABLE", &format!("redguard: Redis unavailable: {e}"));
                         return Err(Left::Close);
@@ -200,7 +183,11 @@ impl Connection {
                     } else {
                         &mut subs.channels
                     };
-                    set.remove(&target);
+                    if adding {
+                        set.insert(target.clone());
+                    } else {
+                        set.remove(&target);
+                    }
                     confirm(&mut self.out, &name.to_ascii_lowercase(), Some(&target), subs.count());
                 }
                 RespResult::Ok
@@ -241,6 +228,16 @@ impl Connection {
         };
         record(self, args, result, started);
         Ok(())
+    }
+}
+
+/// Sends one (un)subscription (`name` is the command, uppercase) on the client's pub/sub connection.
+async fn change(sink: &mut PubSubSink, name: &str, target: &[u8]) -> redis::RedisResult<()> {
+    match name {
+        "SUBSCRIBE" => sink.subscribe(target).await,
+        "PSUBSCRIBE" => sink.psubscribe(target).await,
+        "UNSUBSCRIBE" => sink.unsubscribe(target).await,
+        _ => sink.punsubscribe(target).await,
     }
 }
 

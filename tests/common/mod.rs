@@ -205,6 +205,23 @@ impl Redguard {
         rg
     }
 
+    /// Like [`Redguard::start`], with the Redis-protocol socket (`listen.resp_socket`) on too, in a temp dir of its
+    /// own (returned with it); waits until that socket accepts connections as well.
+    pub fn start_with_resp(redis_url: &str, yaml: &str) -> (Redguard, PathBuf, TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let resp = dir.path().join("redis.sock");
+        let rg = Self::start_with_env(
+            redis_url,
+            yaml,
+            &[("REDGUARD_LISTEN_RESP_SOCKET", resp.to_str().unwrap())],
+        );
+        // Both sockets are bound before redguard serves either; the JSON one (which `start` waits for) first.
+        wait_for("the RESP socket", Duration::from_secs(10), || {
+            UnixStream::connect(&resp).ok()
+        });
+        (rg, resp, dir)
+    }
+
     /// The process id, to read its memory and file descriptors from `/proc`.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("redguard is running").id()
