@@ -24,7 +24,7 @@ use crate::cache::FallbackCache;
 use crate::op::OpName;
 
 mod gauges;
-pub(crate) use gauges::{override_name, Saturation};
+pub(crate) use gauges::{override_name, Counted, Saturation};
 
 /// Label values of `redguard_redis_command_duration_seconds{op}`: the typed ops, then the calls that are not
 /// one typed op.
@@ -242,6 +242,8 @@ pub struct Metrics {
     circuit: gauges::CircuitGauges,
     /// Open connections and requests in flight on the Unix socket, kept by its accept loop.
     pub(crate) api_saturation: Saturation,
+    /// The RESP socket's (`listener="resp"`).
+    pub(crate) resp_saturation: Saturation,
     redis_hist: prometheus::HistogramVec,
     /// Per [`RedisCall`] index, created on first use.
     redis_duration: Vec<OnceLock<Histogram>>,
@@ -427,10 +429,12 @@ impl Metrics {
         .expect("valid metric");
         reg(Box::new(notification_duration.clone()));
 
+        let [api_saturation, resp_saturation] = Saturation::new(&registry);
         Metrics {
             nodes: NodeMetrics::new(&registry),
             circuit: gauges::CircuitGauges::new(&registry),
-            api_saturation: Saturation::new(&registry),
+            api_saturation,
+            resp_saturation,
             circuit_state,
             consecutive_failures: gauge(
                 "redguard_circuit_consecutive_failures",

@@ -441,9 +441,9 @@ fn window_mode_override_and_saturation_gauges_follow_the_breaker_and_the_socket(
 
     // Saturation: a connection held open, then a request whose body never comes, against api.max_connections.
     let saturation = [
-        "redguard_api_connections",
-        "redguard_api_inflight_requests",
-        "redguard_api_max_connections",
+        r#"redguard_api_connections{listener="http"}"#,
+        r#"redguard_api_inflight_requests{listener="http"}"#,
+        r#"redguard_api_max_connections{listener="http"}"#,
     ];
     assert_eq!(gauges(&rg, &saturation), [0.0, 0.0, 7.0]);
     let mut held = std::os::unix::net::UnixStream::connect(&rg.socket).unwrap();

@@ -443,7 +443,19 @@ fn a_peer_not_in_allowed_uids_is_refused_with_an_error_reply() {
 #[test]
 fn the_api_metrics_say_which_listener_and_keep_names_outside_the_table_out() {
     let rig = rig();
+    let connections = r#"redguard_api_connections{listener="resp"}"#;
+    assert_eq!(
+        metric_value(&rig.rg.metrics(), r#"redguard_api_max_connections{listener="resp"}"#),
+        1024.0
+    );
+    // The rig's own wait for the socket has come and gone.
+    wait_for("no RESP connection open", Duration::from_secs(5), || {
+        (metric_value(&rig.rg.metrics(), connections) == 0.0).then_some(())
+    });
     let mut c = Conn::open(&rig.resp);
+    wait_for("one RESP connection open", Duration::from_secs(5), || {
+        (metric_value(&rig.rg.metrics(), connections) == 1.0).then_some(())
+    });
     assert_eq!(c.call(&["SET", "k", "v"]), simple("OK"));
     assert_eq!(c.call(&["GET", "k"]), bulk("v"));
     assert!(error_text(&c.call(&["NOSUCHCMD-x7", "k"])).starts_with("ERR unknown command"));

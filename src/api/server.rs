@@ -42,7 +42,7 @@ use tracing::{debug, warn};
 
 use super::protocol_errors::JsonErrors;
 use super::{handle, ApiError, App};
-use crate::metrics::Saturation;
+use crate::metrics::{Counted, Saturation};
 use crate::resources;
 
 /// The most a connection's read buffer may hold, and so the largest header block (hyper's default is about
@@ -62,23 +62,6 @@ pub(crate) struct Limits {
     pub read_timeout: ReadTimeout,
     /// Gauges for open connections and requests in flight (the Unix socket's; the admin listener keeps none).
     pub saturation: Option<Saturation>,
-}
-
-/// One unit of a gauge, given back when dropped: a request that is cancelled, or a connection that ends in an
-/// error, is uncounted all the same.
-struct Counted(prometheus::IntGauge);
-
-impl Counted {
-    fn start(gauge: &prometheus::IntGauge) -> Counted {
-        gauge.inc();
-        Counted(gauge.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 /// A read timeout a reload can change (`api.read_timeout`): each connection takes the value in force when it

@@ -114,8 +114,9 @@ impl CircuitGauges {
     }
 }
 
-/// How full the Unix-socket API is: open connections and requests being answered, against
-/// `api.max_connections` (connections beyond it wait in the listen backlog, unseen here).
+/// How full a listener is (`listener`: `http`, the JSON socket; `resp`, the Redis-protocol socket): open
+/// connections and requests being answered, against its `api.max_connections` (connections beyond it wait in the
+/// listen backlog, unseen here).
 #[derive(Debug, Clone)]
 pub(crate) struct Saturation {
     pub connections: IntGauge,
@@ -124,19 +125,45 @@ pub(crate) struct Saturation {
 }
 
 impl Saturation {
-    pub(super) fn new(registry: &Registry) -> Saturation {
-        let gauge = |name: &str, help: &str| register(registry, IntGauge::new(name, help).expect("valid metric"));
-        Saturation {
-            connections: gauge("redguard_api_connections", "Connections open on the Unix socket."),
-            inflight: gauge(
-                "redguard_api_inflight_requests",
-                "Requests on the Unix socket being answered now.",
-            ),
-            max_connections: gauge(
-                "redguard_api_max_connections",
-                "api.max_connections: connections the Unix socket serves at once.",
-            ),
-        }
+    /// The gauges of both listeners, registered once: `[http, resp]`.
+    pub(super) fn new(registry: &Registry) -> [Saturation; 2] {
+        let family = |name: &str, help: &str| {
+            register(
+                registry,
+                IntGaugeVec::new(Opts::new(name, help), &["listener"]).expect("valid metric"),
+            )
+        };
+        let connections = family("redguard_api_connections", "Connections open, by listener.");
+        let inflight = family(
+            "redguard_api_inflight_requests",
+            "Requests (on the RESP socket: batches of commands) being answered now, by listener.",
+        );
+        let max_connections = family(
+            "redguard_api_max_connections",
+            "api.max_connections: connections a listener serves at once.",
+        );
+        ["http", "resp"].map(|listener| Saturation {
+            connections: connections.with_label_values(&[listener]),
+            inflight: inflight.with_label_values(&[listener]),
+            max_connections: max_connections.with_label_values(&[listener]),
+        })
+    }
+}
+
+/// One unit of a gauge, given back when dropped: a request that is cancelled, or a connection that ends in an
+/// error, is uncounted all the same.
+pub(crate) struct Counted(IntGauge);
+
+impl Counted {
+    pub(crate) fn start(gauge: &IntGauge) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

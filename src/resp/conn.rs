@@ -22,7 +22,7 @@ use super::local::{self, After};
 use super::parse::{Limits, Reader};
 use super::{forward, pubsub, Resp};
 use crate::commands::{self, Flags};
-use crate::metrics::RespResult;
+use crate::metrics::{Counted, RespResult};
 use crate::op::Bytes;
 use crate::policy;
 
@@ -124,7 +124,9 @@ impl Connection {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
+            let answering = Counted::start(&self.resp.client.metrics().resp_saturation.inflight);
             let (consumed, after) = self.answer_batch(&buf).await;
+            drop(answering);
             buf.advance(consumed);
             if !self.out.buf.is_empty() {
                 if stream.write_all(&self.out.buf).await.is_err() {

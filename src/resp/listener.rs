@@ -15,6 +15,7 @@ use tracing::warn;
 use super::conn;
 use super::Resp;
 use crate::api::server::{peer_uid_refused, Throttled};
+use crate::metrics::Counted;
 
 /// Either listener the RESP socket can serve.
 pub(crate) enum Listener {
@@ -27,6 +28,8 @@ pub(crate) enum Listener {
 pub(crate) async fn serve(resp: Arc<Resp>, listener: Listener, shutdown: impl Future<Output = ()>) {
     let max = resp.max_connections;
     let slots = Arc::new(Semaphore::new(max));
+    let saturation = resp.client.metrics().resp_saturation.clone();
+    saturation.max_connections.set(i64::try_from(max).unwrap_or(i64::MAX));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     let (mut failed_accepts, mut at_limit) = (Throttled::default(), Throttled::default());
@@ -64,6 +67,7 @@ pub(crate) async fn serve(resp: Arc<Resp>, listener: Listener, shutdown: impl Fu
             }
         };
         let (resp, stop) = (resp.clone(), stop_rx.clone());
+        let open = Counted::start(&saturation.connections);
         conns.spawn(async move {
             match stream {
                 Stream::Unix(s) => {
@@ -74,7 +78,7 @@ pub(crate) async fn serve(resp: Arc<Resp>, listener: Listener, shutdown: impl Fu
                 // and the docs say it bypasses `listen.allowed_uids`.
                 Stream::Tcp(s) => run_one(resp, s, None, stop).await,
             }
-            drop(slot);
+            drop((slot, open));
         });
     }
     drop(listener);
