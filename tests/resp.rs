@@ -739,3 +739,27 @@ fn redis_cli_and_redis_benchmark_live_through_an_outage() {
     assert_eq!(cli.ask("SET k2 x"), "OK");
     assert_eq!(cli.ask("GET k2"), "x");
 }
+
+#[test]
+fn the_loopback_tcp_listener_speaks_the_same_protocol() {
+    let redis = RedisServer::start();
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let rg = Redguard::start_with_env(&redis.url(), CONFIG, &[("REDGUARD_LISTEN_RESP_TCP", addr.as_str())]);
+    let stream = wait_for("the RESP TCP listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(&addr).ok()
+    });
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = stream;
+    stream.write_all(&command(&["SET", "t", "cp"])).unwrap();
+    stream.write_all(&command(&["GET", "t"])).unwrap();
+    let mut got = Vec::new();
+    while got.len() < b"+OK\r\n$2\r\ncp\r\n".len() {
+        let mut chunk = [0u8; 64];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early: {got:?}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(got, b"+OK\r\n$2\r\ncp\r\n");
+    drop(rg);
+}

@@ -1209,3 +1209,26 @@ fn log_format_is_text_or_json_from_the_file_or_the_environment() {
         "{err:?}"
     );
 }
+
+#[test]
+fn the_resp_listeners_are_off_by_default_tcp_is_loopback_only_and_the_socket_is_not_the_json_one() {
+    let d = yaml("").unwrap();
+    assert_eq!((d.listen.resp_socket, d.listen.resp_tcp), (None, None));
+    assert!(d.resp.serve_cached_reads);
+    assert_eq!(d.resp.max_dedicated_connections, 64);
+    let ok = yaml("listen:\n  resp_socket: /tmp/r.sock\n  resp_tcp: 127.0.0.1:6380\n").unwrap();
+    assert_eq!(ok.listen.resp_tcp.unwrap().port(), 6380);
+    assert!(yaml("listen:\n  resp_tcp: \"[::1]:6380\"\n").is_ok());
+    let p = problems("listen:\n  resp_tcp: 0.0.0.0:6380\n");
+    assert!(
+        p.iter()
+            .any(|m| m.contains("listen.resp_tcp must be a loopback address")),
+        "{p:?}"
+    );
+    let p = problems("listen:\n  socket: /tmp/same.sock\n  resp_socket: /tmp/same.sock\n");
+    assert!(
+        p.iter()
+            .any(|m| m.contains("listen.resp_socket must differ from listen.socket")),
+        "{p:?}"
+    );
+}
