@@ -132,7 +132,7 @@ impl Connection {
                 if stream.write_all(&self.out.buf).await.is_err() {
                     return;
                 }
-                self.out.buf.clear();
+                self.out.written();
             }
             if after == After::Close {
                 return;
@@ -141,7 +141,7 @@ impl Connection {
                 let left = self.subscribed(&mut stream, &mut buf, first, &mut stop).await;
                 if !self.out.buf.is_empty() {
                     let _ = stream.write_all(&self.out.buf).await;
-                    self.out.buf.clear();
+                    self.out.written();
                 }
                 if After::from(left) == After::Close {
                     return;
@@ -189,9 +189,14 @@ impl Connection {
                 }
             } else if local::is_local(&args) {
                 self.flush(&mut pending).await;
-                let started = Instant::now();
+                let (started, at) = (Instant::now(), self.out.buf.len());
                 let after = local::answer(&self.resp, &mut self.session, &args, &mut self.out);
-                forward::record(&self.resp, &args, RespResult::Ok, started);
+                // A local command refused (wrong arguments, SELECT of another database) counts as an error reply.
+                let result = match self.out.buf.get(at) {
+                    Some(b'-') => RespResult::RedisError,
+                    _ => RespResult::Ok,
+                };
+                forward::record(&self.resp, &args, result, started);
                 if after == After::Close {
                     return (consumed, After::Close);
                 }
@@ -343,10 +348,18 @@ impl Connection {
         Some(After::Continue)
     }
 
-    /// Inside MULTI: a command is judged now and queued for EXEC.
+    /// Inside MULTI: a command is judged now and queued for EXEC. A transaction holds at most
+    /// `api.max_pipeline_commands` commands (the JSON API's atomic pipeline holds no more), so a client cannot
+    /// make its connection hold memory without bound.
     fn queue(&mut self, args: Vec<Bytes<'_>>) {
+        let max = self.resp.app.settings().max_pipeline_commands;
+        let queued = self.session.multi.as_ref().map_or(0, |t| t.queued.len());
         let verdict = if local::is_local(&args) {
             Err("redguard: connection commands cannot be part of a transaction".to_owned())
+        } else if queued >= max {
+            Err(format!(
+                "redguard: a transaction holds at most {max} commands (api.max_pipeline_commands)"
+            ))
         } else {
             self.allowed(&args)
         };

@@ -7,6 +7,9 @@
 
 use redis::Value;
 
+/// The most an output buffer keeps between batches (see [`Out::written`]).
+pub const KEPT_BYTES: usize = 64 * 1024;
+
 /// The protocol version of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -32,6 +35,16 @@ impl Out {
         Out {
             buf: Vec::with_capacity(4096),
             proto: Proto::Resp2,
+        }
+    }
+
+    /// Empties the buffer once its replies are written, and gives back the memory a large reply grew it to, so
+    /// an idle connection holds [`KEPT_BYTES`] at most, not its largest reply ever.
+    pub fn written(&mut self) {
+        if self.buf.capacity() > KEPT_BYTES {
+            self.buf = Vec::with_capacity(4096);
+        } else {
+            self.buf.clear();
         }
     }
 
@@ -158,13 +171,11 @@ impl Out {
                 Proto::Resp3 => self.line(b'#', if *b { b"t" } else { b"f" }),
             },
             Value::VerbatimString { text, .. } => self.bulk(text.as_bytes()),
-            Value::BigNumber(n) => {
-                let text = format!("{n:?}");
-                match self.proto {
-                    Proto::Resp2 => self.bulk(text.as_bytes()),
-                    Proto::Resp3 => self.line(b'(', text.as_bytes()),
-                }
-            }
+            // The digits as Redis sent them (redis-rs keeps them as bytes without its `num-bigint` feature).
+            Value::BigNumber(digits) => match self.proto {
+                Proto::Resp2 => self.bulk(digits),
+                Proto::Resp3 => self.line(b'(', digits),
+            },
             Value::Push { data, .. } => {
                 self.array(data.len());
                 data.iter().for_each(|i| self.value(i));

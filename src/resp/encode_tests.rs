@@ -114,3 +114,30 @@ fn a_map_header_counts_pairs_in_resp3_and_elements_in_resp2() {
     out.nil();
     assert_eq!(out.buf, b"%3\r\n_\r\n");
 }
+
+#[test]
+fn a_written_buffer_keeps_little_memory_after_a_large_reply() {
+    let mut out = Out::new();
+    out.bulk(&vec![b'x'; 1 << 20]);
+    out.written();
+    assert!(out.buf.is_empty());
+    assert!(out.buf.capacity() <= KEPT_BYTES, "{}", out.buf.capacity());
+    // A small reply's buffer is reused as it is.
+    out.ok();
+    let cap = out.buf.capacity();
+    out.written();
+    assert_eq!(out.buf.capacity(), cap);
+}
+
+#[test]
+fn a_big_number_keeps_its_digits() {
+    let big = Value::BigNumber(b"3492890328409238509324850943850943825024385".to_vec());
+    assert_eq!(
+        written(Proto::Resp2, &big).buf,
+        b"$43\r\n3492890328409238509324850943850943825024385\r\n"
+    );
+    assert_eq!(
+        written(Proto::Resp3, &big).buf,
+        b"(3492890328409238509324850943850943825024385\r\n"
+    );
+}

@@ -83,7 +83,7 @@ impl Connection {
                 if stream.write_all(&self.out.buf).await.is_err() {
                     return Left::Close;
                 }
-                self.out.buf.clear();
+                self.out.written();
             }
             if subs.count() == 0 {
                 return Left::Unsubscribed;
