@@ -7,7 +7,9 @@
 //! A command passes when all three hold:
 //! 1. no built-in rule forbids it ([`always_denied`], read from the command table: commands that would block,
 //!    take over or change the state of the one connection every request shares; no configuration can let them
-//!    through);
+//!    through). The one exception: on the RESP socket a blocking command or a subscription runs on a Redis
+//!    connection of its own, where that reason does not hold, and is judged without them
+//!    ([`Policy::check_own_connection`]);
 //! 2. no `api.commands.deny` rule matches it (default [`default_deny`]);
 //! 3. `api.commands.allow` is unset, or one of its rules matches it.
 //!

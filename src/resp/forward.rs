@@ -35,7 +35,7 @@ pub(super) const TIMEOUT: &str = "TIMEOUT";
 /// command, in order. Several commands are one round trip, except in cluster mode, where each goes alone to
 /// its shard.
 pub(super) async fn batch(resp: &Resp, cmds: &[Vec<Bytes<'_>>], out: &mut Out) {
-    let cached_reads = **resp.serve_cached_reads.load();
+    let cached_reads = resp.serve_cached_reads.load(std::sync::atomic::Ordering::Relaxed);
     if cmds.len() == 1 || resp.cluster {
         for cmd in cmds {
             let started = Instant::now();
@@ -401,10 +401,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn args(line: &str) -> Vec<Bytes<'_>> {
-        line.split(' ').map(|w| Cow::Borrowed(w.as_bytes())).collect()
-    }
+    use crate::resp::test_args as args;
 
     #[test]
     fn the_cacheable_reads_become_typed_ops_with_their_exact_arguments() {

@@ -262,13 +262,9 @@ fn command_entry(row: &commands::Command, out: &mut Out) {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
 
     use super::*;
-
-    fn args(line: &str) -> Vec<Bytes<'_>> {
-        line.split(' ').map(|w| Cow::Borrowed(w.as_bytes())).collect()
-    }
+    use crate::resp::test_args as args;
 
     #[test]
     fn only_the_handshake_and_introspection_commands_are_local() {

@@ -27,6 +27,7 @@ pub mod parse;
 mod pubsub;
 mod resp3;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::api::App;
@@ -48,7 +49,7 @@ pub(crate) struct Resp {
     /// `api.max_connections`, a budget of its own beside the JSON socket's.
     pub max_connections: usize,
     /// `resp.serve_cached_reads`: answer reads from the fallback cache while Redis is away.
-    pub serve_cached_reads: arc_swap::ArcSwap<bool>,
+    pub serve_cached_reads: AtomicBool,
     /// `resp.max_dedicated_connections`: the blocking commands waiting at once, each on a Redis connection of
     /// its own.
     pub dedicated: tokio::sync::Semaphore,
@@ -65,7 +66,7 @@ impl Resp {
             db: database(cfg),
             max_connections: cfg.api.max_connections,
             cluster: cfg.redis.mode == crate::config::RedisMode::Cluster,
-            serve_cached_reads: arc_swap::ArcSwap::from_pointee(cfg.resp.serve_cached_reads),
+            serve_cached_reads: AtomicBool::new(cfg.resp.serve_cached_reads),
             dedicated: tokio::sync::Semaphore::new(cfg.resp.max_dedicated_connections),
             max_dedicated: cfg.resp.max_dedicated_connections,
             next_id: 1.into(),
@@ -74,7 +75,8 @@ impl Resp {
 
     /// Applies a reloaded config's live RESP keys.
     pub(crate) fn reconfigure(&self, cfg: &Config) {
-        self.serve_cached_reads.store(Arc::new(cfg.resp.serve_cached_reads));
+        self.serve_cached_reads
+            .store(cfg.resp.serve_cached_reads, Ordering::Relaxed);
     }
 
     fn next_id(&self) -> u64 {
@@ -94,4 +96,12 @@ fn database(cfg: &Config) -> i64 {
         .into_connection_info()
         .map(|info| info.redis_settings().db())
         .unwrap_or(0)
+}
+
+/// A command line as the arguments a request holds (`"GET k"`: `["GET", "k"]`), for the unit tests here.
+#[cfg(test)]
+fn test_args(line: &str) -> Vec<crate::op::Bytes<'_>> {
+    line.split(' ')
+        .map(|w| std::borrow::Cow::Borrowed(w.as_bytes()))
+        .collect()
 }

@@ -73,13 +73,9 @@ fn double(value: Value) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
 
     use super::*;
-
-    fn args(line: &str) -> Vec<Bytes<'_>> {
-        line.split(' ').map(|w| Cow::Borrowed(w.as_bytes())).collect()
-    }
+    use crate::resp::test_args as args;
 
     fn b(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
