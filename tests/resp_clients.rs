@@ -12,15 +12,7 @@ use std::time::Duration;
 
 use common::{wait_for, Redguard, RedisServer};
 
-const CONFIG: &str = "\
-redis:
-  command_timeout: 200ms
-breaker:
-  failure_threshold: 2
-  recovery_timeout: 300ms
-  recovery_jitter: 0
-  recovery_timeout_max: 1s
-";
+use common::QUICK_BREAKER as CONFIG;
 
 /// Runs `program args.. <resp socket>` and plays Redis's part when it asks.
 fn drive(program: &str, args: &[&str]) {

@@ -15,6 +15,18 @@ pub mod topology;
 
 pub use redis_server::RedisServer;
 
+/// Breaker timings short enough that an outage opens the circuit, and a restarted Redis closes it, within a
+/// test (the RESP socket's tests and the client libraries' share them).
+pub const QUICK_BREAKER: &str = "\
+redis:
+  command_timeout: 200ms
+breaker:
+  failure_threshold: 2
+  recovery_timeout: 300ms
+  recovery_jitter: 0
+  recovery_timeout_max: 1s
+";
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
