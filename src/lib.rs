@@ -425,6 +425,7 @@ pub async fn run(
     info!(socket = %cfg.listen.socket.display(), admin = %admin_addr, redis = %cfg.redis.display_target(), redis_mode = cfg.redis.mode.as_str(), "redguard listening");
 
     tokio::spawn(client.clone().run_recovery(stopped()));
+    tokio::spawn(backend::keep_timer_armed(cfg.redis.command_timeout, stopped()));
     let checker = client.clone();
     tokio::spawn(async move { checker.check_redis().await });
 
