@@ -238,12 +238,15 @@ fn built_in_denial(name: &str, args: &[&[u8]]) -> Option<String> {
 /// (BLPOP, WAIT ...), or XREAD / XREADGROUP with `BLOCK`. The RESP socket runs these on a connection of their own
 /// ([`Policy::check_own_connection`]).
 pub(crate) fn blocks<A: AsRef<[u8]>>(args: &[A]) -> bool {
-    let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
-    let Some(row) = args.first().and_then(|name| commands::find(name)) else {
+    let Some(row) = args.first().and_then(|name| commands::find(name.as_ref())) else {
         return false;
     };
-    row.is(Flags::BLOCKING)
-        || (row.is(Flags::BLOCK_OPTION) && stream_options(&args).any(|o| o.eq_ignore_ascii_case(b"BLOCK")))
+    if row.is(Flags::BLOCKING) || !row.is(Flags::BLOCK_OPTION) {
+        return row.is(Flags::BLOCKING);
+    }
+    let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
+    let with_block = stream_options(&args).any(|o| o.eq_ignore_ascii_case(b"BLOCK"));
+    with_block
 }
 
 /// A command the policy refused, shown as its rule names it (`FLUSHALL`, `CLUSTER ADDSLOTS`).
@@ -252,10 +255,14 @@ pub(crate) struct Denied {
     pub command: String,
 }
 
-/// The compiled policy. Cheap to consult: a command table lookup, one uppercase copy of the command name and a
-/// few map lookups.
+/// The compiled policy. Cheap to consult: for most commands one command table lookup (see `passes`); for a
+/// command some rule names, one uppercase copy of its name and a few map lookups.
 #[derive(Debug)]
 pub(crate) struct Policy {
+    /// Per command table row ([`commands::position`]): the command passes whatever its arguments, because no
+    /// rule and no built-in denial names it or one of its subcommands or options. Worked out once when the
+    /// policy is built, so the commands every request sends skip the rule maps.
+    passes: Vec<bool>,
     deny: Rules,
     /// The deny rules that are not built-in denials ([`Rule::is_always_denied`]): what judges a blocking command
     /// that runs on a connection of its own, where the reason for those denials does not hold.
@@ -265,11 +272,27 @@ pub(crate) struct Policy {
 
 impl Policy {
     /// Builds the policy from already-parsed rules (see [`Rule::parse`]).
-    pub(crate) fn new(deny: &[Rule], allow: Option<&[Rule]>) -> Policy {
+    pub(crate) fn new(deny_rules: &[Rule], allow: Option<&[Rule]>) -> Policy {
+        let deny = Rules::new(deny_rules);
+        let allow = allow.map(Rules::new);
+        let passes = commands::all()
+            .iter()
+            .map(|row| {
+                // Subcommands and XREAD's BLOCK are judged by their arguments.
+                row.subs.is_empty()
+                    && !never_sendable(row)
+                    && !row.is(Flags::BLOCK_OPTION)
+                    && !deny.0.contains_key(row.name)
+                    && allow
+                        .as_ref()
+                        .is_none_or(|a| a.0.get(row.name).is_some_and(|e| e.whole))
+            })
+            .collect();
         Policy {
-            deny: Rules::new(deny),
-            deny_own_connection: Rules::new(deny.iter().filter(|r| !r.is_always_denied())),
-            allow: allow.map(Rules::new),
+            passes,
+            deny_own_connection: Rules::new(deny_rules.iter().filter(|r| !r.is_always_denied())),
+            deny,
+            allow,
         }
     }
 
@@ -282,6 +305,10 @@ impl Policy {
 
     /// Judges one command given as its arguments, the command name first.
     pub(crate) fn check<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<(), Denied> {
+        let row = args.first().and_then(|name| commands::position(name.as_ref()));
+        if row.is_some_and(|i| self.passes[i]) {
+            return Ok(());
+        }
         self.judge(args, false)
     }
 
@@ -428,6 +455,46 @@ mod tests {
             "a stream named `block` is not the option"
         );
         assert_eq!(denied(&p, "XREAD COUNT 1 STREAMS block 0"), None);
+    }
+
+    #[test]
+    fn the_per_command_shortcut_agrees_with_the_rules_for_every_command_in_the_table() {
+        let policies = [
+            default_policy(),
+            Policy::from_config(&[], None),
+            Policy::from_config(&["GET".to_owned(), "CLIENT LIST".to_owned(), "SET".to_owned()], None),
+            Policy::from_config(
+                &default_deny(),
+                Some(&["GET".to_owned(), "HSET".to_owned(), "CLIENT ID".to_owned()]),
+            ),
+            Policy::from_config(&[], Some(&["XREAD".to_owned(), "OBJECT".to_owned()])),
+        ];
+        let mut shortcuts = 0;
+        for policy in &policies {
+            for (i, row) in commands::all().iter().enumerate() {
+                for tail in [
+                    &[][..],
+                    &["k"],
+                    &["BLOCK", "0", "STREAMS", "s", "0"],
+                    &["LIST"],
+                    &["ID"],
+                ] {
+                    let args: Vec<&str> = std::iter::once(row.name).chain(tail.iter().copied()).collect();
+                    assert_eq!(policy.check(&args), policy.judge(&args, false), "{args:?}");
+                    let lower: Vec<String> = args.iter().map(|a| a.to_ascii_lowercase()).collect();
+                    assert_eq!(policy.check(&lower), policy.judge(&lower, false), "{lower:?}");
+                }
+                shortcuts += usize::from(policy.passes[i]);
+            }
+        }
+        // The shortcut is taken (GET passes without the rule maps under the default policy) and is not taken
+        // where a rule names the command.
+        assert!(shortcuts > 100, "{shortcuts}");
+        let get = commands::position(b"GET").unwrap();
+        assert!(policies[0].passes[get]);
+        assert!(!policies[2].passes[get]);
+        assert!(!policies[4].passes[get]);
+        assert!(!policies[4].passes[commands::position(b"XREAD").unwrap()]);
     }
 
     #[test]

@@ -49,8 +49,9 @@ use crate::op::Op;
 
 /// `PTTL key`.
 pub(crate) fn pttl_cmd(key: &[u8]) -> redis::Cmd {
-    let mut cmd = redis::cmd("PTTL");
-    cmd.arg(key);
+    // Sized up front: `redis::cmd` starts empty and grows its buffers on every GET's probe.
+    let mut cmd = redis::Cmd::with_capacity(2, 4 + key.len());
+    cmd.arg("PTTL").arg(key);
     cmd
 }
 

@@ -52,7 +52,9 @@ fn effect(args: &[Bytes<'_>]) -> (Effect, Option<&'static Command>) {
 
 /// Builds the command from its arguments, the name first.
 pub(super) fn raw_cmd(args: &[Bytes<'_>]) -> redis::Cmd {
-    let mut cmd = redis::Cmd::new();
+    // Sized up front: an empty `Cmd` grows its buffers several times for a plain SET.
+    let bytes = args.iter().map(|a| a.len()).sum();
+    let mut cmd = redis::Cmd::with_capacity(args.len(), bytes);
     args.iter().for_each(|a| {
         cmd.arg(a.as_ref());
     });
