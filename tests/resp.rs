@@ -648,6 +648,34 @@ fn in_cluster_mode_the_socket_looks_like_one_redis_and_splits_what_redis_semanti
     for k in &keys[3..] {
         assert_eq!(c.read(), bulk(&format!("v-{k}")));
     }
+    // A blocking pop waits on a connection of its own to the master of its key's slot: one key per shard, so
+    // a pop sent to any other node would get MOVED instead of the element.
+    let queues: Vec<String> = (0..30).map(|i| format!("queue:{i}")).collect();
+    let owners = cluster.owners_of(&queues);
+    let mut per_shard: Vec<&String> = Vec::new();
+    for (q, owner) in queues.iter().zip(&owners) {
+        if !per_shard
+            .iter()
+            .any(|p| owners[queues.iter().position(|x| x == *p).unwrap()] == *owner)
+        {
+            per_shard.push(q);
+        }
+    }
+    assert_eq!(per_shard.len(), 3, "one queue on each of the 3 masters: {owners:?}");
+    let mut waiter = Conn::open(&resp);
+    for q in per_shard {
+        waiter.send(&command(&["BLPOP", q, "10"]));
+        assert_eq!(c.call(&["RPUSH", q, "job"]), F::Integer(1), "{q}");
+        assert_eq!(waiter.read(), F::Array(vec![bulk(q), bulk("job")]), "{q}");
+    }
+    // A subscriber hears what is published through any node (Redis Cluster carries PUBLISH to every node).
+    let mut sub = Conn::open(&resp);
+    assert_eq!(
+        sub.call(&["SUBSCRIBE", "news"]),
+        F::Array(vec![bulk("subscribe"), bulk("news"), F::Integer(1)])
+    );
+    assert!(matches!(c.call(&["PUBLISH", "news", "hello"]), F::Integer(_)));
+    assert_eq!(sub.read(), F::Array(vec![bulk("message"), bulk("news"), bulk("hello")]));
     drop(rg);
 }
 

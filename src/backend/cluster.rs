@@ -23,6 +23,13 @@
 //! error (422), never a silent non-atomic split. Keyless commands (PING, EVAL with no keys) go to a node believed
 //! up.
 //!
+//! # Connections of their own
+//!
+//! A blocking command or a subscription on the RESP socket cannot share the multiplexed connection to a node
+//! ([`NodeConnector`]): a blocking command gets one to the master of its first key's slot, a subscriber one to a
+//! master believed up (a message published on any node reaches the subscribers of every node). Connecting goes
+//! through that node's breaker, like any call to it.
+//!
 //! # Metrics
 //!
 //! `redguard_redis_node_{up,circuit_open,failures_total,rejected_total}{node}` with `node` = "host:port" for the
@@ -39,10 +46,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use redis::aio::MultiplexedConnection;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, Pipeline, RedisError, TlsCertificates, Value};
+use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisError, TlsCertificates, Value};
 use serde::Serialize;
 
 use super::{
@@ -159,6 +167,42 @@ struct Inner {
     /// A plain client per seed node (same credentials and TLS), only to say why the cluster cannot be used
     /// ([`Cluster::seed_error`]).
     seed_clients: Vec<(String, redis::Client)>,
+    /// Opens connections of their own to one master ([`Backend::dedicated`], [`Backend::pubsub`]).
+    connector: NodeConnector,
+}
+
+/// Opens a connection of its own to one master: a blocking command's, on the master of its key's slot, or a
+/// subscriber's. The cluster client multiplexes every call onto one connection per node, where a blocking
+/// command would stall the others and a subscription cannot live; these connections are made like the seed
+/// nodes' (the first seed's credentials, TLS and TCP settings), to the master's address from the slot map.
+pub(super) struct NodeConnector {
+    /// The first seed node's settings; only the address is replaced.
+    template: redis::ConnectionInfo,
+    tls: Option<TlsCertificates>,
+    /// `redis.connect_timeout`, no response timeout (a blocking command waits as long as it asked to), and
+    /// the password provider, as in standalone mode.
+    config: AsyncConnectionConfig,
+    connect_timeout: Duration,
+}
+
+impl NodeConnector {
+    /// A client for the master at `host:port`, speaking TLS if the seeds do.
+    fn client(&self, host: &str, port: u16) -> Result<redis::Client, RedisError> {
+        let addr = match self.template.addr() {
+            ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: *insecure,
+                tls_params: None,
+            },
+            _ => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        let info = self.template.clone().set_addr(addr);
+        match &self.tls {
+            Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+            None => redis::Client::open(info),
+        }
+    }
 }
 
 /// A Redis Cluster, with a breaker per master node.
@@ -189,14 +233,22 @@ impl Observer for NodeObserver {
     }
 }
 
-/// The cluster client and one plain client per seed node (for [`Cluster::seed_error`]), as configured; no
-/// connection is made. Also what the pre-flight check builds ([`super::check`]), so `check-config` refuses
+/// What [`clients`] builds from the configuration.
+pub(super) struct Clients {
+    cluster: ClusterClient,
+    /// One plain client per seed node, by address (for [`Cluster::seed_error`]).
+    seeds: Vec<(String, redis::Client)>,
+    connector: NodeConnector,
+}
+
+/// The cluster client, one plain client per seed node (for [`Cluster::seed_error`]) and the connector for
+/// connections of their own, as configured; no connection is made. Also what the pre-flight check builds ([`super::check`]), so `check-config` refuses
 /// exactly the settings this would.
 pub(super) fn clients(
     cfg: &RedisConfig,
     tls: Option<TlsCertificates>,
     password: Option<Password>,
-) -> Result<(ClusterClient, Vec<(String, redis::Client)>), RedisError> {
+) -> Result<Clients, RedisError> {
     let seeds = cfg
         .nodes
         .iter()
@@ -210,6 +262,21 @@ pub(super) fn clients(
             Ok((client.get_connection_info().addr().to_string(), client))
         })
         .collect::<Result<Vec<_>, RedisError>>()?;
+    let mut config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(cfg.connect_timeout))
+        .set_response_timeout(None);
+    if let Some(password) = password.clone() {
+        config = config.set_credentials_provider(password);
+    }
+    let connector = NodeConnector {
+        template: seeds
+            .first()
+            .cloned()
+            .ok_or_else(|| RedisError::from((redis::ErrorKind::InvalidClientConfig, "no seed nodes")))?,
+        tls: tls.clone(),
+        config,
+        connect_timeout: cfg.connect_timeout,
+    };
     let mut builder = ClusterClientBuilder::new(seeds)
         .connection_timeout(cfg.connect_timeout)
         .response_timeout(cfg.command_timeout)
@@ -224,7 +291,11 @@ pub(super) fn clients(
     if let Some(password) = password {
         builder = builder.set_credentials_provider(password);
     }
-    Ok((builder.build()?, seed_clients))
+    Ok(Clients {
+        cluster: builder.build()?,
+        seeds: seed_clients,
+        connector,
+    })
 }
 
 impl Cluster {
@@ -237,7 +308,11 @@ impl Cluster {
         metrics: Arc<Metrics>,
         password: Option<Password>,
     ) -> Result<Self, RedisError> {
-        let (client, seed_clients) = clients(cfg, tls, password)?;
+        let Clients {
+            cluster: client,
+            seeds: seed_clients,
+            connector,
+        } = clients(cfg, tls, password)?;
         let conn = client.get_pending_async_connection_with_config(redis::cluster::ClusterConfig::new());
         let inner = Arc::new(Inner {
             conn,
@@ -257,6 +332,7 @@ impl Cluster {
             check_all: AtomicBool::new(false),
             next: AtomicUsize::new(0),
             seed_clients,
+            connector,
         });
         tokio::spawn(health_task(Arc::downgrade(&inner)));
         Ok(Cluster { inner })
@@ -321,6 +397,18 @@ impl Node {
 }
 
 impl Cluster {
+    /// The master owning `slot`, or with no slot one believed up; an error when the slot map names none (a
+    /// refresh is requested).
+    fn master(&self, slot: Option<u16>) -> Result<Arc<Node>, BackendError> {
+        let (node, _) = self.target(slot);
+        node.ok_or_else(|| {
+            self.inner.refresh_requested.store(true, Ordering::Relaxed);
+            BackendError::Unavailable(
+                "no cluster master is known for this command yet (the slot map is being read)".into(),
+            )
+        })
+    }
+
     /// The node owning `slot` (with a slot-map refresh requested if none is known) and the route to it; with
     /// no slot, a node believed up.
     fn target(&self, slot: Option<u16>) -> (Option<Arc<Node>>, SingleNodeRoutingInfo) {
@@ -425,6 +513,36 @@ impl Backend for Cluster {
         Ok(slots)
     }
 
+    /// On the master of `slot` (any master for a keyless command), through that node's breaker.
+    async fn dedicated(&self, slot: Option<u16>) -> Result<MultiplexedConnection, BackendError> {
+        let node = self.master(slot)?;
+        let connector = &self.inner.connector;
+        let connect = async {
+            let client = connector
+                .client(&node.host, node.port)
+                .map_err(|e| super::classify(&e))?;
+            bounded(
+                connector.connect_timeout,
+                client.get_multiplexed_async_connection_with_config(&connector.config),
+            )
+            .await
+        };
+        self.inner.on_node(&node, connect).await
+    }
+
+    /// On a master believed up, through that node's breaker.
+    async fn pubsub(&self) -> Result<redis::aio::PubSub, BackendError> {
+        let node = self.master(None)?;
+        let connector = &self.inner.connector;
+        let connect = async {
+            let client = connector
+                .client(&node.host, node.port)
+                .map_err(|e| super::classify(&e))?;
+            super::open_pubsub(&client, connector.connect_timeout).await
+        };
+        self.inner.on_node(&node, connect).await
+    }
+
     fn nodes(&self) -> Option<Vec<NodeView>> {
         Some(self.node_views())
     }
@@ -486,9 +604,20 @@ impl Inner {
         F: FnOnce(ClusterConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
-        let Some(node) = node else {
-            return bounded(self.command_timeout, send(self.conn.clone())).await;
-        };
+        let sent = bounded(self.command_timeout, send(self.conn.clone()));
+        match node {
+            Some(node) => self.on_node(&node, sent).await,
+            None => sent.await,
+        }
+    }
+
+    /// Runs `attempt` (bounded already) against `node`, through its breaker: failed fast while its circuit is
+    /// open, and its outcome counted.
+    async fn on_node<T>(
+        &self,
+        node: &Arc<Node>,
+        attempt: impl std::future::Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
         let permit = match node.breaker.try_acquire() {
             Ok(permit) => permit,
             Err(rejected) => {
@@ -502,14 +631,14 @@ impl Inner {
                     ),
                     None => format!("cluster node {} is failing; its circuit is forced open", node.addr),
                 };
-                return Err(self.degrade(&node, BackendError::Unavailable(message)));
+                return Err(self.degrade(node, BackendError::Unavailable(message)));
             }
         };
-        let result = bounded(self.command_timeout, send(self.conn.clone())).await;
+        let result = attempt.await;
         match &result {
             Ok(_) | Err(BackendError::App(_)) => {
                 permit.success();
-                self.set_up(&node, true);
+                self.set_up(node, true);
                 result
             }
             Err(err) => {
@@ -522,10 +651,10 @@ impl Inner {
                 permit.failure(&message);
                 self.metrics.nodes.failures.with_label_values(&[&node.label]).inc();
                 node.failures.fetch_add(1, Ordering::Relaxed);
-                self.set_up(&node, false);
+                self.set_up(node, false);
                 self.refresh_requested.store(true, Ordering::Relaxed);
                 self.check_all.store(true, Ordering::Relaxed);
-                Err(self.degrade(&node, err.clone()))
+                Err(self.degrade(node, err.clone()))
             }
         }
     }

@@ -81,30 +81,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Cluster mode: gives each master's own breaker reloaded settings. The other modes have none.
     fn reconfigure_breakers(&self, _settings: &crate::breaker::Settings) {}
 
-    /// A new connection of its own to Redis (the master), with no response timeout, for one blocking command
-    /// (BLPOP, XREAD BLOCK ...), which holds its connection until something happens: on the shared one it
-    /// would stall every call queued behind it. Connecting is bounded by `redis.connect_timeout`. Cluster mode
-    /// has none yet: an application error says so.
-    fn dedicated(&self) -> impl Future<Output = Result<MultiplexedConnection, BackendError>> + Send {
-        async {
-            Err(BackendError::App(
-                "ERR redguard: blocking commands need a connection of their own, which cluster mode does not offer \
-                 yet"
-                .to_owned(),
-            ))
-        }
-    }
+    /// A new connection of its own to Redis (the master; in cluster mode, the master of `slot`, the slot of
+    /// the command's first key), with no response timeout, for one blocking command (BLPOP, XREAD BLOCK ...),
+    /// which holds its connection until something happens: on the shared one it would stall every call queued
+    /// behind it. Connecting is bounded by `redis.connect_timeout`.
+    fn dedicated(&self, slot: Option<u16>) -> impl Future<Output = Result<MultiplexedConnection, BackendError>> + Send;
 
-    /// A new pub/sub connection to Redis (the master), for one subscribing client for as long as it listens.
-    /// Connecting is bounded by `redis.connect_timeout`. Cluster mode has none yet: an application error says so.
-    fn pubsub(&self) -> impl Future<Output = Result<redis::aio::PubSub, BackendError>> + Send {
-        async {
-            Err(BackendError::App(
-                "ERR redguard: subscriptions need a connection of their own, which cluster mode does not offer yet"
-                    .to_owned(),
-            ))
-        }
-    }
+    /// A new pub/sub connection to Redis (the master; in cluster mode, any master, since a message published on
+    /// one node reaches the subscribers of every node), for one subscribing client for as long as it listens.
+    /// Connecting is bounded by `redis.connect_timeout`.
+    fn pubsub(&self) -> impl Future<Output = Result<redis::aio::PubSub, BackendError>> + Send;
 }
 
 /// Opens a pub/sub connection with `client`, within `timeout`.
@@ -368,11 +354,11 @@ impl Backend for AnyBackend {
         }
     }
 
-    async fn dedicated(&self) -> Result<MultiplexedConnection, BackendError> {
+    async fn dedicated(&self, slot: Option<u16>) -> Result<MultiplexedConnection, BackendError> {
         match self {
-            AnyBackend::Standalone(b) => b.dedicated().await,
-            AnyBackend::Cluster(b) => b.dedicated().await,
-            AnyBackend::Sentinel(b) => b.dedicated().await,
+            AnyBackend::Standalone(b) => b.dedicated(slot).await,
+            AnyBackend::Cluster(b) => b.dedicated(slot).await,
+            AnyBackend::Sentinel(b) => b.dedicated(slot).await,
         }
     }
 

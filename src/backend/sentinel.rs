@@ -229,7 +229,7 @@ impl Backend for Sentinel {
     }
 
     /// A connection of its own to the master the sentinels name now (`conn_config` has no response timeout).
-    async fn dedicated(&self) -> Result<MultiplexedConnection, BackendError> {
+    async fn dedicated(&self, _slot: Option<u16>) -> Result<MultiplexedConnection, BackendError> {
         let connect = async {
             let client = self.inner.sentinels.lock().await.async_get_client().await?;
             client

@@ -168,7 +168,7 @@ impl Backend for Standalone {
         super::open_pubsub(&self.inner.client, self.inner.connect_timeout).await
     }
 
-    async fn dedicated(&self) -> Result<MultiplexedConnection, BackendError> {
+    async fn dedicated(&self, _slot: Option<u16>) -> Result<MultiplexedConnection, BackendError> {
         self.inner
             .client
             .get_multiplexed_async_connection_with_config(&self.inner.dedicated)

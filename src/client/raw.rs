@@ -91,7 +91,8 @@ impl<B: Backend> Resilient<B> {
     /// wait answers `Unavailable` without counting against the breaker: the shared connection's calls say
     /// soon enough whether Redis is down.
     pub async fn execute_blocking(&self, args: &[Bytes<'_>]) -> Result<Value, CallError> {
-        let mut conn = match self.guarded(RedisCall::Command, || self.backend.dedicated()).await {
+        let slot = commands::slot(args);
+        let mut conn = match self.guarded(RedisCall::Command, || self.backend.dedicated(slot)).await {
             Ok(conn) => conn,
             Err(Unanswered::App(message)) => return Err(CallError::Redis(message)),
             Err(Unanswered::Failed(failure)) => return Err(failure.into_error(false)),
