@@ -9,7 +9,8 @@ the machine's noise falls on every target alike: `redis-benchmark -s <socket> -t
 1, concurrency 50, and concurrency 50 with `-P 16`. For each cell it prints the median over the rounds of the
 throughput (and its ratio to direct in the same run), the p50 latency (and what it adds to direct's), and the
 sidecar's CPU per request (user + system time of the proxy process from /proc, over the requests it served).
-Last, redguard with its circuit forced open, GETs answered from the fallback cache, against direct.
+GET is also run against a second redguard with `resp.serve_cached_reads: false` (no PTTL behind it, no cache
+fill). Last, redguard with its circuit forced open, GETs answered from the fallback cache, against direct.
 
 No figure is checked: this is a measurement. BENCHMARKS.md quotes its output.
 """
@@ -137,6 +138,18 @@ def main():
         procs.append(rg)
         wait_socket(rg_resp)
         targets["redguard"] = (rg_resp, rg.pid)
+        # A second redguard with `resp.serve_cached_reads: false`: GET goes to Redis as it came, with no PTTL
+        # behind it and nothing put in the cache (what the fallback costs is the difference).
+        nc_resp = os.path.join(scratch, "rg-nocache-resp.sock")
+        conf = os.path.join(scratch, "redguard-nocache.yaml")
+        with open(conf, "w") as f:
+            f.write(f"listen:\n  socket: {os.path.join(scratch, 'rg-nocache.sock')}\n  resp_socket: {nc_resp}\n"
+                    f"admin:\n  listen: 127.0.0.1:0\nredis:\n  url: redis://127.0.0.1:{port}\nlog:\n  level: warn\n"
+                    f"resp:\n  serve_cached_reads: false\n")
+        rg_nocache = subprocess.Popen([args.redguard, "run", "--config", conf],
+                                      stderr=open(os.path.join(scratch, "rg-nocache.log"), "w"))
+        procs.append(rg_nocache)
+        wait_socket(nc_resp)
 
         cells = [("GET", 1, 1, 20000), ("GET", 50, 1, 100000), ("GET", 50, 16, 400000),
                  ("SET", 1, 1, 20000), ("SET", 50, 1, 100000), ("SET", 50, 16, 400000)]
@@ -145,7 +158,10 @@ def main():
             for cell in cells:
                 test, c, p, n = cell
                 n = max(200, int(n * scale))
-                for name, (sock, pid) in targets.items():
+                runs = list(targets.items())
+                if test == "GET":
+                    runs.append(("redguard-nocache", (nc_resp, rg_nocache.pid)))
+                for name, (sock, pid) in runs:
                     before = cpu_seconds(pid) if pid else 0.0
                     rps, p50 = bench(sock, test.lower(), c, p, n)
                     cpu = (cpu_seconds(pid) - before) / n * 1e6 if pid else 0.0
@@ -185,6 +201,18 @@ def main():
                 rps, p50, cpu = med([x[0] for x in xs]), med([x[1] for x in xs]), med([x[2] for x in xs])
                 row += f" {rps:,.0f} ({rps / d_rps:.2f}x) | {p50 - d_p50:+.3f} | {cpu:.1f} |"
             print(row)
+        print("\nGET through a redguard with `resp.serve_cached_reads: false` (no PTTL, no cache fill), same rounds:\n")
+        print("| clients | pipeline | direct rps | redguard-nocache rps (ratio) | +p50 ms | CPU µs/req |")
+        print("|---|---|---|---|---|---|")
+        for cell in cells:
+            test, c, p, _ = cell
+            if test != "GET":
+                continue
+            d = results[(cell, "direct")]
+            d_rps, d_p50 = med([x[0] for x in d]), med([x[1] for x in d])
+            xs = results[(cell, "redguard-nocache")]
+            rps, p50, cpu = med([x[0] for x in xs]), med([x[1] for x in xs]), med([x[2] for x in xs])
+            print(f"| {c} | {p} | {d_rps:,.0f} | {rps:,.0f} ({rps / d_rps:.2f}x) | {p50 - d_p50:+.3f} | {cpu:.1f} |")
         print("\nCircuit forced open, GETs answered from the fallback cache:\n")
         print("| clients | pipeline | direct rps | redguard-open rps (ratio) | redguard-open CPU µs/req |")
         print("|---|---|---|---|---|")
