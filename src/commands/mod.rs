@@ -16,6 +16,7 @@
 mod table;
 
 use std::cmp::Ordering;
+use std::sync::LazyLock;
 
 /// What a command does to the data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,22 +241,45 @@ fn search(rows: &'static [Command], name: &[u8]) -> Option<&'static Command> {
         .map(|i| &rows[i])
 }
 
-/// Where the rows of each initial letter A..=Z start and end in the table, so a lookup searches a handful of
-/// rows (at most 37, under S) instead of all 241.
-static BY_LETTER: [(u16, u16); 26] = by_letter(table::ROWS);
+/// Slots of [`INDEX`]: a power of two, over four times the rows, so a name is mostly found at its first probe.
+const INDEX_SLOTS: usize = 1024;
 
-const fn by_letter(rows: &[Command]) -> [(u16, u16); 26] {
-    let mut out = [(0u16, 0u16); 26];
-    let mut i = 0;
+/// The longest command name in the table: a longer name is no command, and is not even hashed.
+const LONGEST_NAME: usize = longest_name(table::ROWS);
+
+const fn longest_name(rows: &[Command]) -> usize {
+    let (mut i, mut longest) = (0, 0);
     while i < rows.len() {
-        let letter = (rows[i].name.as_bytes()[0] - b'A') as usize;
-        if out[letter].1 == 0 {
-            out[letter].0 = i as u16;
+        if rows[i].name.len() > longest {
+            longest = rows[i].name.len();
         }
-        out[letter].1 = i as u16 + 1;
         i += 1;
     }
-    out
+    longest
+}
+
+/// A hash index from a command name to its row's position (plus one; 0 is an empty slot), built on first use.
+/// Why not a binary search: a request's command is looked up several times (the policy, the metrics, the
+/// cacheable reads, the cache's bookkeeping), and a case-insensitive binary search cost about 300 instructions
+/// a lookup (callgrind, a GET on the RESP socket); hashing a short name and one comparison cost a fraction.
+static INDEX: LazyLock<Box<[u16; INDEX_SLOTS]>> = LazyLock::new(|| {
+    let mut index = Box::new([0u16; INDEX_SLOTS]);
+    for (i, row) in table::COMMANDS.iter().enumerate() {
+        let mut slot = name_hash(row.name.as_bytes());
+        while index[slot] != 0 {
+            slot = (slot + 1) % INDEX_SLOTS;
+        }
+        index[slot] = u16::try_from(i + 1).expect("fewer than 65535 rows");
+    }
+    index
+});
+
+/// FNV-1a of the name's uppercase bytes, reduced to a slot of [`INDEX`].
+fn name_hash(name: &[u8]) -> usize {
+    let hash = name.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b.to_ascii_uppercase())).wrapping_mul(0x0100_0193)
+    });
+    hash as usize % INDEX_SLOTS
 }
 
 /// Every row, sorted by name (for tests and documentation).
@@ -266,19 +290,26 @@ pub fn all() -> &'static [Command] {
 /// The row of the command called `name` (any case). For a container command (CLIENT, OBJECT ...) this is the
 /// container's row; [`lookup`] finds the subcommand's.
 pub fn find(name: &[u8]) -> Option<&'static Command> {
-    let letter = name.first()?.to_ascii_uppercase().checked_sub(b'A')?;
-    let &(start, end) = BY_LETTER.get(usize::from(letter))?;
-    search(table::COMMANDS.get(usize::from(start)..usize::from(end))?, name)
+    position(name).map(|i| &table::COMMANDS[i])
 }
 
 /// The position of the command called `name` (any case) in [`all`]: an index for arrays kept per command (the
-/// RESP socket's metrics).
+/// RESP socket's metrics, the policy's verdicts).
 pub fn position(name: &[u8]) -> Option<usize> {
-    let letter = name.first()?.to_ascii_uppercase().checked_sub(b'A')?;
-    let &(start, end) = BY_LETTER.get(usize::from(letter))?;
-    let rows = table::COMMANDS.get(usize::from(start)..usize::from(end))?;
-    let i = rows.binary_search_by(|row| cmp_upper(row.name, name)).ok()?;
-    Some(usize::from(start) + i)
+    if name.len() > LONGEST_NAME {
+        return None;
+    }
+    let index = &**INDEX;
+    let mut slot = name_hash(name);
+    // The table has fewer rows than slots, so an empty slot ends every probe sequence within INDEX_SLOTS steps.
+    for _ in 0..INDEX_SLOTS {
+        let i = usize::from(index[slot].checked_sub(1)?);
+        if table::COMMANDS[i].name.as_bytes().eq_ignore_ascii_case(name) {
+            return Some(i);
+        }
+        slot = (slot + 1) % INDEX_SLOTS;
+    }
+    None
 }
 
 /// The row that describes the command `args` (name first): its subcommand's row for a container command.

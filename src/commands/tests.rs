@@ -25,10 +25,21 @@ fn rows_and_subcommands_are_sorted_unique_and_uppercase() {
             );
         }
     }
-    // Every row can be found by its own name, and starts with a letter (the lookup's index is by letter).
-    for row in all() {
+    // Every row can be found by its own name in any case, at its own position, and a name one letter longer
+    // or shorter finds nothing (unless it is another row's).
+    for (i, row) in all().iter().enumerate() {
         assert!(row.name.as_bytes()[0].is_ascii_uppercase(), "{}", row.name);
         assert!(std::ptr::eq(find(row.name.as_bytes()).unwrap(), row));
+        assert_eq!(
+            position(row.name.to_ascii_lowercase().as_bytes()),
+            Some(i),
+            "{}",
+            row.name
+        );
+        for near in [format!("{}X", row.name), row.name[..row.name.len() - 1].to_owned()] {
+            let expected = all().iter().position(|r| r.name == near);
+            assert_eq!(position(near.as_bytes()), expected, "{near}");
+        }
     }
 }
 

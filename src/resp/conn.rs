@@ -64,8 +64,7 @@ pub(super) struct Connection {
     subscribe: Option<Vec<Vec<u8>>>,
 }
 
-fn limits(resp: &Resp) -> Limits {
-    let settings = resp.app.settings();
+fn limits(settings: &crate::api::Settings) -> Limits {
     Limits {
         max_arg_bytes: settings.limits.max_value_bytes.max(settings.limits.max_key_bytes),
         max_request_bytes: settings.max_body_bytes,
@@ -74,7 +73,7 @@ fn limits(resp: &Resp) -> Limits {
 
 impl Connection {
     pub(super) fn new(resp: Arc<Resp>) -> Connection {
-        let reader = Reader::new(limits(&resp));
+        let reader = Reader::new(limits(&resp.app.settings()));
         Connection {
             session: Session {
                 id: resp.next_id(),
@@ -157,8 +156,11 @@ impl Connection {
     /// Answers the complete requests at the front of `buf` (up to `api.max_pipeline_commands` of them at a
     /// time, batch after batch); returns how many bytes they took.
     async fn answer_batch(&mut self, buf: &[u8]) -> (usize, After) {
-        self.reader.set_limits(limits(&self.resp));
-        let max_batch = self.resp.app.settings().max_pipeline_commands.max(1);
+        let max_batch = {
+            let settings = self.resp.app.settings();
+            self.reader.set_limits(limits(&settings));
+            settings.max_pipeline_commands.max(1)
+        };
         let mut consumed = 0;
         let mut pending: Vec<Vec<Bytes<'_>>> = Vec::new();
         loop {

@@ -21,8 +21,13 @@ use super::encode::{Out, Proto};
 use super::{resp3, Resp};
 use crate::client::{BatchError, CallError, Item, Reply, Served};
 use crate::commands::{self, Cached};
+use crate::config::OnUnavailable;
 use crate::metrics::RespResult;
 use crate::op::{Bytes, Op};
+
+/// What the typed reads are executed with: nothing, in fact, since a read's fallback is the cache (else nil or
+/// empty), whatever `api.on_unavailable` says; that key is for the JSON API's writes.
+const READS: OnUnavailable = OnUnavailable::Error;
 
 /// The first word of the reply when the circuit is open.
 pub(super) const CIRCUIT_OPEN: &str = "CIRCUITOPEN";
@@ -84,8 +89,7 @@ async fn one(resp: &Resp, cmd: &[Bytes<'_>], cached_reads: bool, out: &mut Out) 
         }
     }
     if let Some(op) = cached_reads.then(|| as_typed_read(cmd)).flatten() {
-        let on_unavailable = resp.app.settings().on_unavailable;
-        return match resp.client.execute(&op, on_unavailable).await {
+        return match resp.client.execute(&op, READS).await {
             Ok(served) => {
                 served_reply(out, &op, &served);
                 RespResult::Ok
@@ -145,13 +149,10 @@ async fn split_by_slot(resp: &Resp, cmd: &[Bytes<'_>], cached_reads: bool, out: 
     for group in groups {
         let keys: Vec<Bytes<'_>> = group.iter().map(|(_, k)| (*k).clone()).collect();
         let answer = match merge {
-            Merge::Values if cached_reads => {
-                let on_unavailable = resp.app.settings().on_unavailable;
-                match resp.client.execute(&Op::MGet { keys }, on_unavailable).await {
-                    Ok(served) => per_key(served.reply, group.len()),
-                    Err(e) => Err(e),
-                }
-            }
+            Merge::Values if cached_reads => match resp.client.execute(&Op::MGet { keys }, READS).await {
+                Ok(served) => per_key(served.reply, group.len()),
+                Err(e) => Err(e),
+            },
             _ => {
                 let mut part = Vec::with_capacity(keys.len() + 1);
                 part.push(cmd[0].clone());
