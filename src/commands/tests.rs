@@ -207,3 +207,22 @@ fn key_slots_follow_the_cluster_spec() {
     );
     assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
 }
+
+#[test]
+fn the_name_index_finds_most_commands_at_their_first_probe() {
+    // What the index is for is speed: a name should rarely need more than the slot its hash names.
+    let index = &**super::INDEX;
+    let mut extra_probes = 0;
+    for (i, row) in all().iter().enumerate() {
+        let home = super::name_hash(row.name.as_bytes());
+        let distance = (0..super::INDEX_SLOTS)
+            .find(|d| usize::from(index[(home + d) % super::INDEX_SLOTS]) == i + 1)
+            .expect("every row is in the index");
+        extra_probes += distance;
+    }
+    assert!(
+        extra_probes < all().len() / 4,
+        "{extra_probes} extra probes for {} rows",
+        all().len()
+    );
+}
