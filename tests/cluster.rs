@@ -1,6 +1,7 @@
 //! Cluster mode against a real 3-master Redis Cluster on loopback: slot routing, CROSSSLOT as an application
 //! error, a partial outage that degrades only the dead shard's keys while the sidecar-wide breaker stays
-//! closed and the per-node metrics move, TLS, and an ACL user on every node.
+//! closed and the per-node metrics move, TLS, and an ACL user on every node (with the RESP socket's blocking
+//! commands, whose connections of their own must reach each master with the same TLS and credentials).
 
 mod common;
 
@@ -20,6 +21,37 @@ fn config(seeds: &[String]) -> String {
 fn call(rg: &Redguard, body: Value) -> (u16, Value) {
     let r = rg.cmd(&body.to_string());
     (r.status, r.json())
+}
+
+/// What `redis-cli -s <socket> args..` prints (the RESP socket, as an application would use it).
+fn resp_cli(socket: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-s")
+        .arg(socket)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A blocking pop through the RESP socket on one key per master: its connection of its own must reach the
+/// key's master with the configured TLS and credentials (any other node answers MOVED).
+fn a_blocking_pop_on_every_master(socket: &std::path::Path, cluster: &RedisCluster, prefix: &str) {
+    let queues: Vec<String> = (0..30).map(|i| format!("{prefix}:queue:{i}")).collect();
+    let owners = cluster.owners_of(&queues);
+    for master in 0..3 {
+        let q = &queues[owners
+            .iter()
+            .position(|&o| o == master)
+            .expect("a queue on every master")];
+        assert_eq!(resp_cli(socket, &["RPUSH", q, "job"]), "1", "{q}");
+        assert_eq!(
+            resp_cli(socket, &["BLPOP", q, "5"]),
+            format!("{q}\njob"),
+            "{q} on master {master}"
+        );
+    }
 }
 
 fn node_series(name: &str, addr: &str) -> String {
@@ -312,8 +344,9 @@ fn a_cluster_over_tls() {
         certs.path_str("ca.crt")
     );
     assert!(yaml.contains("rediss://"), "{yaml}");
-    let rg = Redguard::start("redis://127.0.0.1:1", &yaml);
+    let (rg, resp, _dir) = Redguard::start_with_resp("redis://127.0.0.1:1", &yaml);
     every_master_seen_up(&rg, &cluster);
+    a_blocking_pop_on_every_master(&resp, &cluster, "tls");
     let keys: Vec<String> = (0..30).map(|i| format!("tls:{i}")).collect();
     let owners = cluster.owners_of(&keys);
     assert!((0..3).all(|n| owners.contains(&n)), "{owners:?}");
@@ -424,8 +457,9 @@ fn a_cluster_with_an_acl_user_and_a_password_file() {
     // One seed: the other two masters are known only from CLUSTER SLOTS, so redguard's connections to them
     // are opened by the cluster client itself (and by the per-node health checks), not from the seed URL.
     let seed = cluster.seeds()[..1].to_vec();
-    let rg = Redguard::start("redis://127.0.0.1:1", &acl(&seed, &pw));
+    let (rg, resp, _resp_dir) = Redguard::start_with_resp("redis://127.0.0.1:1", &acl(&seed, &pw));
     every_master_seen_up(&rg, &cluster);
+    a_blocking_pop_on_every_master(&resp, &cluster, "acl");
 
     // Keys on all three shards are written and read through Redis, and are on their slot's master.
     let keys: Vec<String> = (0..60).map(|i| format!("acl:{i}")).collect();
