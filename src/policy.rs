@@ -145,6 +145,24 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// Whether this rule names a command the RESP socket runs on a Redis connection of its own: a blocking
+    /// command, `XREAD BLOCK` / `XREADGROUP BLOCK`, or a subscription. Built-in denials keep these off the JSON
+    /// API's shared connection, but an allow list may name them for the RESP socket.
+    pub(crate) fn runs_on_own_connection(&self) -> bool {
+        let Some(row) = commands::find(self.command.as_bytes()) else {
+            return false;
+        };
+        match &self.sub {
+            None => row.is(Flags::BLOCKING) || SUBSCRIBING.contains(&row.name),
+            Some(sub) => row.is(Flags::BLOCK_OPTION) && sub == "BLOCK",
+        }
+    }
+}
+
+/// The commands that start subscribed mode on the RESP socket.
+const SUBSCRIBING: [&str; 3] = ["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"];
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.sub {
@@ -548,6 +566,29 @@ mod tests {
         assert!(!Rule::parse("CLIENT").unwrap().is_always_denied());
         assert!(!Rule::parse("XREAD").unwrap().is_always_denied());
         assert!(!Rule::parse("FLUSHALL").unwrap().is_always_denied());
+        // Of the built-in denials, what the RESP socket runs on a connection of its own may be allowed there.
+        for own in [
+            "BLPOP",
+            "xread block",
+            "XREADGROUP BLOCK",
+            "SUBSCRIBE",
+            "psubscribe",
+            "SSUBSCRIBE",
+        ] {
+            let rule = Rule::parse(own).unwrap();
+            assert!(rule.is_always_denied() && rule.runs_on_own_connection(), "{own}");
+        }
+        for shared in [
+            "MULTI",
+            "CLIENT REPLY",
+            "MONITOR",
+            "UNSUBSCRIBE",
+            "XREAD",
+            "GET",
+            "NOSUCH",
+        ] {
+            assert!(!Rule::parse(shared).unwrap().runs_on_own_connection(), "{shared}");
+        }
     }
 
     #[test]

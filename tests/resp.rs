@@ -609,6 +609,100 @@ fn a_subscriber_gets_what_is_published_on_a_connection_of_its_own_then_returns_t
 }
 
 #[test]
+fn shard_channels_channels_and_the_policy_share_one_subscriber_with_redis_s_counts() {
+    let rig = rig_with(&format!(
+        "{}api:\n  commands:\n    allow: [GET, SET, PUBLISH, SPUBLISH, SUBSCRIBE, SSUBSCRIBE]\n",
+        common::QUICK_BREAKER
+    ));
+    let mut sub = Conn::open(&rig.resp);
+    let mut publisher = Conn::open(&rig.resp);
+    sub.send(&command(&["SSUBSCRIBE", "s1", "s2"]));
+    assert_eq!(
+        sub.read(),
+        F::Array(vec![bulk("ssubscribe"), bulk("s1"), F::Integer(1)])
+    );
+    assert_eq!(
+        sub.read(),
+        F::Array(vec![bulk("ssubscribe"), bulk("s2"), F::Integer(2)])
+    );
+    // Channels are counted apart from shard channels, as Redis counts them.
+    assert_eq!(
+        sub.call(&["SUBSCRIBE", "news"]),
+        F::Array(vec![bulk("subscribe"), bulk("news"), F::Integer(1)])
+    );
+    // A subscription the policy denies is refused while subscribed too, and the client stays subscribed.
+    let denied = error_text(&sub.call(&["PSUBSCRIBE", "n*"]));
+    assert!(
+        denied.starts_with("NOPERM redguard: command PSUBSCRIBE is denied"),
+        "{denied}"
+    );
+    assert_eq!(rig.redis.must(&["PUBSUB", "NUMPAT"]).trim(), "0");
+    assert_eq!(publisher.call(&["SPUBLISH", "s1", "hi"]), F::Integer(1));
+    assert_eq!(sub.read(), F::Array(vec![bulk("smessage"), bulk("s1"), bulk("hi")]));
+    assert_eq!(publisher.call(&["PUBLISH", "news", "x"]), F::Integer(1));
+    assert_eq!(sub.read(), F::Array(vec![bulk("message"), bulk("news"), bulk("x")]));
+    // In standalone mode all three kinds share one Redis connection.
+    let clients = rig.redis.must(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+    assert_eq!(clients.lines().count(), 1, "{clients}");
+    sub.send(&command(&["SUNSUBSCRIBE"]));
+    assert_eq!(
+        sub.read(),
+        F::Array(vec![bulk("sunsubscribe"), bulk("s1"), F::Integer(1)])
+    );
+    assert_eq!(
+        sub.read(),
+        F::Array(vec![bulk("sunsubscribe"), bulk("s2"), F::Integer(0)])
+    );
+    assert_eq!(publisher.call(&["SPUBLISH", "s1", "gone"]), F::Integer(0));
+    // Still subscribed to a channel: ordinary commands wait until it is left.
+    assert!(error_text(&sub.call(&["GET", "k"])).starts_with("ERR Can't execute 'get'"));
+    assert_eq!(
+        sub.call(&["UNSUBSCRIBE"]),
+        F::Array(vec![bulk("unsubscribe"), bulk("news"), F::Integer(0)])
+    );
+    assert_eq!(sub.call(&["SET", "k", "v"]), simple("OK"));
+    wait_for(
+        "Redis to close the subscriber's connection",
+        Duration::from_secs(5),
+        || {
+            let clients = rig.redis.must(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+            clients.trim().is_empty().then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_closed_at_redis_s_own_pubsub_output_limit() {
+    let rig = rig();
+    // Redis itself would cut redguard off at the same limit; lifted, so only redguard's own bound is tested.
+    rig.redis
+        .must(&["CONFIG", "SET", "client-output-buffer-limit", "pubsub 0 0 0"]);
+    let mut sub = Conn::open(&rig.resp);
+    assert_eq!(
+        sub.call(&["SUBSCRIBE", "big"]),
+        F::Array(vec![bulk("subscribe"), bulk("big"), F::Integer(1)])
+    );
+    // 48 MiB published while the subscriber reads nothing: more than the 32 MiB redguard holds for it. Once
+    // redguard has closed the subscriber, its Redis connection is gone too and publishing reaches no one.
+    let payload = "x".repeat(512 * 1024);
+    let mut publisher = Conn::open(&rig.resp);
+    let receivers: Vec<F> = (0..96).map(|_| publisher.call(&["PUBLISH", "big", &payload])).collect();
+    assert_eq!(receivers[0], F::Integer(1));
+    assert_eq!(receivers[95], F::Integer(0), "the subscriber was let go");
+    assert!(
+        sub.closed_within(Duration::from_secs(20)),
+        "the subscriber's connection closed"
+    );
+    let received = sub.buf.len();
+    assert!(
+        received < 40 * 1024 * 1024,
+        "closed before everything was delivered: {received} bytes"
+    );
+    // The rest of the socket is unharmed.
+    assert_eq!(publisher.call(&["SET", "k", "v"]), simple("OK"));
+}
+
+#[test]
 fn in_cluster_mode_the_socket_looks_like_one_redis_and_splits_what_redis_semantics_allow() {
     let cluster = common::topology::RedisCluster::start(3);
     let yaml = format!(
@@ -676,6 +770,56 @@ fn in_cluster_mode_the_socket_looks_like_one_redis_and_splits_what_redis_semanti
     );
     assert!(matches!(c.call(&["PUBLISH", "news", "hello"]), F::Integer(_)));
     assert_eq!(sub.read(), F::Array(vec![bulk("message"), bulk("news"), bulk("hello")]));
+    // A shard channel lives on the master of its slot: one channel per master, so a subscription sent to any
+    // other node would get MOVED, and a SPUBLISH (routed to the owner) would reach no one.
+    let channels: Vec<String> = (0..30).map(|i| format!("orders:{i}")).collect();
+    let owners = cluster.owners_of(&channels);
+    let per_master: Vec<&String> = (0..3)
+        .map(|m| &channels[owners.iter().position(|o| *o == m).expect("a channel on every master")])
+        .collect();
+    let mut ssub = Conn::open(&resp);
+    ssub.send(&command(&["SSUBSCRIBE", per_master[0], per_master[1], per_master[2]]));
+    for (i, ch) in per_master.iter().enumerate() {
+        assert_eq!(
+            ssub.read(),
+            F::Array(vec![bulk("ssubscribe"), bulk(ch), F::Integer(i as i64 + 1)])
+        );
+    }
+    for ch in &per_master {
+        assert_eq!(c.call(&["SPUBLISH", ch, "shipped"]), F::Integer(1), "{ch}");
+        assert_eq!(ssub.read(), F::Array(vec![bulk("smessage"), bulk(ch), bulk("shipped")]));
+    }
+    // A shard channel's slot moved to another master: Redis drops the subscription, and the client is told
+    // as Redis tells it, so that it can subscribe again (where the slot lives now).
+    let moved = per_master[0];
+    let slot = cluster.key_slots(std::slice::from_ref(moved))[0].to_string();
+    let (from, to) = (0, 1);
+    assert_eq!(
+        cluster.nodes[from].must(&["CLUSTER", "COUNTKEYSINSLOT", &slot]).trim(),
+        "0"
+    );
+    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.must(&["CLUSTER", "MYID"])).collect();
+    for n in [to, from, 2] {
+        cluster.nodes[n].must(&["CLUSTER", "SETSLOT", &slot, "NODE", &ids[to]]);
+    }
+    assert_eq!(
+        ssub.read(),
+        F::Array(vec![bulk("sunsubscribe"), bulk(moved), F::Integer(2)])
+    );
+    wait_for(
+        "the subscription to be taken up again on the new owner",
+        Duration::from_secs(10),
+        || {
+            let mut again = Conn::open(&resp);
+            let reply = again.call(&["SSUBSCRIBE", moved]);
+            (reply == F::Array(vec![bulk("ssubscribe"), bulk(moved), F::Integer(1)])).then_some(())
+        },
+    );
+    ssub.send(&command(&["SUNSUBSCRIBE"]));
+    for i in (0..2).rev() {
+        assert!(matches!(ssub.read(), F::Array(a) if a[0] == bulk("sunsubscribe") && a[2] == F::Integer(i)));
+    }
+    assert_eq!(ssub.call(&["GET", "user:5"]), bulk("v-user:5"), "back to commands");
     drop(rg);
 }
 

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{AsyncPushSender, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
@@ -55,7 +55,7 @@ use serde::Serialize;
 
 use super::{
     bounded, client_for, into_values, pipeline_slots, tcp_settings, with_settings, Backend, BackendError, Password,
-    SlotReply,
+    PubSubConnection, SlotReply,
 };
 use crate::breaker::{Breaker, Observer, Settings, State, Transition};
 use crate::clock::SystemClock;
@@ -530,17 +530,26 @@ impl Backend for Cluster {
         self.inner.on_node(&node, connect).await
     }
 
-    /// On a master believed up, through that node's breaker.
-    async fn pubsub(&self) -> Result<redis::aio::PubSub, BackendError> {
-        let node = self.master(None)?;
+    /// On the master of `slot` (a shard channel's), or a master believed up, through that node's breaker.
+    async fn pubsub<P: AsyncPushSender>(&self, slot: Option<u16>, pushes: P) -> Result<PubSubConnection, BackendError> {
+        let node = self.master(slot)?;
         let connector = &self.inner.connector;
         let connect = async {
             let client = connector
                 .client(&node.host, node.port)
                 .map_err(|e| super::classify(&e))?;
-            super::open_pubsub(&client, connector.connect_timeout).await
+            let command_timeout = self.inner.command_timeout;
+            super::open_pubsub(&client, &connector.config, command_timeout, pushes).await
         };
-        self.inner.on_node(&node, connect).await
+        let conn = self.inner.on_node(&node, connect).await?;
+        Ok(PubSubConnection {
+            conn,
+            node: Some(node.addr.clone()),
+        })
+    }
+
+    fn master_of(&self, slot: u16) -> Option<String> {
+        self.target(Some(slot)).0.map(|node| node.addr.clone())
     }
 
     fn nodes(&self) -> Option<Vec<NodeView>> {

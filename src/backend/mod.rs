@@ -24,10 +24,11 @@ pub(crate) mod standalone;
 use std::future::Future;
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{AsyncPushSender, MultiplexedConnection};
 
 use redis::{
-    Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisError, ServerError, ServerErrorKind, TlsCertificates, Value,
+    AsyncConnectionConfig, Cmd, ConnectionInfo, ErrorKind, Pipeline, ProtocolVersion, RedisError, ServerError,
+    ServerErrorKind, TlsCertificates, Value,
 };
 
 pub(crate) use cluster::{Cluster, NodeView};
@@ -87,22 +88,49 @@ pub trait Backend: Send + Sync + 'static {
     /// behind it. Connecting is bounded by `redis.connect_timeout`.
     fn dedicated(&self, slot: Option<u16>) -> impl Future<Output = Result<MultiplexedConnection, BackendError>> + Send;
 
-    /// A new pub/sub connection to Redis (the master; in cluster mode, any master, since a message published on
-    /// one node reaches the subscribers of every node), for one subscribing client for as long as it listens.
-    /// Connecting is bounded by `redis.connect_timeout`.
-    fn pubsub(&self) -> impl Future<Output = Result<redis::aio::PubSub, BackendError>> + Send;
+    /// A new connection of one subscribing client's own, to the master (in cluster mode: the master of `slot`,
+    /// a shard channel's slot, or for `None` any master believed up, since Redis Cluster carries a `PUBLISH`
+    /// to every node). It speaks RESP3, so what Redis publishes arrives as pushes, which go to `pushes`; each
+    /// (un)subscription sent on it is bounded by `redis.command_timeout`, connecting by `redis.connect_timeout`.
+    fn pubsub<P: AsyncPushSender>(
+        &self,
+        slot: Option<u16>,
+        pushes: P,
+    ) -> impl Future<Output = Result<PubSubConnection, BackendError>> + Send;
+
+    /// Cluster mode: the address of the master that owns `slot` now, so that a subscriber can tell whether a
+    /// connection it has reaches the node a shard channel lives on. `None` in the modes with one master.
+    fn master_of(&self, _slot: u16) -> Option<String> {
+        None
+    }
 }
 
-/// Opens a pub/sub connection with `client`, within `timeout`.
-pub(crate) async fn open_pubsub(
+/// A subscribing client's connection of its own ([`Backend::pubsub`]), and the master it reached (cluster mode;
+/// `None` in the modes with one master).
+pub struct PubSubConnection {
+    pub conn: MultiplexedConnection,
+    pub node: Option<String>,
+}
+
+/// Opens a subscriber's connection like `client`'s, but in RESP3, with `config`'s settings (its connect timeout
+/// and credentials), a response timeout of `command_timeout` and Redis's pushes sent to `pushes`.
+pub(crate) async fn open_pubsub<P: AsyncPushSender>(
     client: &redis::Client,
-    timeout: std::time::Duration,
-) -> Result<redis::aio::PubSub, BackendError> {
-    match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
-        Err(_elapsed) => Err(BackendError::Timeout),
-        Ok(Err(e)) => Err(classify(&e)),
-        Ok(Ok(pubsub)) => Ok(pubsub),
-    }
+    config: &AsyncConnectionConfig,
+    command_timeout: std::time::Duration,
+    pushes: P,
+) -> Result<MultiplexedConnection, BackendError> {
+    let info = client.get_connection_info().clone();
+    let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+    let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(|e| classify(&e))?;
+    let config = config
+        .clone()
+        .set_response_timeout(Some(command_timeout))
+        .set_push_sender(pushes);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| classify(&e))
 }
 
 /// Server error codes that mean Redis cannot serve right now, rather than that the command was wrong.
@@ -346,11 +374,18 @@ impl Backend for AnyBackend {
         }
     }
 
-    async fn pubsub(&self) -> Result<redis::aio::PubSub, BackendError> {
+    async fn pubsub<P: AsyncPushSender>(&self, slot: Option<u16>, pushes: P) -> Result<PubSubConnection, BackendError> {
         match self {
-            AnyBackend::Standalone(b) => b.pubsub().await,
-            AnyBackend::Cluster(b) => b.pubsub().await,
-            AnyBackend::Sentinel(b) => b.pubsub().await,
+            AnyBackend::Standalone(b) => b.pubsub(slot, pushes).await,
+            AnyBackend::Cluster(b) => b.pubsub(slot, pushes).await,
+            AnyBackend::Sentinel(b) => b.pubsub(slot, pushes).await,
+        }
+    }
+
+    fn master_of(&self, slot: u16) -> Option<String> {
+        match self {
+            AnyBackend::Cluster(b) => b.master_of(slot),
+            AnyBackend::Standalone(_) | AnyBackend::Sentinel(_) => None,
         }
     }
 

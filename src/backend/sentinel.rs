@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{AsyncPushSender, MultiplexedConnection};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, Cmd, ConnectionInfo, Pipeline, RedisError, TlsCertificates, TlsMode, Value};
 use tokio::time::{timeout_at, Instant};
 
-use super::{classify, into_values, pipeline_slots, Backend, BackendError, Password, SlotReply};
+use super::{classify, into_values, pipeline_slots, Backend, BackendError, Password, PubSubConnection, SlotReply};
 use crate::config::RedisConfig;
 
 /// The current master connection and a generation number, so a failed call only drops the connection it used.
@@ -36,8 +36,6 @@ struct Inner {
     last_addr: Mutex<Option<String>>,
     generation: AtomicU64,
     conn_config: AsyncConnectionConfig,
-    /// `redis.connect_timeout`, for a pub/sub connection.
-    connect_timeout: Duration,
     command_timeout: Duration,
     master_name: String,
 }
@@ -109,7 +107,6 @@ impl Sentinel {
                 generation: AtomicU64::new(0),
                 conn_config,
                 command_timeout: cfg.command_timeout,
-                connect_timeout: cfg.connect_timeout,
                 master_name,
             }),
         })
@@ -160,6 +157,16 @@ impl Sentinel {
         }
         *self.inner.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(master.clone());
         Ok(master)
+    }
+
+    /// A client for the master the sentinels name now, for a connection of its own; the lookup is bounded by
+    /// `redis.command_timeout`, as every other one.
+    async fn master_client(&self) -> Result<redis::Client, BackendError> {
+        let lookup = async { self.inner.sentinels.lock().await.async_get_client().await };
+        match tokio::time::timeout(self.inner.command_timeout, lookup).await {
+            Err(_elapsed) => Err(BackendError::Timeout),
+            Ok(result) => result.map_err(|e| classify(&e)),
+        }
     }
 
     /// The address of the master in use, if connected (for tests and logs).
@@ -215,27 +222,22 @@ impl Backend for Sentinel {
         pipeline_slots(len, replies.and_then(into_values))
     }
 
-    /// A pub/sub connection to the master the sentinels name now.
-    async fn pubsub(&self) -> Result<redis::aio::PubSub, BackendError> {
-        let client = self
-            .inner
-            .sentinels
-            .lock()
-            .await
-            .async_get_client()
-            .await
-            .map_err(|e| classify(&e))?;
-        super::open_pubsub(&client, self.inner.connect_timeout).await
+    /// A subscriber's connection to the master the sentinels name now.
+    async fn pubsub<P: AsyncPushSender>(
+        &self,
+        _slot: Option<u16>,
+        pushes: P,
+    ) -> Result<PubSubConnection, BackendError> {
+        let client = self.master_client().await?;
+        let inner = &self.inner;
+        let conn = super::open_pubsub(&client, &inner.conn_config, inner.command_timeout, pushes).await?;
+        Ok(PubSubConnection { conn, node: None })
     }
 
     /// A connection of its own to the master the sentinels name now (`conn_config` has no response timeout).
     async fn dedicated(&self, _slot: Option<u16>) -> Result<MultiplexedConnection, BackendError> {
-        let connect = async {
-            let client = self.inner.sentinels.lock().await.async_get_client().await?;
-            client
-                .get_multiplexed_async_connection_with_config(&self.inner.conn_config)
-                .await
-        };
+        let client = self.master_client().await?;
+        let connect = client.get_multiplexed_async_connection_with_config(&self.inner.conn_config);
         connect.await.map_err(|e| classify(&e))
     }
 }

@@ -11,10 +11,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{AsyncPushSender, ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, TlsCertificates, Value};
 
-use super::{bounded, client_for, into_values, pipeline_slots, Backend, BackendError, Password, SlotReply};
+use super::{
+    bounded, client_for, into_values, pipeline_slots, Backend, BackendError, Password, PubSubConnection, SlotReply,
+};
 use crate::commands;
 use crate::config::RedisConfig;
 
@@ -29,8 +31,6 @@ struct Inner {
     /// The connection in use, and how many times it has been replaced.
     current: Mutex<(u64, ConnectionManager)>,
     command_timeout: Duration,
-    /// `redis.connect_timeout`, for a pub/sub connection ([`Backend::pubsub`]).
-    connect_timeout: Duration,
     /// How a connection of its own is opened ([`Backend::dedicated`]).
     dedicated: AsyncConnectionConfig,
 }
@@ -67,7 +67,6 @@ impl Standalone {
                 manager_cfg,
                 current: Mutex::new((0, conn)),
                 command_timeout: cfg.command_timeout,
-                connect_timeout: cfg.connect_timeout,
                 dedicated,
             }),
         })
@@ -164,8 +163,14 @@ impl Backend for Standalone {
         pipeline_slots(pipe.len(), replies.and_then(into_values))
     }
 
-    async fn pubsub(&self) -> Result<redis::aio::PubSub, BackendError> {
-        super::open_pubsub(&self.inner.client, self.inner.connect_timeout).await
+    async fn pubsub<P: AsyncPushSender>(
+        &self,
+        _slot: Option<u16>,
+        pushes: P,
+    ) -> Result<PubSubConnection, BackendError> {
+        let inner = &self.inner;
+        let conn = super::open_pubsub(&inner.client, &inner.dedicated, inner.command_timeout, pushes).await?;
+        Ok(PubSubConnection { conn, node: None })
     }
 
     async fn dedicated(&self, _slot: Option<u16>) -> Result<MultiplexedConnection, BackendError> {

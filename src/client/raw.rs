@@ -11,10 +11,11 @@
 //! assumed to name the keys they write in KEYS or ARGV, as Redis asks of them; a script writing keys it was not
 //! given is beyond what redguard can see.
 
+use redis::aio::{AsyncPushSender, MultiplexedConnection};
 use redis::Value;
 
 use super::{CallError, Resilient, Unanswered};
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, PubSubConnection};
 use crate::cache::FallbackCache;
 use crate::commands::{self, Command, Flags, Keys, Kind};
 use crate::metrics::RedisCall;
@@ -115,14 +116,41 @@ impl<B: Backend> Resilient<B> {
         }
     }
 
-    /// Opens a pub/sub connection for one subscribing client ([`Backend::pubsub`]); the breaker judges the
-    /// connecting like any call. What arrives on it afterwards is Redis's, unjudged.
-    pub async fn open_pubsub(&self) -> Result<redis::aio::PubSub, CallError> {
-        match self.guarded(RedisCall::Command, || self.backend.pubsub()).await {
+    /// Opens a connection of a subscribing client's own ([`Backend::pubsub`]); the breaker judges the connecting
+    /// like any call. What Redis pushes on it afterwards goes to `pushes`, unjudged.
+    pub async fn open_pubsub<P: AsyncPushSender>(
+        &self,
+        slot: Option<u16>,
+        pushes: P,
+    ) -> Result<PubSubConnection, CallError> {
+        match self
+            .guarded(RedisCall::Command, || self.backend.pubsub(slot, pushes))
+            .await
+        {
             Ok(pubsub) => Ok(pubsub),
             Err(Unanswered::App(message)) => Err(CallError::Redis(message)),
             Err(Unanswered::Failed(failure)) => Err(failure.into_error(false)),
         }
+    }
+
+    /// One (un)subscription on a subscriber's connection, judged by the breaker like any call (the
+    /// connection's own response timeout is `redis.command_timeout`).
+    pub async fn subscription(&self, conn: &mut MultiplexedConnection, cmd: &redis::Cmd) -> Result<Value, CallError> {
+        let send = move || async move {
+            cmd.query_async::<Value>(conn)
+                .await
+                .map_err(|e| crate::backend::classify(&e))
+        };
+        match self.guarded(RedisCall::Command, send).await {
+            Ok(value) => Ok(value),
+            Err(Unanswered::App(message)) => Err(CallError::Redis(message)),
+            Err(Unanswered::Failed(failure)) => Err(failure.into_error(false)),
+        }
+    }
+
+    /// The master that owns `slot` now, in cluster mode ([`Backend::master_of`]).
+    pub fn master_of(&self, slot: u16) -> Option<String> {
+        self.backend.master_of(slot)
     }
 
     /// Drops what the cache knows that a raw command (which may have run) could have changed.

@@ -1064,10 +1064,14 @@ impl Config {
             for (i, entry) in entries.into_iter().flatten().enumerate() {
                 match policy::Rule::parse(entry) {
                     Err(e) => p.push(format!("api.commands.{list}[{i}]: {e}")),
-                    Ok(rule) if list == "allow" && rule.is_always_denied() => p.push(format!(
+                    // Blocking commands and subscriptions may be allowed: the RESP socket runs them on connections
+                    // of their own (the JSON API's built-in denials still refuse them).
+                    Ok(rule) if list == "allow" && rule.is_always_denied() && !rule.runs_on_own_connection() => {
+                        p.push(format!(
                         "api.commands.allow[{i}]: {rule} can never be allowed: it would block or change the state of \
                          the connection all requests share (use /v1/pipeline with \"atomic\": true for transactions)"
-                    )),
+                    ))
+                    }
                     Ok(_) => {}
                 }
             }

@@ -185,7 +185,7 @@ fn full_example_sets_every_key() {
 #[test]
 fn command_lists_are_checked_entry_by_entry() {
     let all = problems(
-        "api:\n  max_pipeline_commands: 0\n  commands:\n    deny: [FLUSHALL, \"A B C\"]\n    allow: [GET, multi, \"client reply\", \"\"]\nratelimit:\n  local_max_keys: 0\n",
+        "api:\n  max_pipeline_commands: 0\n  commands:\n    deny: [FLUSHALL, \"A B C\"]\n    allow: [GET, multi, \"client reply\", \"\", BLPOP, \"XREAD BLOCK\", SUBSCRIBE]\nratelimit:\n  local_max_keys: 0\n",
     );
     assert_eq!(all.len(), 6, "{all:#?}");
     assert_eq!(all[0], "api.max_pipeline_commands must be at least 1");

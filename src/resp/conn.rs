@@ -60,7 +60,7 @@ pub(super) struct Connection {
     pub(super) session: Session,
     pub(super) out: Out,
     pub(super) reader: Reader,
-    /// The SUBSCRIBE or PSUBSCRIBE that ended the last batch ([`After::Subscribe`]).
+    /// The SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE that ended the last batch ([`After::Subscribe`]).
     subscribe: Option<Vec<Vec<u8>>>,
 }
 
@@ -284,7 +284,7 @@ impl Connection {
         let pushes = commands::lookup(args).is_some_and(|row| row.is(Flags::PUSHES));
         Err(if pushes {
             format!(
-                "redguard: {denied} is not offered on the RESP socket (SUBSCRIBE and PSUBSCRIBE are; SSUBSCRIBE, \
+                "redguard: {denied} is not offered on the RESP socket (SUBSCRIBE, PSUBSCRIBE and SSUBSCRIBE are; \
                  MONITOR and replication are not)"
             )
         } else if commands::lookup(args).is_some_and(|row| row.is(Flags::CONN_STATE)) {

@@ -63,6 +63,13 @@ async function main() {
   assert.equal(await r.publish("js:ch", "hi"), 1);
   assert.deepEqual(await received, ["js:ch", "hi"]);
   sub.disconnect();
+  // Sharded pub/sub the same way.
+  const ssub = new Redis(process.argv[2]);
+  const sharded = new Promise((resolve) => ssub.on("smessage", (channel, message) => resolve([channel, message])));
+  assert.equal(await ssub.ssubscribe("js:sch"), 1);
+  assert.equal(await r.spublish("js:sch", "shard-hi"), 1);
+  assert.deepEqual(await sharded, ["js:sch", "shard-hi"]);
+  ssub.disconnect();
 
   await turn("killed?");
   assert.equal(await r.get("js:user"), "ada");

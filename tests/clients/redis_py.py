@@ -67,6 +67,15 @@ async def main():
     msg = until("the message", lambda: p.get_message(timeout=0.2))
     assert msg["type"] == "message" and msg["data"] == b"hi", msg
     p.close()
+    # Sharded pub/sub the same way.
+    p = r.pubsub()
+    p.ssubscribe("py:sch")
+    confirm = until("the shard subscription", lambda: p.get_sharded_message(timeout=0.2))
+    assert confirm["type"] == "ssubscribe" and confirm["channel"] == b"py:sch", confirm
+    assert r.spublish("py:sch", "shard-hi") == 1
+    msg = until("the shard message", lambda: p.get_sharded_message(timeout=0.2))
+    assert msg["type"] == "smessage" and msg["data"] == b"shard-hi", msg
+    p.close()
 
     # asyncio, default options: the same checks on a client that lives through the outage too.
     a = aioredis.Redis.from_url(URL)
