@@ -672,6 +672,24 @@ fn shard_channels_channels_and_the_policy_share_one_subscriber_with_redis_s_coun
 }
 
 #[test]
+fn a_subscription_to_a_hung_redis_times_out_instead_of_hanging_the_client() {
+    let rig = rig();
+    let mut sub = Conn::open(&rig.resp);
+    assert_eq!(
+        sub.call(&["SUBSCRIBE", "a"]),
+        F::Array(vec![bulk("subscribe"), bulk("a"), F::Integer(1)])
+    );
+    rig.redis.pause();
+    let e = error_text(&sub.call(&["SUBSCRIBE", "b"]));
+    rig.redis.resume();
+    assert!(e.starts_with("TIMEOUT "), "{e}");
+    assert!(
+        sub.closed_within(Duration::from_secs(5)),
+        "then closed, for the client to resubscribe"
+    );
+}
+
+#[test]
 fn a_subscriber_that_stops_reading_is_closed_at_redis_s_own_pubsub_output_limit() {
     let rig = rig();
     // Redis itself would cut redguard off at the same limit; lifted, so only redguard's own bound is tested.
