@@ -165,3 +165,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_inline_line_as_long_as_redis_takes_is_a_request() {
+    // Redis reads inline lines of up to 64 KiB (PROTO_INLINE_MAX_SIZE), so must this reader.
+    let limits = Limits {
+        max_arg_bytes: 64 * 1024,
+        max_request_bytes: 128 * 1024,
+    };
+    let value = "x".repeat(60_000);
+    let line = format!("SET k {value}\r\n");
+    let request = Reader::new(limits)
+        .next(line.as_bytes())
+        .unwrap()
+        .expect("a whole request");
+    assert_eq!(request.len, line.len());
+    assert_eq!(request.args.len(), 3);
+}
+
+#[test]
+fn new_limits_apply_to_the_next_request() {
+    let mut reader = Reader::new(LIMITS);
+    let long = encoded(&words(&["SET", "k", &"v".repeat(500)]));
+    assert!(reader.next(&long).unwrap().is_some());
+    reader.set_limits(Limits {
+        max_arg_bytes: 100,
+        max_request_bytes: 16 * 1024,
+    });
+    assert_eq!(reader.next(&long), Err(ProtocolError::ArgTooLong(500, 100)));
+}
