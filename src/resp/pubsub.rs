@@ -84,6 +84,9 @@ struct Subscriber<'a> {
     patterns: BTreeSet<Vec<u8>>,
     /// Each shard channel, and the connection it is on.
     shard: BTreeMap<Vec<u8>, usize>,
+    /// Redis's `sunsubscribe` pushes still due for the client's own SUNSUBSCRIBEs, by channel: those are answered
+    /// already, and only a `sunsubscribe` beyond them is Redis dropping the channel (its slot moved).
+    own_sunsubscribes: BTreeMap<Vec<u8>, usize>,
     /// Every connection's pushes, in the order each connection received them.
     pushes: UnboundedReceiver<PushInfo>,
     sender: UnboundedSender<PushInfo>,
@@ -99,6 +102,7 @@ impl Subscriber<'_> {
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
             shard: BTreeMap::new(),
+            own_sunsubscribes: BTreeMap::new(),
             pushes,
             sender,
             backlog: Arc::default(),
@@ -228,9 +232,18 @@ impl Connection {
             PushKind::PMessage => b"pmessage",
             PushKind::SMessage => b"smessage",
             PushKind::SUnsubscribe => {
-                if let Some(Value::BulkString(channel)) = push.data.first() {
-                    if sub.shard.remove(channel).is_some() {
-                        confirm(&mut self.out, "sunsubscribe", Some(channel), sub.count(Kind::Shard));
+                let Some(Value::BulkString(channel)) = push.data.first() else {
+                    return Ok(());
+                };
+                match sub.own_sunsubscribes.get_mut(channel) {
+                    Some(due) if *due > 1 => *due -= 1,
+                    Some(_) => {
+                        sub.own_sunsubscribes.remove(channel);
+                    }
+                    None => {
+                        if sub.shard.remove(channel).is_some() {
+                            confirm(&mut self.out, "sunsubscribe", Some(channel), sub.count(Kind::Shard));
+                        }
                     }
                 }
                 return Ok(());
@@ -369,7 +382,8 @@ impl Connection {
             };
             // Leaving what was never joined needs no Redis: only the confirmation.
             if let Some(index) = upstream {
-                let cmd = redis::cmd(&command).arg(&target).to_owned();
+                let mut cmd = redis::cmd(&command);
+                cmd.arg(&target);
                 let reply = resp.client.subscription(&mut sub.upstreams[index].0.conn, &cmd).await;
                 match reply {
                     Ok(reply) if confirms(&reply, &command, &target) => {}
@@ -407,6 +421,7 @@ impl Connection {
                     }
                     (Kind::Shard, false) => {
                         sub.shard.remove(&target);
+                        *sub.own_sunsubscribes.entry(target.clone()).or_default() += 1;
                     }
                 }
             }
@@ -476,18 +491,15 @@ fn overflowed(backlog: &Backlog) -> Left {
     }
 }
 
-/// Whether Redis's `reply` to one (un)subscription is its confirmation (`[command, target, count]`), and not
-/// something else a connection could deliver out of step.
+/// Whether Redis's `reply` to one (un)subscription is its confirmation (a RESP3 push `[command, target,
+/// count]`), and not something else a connection could deliver out of step.
 fn confirms(reply: &Value, command: &str, target: &[u8]) -> bool {
-    let (kind, data) = match reply {
-        Value::Push { kind, data } => (kind.to_string(), data.as_slice()),
-        Value::Array(items) => match items.split_first() {
-            Some((Value::BulkString(kind), data)) => (String::from_utf8_lossy(kind).into_owned(), data),
-            _ => return false,
-        },
-        _ => return false,
-    };
-    kind == command && matches!(data.first(), Some(Value::BulkString(t)) if t == target)
+    match reply {
+        Value::Push { kind, data } => {
+            kind.to_string() == command && matches!(data.first(), Some(Value::BulkString(t)) if t == target)
+        }
+        _ => false,
+    }
 }
 
 fn record(conn: &Connection, args: &[Vec<u8>], result: RespResult, started: std::time::Instant) {
@@ -559,10 +571,9 @@ mod tests {
         // An unsolicited sunsubscribe (a slot moved) taken for the reply to a subscription is out of step.
         assert!(!confirms(&push(PushKind::SUnsubscribe, "a"), "ssubscribe", b"a"));
         assert!(!confirms(&push(PushKind::SSubscribe, "b"), "ssubscribe", b"a"));
-        // The RESP2 shape of the same confirmation.
+        // The connections speak RESP3: the RESP2 shape of a confirmation is not one there.
         let array = Value::Array(vec![bulk("subscribe"), bulk("a"), Value::Int(1)]);
-        assert!(confirms(&array, "subscribe", b"a"));
-        assert!(!confirms(&array, "psubscribe", b"a"));
+        assert!(!confirms(&array, "subscribe", b"a"));
         assert!(!confirms(&Value::Array(vec![]), "subscribe", b"a"));
         assert!(!confirms(&Value::Okay, "subscribe", b"a"));
     }
