@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::topology::{info_field, write_file, Certs, ClusterOptions, RedisCluster};
-use common::{metric_value, wait_for, Redguard};
+use common::{metric_value, resp_cli, wait_for, Redguard};
 use serde_json::{json, Value};
 
 fn config(seeds: &[String]) -> String {
@@ -21,18 +21,6 @@ fn config(seeds: &[String]) -> String {
 fn call(rg: &Redguard, body: Value) -> (u16, Value) {
     let r = rg.cmd(&body.to_string());
     (r.status, r.json())
-}
-
-/// What `redis-cli -s <socket> args..` prints (the RESP socket, as an application would use it).
-fn resp_cli(socket: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .arg("-s")
-        .arg(socket)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A blocking pop through the RESP socket on one key per master: its connection of its own must reach the
@@ -51,6 +39,40 @@ fn a_blocking_pop_on_every_master(socket: &std::path::Path, cluster: &RedisClust
             format!("{q}\njob"),
             "{q} on master {master}"
         );
+    }
+}
+
+/// A shard subscription through the RESP socket on one channel per master: the subscriber's connection (RESP3,
+/// built from the seeds' settings) must reach the channel's master with the configured TLS and credentials, and
+/// a SPUBLISH there must find it.
+fn a_shard_subscription_on_every_master(socket: &std::path::Path, cluster: &RedisCluster, prefix: &str) {
+    use std::io::{Read, Write};
+    let channels: Vec<String> = (0..30).map(|i| format!("{prefix}:events:{i}")).collect();
+    let owners = cluster.owners_of(&channels);
+    for master in 0..3 {
+        let ch = &channels[owners
+            .iter()
+            .position(|&o| o == master)
+            .expect("a channel on every master")];
+        let mut sub = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let mut read_until = |sub: &mut std::os::unix::net::UnixStream, what: &str| {
+            while !String::from_utf8_lossy(&got).contains(what) {
+                let mut chunk = [0u8; 1024];
+                let n = sub.read(&mut chunk).expect("an answer within 10 s");
+                assert!(n > 0, "closed; read: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&chunk[..n]);
+            }
+        };
+        sub.write_all(format!("SSUBSCRIBE {ch}\r\n").as_bytes()).unwrap();
+        read_until(&mut sub, "ssubscribe");
+        assert_eq!(
+            resp_cli(socket, &["SPUBLISH", ch, "sent"]),
+            "1",
+            "{ch} on master {master}"
+        );
+        read_until(&mut sub, "smessage");
     }
 }
 
@@ -347,6 +369,7 @@ fn a_cluster_over_tls() {
     let (rg, resp, _dir) = Redguard::start_with_resp("redis://127.0.0.1:1", &yaml);
     every_master_seen_up(&rg, &cluster);
     a_blocking_pop_on_every_master(&resp, &cluster, "tls");
+    a_shard_subscription_on_every_master(&resp, &cluster, "tls");
     let keys: Vec<String> = (0..30).map(|i| format!("tls:{i}")).collect();
     let owners = cluster.owners_of(&keys);
     assert!((0..3).all(|n| owners.contains(&n)), "{owners:?}");
@@ -460,6 +483,7 @@ fn a_cluster_with_an_acl_user_and_a_password_file() {
     let (rg, resp, _resp_dir) = Redguard::start_with_resp("redis://127.0.0.1:1", &acl(&seed, &pw));
     every_master_seen_up(&rg, &cluster);
     a_blocking_pop_on_every_master(&resp, &cluster, "acl");
+    a_shard_subscription_on_every_master(&resp, &cluster, "acl");
 
     // Keys on all three shards are written and read through Redis, and are on their slot's master.
     let keys: Vec<String> = (0..60).map(|i| format!("acl:{i}")).collect();

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::topology::{info_field, write_file, Certs, SentinelGroup, SentinelOptions, MASTER_NAME};
-use common::{wait_for, Redguard};
+use common::{resp_cli, wait_for, Redguard};
 use serde_json::{json, Value};
 
 fn call(rg: &Redguard, body: Value) -> (u16, Value) {
@@ -255,4 +255,42 @@ fn a_key_that_expired_in_redis_is_not_served_from_the_cache() {
         call(&rg, json!({"op": "get", "key": "plain"})),
         (200, json!({"result": "p", "source": "cache", "degraded": true}))
     );
+}
+
+/// The RESP socket's connections of their own (a blocking pop's, a subscriber's) are opened to the master the
+/// sentinels name, before a failover and after it.
+#[test]
+fn connections_of_their_own_follow_the_promoted_replica() {
+    use std::io::{Read, Write};
+    let mut group = SentinelGroup::start();
+    let config = format!(
+        "redis:\n  mode: sentinel\n  master_name: {MASTER_NAME}\n  sentinels: [{}]\nbreaker:\n  failure_threshold: 3\n  recovery_timeout: 500ms\n  recovery_jitter: 0\n",
+        group.sentinel_urls().join(", ")
+    );
+    let (rg, resp, _dir) = Redguard::start_with_resp("redis://127.0.0.1:1", &config);
+    assert_eq!(
+        call(&rg, json!({"op": "set", "key": "before", "value": "1"})),
+        (200, json!({"result": true, "source": "redis"}))
+    );
+    let subscribed_on = |server: &common::RedisServer, channel: &str| {
+        let mut sub = std::os::unix::net::UnixStream::connect(&resp).unwrap();
+        sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        sub.write_all(format!("SSUBSCRIBE {channel}\r\n").as_bytes()).unwrap();
+        let mut got = [0u8; 256];
+        let n = sub.read(&mut got).expect("a confirmation within 10 s");
+        let reply = String::from_utf8_lossy(&got[..n]).into_owned();
+        assert!(reply.contains("ssubscribe"), "{reply}");
+        let count = server.must(&["PUBSUB", "SHARDNUMSUB", channel]);
+        assert_eq!(count.lines().nth(1), Some("1"), "{channel}: {count}");
+        sub
+    };
+    let pop = |queue: &str| {
+        assert_eq!(resp_cli(&resp, &["RPUSH", queue, "job"]), "1");
+        assert_eq!(resp_cli(&resp, &["BLPOP", queue, "5"]), format!("{queue}\njob"));
+    };
+    let _first = subscribed_on(&group.master, "events:1");
+    pop("q1");
+    kill_the_master_and_follow_the_failover(&rg, &mut group, "failover");
+    let _second = subscribed_on(&group.replica, "events:2");
+    pop("q2");
 }
