@@ -51,6 +51,17 @@ def wait_socket(path, timeout=10.0):
     raise SystemExit(f"nothing listens on {path} after {timeout}s")
 
 
+def wait_tcp(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -115,7 +126,7 @@ def main():
         procs.append(subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", scratch], stdout=subprocess.DEVNULL))
-        time.sleep(0.3)
+        wait_tcp(port)
         targets = {"direct": (direct, None)}
         if nutcracker:
             nc_sock = os.path.join(scratch, "nutcracker.sock")

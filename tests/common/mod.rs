@@ -1,4 +1,4 @@
-//! Fixtures for tests that start real things: a `redis-server` on an ephemeral loopback port (which a test
+//! Fixtures for tests that start real things: a `redis-server` on a free loopback port (which a test
 //! may kill, pause and restart), the real `redguard` binary with its socket in a temp dir, a minimal
 //! HTTP/1.1 client over that socket (raw, so tests can also send malformed requests), and recording HTTP
 //! sinks for notifications ([`sink`]).
@@ -64,9 +64,40 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A loopback port for a server a test starts (redis-server, its cluster bus, Prometheus, redguard's admin
+/// listener), free when handed out and handed out once per test process.
+///
+/// Not `bind(127.0.0.1:0)`: that port is free again as soon as the probe closes, and it lies in the kernel's
+/// ephemeral range, which every outgoing connection on the machine draws its local port from. By the time
+/// redis-server binds it (or binds it again after a restart), a client socket may hold it; CI lost a cluster
+/// bus port that way. So ports come from below that range, where the kernel hands out nothing: a counter
+/// shared by the test threads, starting at a point drawn from the pid so that two test processes on one
+/// machine rarely meet, and each port is probed before it is handed out.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let (low, high) = below_ephemeral_range();
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let port = (low + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// The ports tests draw from: the 12,000 below the kernel's ephemeral range (`ip_local_port_range`, 32768 by
+/// default), and never below 1024.
+fn below_ephemeral_range() -> (u32, u32) {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let high = first_ephemeral.max(1024 + 2_000);
+    (high.saturating_sub(12_000).max(1024), high)
 }
 
 fn signal(child: &Child, sig: libc::c_int) {

@@ -34,9 +34,38 @@ impl Drop for Scratch {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A loopback port for a process the tool starts, free when handed out and handed out once per run.
+///
+/// Not `bind(127.0.0.1:0)`: that port is free again once the probe closes, and it lies in the kernel's
+/// ephemeral range, from which every outgoing connection (the load's own included) takes its local port, so
+/// redis-server could find it taken. Ports come from the 12,000 below that range instead (`ip_local_port_range`),
+/// counting from a point drawn from the pid, each probed before it is handed out.
 pub(crate) fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let high = first_ephemeral.max(1024 + 2_000);
+    let low = high.saturating_sub(12_000).max(1024);
+    let span = high - low;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = (low + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("no free loopback port in {low}..{high}"),
+    ))
 }
 
 /// A child process, killed (and reaped) on drop.
