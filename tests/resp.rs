@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use common::{calls, metric_value, wait_for, Redguard, RedisServer};
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame as F;
+use redis_protocol::resp3::decode::complete::decode as resp3_decode;
+use redis_protocol::resp3::types::OwnedFrame as R3;
 
 /// Short timings, so an outage and its recovery happen within a test.
 /// The shared quick breaker, and a short read timeout for half-sent requests.
@@ -596,6 +598,23 @@ fn a_subscriber_gets_what_is_published_on_a_connection_of_its_own_then_returns_t
     wait_for("Redis to see no subscriber", Duration::from_secs(5), || {
         (publisher.call(&["PUBLISH", "news", "x"]) == F::Integer(0)).then_some(())
     });
+    // In one write: in, out and back to commands; each answered without waiting for more from the client.
+    sub.send(
+        &[
+            command(&["SUBSCRIBE", "x"]),
+            command(&["PING", "p"]),
+            command(&["UNSUBSCRIBE", "x"]),
+            command(&["GET", "k"]),
+        ]
+        .concat(),
+    );
+    assert_eq!(sub.read(), F::Array(vec![bulk("subscribe"), bulk("x"), F::Integer(1)]));
+    assert_eq!(sub.read(), F::Array(vec![bulk("pong"), bulk("p")]));
+    assert_eq!(
+        sub.read(),
+        F::Array(vec![bulk("unsubscribe"), bulk("x"), F::Integer(0)])
+    );
+    assert_eq!(sub.read(), bulk("v"));
     // Redis going away closes a subscriber's connection, which is what a client library reconnects on.
     assert_eq!(
         sub.call(&["SUBSCRIBE", "news"]),
@@ -606,6 +625,113 @@ fn a_subscriber_gets_what_is_published_on_a_connection_of_its_own_then_returns_t
         sub.closed_within(Duration::from_secs(10)),
         "the subscriber's connection closed with Redis's"
     );
+}
+
+/// The next RESP3 frame from `stream`, decoded by `redis-protocol` (`buf` holds what was read beyond it).
+fn resp3_next<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> R3 {
+    loop {
+        if let Some((frame, used)) = resp3_decode(buf).unwrap() {
+            buf.drain(..used);
+            return frame;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).expect("a reply within 10 s");
+        assert!(n > 0, "closed; read so far: {:?}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Sends `script` (in one write) after `HELLO 3` and returns the next `frames` RESP3 frames.
+fn resp3_session<S: Read + Write>(mut stream: S, script: &[&[&str]], frames: usize) -> Vec<R3> {
+    let mut buf = Vec::new();
+    stream.write_all(&command(&["HELLO", "3"])).unwrap();
+    assert!(
+        matches!(resp3_next(&mut stream, &mut buf), R3::Map { .. }),
+        "HELLO 3 answers a map"
+    );
+    stream
+        .write_all(&script.iter().flat_map(|c| command(c)).collect::<Vec<u8>>())
+        .unwrap();
+    (0..frames).map(|_| resp3_next(&mut stream, &mut buf)).collect()
+}
+
+#[test]
+fn in_resp3_a_subscriber_runs_any_command_as_redis_allows_it_there() {
+    let rig = rig();
+    rig.redis.must(&["SET", "k", "v"]);
+    // One session, with what Redis 7 answers in RESP3 while subscribed: ordinary commands, a transaction, a
+    // blocking command, another subscription. The same bytes go to Redis itself, whose answers are the oracle.
+    let script: &[&[&str]] = &[
+        &["SUBSCRIBE", "c1"],
+        &["SET", "k", "v2"],
+        &["GET", "k"],
+        &["MULTI"],
+        &["GET", "k"],
+        &["INCR", "n"],
+        &["EXEC"],
+        &["BLPOP", "empty", "0.1"],
+        &["PING"],
+        &["SUBSCRIBE", "c2"],
+        &["GET", "k"],
+        &["UNSUBSCRIBE", "c1", "c2"],
+        &["GET", "n"],
+    ];
+    let direct = std::net::TcpStream::connect(rig.redis.addr()).unwrap();
+    direct.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let expected = resp3_session(direct, script, 14);
+    rig.redis.must(&["SET", "k", "v"]);
+    rig.redis.must(&["DEL", "n"]);
+    let through = UnixStream::connect(&rig.resp).unwrap();
+    through.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(resp3_session(through, script, 14), expected);
+    assert_eq!(
+        rig.redis.must(&["GET", "n"]),
+        "1",
+        "the transaction reached Redis once through redguard"
+    );
+    // Where redguard differs, and says so: a subscription (or a blocking command) cannot join a transaction.
+    let through = UnixStream::connect(&rig.resp).unwrap();
+    through.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let script: &[&[&str]] = &[
+        &["SUBSCRIBE", "c1"],
+        &["MULTI"],
+        &["SUBSCRIBE", "c2"],
+        &["BLPOP", "q", "1"],
+        &["EXEC"],
+    ];
+    let got = resp3_session(through, script, 5);
+    let error = |f: &R3| match f {
+        R3::SimpleError { data, .. } => data.clone(),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    for (frame, command) in [(&got[2], "SUBSCRIBE"), (&got[3], "BLPOP")] {
+        let e = error(frame);
+        assert!(
+            e.starts_with(&format!("NOPERM redguard: {command} cannot be part of a transaction")),
+            "{e}"
+        );
+    }
+    assert!(error(&got[4]).starts_with("EXECABORT"), "{got:?}");
+    // Still subscribed, a message and a reply both arrive, the message as a push.
+    let mut sub = UnixStream::connect(&rig.resp).unwrap();
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut publisher = Conn::open(&rig.resp);
+    let subscribed = resp3_session(&mut sub, &[&["SUBSCRIBE", "c1"]], 1);
+    assert!(matches!(subscribed[0], R3::Push { .. }), "{subscribed:?}");
+    assert_eq!(publisher.call(&["PUBLISH", "c1", "hello"]), F::Integer(1));
+    sub.write_all(&command(&["GET", "k"])).unwrap();
+    let mut buf = Vec::new();
+    let got = [resp3_next(&mut sub, &mut buf), resp3_next(&mut sub, &mut buf)];
+    let blob = |s: &str| R3::BlobString {
+        data: s.as_bytes().to_vec(),
+        attributes: None,
+    };
+    let message = R3::Push {
+        data: vec![blob("message"), blob("c1"), blob("hello")],
+        attributes: None,
+    };
+    assert!(got.contains(&message), "{got:?}");
+    assert!(got.contains(&blob("v2")), "{got:?}");
 }
 
 #[test]

@@ -53,6 +53,11 @@ impl Session {
         self.multi = None;
         out.proto = Proto::Resp2;
     }
+
+    /// Inside MULTI.
+    pub(super) fn in_transaction(&self) -> bool {
+        self.multi.is_some()
+    }
 }
 
 pub(super) struct Connection {
@@ -93,35 +98,12 @@ impl Connection {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // Set when subscribed mode ends with requests the client sent after leaving it still in `buf`: those are
+        // answered before anything more is read.
+        let mut unread = false;
         loop {
-            let partial = self.reader.in_request(&buf);
-            if !partial && *stop.borrow() {
+            if !std::mem::take(&mut unread) && !self.read_more(&mut stream, &mut buf, &mut stop).await {
                 return;
-            }
-            buf.reserve(READ_CHUNK);
-            let read = if partial {
-                let timeout = self.resp.app.read_timeout.get();
-                match tokio::time::timeout(timeout, stream.read_buf(&mut buf)).await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        self.out.error(
-                            "ERR",
-                            "Protocol error: request not completed within api.read_timeout; closing",
-                        );
-                        let _ = stream.write_all(&self.out.buf).await;
-                        return;
-                    }
-                }
-            } else {
-                tokio::select! {
-                    read = stream.read_buf(&mut buf) => read,
-                    // Shutdown while idle: close now; a connection mid-request finishes it first.
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            };
-            match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
             }
             let answering = Counted::start(&self.resp.client.metrics().resp_saturation.inflight);
             let (consumed, after) = self.answer_batch(&buf).await;
@@ -145,12 +127,49 @@ impl Connection {
                 if After::from(left) == After::Close {
                     return;
                 }
+                unread = !buf.is_empty();
             }
             // Give back a buffer a large request grew, once it is no longer needed.
             if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
                 buf = BytesMut::with_capacity(READ_CHUNK);
             }
         }
+    }
+
+    /// Reads more of the client's requests into `buf`; false when the connection is to be closed: the client
+    /// left, shutdown while idle, or a request not completed within `api.read_timeout` (answered first).
+    async fn read_more<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        buf: &mut BytesMut,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let partial = self.reader.in_request(buf);
+        if !partial && *stop.borrow() {
+            return false;
+        }
+        buf.reserve(READ_CHUNK);
+        let read = if partial {
+            let timeout = self.resp.app.read_timeout.get();
+            match tokio::time::timeout(timeout, stream.read_buf(buf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    self.out.error(
+                        "ERR",
+                        "Protocol error: request not completed within api.read_timeout; closing",
+                    );
+                    let _ = stream.write_all(&self.out.buf).await;
+                    return false;
+                }
+            }
+        } else {
+            tokio::select! {
+                read = stream.read_buf(buf) => read,
+                // Shutdown while idle: close now; a connection mid-request finishes it first.
+                _ = stop.wait_for(|s| *s) => return false,
+            }
+        };
+        matches!(read, Ok(n) if n > 0)
     }
 
     /// Answers the complete requests at the front of `buf` (up to `api.max_pipeline_commands` of them at a
@@ -183,56 +202,82 @@ impl Connection {
                 .iter()
                 .map(|r| Bytes::Borrowed(&buf[start + r.start..start + r.end]))
                 .collect();
-            if self.session.multi.is_some() && !ends_transaction(&args) {
-                self.queue(args);
-            } else if let Some(after) = self.transaction_command(&args, &mut pending).await {
-                if after == After::Close {
-                    return (consumed, after);
-                }
-            } else if local::is_local(&args) {
-                self.flush(&mut pending).await;
-                let (started, at) = (Instant::now(), self.out.buf.len());
-                let after = local::answer(&self.resp, &mut self.session, &args, &mut self.out);
-                // A local command refused (wrong arguments, SELECT of another database) counts as an error reply.
-                let result = match self.out.buf.get(at) {
-                    Some(b'-') => RespResult::RedisError,
-                    _ => RespResult::Ok,
-                };
-                forward::record(&self.resp, &args, result, started);
-                if after == After::Close {
-                    return (consumed, After::Close);
-                }
-            } else if pubsub::starts_subscription(&args) {
-                self.flush(&mut pending).await;
-                match self.resp.app.settings().policy().check_own_connection(&args) {
-                    Ok(()) => {
-                        self.subscribe = Some(args.iter().map(|a| a.to_vec()).collect());
-                        return (consumed, After::Subscribe);
-                    }
-                    Err(d) => {
-                        self.out.error(
-                            "NOPERM",
-                            &format!("redguard: command {} is denied by api.commands", d.command),
-                        );
-                        forward::record(&self.resp, &args, RespResult::Denied, Instant::now());
-                    }
-                }
-            } else if policy::blocks(&args) {
-                self.flush(&mut pending).await;
-                self.blocking(&args).await;
-            } else if let Err(message) = self.allowed(&args) {
-                self.flush(&mut pending).await;
-                self.out.error("NOPERM", &message);
-                forward::record(&self.resp, &args, RespResult::Denied, Instant::now());
-            } else {
-                pending.push(args);
-                if pending.len() >= max_batch {
-                    self.flush(&mut pending).await;
-                }
+            if let Some(after) = self.command(args, &mut pending, max_batch).await {
+                return (consumed, after);
             }
         }
         self.flush(&mut pending).await;
         (consumed, After::Continue)
+    }
+
+    /// One command, answered the ordinary way: queued inside MULTI; answered here if it is a connection
+    /// command; sent on a Redis connection of its own if it blocks or subscribes; refused if the policy says so;
+    /// else added to `pending`, to go to Redis with the commands around it (`max_batch` at most at a time).
+    /// `Some` when the connection stops answering commands this way: QUIT, or a subscription starting.
+    async fn command<'b>(
+        &mut self,
+        args: Vec<Bytes<'b>>,
+        pending: &mut Vec<Vec<Bytes<'b>>>,
+        max_batch: usize,
+    ) -> Option<After> {
+        if self.session.multi.is_some() && !ends_transaction(&args) {
+            self.queue(args);
+        } else if let Some(after) = self.transaction_command(&args, pending).await {
+            if after == After::Close {
+                return Some(after);
+            }
+        } else if local::is_local(&args) {
+            self.flush(pending).await;
+            let (started, at) = (Instant::now(), self.out.buf.len());
+            let after = local::answer(&self.resp, &mut self.session, &args, &mut self.out);
+            // A local command refused (wrong arguments, SELECT of another database) counts as an error reply.
+            let result = match self.out.buf.get(at) {
+                Some(b'-') => RespResult::RedisError,
+                _ => RespResult::Ok,
+            };
+            forward::record(&self.resp, &args, result, started);
+            if after == After::Close {
+                return Some(After::Close);
+            }
+        } else if pubsub::starts_subscription(&args) {
+            self.flush(pending).await;
+            match self.resp.app.settings().policy().check_own_connection(&args) {
+                Ok(()) => {
+                    self.subscribe = Some(args.iter().map(|a| a.to_vec()).collect());
+                    return Some(After::Subscribe);
+                }
+                Err(d) => {
+                    self.out.error(
+                        "NOPERM",
+                        &format!("redguard: command {} is denied by api.commands", d.command),
+                    );
+                    forward::record(&self.resp, &args, RespResult::Denied, Instant::now());
+                }
+            }
+        } else if policy::blocks(&args) {
+            self.flush(pending).await;
+            self.blocking(&args).await;
+        } else if let Err(message) = self.allowed(&args) {
+            self.flush(pending).await;
+            self.out.error("NOPERM", &message);
+            forward::record(&self.resp, &args, RespResult::Denied, Instant::now());
+        } else {
+            pending.push(args);
+            if pending.len() >= max_batch {
+                self.flush(pending).await;
+            }
+        }
+        None
+    }
+
+    /// A command that is not a subscription's while subscribed in RESP3, which Redis answers as always (in
+    /// RESP2 it refuses it): answered as [`Connection::command`] answers it, the pushes waiting meanwhile.
+    pub(super) async fn command_while_subscribed(&mut self, args: &[Vec<u8>]) -> After {
+        let args: Vec<Bytes<'_>> = args.iter().map(|a| Bytes::Borrowed(a)).collect();
+        let mut pending = Vec::new();
+        let after = self.command(args, &mut pending, usize::MAX).await;
+        self.flush(&mut pending).await;
+        after.unwrap_or(After::Continue)
     }
 
     /// Sends the commands waiting for Redis, and writes their answers.
@@ -358,6 +403,12 @@ impl Connection {
         let queued = self.session.multi.as_ref().map_or(0, |t| t.queued.len());
         let verdict = if local::is_local(&args) {
             Err("redguard: connection commands cannot be part of a transaction".to_owned())
+        } else if policy::blocks(&args) || pubsub::starts_subscription(&args) {
+            Err(format!(
+                "redguard: {} cannot be part of a transaction on the RESP socket (it needs a Redis connection of \
+                 its own)",
+                String::from_utf8_lossy(&args[0]).to_ascii_uppercase()
+            ))
         } else if queued >= max {
             Err(format!(
                 "redguard: a transaction holds at most {max} commands (api.max_pipeline_commands)"

@@ -2,7 +2,8 @@
 //! connections of its own (each one of `resp.max_dedicated_connections`) for as long as it stays subscribed.
 //!
 //! While subscribed, the client's connection carries two streams at once, as Redis's does: the client's
-//! (un)subscriptions, `PING`, `QUIT` and `RESET`, each confirmed in Redis's shape (`["subscribe", channel,
+//! (un)subscriptions, `PING`, `QUIT` and `RESET` (in RESP3, any command, as Redis 7 allows: answered the
+//! ordinary way by the connection), each confirmed in Redis's shape (`["subscribe", channel,
 //! count]`), and what Redis publishes (`["message", channel, payload]`, `["pmessage", pattern, channel,
 //! payload]`, `["smessage", channel, payload]`; RESP3 pushes after `HELLO 3`). The connections to Redis speak
 //! RESP3, so what Redis publishes arrives as pushes on one queue per client ([`Backlog`] bounds it), whatever
@@ -125,6 +126,11 @@ impl Subscriber<'_> {
     fn push_sender(&self) -> impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static {
         let (sender, backlog) = (self.sender.clone(), self.backlog.clone());
         move |push: PushInfo| {
+            // Over the limit, the client is being closed: nothing more is kept for it, even while its connection
+            // waits on a command of its own (a blocking one, in RESP3).
+            if backlog.overflowed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             backlog.queued(push_size(&push));
             sender.send(push).map_err(|_| ())
         }
@@ -174,6 +180,10 @@ impl Connection {
         let resp = self.resp.clone();
         let mut sub = Subscriber::new();
         if let Err(left) = self.subscription(&resp, &mut sub, &first).await {
+            return left;
+        }
+        // What the client sent after it in the same write.
+        if let Some(left) = self.subscribed_requests(&resp, &mut sub, buf).await {
             return left;
         }
         let backlog = sub.backlog.clone();
@@ -295,6 +305,12 @@ impl Connection {
         args: &[Vec<u8>],
     ) -> Result<(), Left> {
         let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+        if self.answers_as_usual(&name) {
+            return match self.command_while_subscribed(args).await {
+                After::Close => Err(Left::Close),
+                _ => Ok(()),
+            };
+        }
         let started = std::time::Instant::now();
         let result = if let Some((kind, adding)) = subscription_command(&name) {
             self.change(resp, sub, args, kind, adding).await?
@@ -335,6 +351,19 @@ impl Connection {
         };
         record(self, args, result, started);
         Ok(())
+    }
+
+    /// Whether a command while subscribed is answered as it would be unsubscribed: in RESP3 (where Redis accepts
+    /// any command while subscribed), every one but the subscriptions', PING, QUIT and RESET; inside MULTI, every
+    /// one but QUIT and RESET, so that the transaction queues it (or refuses it) as it would any other.
+    fn answers_as_usual(&self, name: &str) -> bool {
+        let own = matches!(name, "PING" | "QUIT" | "RESET") || subscription_command(name).is_some();
+        self.out.proto == Proto::Resp3
+            && if self.session.in_transaction() {
+                !matches!(name, "QUIT" | "RESET")
+            } else {
+                !own
+            }
     }
 
     /// A (P|S)SUBSCRIBE or (P|S)UNSUBSCRIBE: sent to Redis one channel at a time (so every reply is that
