@@ -338,6 +338,11 @@ fn malformed_input_is_answered_then_closed() {
             "{input:?}: closed after the error"
         );
     }
+    // Arrays nested a million deep (4 MB, most of which is never read): refused at the second level.
+    let mut c = Conn::open(&rig.resp);
+    let _ = c.stream.write_all(&b"*1\r\n".repeat(1_000_000));
+    let e = error_text(&c.read());
+    assert!(e.starts_with("ERR Protocol error: expected '$', got '*'"), "{e}");
     // An inline line past 64 KiB without its end.
     let mut c = Conn::open(&rig.resp);
     c.send(&vec![b'a'; 70 * 1024]);
