@@ -667,6 +667,25 @@ mod tests {
     }
 
     #[test]
+    fn past_the_limit_nothing_more_is_queued() {
+        let mut sub = Subscriber::new();
+        let send = sub.push_sender();
+        let big = vec![0u8; MAX_BACKLOG_BYTES - 1];
+        let push = |payload: &[u8]| PushInfo {
+            kind: PushKind::Message,
+            data: vec![bulk("c"), Value::BulkString(payload.to_vec())],
+        };
+        send(push(&big)).unwrap();
+        assert!(!sub.backlog.overflowed.load(Ordering::Relaxed), "at the limit, not past it");
+        send(push(b"x")).unwrap();
+        assert!(sub.backlog.overflowed.load(Ordering::Relaxed));
+        send(push(b"y")).unwrap();
+        assert_eq!(sub.backlog.bytes.load(Ordering::Relaxed), MAX_BACKLOG_BYTES + 2, "y was not counted");
+        let queued = std::iter::from_fn(|| sub.pushes.try_recv().ok()).count();
+        assert_eq!(queued, 2, "y was not queued");
+    }
+
+    #[test]
     fn the_three_subscribing_commands_start_subscribed_mode_with_a_channel() {
         for line in ["SUBSCRIBE c", "psubscribe p*", "SSUBSCRIBE s"] {
             assert!(starts_subscription(&crate::resp::test_args(line)), "{line}");
