@@ -676,11 +676,18 @@ mod tests {
             data: vec![bulk("c"), Value::BulkString(payload.to_vec())],
         };
         send(push(&big)).unwrap();
-        assert!(!sub.backlog.overflowed.load(Ordering::Relaxed), "at the limit, not past it");
+        assert!(
+            !sub.backlog.overflowed.load(Ordering::Relaxed),
+            "at the limit, not past it"
+        );
         send(push(b"x")).unwrap();
         assert!(sub.backlog.overflowed.load(Ordering::Relaxed));
         send(push(b"y")).unwrap();
-        assert_eq!(sub.backlog.bytes.load(Ordering::Relaxed), MAX_BACKLOG_BYTES + 2, "y was not counted");
+        assert_eq!(
+            sub.backlog.bytes.load(Ordering::Relaxed),
+            MAX_BACKLOG_BYTES + 2,
+            "y was not counted"
+        );
         let queued = std::iter::from_fn(|| sub.pushes.try_recv().ok()).count();
         assert_eq!(queued, 2, "y was not queued");
     }
