@@ -359,6 +359,32 @@ fn malformed_input_is_answered_then_closed() {
     assert_eq!(Conn::open(&rig.resp).call(&["PING"]), simple("PONG"));
 }
 
+#[test]
+fn on_sigterm_idle_connections_close_and_one_mid_request_finishes_it() {
+    // A read timeout no slow machine reaches between the halves of a request.
+    let mut rig = rig_with(&format!("{}api:\n  read_timeout: 10s\n", common::QUICK_BREAKER));
+    let mut idle = Conn::open(&rig.resp);
+    assert_eq!(idle.call(&["PING"]), simple("PONG"));
+    let mut busy = Conn::open(&rig.resp);
+    let (first, second) = (command(&["SET", "k1", "v1"]), command(&["SET", "k2", "v2"]));
+    let (cut1, cut2) = (first.len() - 4, second.len() - 4);
+    busy.send(&first[..cut1]);
+    rig.rg.sigterm();
+    assert!(
+        idle.closed_within(Duration::from_secs(5)),
+        "an idle connection is closed at once"
+    );
+    // The rest of the first request and half of a second: after its answer the connection is mid-request
+    // again, with shutdown already under way, and still gets to finish.
+    busy.send(&[&first[cut1..], &second[..cut2]].concat());
+    assert_eq!(busy.read(), simple("OK"));
+    busy.send(&second[cut2..]);
+    assert_eq!(busy.read(), simple("OK"));
+    assert!(busy.closed_within(Duration::from_secs(5)), "then closed");
+    assert_eq!(rig.redis.must(&["GET", "k2"]), "v2");
+    assert_eq!(rig.rg.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
 /// Runs a redis-cli command line against the RESP socket with `input` on stdin; its stdout.
 fn redis_cli(socket: &Path, args: &[&str], input: &str) -> String {
     let mut child = Command::new("redis-cli")
