@@ -438,12 +438,13 @@ fn pipelines_run_on_the_node_of_their_slot_and_cross_slot_ones_are_refused() {
 
 /// What redis-cli prints for `args` on 127.0.0.1:`port` without any credentials.
 fn anonymous_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("redis-cli runs");
+    let out = common::output_within(
+        std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args),
+        "redis-cli",
+        common::TOOL_LIMIT,
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 

@@ -455,10 +455,11 @@ fn a_stale_socket_file_is_replaced_but_a_live_one_is_not_stolen() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_redguard")).args(["run", "--config", config.to_str().unwrap()]),
+        "redguard",
+        common::TOOL_LIMIT,
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("already listening"),
@@ -514,19 +515,21 @@ fn check_config_names_the_file_line_and_key() {
         "listen:\n  socket: /tmp/x.sock\nbreaker:\n  failure_treshold: 3\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
-        .args(["check-config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_redguard")).args(["check-config", file.to_str().unwrap()]),
+        "redguard",
+        common::TOOL_LIMIT,
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml:4") && err.contains("failure_treshold"), "{err}");
 
     std::fs::write(&file, "breaker:\n  failure_threshold: 3\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
-        .args(["check-config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_redguard")).args(["check-config", file.to_str().unwrap()]),
+        "redguard",
+        common::TOOL_LIMIT,
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -762,7 +765,7 @@ fn log_format_json_writes_one_json_object_per_line() {
     });
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
+    let out = common::wait_within(child, "redguard after SIGTERM", common::TOOL_LIMIT);
     let text = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<serde_json::Value> = text
         .lines()

@@ -95,7 +95,7 @@ fn notify_test_log(cli: Option<&str>, env: Option<&str>) -> String {
     if let Some(format) = env {
         command.env("REDGUARD_LOG_FORMAT", format);
     }
-    let out = command.output().unwrap();
+    let out = common::output_within(&mut command, "redguard notify-test", common::TOOL_LIMIT);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(log.contains("notification delivered"), "{log}");

@@ -513,11 +513,13 @@ fn secrets_never_reach_the_log_metrics_or_health_output() {
 }
 
 fn notify_test(config: &Path) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_redguard"))
-        .args(["notify-test", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_redguard"))
+            .args(["notify-test", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn"),
+        "redguard notify-test",
+        common::TOOL_LIMIT,
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -177,7 +177,7 @@ fn metrics_pass_promtool_check_metrics() {
         .spawn()
         .expect("promtool is installed (scripts/install-test-deps.sh)");
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::wait_within(child, "promtool check metrics", common::TOOL_LIMIT);
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

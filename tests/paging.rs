@@ -183,11 +183,11 @@ fn a_redis_outage_seen_by_five_pods_pages_once_and_resolves_once_after_the_last_
 #[test]
 fn the_example_alertmanager_config_passes_amtool_check_config() {
     let check = |path: &std::path::Path| {
-        std::process::Command::new("amtool")
-            .arg("check-config")
-            .arg(path)
-            .output()
-            .expect("amtool is installed (scripts/install-test-deps.sh)")
+        common::output_within(
+            std::process::Command::new("amtool").arg("check-config").arg(path),
+            "amtool check-config",
+            common::TOOL_LIMIT,
+        )
     };
     let shipped = repo("alerts/alertmanager.example.yml");
     let out = check(&shipped);

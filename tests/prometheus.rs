@@ -69,11 +69,15 @@ fn the_circuit_open_alert_fires_on_an_outage_and_resolves_and_every_dashboard_qu
     );
 
     // Every dashboard query parses and returns data while the sidecar has seen all of the above.
-    let check = Command::new("python3")
-        .arg(repo("dashboards/check_exprs.py"))
-        .args(["--prometheus-url", &format!("http://{}", prom.url), "--require-data"])
-        .output()
-        .expect("python3 runs");
+    let check = common::output_within(
+        Command::new("python3").arg(repo("dashboards/check_exprs.py")).args([
+            "--prometheus-url",
+            &format!("http://{}", prom.url),
+            "--require-data",
+        ]),
+        "dashboards/check_exprs.py",
+        Duration::from_secs(120),
+    );
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&check.stdout),

@@ -397,7 +397,7 @@ fn redis_cli(socket: &Path, args: &[&str], input: &str) -> String {
         .spawn()
         .expect("redis-cli is installed (scripts/install-test-deps.sh)");
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::wait_within(child, "redis-cli", common::TOOL_LIMIT);
     assert!(
         out.status.success(),
         "redis-cli {args:?}: {}",
@@ -428,10 +428,8 @@ fn redis_cli_runs_a_scripted_session_with_a_pipeline_and_a_transaction() {
 #[test]
 fn redis_benchmark_pipelined_gets_no_errors() {
     let rig = rig();
-    let out = Command::new("redis-benchmark")
-        .arg("-s")
-        .arg(&rig.resp)
-        .args([
+    let out = common::output_within(
+        Command::new("redis-benchmark").arg("-s").arg(&rig.resp).args([
             "-t",
             "set,get,lpush,incr,mset",
             "-n",
@@ -441,9 +439,10 @@ fn redis_benchmark_pipelined_gets_no_errors() {
             "-P",
             "16",
             "--csv",
-        ])
-        .output()
-        .expect("redis-benchmark is installed (scripts/install-test-deps.sh)");
+        ]),
+        "redis-benchmark",
+        Duration::from_secs(120),
+    );
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -1082,7 +1081,7 @@ fn redis_cli_and_redis_benchmark_live_through_an_outage() {
             .then_some(())
     });
     rig.redis.kill();
-    let out = bench.wait_with_output().unwrap();
+    let out = common::wait_within(bench, "redis-benchmark", Duration::from_secs(120));
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

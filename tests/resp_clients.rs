@@ -45,7 +45,7 @@ fn drive(program: &str, args: &[&str]) {
         }
         writeln!(stdin, "ok").unwrap();
     }
-    let out = child.wait_with_output().unwrap();
+    let out = common::wait_within(child, "the client script", Duration::from_secs(120));
     assert!(
         out.status.success() && said.last().map(String::as_str) == Some("done"),
         "{program} failed; it said {said:?}; stderr:\n{}\nredguard log:\n{}",

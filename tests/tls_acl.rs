@@ -147,12 +147,14 @@ fn a_missing_tls_file_stops_redguard_at_start() {
         "redis:\n  url: rediss://127.0.0.1:1\n  tls:\n    ca_file: /nonexistent/ca.crt\n",
     );
     let socket = dir.path().join("rg.sock");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("REDGUARD_LISTEN_SOCKET", &socket)
-        .env("REDGUARD_ADMIN_LISTEN", format!("127.0.0.1:{}", common::free_port()))
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("REDGUARD_LISTEN_SOCKET", &socket)
+            .env("REDGUARD_ADMIN_LISTEN", format!("127.0.0.1:{}", common::free_port())),
+        "redguard",
+        common::TOOL_LIMIT,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "an invalid configuration: {stderr}");
     assert!(
@@ -160,11 +162,13 @@ fn a_missing_tls_file_stops_redguard_at_start() {
         "{stderr}"
     );
     // The pre-flight check reads the files, so `check-config` refuses it alike.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
-        .args(["check-config", config.to_str().unwrap()])
-        .env("REDGUARD_LISTEN_SOCKET", &socket)
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_redguard"))
+            .args(["check-config", config.to_str().unwrap()])
+            .env("REDGUARD_LISTEN_SOCKET", &socket),
+        "redguard",
+        common::TOOL_LIMIT,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(

@@ -31,7 +31,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -40,14 +40,56 @@ use tempfile::TempDir;
 
 /// What `redis-cli -s <socket> args..` prints (the RESP socket, as an application would use it).
 pub fn resp_cli(socket: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .arg("-s")
-        .arg(socket)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("redis-cli runs");
+    let out = output_within(
+        Command::new("redis-cli").arg("-s").arg(socket).args(args),
+        "redis-cli",
+        TOOL_LIMIT,
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// How long a short run of an external tool (a redis-cli command) may take before the test fails.
+pub const TOOL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits for `child`, an external tool (redis-cli, redis-benchmark, a client library's script), to exit, and
+/// returns its output as `wait_with_output` gives it; past `limit` the child is killed and the test fails with
+/// what it printed. A tool waiting on a redguard (or a Redis) that stopped answering must fail its test, not
+/// hang CI: redis-cli and redis-benchmark have no read timeout of their own.
+pub fn wait_within(child: Child, what: &str, limit: Duration) -> Output {
+    let pid = child.id();
+    let (done, exited) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = done.send(());
+        out
+    });
+    let in_time = exited.recv_timeout(limit).is_ok();
+    if !in_time {
+        // SAFETY: plain kill(2) on a child not yet reaped (its waiter has not returned).
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let out = waiter.join().expect("the waiting thread").expect("the child's output");
+    assert!(
+        in_time,
+        "{what} did not exit within {limit:?}; it printed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `command`'s output, as `Command::output` gives it (stdin closed, stdout and stderr captured), within `limit`
+/// (see [`wait_within`]).
+pub fn output_within(command: &mut Command, what: &str, limit: Duration) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} runs (scripts/install-test-deps.sh installs it): {e}"));
+    wait_within(child, what, limit)
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.

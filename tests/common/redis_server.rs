@@ -178,11 +178,14 @@ fn cli(port: u16, flags: &[String], args: &[&str]) -> Option<String> {
 }
 
 fn redis_cli(port: u16, flags: &[String], args: &[&str]) -> Option<std::process::Output> {
-    Command::new("redis-cli")
+    let child = Command::new("redis-cli")
         .args(["--no-auth-warning", "-h", "127.0.0.1", "-p", &port.to_string()])
         .args(flags)
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .ok()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    Some(super::wait_within(child, "redis-cli", super::TOOL_LIMIT))
 }

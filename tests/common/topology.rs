@@ -124,23 +124,16 @@ impl RedisCluster {
             .collect();
         let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
         // redis-cli waits for the join without a limit of its own: give it one.
-        let mut create = Command::new("redis-cli")
-            .arg("--no-auth-warning")
-            .args(&cli_flags)
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("redis-cli runs");
-        let finished = std::time::Instant::now() + Duration::from_secs(30);
-        while create.try_wait().unwrap().is_none() && std::time::Instant::now() < finished {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = create.kill();
-        let out = create.wait_with_output().unwrap();
+        let out = super::output_within(
+            Command::new("redis-cli")
+                .arg("--no-auth-warning")
+                .args(&cli_flags)
+                .args(["--cluster", "create"])
+                .args(&addrs)
+                .args(["--cluster-replicas", "0", "--cluster-yes"]),
+            "redis-cli --cluster create",
+            Duration::from_secs(30),
+        );
         assert!(
             out.status.success(),
             "redis-cli --cluster create failed: {}{}",
@@ -213,7 +206,7 @@ impl RedisCluster {
             .unwrap();
         use std::io::Write;
         child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = super::wait_within(child, "redis-cli", super::TOOL_LIMIT);
         let slots: Vec<u16> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| l.trim().parse().unwrap_or_else(|_| panic!("KEYSLOT answered {l:?}")))
