@@ -502,8 +502,14 @@ fn the_api_metrics_say_which_listener_and_keep_names_outside_the_table_out() {
     assert!(error_text(&c.call(&["NOSUCHCMD-x7", "k"])).starts_with("ERR unknown command"));
     assert!(error_text(&c.call(&["FLUSHALL"])).starts_with("NOPERM"));
     assert_eq!(c.call(&["PING"]), simple("PONG"));
+    // A command redguard answers itself and refuses counts as an error reply too.
+    assert!(error_text(&c.call(&["SELECT", "3"])).starts_with("ERR redguard serves database 0 only"));
     let m = rig.rg.metrics();
     for (series, want) in [
+        (
+            r#"redguard_api_requests_total{code="redis_error",listener="resp",op="select"}"#,
+            1.0,
+        ),
         (
             r#"redguard_api_requests_total{code="ok",listener="resp",op="get"}"#,
             1.0,
