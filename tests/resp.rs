@@ -121,6 +121,11 @@ fn simple(s: &str) -> F {
     F::SimpleString(s.as_bytes().to_vec())
 }
 
+/// Redis's confirmation of a (un)subscription: `[kind, channel, count]`.
+fn confirmed(kind: &str, channel: &str, count: i64) -> F {
+    F::Array(vec![bulk(kind), bulk(channel), F::Integer(count)])
+}
+
 fn error_text(f: &F) -> String {
     match f {
         F::Error(e) => e.to_string(),
@@ -590,18 +595,9 @@ fn a_subscriber_gets_what_is_published_on_a_connection_of_its_own_then_returns_t
     let mut sub = Conn::open(&rig.resp);
     let mut publisher = Conn::open(&rig.resp);
     sub.send(&command(&["SUBSCRIBE", "news", "sport"]));
-    assert_eq!(
-        sub.read(),
-        F::Array(vec![bulk("subscribe"), bulk("news"), F::Integer(1)])
-    );
-    assert_eq!(
-        sub.read(),
-        F::Array(vec![bulk("subscribe"), bulk("sport"), F::Integer(2)])
-    );
-    assert_eq!(
-        sub.call(&["PSUBSCRIBE", "n*"]),
-        F::Array(vec![bulk("psubscribe"), bulk("n*"), F::Integer(3)])
-    );
+    assert_eq!(sub.read(), confirmed("subscribe", "news", 1));
+    assert_eq!(sub.read(), confirmed("subscribe", "sport", 2));
+    assert_eq!(sub.call(&["PSUBSCRIBE", "n*"]), confirmed("psubscribe", "n*", 3));
     // Two subscribers now: the channel's own and the pattern's, on one Redis pub/sub connection.
     assert_eq!(publisher.call(&["PUBLISH", "news", "hello"]), F::Integer(2));
     let mut got = vec![sub.read(), sub.read()];
@@ -616,19 +612,10 @@ fn a_subscriber_gets_what_is_published_on_a_connection_of_its_own_then_returns_t
     // Subscribed mode allows only what Redis allows there.
     assert_eq!(sub.call(&["PING"]), F::Array(vec![bulk("pong"), bulk("")]));
     assert!(error_text(&sub.call(&["GET", "k"])).starts_with("ERR Can't execute 'get'"));
-    assert_eq!(
-        sub.call(&["PUNSUBSCRIBE"]),
-        F::Array(vec![bulk("punsubscribe"), bulk("n*"), F::Integer(2)])
-    );
+    assert_eq!(sub.call(&["PUNSUBSCRIBE"]), confirmed("punsubscribe", "n*", 2));
     sub.send(&command(&["UNSUBSCRIBE"]));
-    assert_eq!(
-        sub.read(),
-        F::Array(vec![bulk("unsubscribe"), bulk("news"), F::Integer(1)])
-    );
-    assert_eq!(
-        sub.read(),
-        F::Array(vec![bulk("unsubscribe"), bulk("sport"), F::Integer(0)])
-    );
+    assert_eq!(sub.read(), confirmed("unsubscribe", "news", 1));
+    assert_eq!(sub.read(), confirmed("unsubscribe", "sport", 0));
     // Back to ordinary commands, and the pub/sub connection is given back to Redis.
     assert_eq!(sub.call(&["SET", "k", "v"]), simple("OK"));
     wait_for("Redis to see no subscriber", Duration::from_secs(5), || {
@@ -644,18 +631,12 @@ fn a_subscriber_gets_what_is_published_on_a_connection_of_its_own_then_returns_t
         ]
         .concat(),
     );
-    assert_eq!(sub.read(), F::Array(vec![bulk("subscribe"), bulk("x"), F::Integer(1)]));
+    assert_eq!(sub.read(), confirmed("subscribe", "x", 1));
     assert_eq!(sub.read(), F::Array(vec![bulk("pong"), bulk("p")]));
-    assert_eq!(
-        sub.read(),
-        F::Array(vec![bulk("unsubscribe"), bulk("x"), F::Integer(0)])
-    );
+    assert_eq!(sub.read(), confirmed("unsubscribe", "x", 0));
     assert_eq!(sub.read(), bulk("v"));
     // Redis going away closes a subscriber's connection, which is what a client library reconnects on.
-    assert_eq!(
-        sub.call(&["SUBSCRIBE", "news"]),
-        F::Array(vec![bulk("subscribe"), bulk("news"), F::Integer(1)])
-    );
+    assert_eq!(sub.call(&["SUBSCRIBE", "news"]), confirmed("subscribe", "news", 1));
     rig.redis.kill();
     assert!(
         sub.closed_within(Duration::from_secs(10)),
@@ -779,19 +760,10 @@ fn shard_channels_channels_and_the_policy_share_one_subscriber_with_redis_s_coun
     let mut sub = Conn::open(&rig.resp);
     let mut publisher = Conn::open(&rig.resp);
     sub.send(&command(&["SSUBSCRIBE", "s1", "s2"]));
-    assert_eq!(
-        sub.read(),
-        F::Array(vec![bulk("ssubscribe"), bulk("s1"), F::Integer(1)])
-    );
-    assert_eq!(
-        sub.read(),
-        F::Array(vec![bulk("ssubscribe"), bulk("s2"), F::Integer(2)])
-    );
+    assert_eq!(sub.read(), confirmed("ssubscribe", "s1", 1));
+    assert_eq!(sub.read(), confirmed("ssubscribe", "s2", 2));
     // Channels are counted apart from shard channels, as Redis counts them.
-    assert_eq!(
-        sub.call(&["SUBSCRIBE", "news"]),
-        F::Array(vec![bulk("subscribe"), bulk("news"), F::Integer(1)])
-    );
+    assert_eq!(sub.call(&["SUBSCRIBE", "news"]), confirmed("subscribe", "news", 1));
     // A subscription the policy denies is refused while subscribed too, and the client stays subscribed.
     let denied = error_text(&sub.call(&["PSUBSCRIBE", "n*"]));
     assert!(
@@ -807,19 +779,13 @@ fn shard_channels_channels_and_the_policy_share_one_subscriber_with_redis_s_coun
     let clients = rig.redis.must(&["CLIENT", "LIST", "TYPE", "pubsub"]);
     assert_eq!(clients.lines().count(), 1, "{clients}");
     sub.send(&command(&["SUNSUBSCRIBE"]));
-    assert_eq!(
-        sub.read(),
-        F::Array(vec![bulk("sunsubscribe"), bulk("s1"), F::Integer(1)])
-    );
-    assert_eq!(
-        sub.read(),
-        F::Array(vec![bulk("sunsubscribe"), bulk("s2"), F::Integer(0)])
-    );
+    assert_eq!(sub.read(), confirmed("sunsubscribe", "s1", 1));
+    assert_eq!(sub.read(), confirmed("sunsubscribe", "s2", 0));
     assert_eq!(publisher.call(&["SPUBLISH", "s1", "gone"]), F::Integer(0));
     // Left and joined again in one write: Redis's confirmation of the leaving, still queued when the joining is
     // done, must not be taken for Redis dropping the channel.
-    let joined = F::Array(vec![bulk("ssubscribe"), bulk("s2"), F::Integer(1)]);
-    let left = F::Array(vec![bulk("sunsubscribe"), bulk("s2"), F::Integer(0)]);
+    let joined = confirmed("ssubscribe", "s2", 1);
+    let left = confirmed("sunsubscribe", "s2", 0);
     assert_eq!(sub.call(&["SSUBSCRIBE", "s2"]), joined);
     sub.send(&[command(&["SUNSUBSCRIBE", "s2"]), command(&["SSUBSCRIBE", "s2"])].concat());
     assert_eq!(sub.read(), left);
@@ -829,10 +795,7 @@ fn shard_channels_channels_and_the_policy_share_one_subscriber_with_redis_s_coun
     assert_eq!(sub.call(&["SUNSUBSCRIBE", "s2"]), left);
     // Still subscribed to a channel: ordinary commands wait until it is left.
     assert!(error_text(&sub.call(&["GET", "k"])).starts_with("ERR Can't execute 'get'"));
-    assert_eq!(
-        sub.call(&["UNSUBSCRIBE"]),
-        F::Array(vec![bulk("unsubscribe"), bulk("news"), F::Integer(0)])
-    );
+    assert_eq!(sub.call(&["UNSUBSCRIBE"]), confirmed("unsubscribe", "news", 0));
     assert_eq!(sub.call(&["SET", "k", "v"]), simple("OK"));
     wait_for(
         "Redis to close the subscriber's connection",
@@ -848,10 +811,7 @@ fn shard_channels_channels_and_the_policy_share_one_subscriber_with_redis_s_coun
 fn a_subscription_to_a_hung_redis_times_out_instead_of_hanging_the_client() {
     let rig = rig();
     let mut sub = Conn::open(&rig.resp);
-    assert_eq!(
-        sub.call(&["SUBSCRIBE", "a"]),
-        F::Array(vec![bulk("subscribe"), bulk("a"), F::Integer(1)])
-    );
+    assert_eq!(sub.call(&["SUBSCRIBE", "a"]), confirmed("subscribe", "a", 1));
     rig.redis.pause();
     let e = error_text(&sub.call(&["SUBSCRIBE", "b"]));
     rig.redis.resume();
@@ -869,10 +829,7 @@ fn a_subscriber_that_stops_reading_is_closed_at_redis_s_own_pubsub_output_limit(
     rig.redis
         .must(&["CONFIG", "SET", "client-output-buffer-limit", "pubsub 0 0 0"]);
     let mut sub = Conn::open(&rig.resp);
-    assert_eq!(
-        sub.call(&["SUBSCRIBE", "big"]),
-        F::Array(vec![bulk("subscribe"), bulk("big"), F::Integer(1)])
-    );
+    assert_eq!(sub.call(&["SUBSCRIBE", "big"]), confirmed("subscribe", "big", 1));
     // 48 MiB published while the subscriber reads nothing: more than the 32 MiB redguard holds for it. Once
     // redguard has closed the subscriber, its Redis connection is gone too and publishing reaches no one.
     let payload = "x".repeat(512 * 1024);
@@ -955,10 +912,7 @@ fn in_cluster_mode_the_socket_looks_like_one_redis_and_splits_what_redis_semanti
     }
     // A subscriber hears what is published through any node (Redis Cluster carries PUBLISH to every node).
     let mut sub = Conn::open(&resp);
-    assert_eq!(
-        sub.call(&["SUBSCRIBE", "news"]),
-        F::Array(vec![bulk("subscribe"), bulk("news"), F::Integer(1)])
-    );
+    assert_eq!(sub.call(&["SUBSCRIBE", "news"]), confirmed("subscribe", "news", 1));
     assert!(matches!(c.call(&["PUBLISH", "news", "hello"]), F::Integer(_)));
     assert_eq!(sub.read(), F::Array(vec![bulk("message"), bulk("news"), bulk("hello")]));
     // A shard channel lives on the master of its slot: one channel per master, so a subscription sent to any
@@ -971,10 +925,7 @@ fn in_cluster_mode_the_socket_looks_like_one_redis_and_splits_what_redis_semanti
     let mut ssub = Conn::open(&resp);
     ssub.send(&command(&["SSUBSCRIBE", per_master[0], per_master[1], per_master[2]]));
     for (i, ch) in per_master.iter().enumerate() {
-        assert_eq!(
-            ssub.read(),
-            F::Array(vec![bulk("ssubscribe"), bulk(ch), F::Integer(i as i64 + 1)])
-        );
+        assert_eq!(ssub.read(), confirmed("ssubscribe", ch, i as i64 + 1));
     }
     for ch in &per_master {
         assert_eq!(c.call(&["SPUBLISH", ch, "shipped"]), F::Integer(1), "{ch}");
@@ -993,17 +944,14 @@ fn in_cluster_mode_the_socket_looks_like_one_redis_and_splits_what_redis_semanti
     for n in [to, from, 2] {
         cluster.nodes[n].must(&["CLUSTER", "SETSLOT", &slot, "NODE", &ids[to]]);
     }
-    assert_eq!(
-        ssub.read(),
-        F::Array(vec![bulk("sunsubscribe"), bulk(moved), F::Integer(2)])
-    );
+    assert_eq!(ssub.read(), confirmed("sunsubscribe", moved, 2));
     wait_for(
         "the subscription to be taken up again on the new owner",
         Duration::from_secs(10),
         || {
             let mut again = Conn::open(&resp);
             let reply = again.call(&["SSUBSCRIBE", moved]);
-            (reply == F::Array(vec![bulk("ssubscribe"), bulk(moved), F::Integer(1)])).then_some(())
+            (reply == confirmed("ssubscribe", moved, 1)).then_some(())
         },
     );
     ssub.send(&command(&["SUNSUBSCRIBE"]));
