@@ -164,6 +164,8 @@ impl Connection {
             }
         } else {
             tokio::select! {
+                // Read first: bytes the client sent before shutdown began are a request under way, not idleness.
+                biased;
                 read = stream.read_buf(buf) => read,
                 // Shutdown while idle: close now; a connection mid-request finishes it first.
                 _ = stop.wait_for(|s| *s) => return false,
