@@ -360,6 +360,15 @@ fn malformed_input_is_answered_then_closed() {
     assert!(e.contains("not completed within api.read_timeout"), "{e}");
     assert!(started.elapsed() >= Duration::from_millis(900));
     assert!(c.closed_within(Duration::from_secs(5)));
+    // The same while subscribed.
+    let mut sub = Conn::open(&rig.resp);
+    assert_eq!(sub.call(&["SUBSCRIBE", "quiet"]), confirmed("subscribe", "quiet", 1));
+    sub.send(b"*2\r\n$11\r\nUNSUBSCRIBE\r\n$5\r\nqu");
+    let started = Instant::now();
+    let e = error_text(&sub.read());
+    assert!(e.contains("not completed within api.read_timeout"), "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(sub.closed_within(Duration::from_secs(5)));
     // The process is fine.
     assert_eq!(Conn::open(&rig.resp).call(&["PING"]), simple("PONG"));
 }
@@ -373,6 +382,15 @@ fn on_sigterm_idle_connections_close_and_one_mid_request_finishes_it() {
     let mut busy = Conn::open(&rig.resp);
     // Accepted before shutdown: a connection still in the listen backlog when the listener closes is refused.
     assert_eq!(busy.call(&["PING"]), simple("PONG"));
+    let mut listening = Conn::open(&rig.resp);
+    assert_eq!(listening.call(&["SUBSCRIBE", "a"]), confirmed("subscribe", "a", 1));
+    // A subscriber with half a PING read by redguard (the whole one before it has been answered).
+    let mut asking = Conn::open(&rig.resp);
+    assert_eq!(asking.call(&["SUBSCRIBE", "b"]), confirmed("subscribe", "b", 1));
+    let ping = command(&["PING", "late"]);
+    let cut = ping.len() - 4;
+    asking.send(&[&command(&["PING", "early"])[..], &ping[..cut]].concat());
+    assert_eq!(asking.read(), F::Array(vec![bulk("pong"), bulk("early")]));
     let (first, second) = (command(&["SET", "k1", "v1"]), command(&["SET", "k2", "v2"]));
     let (cut1, cut2) = (first.len() - 4, second.len() - 4);
     busy.send(&first[..cut1]);
@@ -381,6 +399,13 @@ fn on_sigterm_idle_connections_close_and_one_mid_request_finishes_it() {
         idle.closed_within(Duration::from_secs(5)),
         "an idle connection is closed at once"
     );
+    assert!(
+        listening.closed_within(Duration::from_secs(5)),
+        "so is a subscriber waiting for messages"
+    );
+    asking.send(&ping[cut..]);
+    assert_eq!(asking.read(), F::Array(vec![bulk("pong"), bulk("late")]));
+    assert!(asking.closed_within(Duration::from_secs(5)), "then closed");
     // The rest of the first request and half of a second: after its answer the connection is mid-request
     // again, with shutdown already under way, and still gets to finish.
     busy.send(&[&first[cut1..], &second[..cut2]].concat());

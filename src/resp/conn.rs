@@ -29,6 +29,9 @@ use crate::policy;
 /// How much is read at a time; a request larger than this arrives over several reads.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// The error a connection is closed with when a request it began stops arriving for `api.read_timeout`.
+pub(super) const NOT_COMPLETED: &str = "Protocol error: request not completed within api.read_timeout; closing";
+
 /// The state of one client connection that outlives a request.
 #[derive(Debug)]
 pub(super) struct Session {
@@ -154,10 +157,7 @@ impl Connection {
             match tokio::time::timeout(timeout, stream.read_buf(buf)).await {
                 Ok(read) => read,
                 Err(_) => {
-                    self.out.error(
-                        "ERR",
-                        "Protocol error: request not completed within api.read_timeout; closing",
-                    );
+                    self.out.error("ERR", NOT_COMPLETED);
                     let _ = stream.write_all(&self.out.buf).await;
                     return false;
                 }

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{watch, Notify, SemaphorePermit};
 
-use super::conn::Connection;
+use super::conn::{self, Connection};
 use super::encode::{Out, Proto};
 use super::forward;
 use super::local::After;
@@ -187,6 +187,9 @@ impl Connection {
             return left;
         }
         let backlog = sub.backlog.clone();
+        // A request half sent must go on arriving, as on an ordinary connection: silence longer than
+        // `api.read_timeout` in the middle of one closes the connection.
+        let mut last_read = tokio::time::Instant::now();
         loop {
             if !self.out.buf.is_empty() {
                 let written = tokio::select! {
@@ -202,6 +205,9 @@ impl Connection {
                 return overflowed(&backlog);
             }
             buf.reserve(16 * 1024);
+            // Mid-request, shutdown waits for the request (bounded by the timeout above), as it does elsewhere.
+            let partial = self.reader.in_request(buf);
+            let silent_until = last_read + self.resp.app.read_timeout.get();
             tokio::select! {
                 push = sub.pushes.recv() => match push {
                     Some(push) => {
@@ -214,13 +220,18 @@ impl Connection {
                 read = stream.read_buf(buf) => match read {
                     Ok(0) | Err(_) => return Left::Close,
                     Ok(_) => {
+                        last_read = tokio::time::Instant::now();
                         if let Some(left) = self.subscribed_requests(&resp, &mut sub, buf).await {
                             return left;
                         }
                     }
                 },
+                () = tokio::time::sleep_until(silent_until), if partial => {
+                    self.out.error("ERR", conn::NOT_COMPLETED);
+                    return Left::Close;
+                }
                 // Mapped to (): the guard `wait_for` answers must not live on into the other arms' awaits.
-                () = async { let _ = stop.wait_for(|s| *s).await; } => return Left::Close,
+                () = async { let _ = stop.wait_for(|s| *s).await; }, if !partial => return Left::Close,
             }
             // Pushes already queued go out in the same write as the one that woke the loop.
             for _ in 0..256 {
