@@ -646,8 +646,8 @@ fn a_key_that_expired_in_redis_is_not_served_from_the_cache() {
     every_master_seen_up(&rg, &cluster);
     let keys: Vec<String> = ["token", "{u:1}:a", "{u:1}:b", "plain"].map(String::from).to_vec();
     let owners = cluster.owners_of(&keys);
-    cluster.nodes[owners[0]].must(&["SET", "token", "t", "PX", "600"]);
-    cluster.nodes[owners[1]].must(&["SET", "{u:1}:a", "a", "PX", "600"]);
+    cluster.nodes[owners[0]].must(&["SET", "token", "t", "PX", "3000"]);
+    cluster.nodes[owners[1]].must(&["SET", "{u:1}:a", "a", "PX", "3000"]);
     cluster.nodes[owners[2]].must(&["SET", "{u:1}:b", "b"]);
     cluster.nodes[owners[3]].must(&["SET", "plain", "p"]);
     assert_eq!(
@@ -659,7 +659,7 @@ fn a_key_that_expired_in_redis_is_not_served_from_the_cache() {
         (200, json!({"result": ["a", "b"], "source": "redis"}))
     );
     assert_eq!(call(&rg, json!({"op": "get", "key": "plain"})).1["source"], "redis");
-    wait_for("Redis to expire the keys", Duration::from_secs(10), || {
+    wait_for("Redis to expire the keys", Duration::from_secs(20), || {
         let gone = |i: usize| cluster.nodes[owners[i]].must(&["EXISTS", &keys[i]]) == "0";
         (gone(0) && gone(1)).then_some(())
     });

@@ -422,7 +422,12 @@ fn replies_cut_mid_way_never_produce_a_wrong_value() {
 
 #[test]
 fn refused_connections_fail_fast_and_heal() {
-    let rig = rig();
+    // A refused connect is retried once by redis-rs after 50 to 100 ms: 150 ms is too close to that on a loaded
+    // machine for "refused" not to turn into "timed out" now and then.
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.port);
+    let rg = Redguard::start(&proxy.url(), &CONFIG.replace("150ms", "500ms"));
+    let rig = Rig { rg, proxy, redis };
     let rg = &rig.rg;
     from_redis(rg, set("k", "v"));
     from_redis(rg, get("k"));
@@ -433,7 +438,10 @@ fn refused_connections_fail_fast_and_heal() {
     for c in &answers {
         assert_eq!((c.status, c.code()), (503, Some("redis_unavailable")), "{c:?}");
         assert_eq!(c.body["cached"], true);
-        assert!(c.elapsed < TIMEOUT + MARGIN, "{c:?}");
+        assert!(
+            c.elapsed < Duration::from_millis(500),
+            "sooner than the command timeout: {c:?}"
+        );
     }
     assert_eq!(rg.breaker_state(), "open");
     assert_eq!(

@@ -253,16 +253,12 @@ fn an_outage_and_its_recovery_reach_slack_pagerduty_and_a_signed_webhook() {
     let ids: std::collections::HashSet<&str> = calls.iter().map(|c| c.header("webhook-id").unwrap()).collect();
     assert_eq!(ids.len(), calls.len(), "one id per event");
 
-    // Metrics count what each sink got.
+    // Metrics count what each sink got (once its answer is back, a moment after the sink saw the request).
     let n = states.len() as f64;
     wait_metric(&rg, &delivered("webhook"), n);
+    wait_metric(&rg, &delivered("slack"), n);
+    wait_metric(&rg, &delivered("pagerduty"), events.len() as f64);
     let m = rg.metrics();
-    assert_eq!(common::metric_value(&m, &delivered("slack")), n, "{m}");
-    assert_eq!(
-        common::metric_value(&m, &delivered("pagerduty")),
-        events.len() as f64,
-        "{m}"
-    );
     for sink in ["slack", "pagerduty", "webhook"] {
         assert_eq!(common::metric_value(&m, &failed(sink)), 0.0, "{m}");
     }
@@ -413,7 +409,7 @@ fn a_sink_that_never_answers_does_not_slow_the_api() {
     );
 
     // Not a performance target: a bound that a call waiting on the sink (30 s) could never meet.
-    let bound = Duration::from_millis(250);
+    let bound = Duration::from_secs(2);
     assert!(
         with_hanging < bound && with_healthy < bound,
         "slowest call: {with_hanging:?} with a hanging sink, {with_healthy:?} with a healthy one"

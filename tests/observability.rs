@@ -11,8 +11,9 @@ use common::{calls, http_tcp, metric_value, transitions, wait_for, Redguard, Red
 use serde_json::{json, Value};
 
 /// Two probe successes are needed to close, so the half-open state lasts until the test's own call.
+/// The recovery timeout leaves the counters read while open well clear of redguard's own first probe.
 const CONFIG: &str =
-    "breaker:\n  failure_threshold: 3\n  recovery_timeout: 1s\n  recovery_jitter: 0\n  success_threshold: 2\n";
+    "breaker:\n  failure_threshold: 3\n  recovery_timeout: 5s\n  recovery_jitter: 0\n  success_threshold: 2\n";
 
 fn get(rg: &Redguard, key: &str) -> Value {
     let r = rg.cmd(&json!({"op": "get", "key": key}).to_string());
@@ -102,7 +103,7 @@ fn metrics_and_health_move_exactly_as_the_calls_did_through_a_kill_and_restart()
     redis.restart();
     // The gauge turns half-open when the probe is admitted, a moment before its success is counted: wait for
     // both, so the counter is not read in between.
-    let m = wait_for("half-open after one successful probe", Duration::from_secs(10), || {
+    let m = wait_for("half-open after one successful probe", Duration::from_secs(20), || {
         let m = rg.metrics();
         (state_gauges(&m)[2] == 1.0 && calls(&m, "success") == 4.0).then_some(m)
     });
@@ -158,7 +159,7 @@ fn metrics_and_health_move_exactly_as_the_calls_did_through_a_kill_and_restart()
     assert_eq!(cb["state"], "closed");
     assert_eq!(cb["config"]["failure_threshold"], 3);
     assert_eq!(cb["config"]["success_threshold"], 2);
-    assert_eq!(cb["config"]["recovery_timeout_seconds"], 1.0);
+    assert_eq!(cb["config"]["recovery_timeout_seconds"], 5.0);
     assert!(cb["state_entered_at"].as_str().unwrap().ends_with('Z'));
 }
 
