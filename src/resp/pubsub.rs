@@ -207,7 +207,6 @@ impl Connection {
             buf.reserve(16 * 1024);
             // Mid-request, shutdown waits for the request (bounded by the timeout above), as it does elsewhere.
             let partial = self.reader.in_request(buf);
-            let silent_until = last_read + self.resp.app.read_timeout.get();
             tokio::select! {
                 push = sub.pushes.recv() => match push {
                     Some(push) => {
@@ -226,7 +225,7 @@ impl Connection {
                         }
                     }
                 },
-                () = tokio::time::sleep_until(silent_until), if partial => {
+                () = tokio::time::sleep_until(last_read + self.resp.app.read_timeout.get()), if partial => {
                     self.out.error("ERR", conn::NOT_COMPLETED);
                     return Left::Close;
                 }
