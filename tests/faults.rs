@@ -51,9 +51,13 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with(CONFIG)
+}
+
+fn rig_with(config: &str) -> Rig {
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.port);
-    let rg = Redguard::start(&proxy.url(), CONFIG);
+    let rg = Redguard::start(&proxy.url(), config);
     Rig { rg, proxy, redis }
 }
 
@@ -424,10 +428,7 @@ fn replies_cut_mid_way_never_produce_a_wrong_value() {
 fn refused_connections_fail_fast_and_heal() {
     // A refused connect is retried once by redis-rs after 50 to 100 ms: 150 ms is too close to that on a loaded
     // machine for "refused" not to turn into "timed out" now and then.
-    let redis = RedisServer::start();
-    let proxy = FaultProxy::start(redis.port);
-    let rg = Redguard::start(&proxy.url(), &CONFIG.replace("150ms", "500ms"));
-    let rig = Rig { rg, proxy, redis };
+    let rig = rig_with(&CONFIG.replace("150ms", "500ms"));
     let rg = &rig.rg;
     from_redis(rg, set("k", "v"));
     from_redis(rg, get("k"));
