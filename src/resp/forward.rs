@@ -13,7 +13,7 @@
 //!
 //! A write that did not reach Redis is never answered OK.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis::Value;
 
@@ -44,22 +44,30 @@ pub(super) async fn batch(resp: &Resp, cmds: &[Vec<Bytes<'_>>], out: &mut Out) {
     if cmds.len() == 1 || resp.cluster {
         for cmd in cmds {
             let started = Instant::now();
-            let result = one(resp, cmd, cached_reads, out).await;
-            record(resp, cmd, result, started);
+            let row = commands::position(&cmd[0]);
+            let result = one(resp, cmd, row, cached_reads, out).await;
+            record_took(resp, row, result, started.elapsed());
         }
         return;
     }
     let started = Instant::now();
+    // Each command's row, found once for both the typed read and the metric.
+    let rows: Vec<Option<usize>> = cmds.iter().map(|cmd| commands::position(&cmd[0])).collect();
     let items: Vec<Item<'_>> = cmds
         .iter()
-        .map(|cmd| match cached_reads.then(|| as_typed_read(cmd)).flatten() {
-            Some(op) => Item::Op(op),
-            None => Item::Raw(cmd.clone()),
-        })
+        .zip(&rows)
+        .map(
+            |(cmd, &row)| match cached_reads.then(|| as_typed_read(cmd, row)).flatten() {
+                Some(op) => Item::Op(op),
+                None => Item::Raw(cmd.clone()),
+            },
+        )
         .collect();
     let answers = resp.client.execute_batch(&items).await;
-    for ((item, answer), cmd) in items.into_iter().zip(answers).zip(cmds) {
-        record(resp, cmd, batch_result(&answer), started);
+    // What each client waited: the batch's time, read once for all of its commands.
+    let took = started.elapsed();
+    for ((item, answer), row) in items.into_iter().zip(answers).zip(rows) {
+        record_took(resp, row, batch_result(&answer), took);
         match answer {
             Ok(served) => slot_reply(out, item, served),
             Err(BatchError::Redis(message)) => out.redis_error(&message),
@@ -82,13 +90,13 @@ fn slot_reply(out: &mut Out, item: Item<'_>, served: Served) {
 }
 
 /// One command on its own; what it was answered with.
-async fn one(resp: &Resp, cmd: &[Bytes<'_>], cached_reads: bool, out: &mut Out) -> RespResult {
+async fn one(resp: &Resp, cmd: &[Bytes<'_>], row: Option<usize>, cached_reads: bool, out: &mut Out) -> RespResult {
     if resp.cluster {
         if let Some(result) = Box::pin(split_by_slot(resp, cmd, cached_reads, out)).await {
             return result;
         }
     }
-    if let Some(op) = cached_reads.then(|| as_typed_read(cmd)).flatten() {
+    if let Some(op) = cached_reads.then(|| as_typed_read(cmd, row)).flatten() {
         return match resp.client.execute(&op, READS).await {
             Ok(served) => {
                 served_reply(out, &op, &served);
@@ -203,10 +211,12 @@ fn per_key(reply: Reply, keys: usize) -> Result<Vec<Option<Vec<u8>>>, CallError>
 /// Counts one command in `redguard_api_requests_total{listener="resp"}` and its duration (for a batch, the
 /// batch's: what the client waited).
 pub(super) fn record(resp: &Resp, cmd: &[Bytes<'_>], result: RespResult, started: Instant) {
-    let command = commands::position(&cmd[0]);
-    resp.client
-        .metrics()
-        .observe_resp(command, result, started.elapsed().as_secs_f64());
+    record_took(resp, commands::position(&cmd[0]), result, started.elapsed());
+}
+
+/// [`record`] for a command whose row ([`commands::position`]) is known.
+fn record_took(resp: &Resp, row: Option<usize>, result: RespResult, took: Duration) {
+    resp.client.metrics().observe_resp(row, result, took.as_secs_f64());
 }
 
 fn batch_result(answer: &Result<Served, BatchError>) -> RespResult {
@@ -245,7 +255,7 @@ pub(super) async fn exec(resp: &Resp, queued: &[Vec<Vec<u8>>], out: &mut Out) ->
         .iter()
         .map(|cmd| {
             let args: Vec<Bytes<'_>> = cmd.iter().map(|a| Bytes::Borrowed(a.as_slice())).collect();
-            match as_typed_read(&args) {
+            match as_typed_read(&args, commands::position(&args[0])) {
                 Some(op) => Item::Op(op),
                 None => Item::Raw(args),
             }
@@ -267,8 +277,9 @@ pub(super) async fn exec(resp: &Resp, queued: &[Vec<Vec<u8>>], out: &mut Out) ->
 }
 
 /// The typed op for a cacheable read with the arguments its op takes; `None` for anything else (sent raw).
-fn as_typed_read<'a>(cmd: &[Bytes<'a>]) -> Option<Op<'a>> {
-    let row = commands::lookup(cmd)?;
+/// `row` is the command's [`commands::position`] (a container command, CLIENT or OBJECT, is never one).
+fn as_typed_read<'a>(cmd: &[Bytes<'a>], row: Option<usize>) -> Option<Op<'a>> {
+    let row = commands::all().get(row?)?;
     let key = || cmd[1].clone();
     match (row.cached?, cmd.len()) {
         (Cached::String, 2) => Some(Op::Get { key: key() }),
@@ -399,13 +410,13 @@ pub(super) fn call_error(out: &mut Out, e: &CallError) -> RespResult {
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
-    use std::time::Duration;
 
     use super::*;
     use crate::resp::test_args as args;
 
     #[test]
     fn the_cacheable_reads_become_typed_ops_with_their_exact_arguments() {
+        let as_typed_read = |cmd: &[Bytes<'static>]| as_typed_read(cmd, commands::position(&cmd[0]));
         assert!(matches!(as_typed_read(&args("get k")), Some(Op::Get { key }) if key == b"k".as_slice()));
         assert!(matches!(as_typed_read(&args("HGET h f")), Some(Op::HGet { .. })));
         assert!(matches!(as_typed_read(&args("HGETALL h")), Some(Op::HGetAll { .. })));
