@@ -542,6 +542,15 @@ fn the_api_metrics_say_which_listener_and_keep_names_outside_the_table_out() {
     assert_eq!(c.call(&["PING"]), simple("PONG"));
     // A command redguard answers itself and refuses counts as an error reply too.
     assert!(error_text(&c.call(&["SELECT", "3"])).starts_with("ERR redguard serves database 0 only"));
+    // Written at once, these go to Redis as one batch; each still counts under its own name.
+    let batch = [
+        command(&["SET", "k", "w"]),
+        command(&["GET", "k"]),
+        command(&["GET", "k"]),
+    ]
+    .concat();
+    c.send(&batch);
+    assert_eq!((c.read(), c.read(), c.read()), (simple("OK"), bulk("w"), bulk("w")));
     let m = rig.rg.metrics();
     for (series, want) in [
         (
@@ -550,11 +559,11 @@ fn the_api_metrics_say_which_listener_and_keep_names_outside_the_table_out() {
         ),
         (
             r#"redguard_api_requests_total{code="ok",listener="resp",op="get"}"#,
-            1.0,
+            3.0,
         ),
         (
             r#"redguard_api_requests_total{code="ok",listener="resp",op="set"}"#,
-            1.0,
+            2.0,
         ),
         (
             r#"redguard_api_requests_total{code="redis_error",listener="resp",op="other"}"#,
@@ -570,7 +579,7 @@ fn the_api_metrics_say_which_listener_and_keep_names_outside_the_table_out() {
         ),
         (
             r#"redguard_api_request_duration_seconds_count{listener="resp",op="get"}"#,
-            1.0,
+            3.0,
         ),
     ] {
         assert_eq!(metric_value(&m, series), want, "{series}");
