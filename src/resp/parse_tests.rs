@@ -83,6 +83,8 @@ fn malformed_requests_name_what_is_wrong() {
     assert_eq!(err(b"*x\r\n"), ProtocolError::ArrayLength);
     assert_eq!(err(b"*-2\r\n"), ProtocolError::ArrayLength);
     assert_eq!(err(b"*1\r\n$9223372036854775808\r\n"), ProtocolError::BulkLength);
+    // 2^64 + 1: a reader that let the number wrap would see a length of 1.
+    assert_eq!(err(b"*1\r\n$18446744073709551617\r\nx\r\n"), ProtocolError::BulkLength);
     // As Redis reads them: no sign but `-`, no empty number, no spaces.
     assert_eq!(err(b"*1\r\n$+1\r\nx\r\n"), ProtocolError::BulkLength);
     assert_eq!(err(b"*+1\r\n$1\r\nx\r\n"), ProtocolError::ArrayLength);
