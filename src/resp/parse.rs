@@ -215,15 +215,18 @@ fn header(buf: &[u8], at: usize) -> Result<Option<(i64, usize)>, ProtocolError> 
     Ok(Some((n, at + 1 + cr + 2)))
 }
 
-/// A header's number as Redis's `string2ll` reads it: an optional `-`, then decimal digits only (no `+`, no
-/// spaces), within `i64`. Read by hand: every request has one of these per argument, and going through `str`
-/// cost a UTF-8 check and a generic parse each time.
+/// A header's number as Redis's `string2ll` reads it: `0`, or an optional `-` and decimal digits not starting
+/// with `0` (no `+`, no spaces, no `-0`), within `i64`. Read by hand: every request has one of these per
+/// argument, and going through `str` cost a UTF-8 check and a generic parse each time.
 fn decimal(digits: &[u8]) -> Option<i64> {
+    if digits == b"0" {
+        return Some(0);
+    }
     let (negative, digits) = match digits.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, digits),
     };
-    if digits.is_empty() {
+    if digits.first().is_none_or(|&d| d == b'0') {
         return None;
     }
     let mut n: i64 = 0;

@@ -91,6 +91,11 @@ fn malformed_requests_name_what_is_wrong() {
     assert_eq!(err(b"*\r\n"), ProtocolError::ArrayLength);
     assert_eq!(err(b"*1\r\n$-\r\n"), ProtocolError::BulkLength);
     assert_eq!(err(b"*1\r\n$ 1\r\nx\r\n"), ProtocolError::BulkLength);
+    // No leading zero, and no `-0`; a lone `0` is a number.
+    assert_eq!(err(b"*1\r\n$01\r\nx\r\n"), ProtocolError::BulkLength);
+    assert_eq!(err(b"*01\r\n$1\r\nx\r\n"), ProtocolError::ArrayLength);
+    assert_eq!(err(b"*-0\r\n"), ProtocolError::ArrayLength);
+    assert_eq!(read_all(b"*1\r\n$0\r\n\r\n").unwrap().len(), 1);
     assert_eq!(
         err(b"*1\r\n$9223372036854775807\r\n"),
         ProtocolError::ArgTooLong(i64::MAX as u64, 1024)
