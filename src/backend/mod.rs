@@ -237,15 +237,19 @@ fn into_values(value: Value) -> Result<Vec<Value>, BackendError> {
 }
 
 /// Runs `fut` within `timeout`; a late answer is [`BackendError::Timeout`], an error is classified.
-async fn bounded<T>(
+///
+/// A combinator, not an `async fn`: an `async fn` would keep its argument `fut` and the timeout that moved
+/// it, so twice the size of a Redis call's future (over a kilobyte), which every request would then copy.
+fn bounded<T>(
     timeout: std::time::Duration,
     fut: impl Future<Output = Result<T, RedisError>>,
-) -> Result<T, BackendError> {
-    match tokio::time::timeout(timeout, fut).await {
+) -> impl Future<Output = Result<T, BackendError>> {
+    use futures_util::FutureExt as _;
+    tokio::time::timeout(timeout, fut).map(|result| match result {
         Err(_elapsed) => Err(BackendError::Timeout),
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(classify(&err)),
-    }
+    })
 }
 
 /// Keeps one timer armed at all times, at most `command_timeout` ahead, until `stop` resolves.

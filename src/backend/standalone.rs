@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{AsyncPushSender, ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, TlsCertificates, Value};
 
 use super::{
@@ -110,13 +110,18 @@ fn read_only(cmd: &Cmd) -> bool {
 impl Backend for Standalone {
     async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
         let (generation, mut conn) = self.connection();
+        // `send_packed_command` is what `cmd.query_async` calls, less a boxed future per call (the trait's). It
+        // is awaited in one place only, so this future holds one of its (large) futures, not two.
         let attempt = async {
-            match cmd.query_async::<Value>(&mut conn).await {
-                // The connection was closed under us (Redis's idle `timeout`, CLIENT KILL, a load balancer, a
-                // reset), which redis-rs learns only now, as it starts reconnecting. Redis itself may be fine: a
-                // read is sent once more, on the fresh connection. A write is not: it may have been applied.
-                Err(e) if e.is_connection_dropped() && read_only(cmd) => cmd.query_async::<Value>(&mut conn).await,
-                other => other,
+            let mut resent = false;
+            loop {
+                match conn.send_packed_command(cmd).await {
+                    // The connection was closed under us (Redis's idle `timeout`, CLIENT KILL, a load balancer, a
+                    // reset), which redis-rs learns only now, as it starts reconnecting. Redis itself may be fine:
+                    // a read is sent once more, on the fresh connection. A write is not: it may have been applied.
+                    Err(e) if !resent && e.is_connection_dropped() && read_only(cmd) => resent = true,
+                    other => break other.and_then(Value::extract_error),
+                }
             }
         };
         let result = bounded(self.inner.command_timeout, attempt).await;
@@ -124,19 +129,21 @@ impl Backend for Standalone {
         result
     }
 
-    /// A read and its PTTL probes, as `pipeline` sends them but without copying the pipeline to set
-    /// `ignore_errors`: the replies are taken as Redis sent them (each error in its slot), which is all that flag
-    /// does. This is every cached read's path, so the copy (a vector and each command's buffers) is worth saving.
+    /// A read and its PTTL probes, and any pipeline that is not a transaction: the replies are taken as Redis
+    /// sent them (each error in its slot), which is all redis-rs's `ignore_errors` would do, without copying the
+    /// pipeline to set that flag. This is every cached read's path and every RESP batch's, so the copy (a
+    /// vector and each command's buffers) is worth saving.
     async fn query_then(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
         debug_assert!(!pipe.is_transaction(), "probes are never sent in a transaction");
         let (generation, mut conn) = self.connection();
         let attempt = async {
-            match conn.req_packed_commands(pipe, 0, pipe.len()).await {
-                // As for a single read (see `query`): a batch of reads is sent again on a fresh connection.
-                Err(e) if e.is_connection_dropped() && pipe.cmd_iter().all(read_only) => {
-                    conn.req_packed_commands(pipe, 0, pipe.len()).await
+            let mut resent = false;
+            loop {
+                match conn.send_packed_commands(pipe, 0, pipe.len()).await {
+                    // As for a single read (see `query`): a batch of reads is sent again on a fresh connection.
+                    Err(e) if !resent && e.is_connection_dropped() && pipe.cmd_iter().all(read_only) => resent = true,
+                    other => break other,
                 }
-                other => other,
             }
         };
         let replies = bounded(self.inner.command_timeout, attempt).await;
@@ -145,6 +152,10 @@ impl Backend for Standalone {
     }
 
     async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
+        if !pipe.is_transaction() {
+            // Each reply as Redis sent it, errors in their slots: what `query_then` does, without a copy.
+            return self.query_then(pipe).await;
+        }
         let (generation, mut conn) = self.connection();
         // With ignore_errors, redis-rs leaves each command's error in its slot instead of failing the batch.
         let mut pipe = pipe.clone();
