@@ -18,9 +18,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::encode::{Out, Proto};
+use super::forward::{self, Batch};
 use super::local::{self, After};
 use super::parse::{Limits, Reader};
-use super::{forward, pubsub, Resp};
+use super::{pubsub, Resp};
 use crate::commands::{self, Flags};
 use crate::metrics::{Counted, RespResult};
 use crate::op::Bytes;
@@ -70,6 +71,17 @@ pub(super) struct Connection {
     pub(super) reader: Reader,
     /// The SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE that ended the last batch ([`After::Subscribe`]).
     subscribe: Option<Vec<Vec<u8>>>,
+    /// The vectors a batch's commands are collected in, kept between batches so that they are allocated once
+    /// per connection, not once per command.
+    spare: Spare,
+}
+
+#[derive(Debug, Default)]
+struct Spare {
+    /// One command's arguments, while it is looked at.
+    args: Vec<Bytes<'static>>,
+    /// The commands waiting for Redis.
+    batch: Batch<'static>,
 }
 
 fn limits(settings: &crate::api::Settings) -> Limits {
@@ -92,6 +104,7 @@ impl Connection {
             out: Out::new(),
             reader,
             subscribe: None,
+            spare: Spare::default(),
         }
     }
 
@@ -183,7 +196,8 @@ impl Connection {
             settings.max_pipeline_commands.max(1)
         };
         let mut consumed = 0;
-        let mut pending: Vec<Vec<Bytes<'_>>> = Vec::new();
+        let spare = std::mem::take(&mut self.spare);
+        let (mut args, mut pending) = (forward::recycle(spare.args), spare.batch.recycle());
         loop {
             let request = match self.reader.next(&buf[consumed..]) {
                 Ok(Some(request)) => request,
@@ -196,54 +210,63 @@ impl Connection {
             };
             let start = consumed;
             consumed += request.len;
-            if request.args.is_empty() {
+            args.clear();
+            args.extend(
+                request
+                    .args
+                    .iter()
+                    .map(|r| Bytes::Borrowed(&buf[start + r.start..start + r.end])),
+            );
+            self.reader.give_back(request.args);
+            if args.is_empty() {
                 continue;
             }
-            let args: Vec<Bytes<'_>> = request
-                .args
-                .iter()
-                .map(|r| Bytes::Borrowed(&buf[start + r.start..start + r.end]))
-                .collect();
-            if let Some(after) = self.command(args, &mut pending, max_batch).await {
+            if let Some(after) = self.command(&args, &mut pending, max_batch).await {
+                // Whatever returns `Some` has sent the commands waiting first.
+                debug_assert!(pending.is_empty());
+                self.keep_spare(args, pending);
                 return (consumed, after);
             }
         }
         self.flush(&mut pending).await;
+        self.keep_spare(args, pending);
         (consumed, After::Continue)
+    }
+
+    fn keep_spare(&mut self, args: Vec<Bytes<'_>>, batch: Batch<'_>) {
+        self.spare = Spare {
+            args: forward::recycle(args),
+            batch: batch.recycle(),
+        };
     }
 
     /// One command, answered the ordinary way: queued inside MULTI; answered here if it is a connection
     /// command; sent on a Redis connection of its own if it blocks or subscribes; refused if the policy says so;
     /// else added to `pending`, to go to Redis with the commands around it (`max_batch` at most at a time).
     /// `Some` when the connection stops answering commands this way: QUIT, or a subscription starting.
-    async fn command<'b>(
-        &mut self,
-        args: Vec<Bytes<'b>>,
-        pending: &mut Vec<Vec<Bytes<'b>>>,
-        max_batch: usize,
-    ) -> Option<After> {
-        if self.session.multi.is_some() && !ends_transaction(&args) {
+    async fn command<'b>(&mut self, args: &[Bytes<'b>], pending: &mut Batch<'b>, max_batch: usize) -> Option<After> {
+        if self.session.multi.is_some() && !ends_transaction(args) {
             self.queue(args);
-        } else if let Some(after) = self.transaction_command(&args, pending).await {
+        } else if let Some(after) = self.transaction_command(args, pending).await {
             if after == After::Close {
                 return Some(after);
             }
-        } else if local::is_local(&args) {
+        } else if local::is_local(args) {
             self.flush(pending).await;
             let (started, at) = (Instant::now(), self.out.buf.len());
-            let after = local::answer(&self.resp, &mut self.session, &args, &mut self.out);
+            let after = local::answer(&self.resp, &mut self.session, args, &mut self.out);
             // A local command refused (wrong arguments, SELECT of another database) counts as an error reply.
             let result = match self.out.buf.get(at) {
                 Some(b'-') => RespResult::RedisError,
                 _ => RespResult::Ok,
             };
-            forward::record(&self.resp, &args, result, started);
+            forward::record(&self.resp, args, result, started);
             if after == After::Close {
                 return Some(After::Close);
             }
-        } else if pubsub::starts_subscription(&args) {
+        } else if pubsub::starts_subscription(args) {
             self.flush(pending).await;
-            match self.resp.app.settings().policy().check_own_connection(&args) {
+            match self.resp.app.settings().policy().check_own_connection(args) {
                 Ok(()) => {
                     self.subscribe = Some(args.iter().map(|a| a.to_vec()).collect());
                     return Some(After::Subscribe);
@@ -253,16 +276,16 @@ impl Connection {
                         "NOPERM",
                         &format!("redguard: command {} is denied by api.commands", d.command),
                     );
-                    forward::record(&self.resp, &args, RespResult::Denied, Instant::now());
+                    forward::record(&self.resp, args, RespResult::Denied, Instant::now());
                 }
             }
-        } else if policy::blocks(&args) {
+        } else if policy::blocks(args) {
             self.flush(pending).await;
-            self.blocking(&args).await;
-        } else if let Err(message) = self.allowed(&args) {
+            self.blocking(args).await;
+        } else if let Err(message) = self.allowed(args) {
             self.flush(pending).await;
             self.out.error("NOPERM", &message);
-            forward::record(&self.resp, &args, RespResult::Denied, Instant::now());
+            forward::record(&self.resp, args, RespResult::Denied, Instant::now());
         } else {
             pending.push(args);
             if pending.len() >= max_batch {
@@ -276,14 +299,14 @@ impl Connection {
     /// RESP2 it refuses it): answered as [`Connection::command`] answers it, the pushes waiting meanwhile.
     pub(super) async fn command_while_subscribed(&mut self, args: &[Vec<u8>]) -> After {
         let args: Vec<Bytes<'_>> = args.iter().map(|a| Bytes::Borrowed(a)).collect();
-        let mut pending = Vec::new();
-        let after = self.command(args, &mut pending, usize::MAX).await;
+        let mut pending = Batch::default();
+        let after = self.command(&args, &mut pending, usize::MAX).await;
         self.flush(&mut pending).await;
         after.unwrap_or(After::Continue)
     }
 
     /// Sends the commands waiting for Redis, and writes their answers.
-    async fn flush(&mut self, pending: &mut Vec<Vec<Bytes<'_>>>) {
+    async fn flush(&mut self, pending: &mut Batch<'_>) {
         if !pending.is_empty() {
             forward::batch(&self.resp, pending, &mut self.out).await;
             pending.clear();
@@ -342,7 +365,7 @@ impl Connection {
     }
 
     /// MULTI, EXEC, DISCARD, WATCH and UNWATCH (`None` for any other command).
-    async fn transaction_command(&mut self, args: &[Bytes<'_>], pending: &mut Vec<Vec<Bytes<'_>>>) -> Option<After> {
+    async fn transaction_command(&mut self, args: &[Bytes<'_>], pending: &mut Batch<'_>) -> Option<After> {
         let name = args[0].as_ref();
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         if !(is(b"MULTI") || is(b"EXEC") || is(b"DISCARD") || is(b"WATCH") || is(b"UNWATCH")) {
@@ -400,12 +423,12 @@ impl Connection {
     /// Inside MULTI: a command is judged now and queued for EXEC. A transaction holds at most
     /// `api.max_pipeline_commands` commands (the JSON API's atomic pipeline holds no more), so a client cannot
     /// make its connection hold memory without bound.
-    fn queue(&mut self, args: Vec<Bytes<'_>>) {
+    fn queue(&mut self, args: &[Bytes<'_>]) {
         let max = self.resp.app.settings().max_pipeline_commands;
         let queued = self.session.multi.as_ref().map_or(0, |t| t.queued.len());
-        let verdict = if local::is_local(&args) {
+        let verdict = if local::is_local(args) {
             Err("redguard: connection commands cannot be part of a transaction".to_owned())
-        } else if policy::blocks(&args) || pubsub::starts_subscription(&args) {
+        } else if policy::blocks(args) || pubsub::starts_subscription(args) {
             Err(format!(
                 "redguard: {} cannot be part of a transaction on the RESP socket (it needs a Redis connection of \
                  its own)",
@@ -416,7 +439,7 @@ impl Connection {
                 "redguard: a transaction holds at most {max} commands (api.max_pipeline_commands)"
             ))
         } else {
-            self.allowed(&args)
+            self.allowed(args)
         };
         let Some(t) = self.session.multi.as_mut() else {
             return;

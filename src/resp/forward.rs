@@ -13,6 +13,7 @@
 //!
 //! A write that did not reach Redis is never answered OK.
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -36,13 +37,68 @@ pub(super) const UNAVAILABLE: &str = "UNAVAILABLE";
 /// The first word of the reply when Redis did not answer in time.
 pub(super) const TIMEOUT: &str = "TIMEOUT";
 
+/// Commands waiting to go to Redis together ([`batch`]), kept flat: every argument in one vector, each command
+/// a range of it. A connection keeps the two vectors and reuses them batch after batch ([`Batch::recycle`]), so
+/// that a command costs no allocation of its own on its way through.
+#[derive(Debug, Default)]
+pub(super) struct Batch<'b> {
+    args: Vec<Bytes<'b>>,
+    cmds: Vec<Range<usize>>,
+}
+
+impl<'b> Batch<'b> {
+    /// Adds a command (its arguments, the name first).
+    pub(super) fn push(&mut self, cmd: &[Bytes<'b>]) {
+        let start = self.args.len();
+        self.args.extend_from_slice(cmd);
+        self.cmds.push(start..self.args.len());
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.cmds.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.cmds.is_empty()
+    }
+
+    /// Each command's arguments, in the order they were added.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &[Bytes<'b>]> {
+        self.cmds.iter().map(|r| &self.args[r.clone()])
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.args.clear();
+        self.cmds.clear();
+    }
+
+    /// The same vectors, emptied, for arguments that borrow another buffer: the arguments live as long as one
+    /// read of the client's requests, the vectors as long as the connection.
+    pub(super) fn recycle<'c>(self) -> Batch<'c> {
+        let mut cmds = self.cmds;
+        cmds.clear();
+        Batch {
+            args: recycle(self.args),
+            cmds,
+        }
+    }
+}
+
+/// `args`'s allocation, emptied, for arguments of another lifetime. Collecting a vector's own iterator into a
+/// vector of a type of the same size reuses its allocation (the standard library does this in place), and an
+/// emptied vector has no element to convert.
+pub(super) fn recycle<'c>(mut args: Vec<Bytes<'_>>) -> Vec<Bytes<'c>> {
+    args.clear();
+    args.into_iter().map(|_| unreachable!("emptied above")).collect()
+}
+
 /// Runs `cmds` (each its arguments, the name first, already allowed by the policy) and writes one reply per
 /// command, in order. Several commands are one round trip, except in cluster mode, where each goes alone to
 /// its shard.
-pub(super) async fn batch(resp: &Resp, cmds: &[Vec<Bytes<'_>>], out: &mut Out) {
+pub(super) async fn batch(resp: &Resp, cmds: &Batch<'_>, out: &mut Out) {
     let cached_reads = resp.serve_cached_reads.load(std::sync::atomic::Ordering::Relaxed);
     if cmds.len() == 1 || resp.cluster {
-        for cmd in cmds {
+        for cmd in cmds.iter() {
             let started = Instant::now();
             let row = commands::position(&cmd[0]);
             let result = one(resp, cmd, row, cached_reads, out).await;
@@ -59,7 +115,7 @@ pub(super) async fn batch(resp: &Resp, cmds: &[Vec<Bytes<'_>>], out: &mut Out) {
         .map(
             |(cmd, &row)| match cached_reads.then(|| as_typed_read(cmd, row)).flatten() {
                 Some(op) => Item::Op(op),
-                None => Item::Raw(cmd.clone()),
+                None => Item::Raw(cmd.to_vec()),
             },
         )
         .collect();

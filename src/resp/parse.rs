@@ -106,6 +106,15 @@ impl Reader {
         self.limits = limits;
     }
 
+    /// Takes back a finished request's argument list, so that the next request reuses its allocation rather
+    /// than making one (a request's list is handed out by value, and every command has one).
+    pub fn give_back(&mut self, mut args: Vec<Range<usize>>) {
+        if self.args.is_empty() && self.args.capacity() < args.capacity() {
+            args.clear();
+            self.args = args;
+        }
+    }
+
     /// Whether part of a request has been read (a client that stops here is holding a half-sent frame).
     pub fn in_request(&self, buf: &[u8]) -> bool {
         !buf.is_empty() || matches!(self.partial, Partial::Array { .. })
