@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 
 use super::encode::{Out, Proto};
+use super::parse::KEPT_ARGS;
 use super::{resp3, Resp};
 use crate::client::{BatchError, CallError, Item, Reply, Served};
 use crate::commands::{self, Cached};
@@ -40,6 +41,9 @@ pub(super) const TIMEOUT: &str = "TIMEOUT";
 /// Commands waiting to go to Redis together ([`batch`]), kept flat: every argument in one vector, each command
 /// a range of it. A connection keeps the two vectors and reuses them batch after batch ([`Batch::recycle`]), so
 /// that a command costs no allocation of its own on its way through.
+///
+/// Vectors that grew past [`KEPT_ARGS`] arguments are not kept: one large pipeline must not make its
+/// connection hold that memory for as long as it stays open.
 #[derive(Debug, Default)]
 pub(super) struct Batch<'b> {
     args: Vec<Bytes<'b>>,
@@ -73,8 +77,11 @@ impl<'b> Batch<'b> {
     }
 
     /// The same vectors, emptied, for arguments that borrow another buffer: the arguments live as long as one
-    /// read of the client's requests, the vectors as long as the connection.
+    /// read of the client's requests, the vectors as long as the connection. New ones if they grew too large.
     pub(super) fn recycle<'c>(self) -> Batch<'c> {
+        if self.args.capacity() > KEPT_ARGS || self.cmds.capacity() > KEPT_ARGS {
+            return Batch::default();
+        }
         let mut cmds = self.cmds;
         cmds.clear();
         Batch {
@@ -84,10 +91,13 @@ impl<'b> Batch<'b> {
     }
 }
 
-/// `args`'s allocation, emptied, for arguments of another lifetime. Collecting a vector's own iterator into a
-/// vector of a type of the same size reuses its allocation (the standard library does this in place), and an
-/// emptied vector has no element to convert.
+/// `args`'s allocation, emptied, for arguments of another lifetime (a new vector if it grew past
+/// [`KEPT_ARGS`]). Collecting a vector's own iterator into a vector of a type of the same size reuses its
+/// allocation (the standard library does this in place), and an emptied vector has no element to convert.
 pub(super) fn recycle<'c>(mut args: Vec<Bytes<'_>>) -> Vec<Bytes<'c>> {
+    if args.capacity() > KEPT_ARGS {
+        return Vec::new();
+    }
     args.clear();
     args.into_iter().map(|_| unreachable!("emptied above")).collect()
 }
@@ -469,6 +479,40 @@ mod tests {
 
     use super::*;
     use crate::resp::test_args as args;
+
+    #[test]
+    fn a_batch_keeps_its_commands_in_order_and_its_vectors_for_the_next_one() {
+        let mut batch = Batch::default();
+        batch.push(&args("SET k v"));
+        batch.push(&args("GET k"));
+        assert_eq!((batch.len(), batch.is_empty()), (2, false));
+        let cmds: Vec<Vec<Bytes<'_>>> = batch.iter().map(<[_]>::to_vec).collect();
+        assert_eq!(cmds, vec![args("SET k v"), args("GET k")]);
+
+        let (args_at, cmds_at) = (batch.args.as_ptr() as usize, batch.cmds.as_ptr() as usize);
+        let next: Batch<'_> = batch.recycle();
+        assert!(next.is_empty() && next.args.is_empty());
+        assert_eq!(next.args.as_ptr() as usize, args_at, "the same allocation");
+        assert_eq!(next.cmds.as_ptr() as usize, cmds_at, "the same allocation");
+
+        let mut large = Batch::default();
+        let one = args("GET k");
+        (0..KEPT_ARGS).for_each(|_| large.push(&one));
+        assert!(large.args.capacity() > KEPT_ARGS);
+        let next = large.recycle();
+        assert_eq!(
+            (next.args.capacity(), next.cmds.capacity()),
+            (0, 0),
+            "too large to keep"
+        );
+
+        let mut kept = Vec::with_capacity(KEPT_ARGS);
+        kept.push(Bytes::Borrowed(b"x".as_slice()));
+        let at = kept.as_ptr() as usize;
+        let again = recycle(kept);
+        assert_eq!((again.len(), again.as_ptr() as usize), (0, at));
+        assert_eq!(recycle(Vec::with_capacity(KEPT_ARGS + 1)).capacity(), 0);
+    }
 
     #[test]
     fn the_cacheable_reads_become_typed_ops_with_their_exact_arguments() {

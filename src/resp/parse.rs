@@ -34,6 +34,11 @@ pub const MAX_INLINE_BYTES: usize = 64 * 1024;
 /// cannot be a valid header, and waiting for its end would let a client fill memory with one header.
 const MAX_HEADER_BYTES: usize = 32;
 
+/// The most arguments a vector kept for reuse from one request (or batch) to the next may have room for. More
+/// is let go rather than kept for the connection's life; 1,024 is more than a batch of ordinary commands holds
+/// at `api.max_pipeline_commands`'s default.
+pub const KEPT_ARGS: usize = 1024;
+
 /// Limits of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -107,9 +112,11 @@ impl Reader {
     }
 
     /// Takes back a finished request's argument list, so that the next request reuses its allocation rather
-    /// than making one (a request's list is handed out by value, and every command has one).
+    /// than making one (a request's list is handed out by value, and every command has one). A list with room
+    /// for more than [`KEPT_ARGS`] arguments is let go, so that one long command does not make its connection
+    /// hold that memory for as long as it stays open.
     pub fn give_back(&mut self, mut args: Vec<Range<usize>>) {
-        if self.args.is_empty() && self.args.capacity() < args.capacity() {
+        if self.args.is_empty() && self.args.capacity() < args.capacity() && args.capacity() <= KEPT_ARGS {
             args.clear();
             self.args = args;
         }
