@@ -161,12 +161,13 @@ impl Backend for Standalone {
         let mut pipe = pipe.clone();
         pipe.ignore_errors();
         let attempt = async {
-            match pipe.query_async::<Value>(&mut conn).await {
-                // As for a single read (see `query`): a batch of reads, such as a GET and its PTTL, is sent again.
-                Err(e) if e.is_connection_dropped() && pipe.cmd_iter().all(read_only) => {
-                    pipe.query_async::<Value>(&mut conn).await
+            let mut resent = false;
+            loop {
+                match pipe.query_async::<Value>(&mut conn).await {
+                    // As for a single read (see `query`): a transaction of reads only is sent again.
+                    Err(e) if !resent && e.is_connection_dropped() && pipe.cmd_iter().all(read_only) => resent = true,
+                    other => break other,
                 }
-                other => other,
             }
         };
         let replies = bounded(self.inner.command_timeout, attempt).await;

@@ -79,7 +79,8 @@ impl<'b> Batch<'b> {
     /// The same vectors, emptied, for arguments that borrow another buffer: the arguments live as long as one
     /// read of the client's requests, the vectors as long as the connection. New ones if they grew too large.
     pub(super) fn recycle<'c>(self) -> Batch<'c> {
-        if self.args.capacity() > KEPT_ARGS || self.cmds.capacity() > KEPT_ARGS {
+        // Every command has at least its name, so `cmds` never holds more entries than `args`.
+        if self.args.capacity() > KEPT_ARGS {
             return Batch::default();
         }
         let mut cmds = self.cmds;
@@ -494,6 +495,15 @@ mod tests {
         assert!(next.is_empty() && next.args.is_empty());
         assert_eq!(next.args.as_ptr() as usize, args_at, "the same allocation");
         assert_eq!(next.cmds.as_ptr() as usize, cmds_at, "the same allocation");
+
+        let mut full = Batch {
+            args: Vec::with_capacity(KEPT_ARGS),
+            cmds: Vec::new(),
+        };
+        full.push(&args("GET k"));
+        full.clear();
+        assert!(full.is_empty() && full.args.is_empty(), "cleared");
+        assert_eq!(full.recycle().args.capacity(), KEPT_ARGS, "at the bound: kept");
 
         let mut large = Batch::default();
         let one = args("GET k");

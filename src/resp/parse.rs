@@ -116,7 +116,7 @@ impl Reader {
     /// for more than [`KEPT_ARGS`] arguments is let go, so that one long command does not make its connection
     /// hold that memory for as long as it stays open.
     pub fn give_back(&mut self, mut args: Vec<Range<usize>>) {
-        if self.args.is_empty() && self.args.capacity() < args.capacity() && args.capacity() <= KEPT_ARGS {
+        if self.args.is_empty() && args.capacity() <= KEPT_ARGS {
             args.clear();
             self.args = args;
         }
