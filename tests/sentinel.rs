@@ -80,6 +80,22 @@ fn writes_follow_the_promoted_replica() {
         "1",
         "written to the first master"
     );
+    // A pipeline that is not a transaction: each slot its own answer, an application error in its own slot.
+    let pipeline = json!({"commands": [
+        {"op": "get", "key": "before"},
+        {"args": ["LPUSH", "before", "x"]},
+        {"op": "incr", "key": "visits"},
+    ]});
+    let r = common::http(&rg.socket, "POST", "/v1/pipeline", &pipeline.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let slots = r.json()["results"].clone();
+    assert_eq!(slots[0], json!({"result": "1", "source": "redis"}));
+    assert_eq!(slots[1]["error"]["code"], "redis_error", "{slots}");
+    assert!(
+        slots[1]["error"]["message"].as_str().unwrap().starts_with("WRONGTYPE"),
+        "{slots}"
+    );
+    assert_eq!(slots[2]["result"], 1, "{slots}");
 
     kill_the_master_and_follow_the_failover(&rg, &mut group, "failover");
     wait_for("the circuit to be closed", Duration::from_secs(5), || {

@@ -208,11 +208,21 @@ impl Sentinel {
 
 impl Backend for Sentinel {
     async fn query(&self, cmd: &Cmd) -> Result<Value, BackendError> {
-        self.on_master(|mut conn| async move { cmd.query_async::<Value>(&mut conn).await })
+        // The connection's own method, as in the standalone backend: `query_async` without its boxed future.
+        self.on_master(|mut conn| async move { conn.send_packed_command(cmd).await.and_then(Value::extract_error) })
             .await
     }
 
     async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
+        if !pipe.is_transaction() {
+            // Each reply as Redis sent it, errors in their slots: what `ignore_errors` asks of redis-rs, without
+            // copying the pipeline to set it. Every cached read (the read and its PTTL probes) comes this way.
+            let len = pipe.len();
+            let replies = self
+                .on_master(|mut conn| async move { conn.send_packed_commands(pipe, 0, len).await })
+                .await;
+            return pipeline_slots(len, replies);
+        }
         let mut pipe = pipe.clone();
         pipe.ignore_errors();
         let len = pipe.len();
