@@ -12,6 +12,10 @@ sidecar's CPU per request (user + system time of the proxy process from /proc, o
 GET is also run against a second redguard with `resp.serve_cached_reads: false` (no PTTL behind it, no cache
 fill). Last, redguard with its circuit forced open, GETs answered from the fallback cache, against direct.
 
+`--pin` puts Redis and the proxies on CPU 1 and redis-benchmark on CPU 0 (sched_setaffinity), so that a proxy
+shares its core with the Redis it talks to and the scheduler's placement stops adding to the noise; CPU per
+request then shows as throughput too. The issue's method is unpinned; BENCHMARKS.md says which it quotes.
+
 No figure is checked: this is a measurement. BENCHMARKS.md quotes its output.
 """
 import argparse
@@ -62,6 +66,13 @@ def wait_tcp(port, timeout=10.0):
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def free_port():
+    """A loopback TCP port nothing listens on (free when asked; the child binds it right after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -87,12 +98,22 @@ def post(sock, route, body):
     return data
 
 
+# With --pin: the CPU set of the servers (Redis and the proxies) and of the load tool; None leaves them alone.
+PIN = {"servers": None, "load": None}
+
+
+def pinned(role):
+    """A preexec_fn that pins the child to its role's CPUs (or None when not pinning)."""
+    cpus = PIN[role]
+    return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+
+
 def bench(sock, test, clients, pipeline, requests):
     """One redis-benchmark run: (requests per second, p50 in ms)."""
     out = subprocess.run(
         ["redis-benchmark", "-s", sock, "-t", test, "-d", "100", "-c", str(clients), "-P", str(pipeline),
          "-n", str(requests), "--csv"],
-        capture_output=True, text=True, check=True)
+        capture_output=True, text=True, check=True, preexec_fn=pinned("load"))
     for line in out.stdout.splitlines():
         cells = [c.strip('"') for c in line.split(",")]
         if cells and cells[0] == test.upper():
@@ -105,7 +126,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="few requests per run (a smoke run; figures mean nothing)")
     ap.add_argument("--redguard", default=os.path.join(ROOT, "target/release/redguard"))
+    ap.add_argument("--pin", action="store_true",
+                    help="Redis and the proxies on CPU 1, redis-benchmark on CPU 0 (needs 2 CPUs)")
     args = ap.parse_args()
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs two CPUs to run on")
+        PIN["servers"], PIN["load"] = {cpus[1]}, {cpus[0]}
     scale = 0.02 if args.quick else 1.0
     for tool in ("redis-server", "redis-benchmark"):
         if not which(tool):
@@ -117,15 +145,13 @@ def main():
         direct = os.path.join(scratch, "redis.sock")
         procs.append(subprocess.Popen(
             ["redis-server", "--port", "0", "--unixsocket", direct, "--unixsocketperm", "700", "--save", "",
-             "--appendonly", "no", "--dir", scratch], stdout=subprocess.DEVNULL))
+             "--appendonly", "no", "--dir", scratch], stdout=subprocess.DEVNULL, preexec_fn=pinned("servers")))
         wait_socket(direct)
-        # redguard and twemproxy reach Redis over loopback TCP, as a sidecar does; find a free port for it.
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        # redguard and twemproxy reach Redis over loopback TCP, as a sidecar does.
+        port = free_port()
         procs.append(subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", scratch], stdout=subprocess.DEVNULL))
+             "--dir", scratch], stdout=subprocess.DEVNULL, preexec_fn=pinned("servers")))
         wait_tcp(port)
         targets = {"direct": (direct, None)}
         if nutcracker:
@@ -133,7 +159,10 @@ def main():
             conf = os.path.join(scratch, "nutcracker.yml")
             with open(conf, "w") as f:
                 f.write(f"pool:\n  listen: {nc_sock} 0600\n  redis: true\n  servers:\n   - 127.0.0.1:{port}:1\n")
-            nc = subprocess.Popen([nutcracker, "-c", conf, "-o", os.path.join(scratch, "nc.log")])
+            # Its stats server too on loopback and a free port: the default (0.0.0.0:22222) is open to the
+            # network, and taken when another nutcracker runs.
+            nc = subprocess.Popen([nutcracker, "-c", conf, "-o", os.path.join(scratch, "nc.log"),
+                                   "-a", "127.0.0.1", "-s", str(free_port())], preexec_fn=pinned("servers"))
             procs.append(nc)
             wait_socket(nc_sock)
             targets["twemproxy"] = (nc_sock, nc.pid)
@@ -145,7 +174,8 @@ def main():
         with open(conf, "w") as f:
             f.write(f"listen:\n  socket: {rg_sock}\n  resp_socket: {rg_resp}\nadmin:\n  listen: 127.0.0.1:0\n"
                     f"redis:\n  url: redis://127.0.0.1:{port}\nlog:\n  level: warn\n")
-        rg = subprocess.Popen([args.redguard, "run", "--config", conf], stderr=open(os.path.join(scratch, "rg.log"), "w"))
+        rg = subprocess.Popen([args.redguard, "run", "--config", conf],
+                              stderr=open(os.path.join(scratch, "rg.log"), "w"), preexec_fn=pinned("servers"))
         procs.append(rg)
         wait_socket(rg_resp)
         targets["redguard"] = (rg_resp, rg.pid)
@@ -158,7 +188,8 @@ def main():
                     f"admin:\n  listen: 127.0.0.1:0\nredis:\n  url: redis://127.0.0.1:{port}\nlog:\n  level: warn\n"
                     f"resp:\n  serve_cached_reads: false\n")
         rg_nocache = subprocess.Popen([args.redguard, "run", "--config", conf],
-                                      stderr=open(os.path.join(scratch, "rg-nocache.log"), "w"))
+                                      stderr=open(os.path.join(scratch, "rg-nocache.log"), "w"),
+                                      preexec_fn=pinned("servers"))
         procs.append(rg_nocache)
         wait_socket(nc_resp)
 
@@ -195,8 +226,10 @@ def main():
         post(rg_sock, "/v1/breaker", b'{"action":"reset"}')
 
         med = lambda xs: statistics.median(xs)
-        print(f"\nredis-benchmark -d 100, medians of {args.rounds} interleaved rounds; ratio = throughput / direct's"
-              f" in the same run; +p50 = p50 minus direct's; CPU = the sidecar's user+system time per request.\n")
+        where = " (pinned: Redis and the proxies on one CPU, redis-benchmark on the other)" if args.pin else ""
+        print(f"\nredis-benchmark -d 100, medians of {args.rounds} interleaved rounds{where}; ratio = throughput /"
+              f" direct's in the same run; +p50 = p50 minus direct's; CPU = the sidecar's user+system time per"
+              f" request.\n")
         names = [n for n in targets if n != "direct"]
         header = "| test | clients | pipeline | direct rps | " + " | ".join(
             f"{n} rps (ratio) | {n} +p50 ms | {n} CPU µs/req" for n in names) + " |"
