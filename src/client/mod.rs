@@ -278,19 +278,25 @@ impl<B: Backend> Resilient<B> {
             Op::EvalSha { sha, keys, args } => Box::pin(self.evalsha(label, sha, keys, args))
                 .await
                 .map(|v| (v, Vec::new())),
-            _ if probes.is_empty() => {
-                let cmd = op.to_cmd();
-                self.guarded(label, || self.backend.query(&cmd))
-                    .await
-                    .map(|v| (v, Vec::new()))
-            }
+            // The commands are built only once the breaker has granted the call: an open circuit turns the
+            // op away without the work (a command's buffers, a pipeline's).
+            _ if probes.is_empty() => self
+                .guarded(label, || async move {
+                    let cmd = op.to_cmd();
+                    self.backend.query(&cmd).await
+                })
+                .await
+                .map(|v| (v, Vec::new())),
             _ => {
-                let mut pipe = redis::Pipeline::with_capacity(1 + probes.len());
-                pipe.add_command(op.to_cmd());
-                probes.iter().for_each(|key| {
-                    pipe.add_command(answer::pttl_cmd(key));
-                });
-                self.guarded(label, || self.query_with_ttls(&pipe)).await
+                let send = || async move {
+                    let mut pipe = redis::Pipeline::with_capacity(1 + probes.len());
+                    pipe.add_command(op.to_cmd());
+                    probes.iter().for_each(|key| {
+                        pipe.add_command(answer::pttl_cmd(key));
+                    });
+                    self.query_with_ttls(&pipe).await
+                };
+                self.guarded(label, send).await
             }
         };
         match result {

@@ -65,8 +65,12 @@ pub(super) fn raw_cmd(args: &[Bytes<'_>]) -> redis::Cmd {
 impl<B: Backend> Resilient<B> {
     /// Runs one raw command. No fallback: its read or write nature is unknown (see the module docs).
     pub async fn execute_raw(&self, args: &[Bytes<'_>]) -> Result<Value, CallError> {
-        let cmd = raw_cmd(args);
-        let result = self.guarded(RedisCall::Command, || self.backend.query(&cmd)).await;
+        // Built only once the breaker has granted the call, as every command is ([`Resilient::execute`]).
+        let send = || async move {
+            let cmd = raw_cmd(args);
+            self.backend.query(&cmd).await
+        };
+        let result = self.guarded(RedisCall::Command, send).await;
         match result {
             Ok(value) => {
                 self.forget_raw(args);

@@ -93,14 +93,18 @@ impl<B: Backend> Resilient<B> {
         keys: &[Bytes<'_>],
         args: &[Bytes<'_>],
     ) -> Result<Value, Unanswered> {
-        let by_body = script_cmd("EVAL", &script.code, keys, args);
+        // Each command is built only when it is sent: not at all while the circuit is open, and the EVAL (a
+        // copy of the whole body) only after Redis answered NOSCRIPT.
+        let by_body = || script_cmd("EVAL", &script.code, keys, args);
         let result = if self.scripts.knows(&script.sha) {
-            let by_hash = script_cmd("EVALSHA", &script.sha, keys, args);
             self.guarded(label, || {
                 self.within_one_timeout(async {
-                    let first = self.backend.query(&by_hash).await;
+                    let first = self
+                        .backend
+                        .query(&script_cmd("EVALSHA", &script.sha, keys, args))
+                        .await;
                     if is_noscript(&first) {
-                        self.backend.query(&by_body).await
+                        self.backend.query(&by_body()).await
                     } else {
                         first
                     }
@@ -108,7 +112,8 @@ impl<B: Backend> Resilient<B> {
             })
             .await
         } else {
-            self.guarded(label, || self.backend.query(&by_body)).await
+            self.guarded(label, || async move { self.backend.query(&by_body()).await })
+                .await
         };
         if result.is_ok() {
             self.scripts.remember(script);
@@ -142,10 +147,9 @@ impl<B: Backend> Resilient<B> {
         keys: &[Bytes<'_>],
         args: &[Bytes<'_>],
     ) -> Result<Value, Unanswered> {
-        let by_hash = script_cmd("EVALSHA", sha, keys, args);
         self.guarded(label, || {
             self.within_one_timeout(async {
-                let first = self.backend.query(&by_hash).await;
+                let first = self.backend.query(&script_cmd("EVALSHA", sha, keys, args)).await;
                 match self.scripts.body(sha) {
                     Some(body) if is_noscript(&first) => {
                         self.backend.query(&script_cmd("EVAL", &body, keys, args)).await
