@@ -134,7 +134,10 @@ impl Backend for Standalone {
     /// pipeline to set that flag. This is every cached read's path and every RESP batch's, so the copy (a
     /// vector and each command's buffers) is worth saving.
     async fn query_then(&self, pipe: &Pipeline) -> Result<Vec<SlotReply>, BackendError> {
-        debug_assert!(!pipe.is_transaction(), "probes are never sent in a transaction");
+        debug_assert!(
+            !pipe.is_transaction(),
+            "a transaction goes through `pipeline`, which copies it"
+        );
         let (generation, mut conn) = self.connection();
         let attempt = async {
             let mut resent = false;

@@ -65,7 +65,7 @@ pub(super) fn raw_cmd(args: &[Bytes<'_>]) -> redis::Cmd {
 impl<B: Backend> Resilient<B> {
     /// Runs one raw command. No fallback: its read or write nature is unknown (see the module docs).
     pub async fn execute_raw(&self, args: &[Bytes<'_>]) -> Result<Value, CallError> {
-        // Built only once the breaker has granted the call, as every command is ([`Resilient::execute`]).
+        // Built only once the breaker has granted the call, as every command is (see `Resilient::execute`).
         let send = || async move {
             let cmd = raw_cmd(args);
             self.backend.query(&cmd).await
