@@ -254,9 +254,10 @@ fn built_in_denial(name: &str, args: &[&[u8]]) -> Option<String> {
 
 /// Whether `args` is a command that blocks its connection until something happens: a row flagged `BLOCKING`
 /// (BLPOP, WAIT ...), or XREAD / XREADGROUP with `BLOCK`. The RESP socket runs these on a connection of their own
-/// ([`Policy::check_own_connection`]).
-pub(crate) fn blocks<A: AsRef<[u8]>>(args: &[A]) -> bool {
-    let Some(row) = args.first().and_then(|name| commands::find(name.as_ref())) else {
+/// ([`Policy::check_own_connection`]). `position` is the name's [`commands::position`], which the caller has
+/// found already.
+pub(crate) fn blocks<A: AsRef<[u8]>>(position: Option<usize>, args: &[A]) -> bool {
+    let Some(row) = position.and_then(|i| commands::all().get(i)) else {
         return false;
     };
     if row.is(Flags::BLOCKING) || !row.is(Flags::BLOCK_OPTION) {
@@ -323,8 +324,12 @@ impl Policy {
 
     /// Judges one command given as its arguments, the command name first.
     pub(crate) fn check<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<(), Denied> {
-        let row = args.first().and_then(|name| commands::position(name.as_ref()));
-        if row.is_some_and(|i| self.passes[i]) {
+        self.check_at(args.first().and_then(|name| commands::position(name.as_ref())), args)
+    }
+
+    /// [`Policy::check`], for a caller that holds the name's [`commands::position`] already.
+    pub(crate) fn check_at<A: AsRef<[u8]>>(&self, position: Option<usize>, args: &[A]) -> Result<(), Denied> {
+        if position.is_some_and(|i| self.passes.get(i) == Some(&true)) {
             return Ok(());
         }
         self.judge(args, false)
@@ -380,7 +385,7 @@ mod tests {
             "WAIT 1 0",
         ] {
             let args: Vec<&str> = line.split(' ').collect();
-            assert!(blocks(&args), "{line}");
+            assert!(blocks(commands::position(args[0].as_bytes()), &args), "{line}");
             assert!(
                 policy.check(&args).is_err(),
                 "{line}: the shared connection never takes it"
@@ -396,7 +401,7 @@ mod tests {
         assert!(narrow.check_own_connection(&["BLPOP", "l", "0"]).is_err());
         for line in ["XREAD COUNT 1 STREAMS s 0", "GET k", "LPOP l", "SUBSCRIBE c"] {
             let args: Vec<&str> = line.split(' ').collect();
-            assert!(!blocks(&args), "{line}");
+            assert!(!blocks(commands::position(args[0].as_bytes()), &args), "{line}");
         }
     }
 

@@ -351,7 +351,11 @@ async fn run_command(app: &App, settings: &Settings, body: &[u8]) -> (ApiRoute, 
     if let Err(e) = permit(settings, &c.args) {
         return (ApiRoute::Command, e.into_response());
     }
-    let response = match app.client.execute_raw(&c.args).await {
+    let response = match app
+        .client
+        .execute_raw(&c.args, c.args.first().and_then(|n| commands::position(n)))
+        .await
+    {
         Ok(value) => {
             let served = Served {
                 reply: Reply::Raw(value),

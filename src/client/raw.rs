@@ -35,11 +35,11 @@ enum Effect {
     Everything,
 }
 
-fn effect(args: &[Bytes<'_>]) -> (Effect, Option<&'static Command>) {
-    let Some(row) = commands::lookup(args) else {
-        return (Effect::EveryArgument, None);
+fn effect(row: Option<&'static Command>) -> Effect {
+    let Some(row) = row else {
+        return Effect::EveryArgument;
     };
-    let effect = if row.is(Flags::KEYSPACE) {
+    if row.is(Flags::KEYSPACE) {
         Effect::Everything
     } else if row.kind != Kind::Write {
         Effect::None
@@ -47,8 +47,7 @@ fn effect(args: &[Bytes<'_>]) -> (Effect, Option<&'static Command>) {
         Effect::EveryArgument
     } else {
         Effect::TableKeys
-    };
-    (effect, Some(row))
+    }
 }
 
 /// Builds the command from its arguments, the name first.
@@ -64,7 +63,9 @@ pub(super) fn raw_cmd(args: &[Bytes<'_>]) -> redis::Cmd {
 
 impl<B: Backend> Resilient<B> {
     /// Runs one raw command. No fallback: its read or write nature is unknown (see the module docs).
-    pub async fn execute_raw(&self, args: &[Bytes<'_>]) -> Result<Value, CallError> {
+    /// `position` is its name's [`commands::position`], which the caller has found already.
+    pub async fn execute_raw(&self, args: &[Bytes<'_>], position: Option<usize>) -> Result<Value, CallError> {
+        let row = commands::row_at(position, args);
         // Built only once the breaker has granted the call, as every command is (see `Resilient::execute`).
         let send = || async move {
             let cmd = raw_cmd(args);
@@ -73,16 +74,16 @@ impl<B: Backend> Resilient<B> {
         let result = self.guarded(RedisCall::Command, send).await;
         match result {
             Ok(value) => {
-                self.forget_raw(args);
+                self.forget_row(args, row);
                 Ok(value)
             }
             Err(Unanswered::App(message)) => {
-                self.forget_raw_after_error(args);
+                self.forget_row_after_error(args, row);
                 Err(CallError::Redis(message))
             }
             Err(Unanswered::Failed(failure)) => {
                 if failure.reached_redis() {
-                    self.forget_raw(args);
+                    self.forget_row(args, row);
                 }
                 Err(failure.into_error(false))
             }
@@ -159,8 +160,13 @@ impl<B: Backend> Resilient<B> {
 
     /// Drops what the cache knows that a raw command (which may have run) could have changed.
     pub(super) fn forget_raw(&self, args: &[Bytes<'_>]) {
+        self.forget_row(args, commands::lookup(args));
+    }
+
+    /// [`Resilient::forget_raw`] for a command whose row ([`commands::lookup`]) is known.
+    fn forget_row(&self, args: &[Bytes<'_>], row: Option<&'static Command>) {
         let every_argument = || args.get(1..).unwrap_or_default();
-        match effect(args) {
+        match (effect(row), row) {
             (Effect::None, _) => {}
             (Effect::TableKeys, Some(row)) => match row.keys(args) {
                 Some(keys) => self.forget_named(keys.map(|i| &args[i])),
@@ -174,8 +180,12 @@ impl<B: Backend> Resilient<B> {
 
     /// After an application error: only a script may have changed anything.
     pub(super) fn forget_raw_after_error(&self, args: &[Bytes<'_>]) {
-        if commands::lookup(args).is_some_and(|row| row.is(Flags::SCRIPT)) {
-            self.forget_raw(args);
+        self.forget_row_after_error(args, commands::lookup(args));
+    }
+
+    fn forget_row_after_error(&self, args: &[Bytes<'_>], row: Option<&'static Command>) {
+        if row.is_some_and(|row| row.is(Flags::SCRIPT)) {
+            self.forget_row(args, row);
         }
     }
 
@@ -203,7 +213,7 @@ mod tests {
     fn effects_follow_the_command_table_and_ignore_case() {
         let effect_of = |line: &str| {
             let args: Vec<Bytes<'_>> = line.split(' ').map(|w| Bytes::from(w.as_bytes())).collect();
-            effect(&args).0
+            effect(commands::lookup(args.as_slice()))
         };
         assert_eq!(effect_of("get k"), Effect::None);
         assert_eq!(effect_of("ZRangeByScore z 0 1"), Effect::None);

@@ -315,7 +315,13 @@ pub fn position(name: &[u8]) -> Option<usize> {
 /// The row that describes the command `args` (name first): its subcommand's row for a container command.
 /// `None` when the command, or a container's subcommand, is not in the table.
 pub fn lookup<A: Args + ?Sized>(args: &A) -> Option<&'static Command> {
-    let row = find(args.arg_at(0)?)?;
+    row_at(position(args.arg_at(0)?), args)
+}
+
+/// What [`lookup`] gives, for a caller that already holds the name's [`position`]: the RESP socket finds it once
+/// per command and hands it to the policy, the metrics and the cache, instead of hashing the name for each.
+pub fn row_at<A: Args + ?Sized>(position: Option<usize>, args: &A) -> Option<&'static Command> {
+    let row = table::COMMANDS.get(position?)?;
     if row.subs.is_empty() {
         Some(row)
     } else {

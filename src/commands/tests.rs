@@ -68,6 +68,23 @@ fn lookup_ignores_case_and_resolves_subcommands() {
 }
 
 #[test]
+fn a_row_found_by_position_is_the_row_lookup_finds() {
+    for (i, row) in all().iter().enumerate() {
+        let name = row.name.to_ascii_lowercase();
+        assert_eq!(position(name.as_bytes()), Some(i), "{name}");
+        let subs: Vec<&str> = row.subs.iter().map(|sub| sub.name).chain(["NOPE"]).collect();
+        for sub in if row.subs.is_empty() { &["k"][..] } else { &subs[..] } {
+            let args = [name.as_str(), sub, "k"];
+            let by_position = row_at(Some(i), &args).map(std::ptr::from_ref);
+            assert_eq!(by_position, lookup(&args).map(std::ptr::from_ref), "{args:?}");
+        }
+        assert_eq!(row_at(Some(i), &[name.as_str()]).is_some(), row.subs.is_empty(), "{name} alone");
+    }
+    assert!(row_at(None, &["GET", "k"]).is_none(), "a name not in the table");
+    assert!(row_at(Some(all().len()), &["GET", "k"]).is_none(), "past the table");
+}
+
+#[test]
 fn the_columns_say_what_the_cache_and_the_retry_rule_need() {
     let get = find(b"GET").unwrap();
     assert!(get.resend() && get.kind == Kind::Read && get.cached == Some(Cached::String));

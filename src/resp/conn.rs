@@ -245,8 +245,10 @@ impl Connection {
     /// else added to `pending`, to go to Redis with the commands around it (`max_batch` at most at a time).
     /// `Some` when the connection stops answering commands this way: QUIT, or a subscription starting.
     async fn command<'b>(&mut self, args: &[Bytes<'b>], pending: &mut Batch<'b>, max_batch: usize) -> Option<After> {
+        // The command's row in the table, found once: the policy, the metrics and the cache all index by it.
+        let position = commands::position(&args[0]);
         if self.session.multi.is_some() && !ends_transaction(args) {
-            self.queue(args);
+            self.queue(position, args);
         } else if let Some(after) = self.transaction_command(args, pending).await {
             if after == After::Close {
                 return Some(after);
@@ -279,15 +281,15 @@ impl Connection {
                     forward::record(&self.resp, args, RespResult::Denied, Instant::now());
                 }
             }
-        } else if policy::blocks(args) {
+        } else if policy::blocks(position, args) {
             self.flush(pending).await;
             self.blocking(args).await;
-        } else if let Err(message) = self.allowed(args) {
+        } else if let Err(message) = self.allowed(position, args) {
             self.flush(pending).await;
             self.out.error("NOPERM", &message);
             forward::record(&self.resp, args, RespResult::Denied, Instant::now());
         } else {
-            pending.push(args);
+            pending.push(args, position);
             if pending.len() >= max_batch {
                 self.flush(pending).await;
             }
@@ -346,8 +348,8 @@ impl Connection {
     }
 
     /// The policy's verdict, with the reason a client can act on.
-    fn allowed(&self, args: &[Bytes<'_>]) -> Result<(), String> {
-        let denied = match self.resp.app.settings().policy().check(args) {
+    fn allowed(&self, position: Option<usize>, args: &[Bytes<'_>]) -> Result<(), String> {
+        let denied = match self.resp.app.settings().policy().check_at(position, args) {
             Ok(()) => return Ok(()),
             Err(d) => d.command,
         };
@@ -423,12 +425,12 @@ impl Connection {
     /// Inside MULTI: a command is judged now and queued for EXEC. A transaction holds at most
     /// `api.max_pipeline_commands` commands (the JSON API's atomic pipeline holds no more), so a client cannot
     /// make its connection hold memory without bound.
-    fn queue(&mut self, args: &[Bytes<'_>]) {
+    fn queue(&mut self, position: Option<usize>, args: &[Bytes<'_>]) {
         let max = self.resp.app.settings().max_pipeline_commands;
         let queued = self.session.multi.as_ref().map_or(0, |t| t.queued.len());
         let verdict = if local::is_local(args) {
             Err("redguard: connection commands cannot be part of a transaction".to_owned())
-        } else if policy::blocks(args) || pubsub::starts_subscription(args) {
+        } else if policy::blocks(position, args) || pubsub::starts_subscription(args) {
             Err(format!(
                 "redguard: {} cannot be part of a transaction on the RESP socket (it needs a Redis connection of \
                  its own)",
@@ -439,7 +441,7 @@ impl Connection {
                 "redguard: a transaction holds at most {max} commands (api.max_pipeline_commands)"
             ))
         } else {
-            self.allowed(args)
+            self.allowed(position, args)
         };
         let Some(t) = self.session.multi.as_mut() else {
             return;

@@ -39,7 +39,8 @@ pub(super) const UNAVAILABLE: &str = "UNAVAILABLE";
 pub(super) const TIMEOUT: &str = "TIMEOUT";
 
 /// Commands waiting to go to Redis together ([`batch`]), kept flat: every argument in one vector, each command
-/// a range of it. A connection keeps the two vectors and reuses them batch after batch ([`Batch::recycle`]), so
+/// a range of it, with the position of its row in the command table ([`commands::position`]), found once when
+/// the command was judged and used again for its metric and its cache effects. A connection keeps the two vectors and reuses them batch after batch ([`Batch::recycle`]), so
 /// that a command costs no allocation of its own on its way through.
 ///
 /// Vectors that grew past [`KEPT_ARGS`] arguments are not kept: one large pipeline must not make its
@@ -47,15 +48,15 @@ pub(super) const TIMEOUT: &str = "TIMEOUT";
 #[derive(Debug, Default)]
 pub(super) struct Batch<'b> {
     args: Vec<Bytes<'b>>,
-    cmds: Vec<Range<usize>>,
+    cmds: Vec<(Range<usize>, Option<usize>)>,
 }
 
 impl<'b> Batch<'b> {
-    /// Adds a command (its arguments, the name first).
-    pub(super) fn push(&mut self, cmd: &[Bytes<'b>]) {
+    /// Adds a command (its arguments, the name first) and its name's [`commands::position`].
+    pub(super) fn push(&mut self, cmd: &[Bytes<'b>], position: Option<usize>) {
         let start = self.args.len();
         self.args.extend_from_slice(cmd);
-        self.cmds.push(start..self.args.len());
+        self.cmds.push((start..self.args.len(), position));
     }
 
     pub(super) fn len(&self) -> usize {
@@ -66,9 +67,9 @@ impl<'b> Batch<'b> {
         self.cmds.is_empty()
     }
 
-    /// Each command's arguments, in the order they were added.
-    pub(super) fn iter(&self) -> impl Iterator<Item = &[Bytes<'b>]> {
-        self.cmds.iter().map(|r| &self.args[r.clone()])
+    /// Each command's arguments and position, in the order they were added.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&[Bytes<'b>], Option<usize>)> {
+        self.cmds.iter().map(|(r, position)| (&self.args[r.clone()], *position))
     }
 
     pub(super) fn clear(&mut self) {
@@ -109,22 +110,18 @@ pub(super) fn recycle<'c>(mut args: Vec<Bytes<'_>>) -> Vec<Bytes<'c>> {
 pub(super) async fn batch(resp: &Resp, cmds: &Batch<'_>, out: &mut Out) {
     let cached_reads = resp.serve_cached_reads.load(std::sync::atomic::Ordering::Relaxed);
     if cmds.len() == 1 || resp.cluster {
-        for cmd in cmds.iter() {
+        for (cmd, row) in cmds.iter() {
             let started = Instant::now();
-            let row = commands::position(&cmd[0]);
             let result = one(resp, cmd, row, cached_reads, out).await;
             record_took(resp, row, result, started.elapsed());
         }
         return;
     }
     let started = Instant::now();
-    // Each command's row, found once for both the typed read and the metric.
-    let rows: Vec<Option<usize>> = cmds.iter().map(|cmd| commands::position(&cmd[0])).collect();
     let items: Vec<Item<'_>> = cmds
         .iter()
-        .zip(&rows)
         .map(
-            |(cmd, &row)| match cached_reads.then(|| as_typed_read(cmd, row)).flatten() {
+            |(cmd, row)| match cached_reads.then(|| as_typed_read(cmd, row)).flatten() {
                 Some(op) => Item::Op(op),
                 None => Item::Raw(cmd.to_vec()),
             },
@@ -133,7 +130,7 @@ pub(super) async fn batch(resp: &Resp, cmds: &Batch<'_>, out: &mut Out) {
     let answers = resp.client.execute_batch(&items).await;
     // What each client waited: the batch's time, read once for all of its commands.
     let took = started.elapsed();
-    for ((item, answer), row) in items.into_iter().zip(answers).zip(rows) {
+    for ((item, answer), (_, row)) in items.into_iter().zip(answers).zip(cmds.iter()) {
         record_took(resp, row, batch_result(&answer), took);
         match answer {
             Ok(served) => slot_reply(out, item, served),
@@ -172,7 +169,7 @@ async fn one(resp: &Resp, cmd: &[Bytes<'_>], row: Option<usize>, cached_reads: b
             Err(e) => call_error(out, &e),
         };
     }
-    match resp.client.execute_raw(cmd).await {
+    match resp.client.execute_raw(cmd, row).await {
         Ok(value) => {
             raw_reply(out, cmd, value);
             RespResult::Ok
@@ -232,14 +229,17 @@ async fn split_by_slot(resp: &Resp, cmd: &[Bytes<'_>], cached_reads: bool, out: 
                 let mut part = Vec::with_capacity(keys.len() + 1);
                 part.push(cmd[0].clone());
                 part.extend(keys);
-                resp.client.execute_raw(&part).await.map(|v| match v {
-                    Value::Array(items) => items.into_iter().map(|i| crate::client::bulk_bytes(i).ok()).collect(),
-                    Value::Int(n) => {
-                        sum += n;
-                        Vec::new()
-                    }
-                    _ => Vec::new(),
-                })
+                resp.client
+                    .execute_raw(&part, commands::position(&part[0]))
+                    .await
+                    .map(|v| match v {
+                        Value::Array(items) => items.into_iter().map(|i| crate::client::bulk_bytes(i).ok()).collect(),
+                        Value::Int(n) => {
+                            sum += n;
+                            Vec::new()
+                        }
+                        _ => Vec::new(),
+                    })
             }
         };
         match answer {
@@ -490,11 +490,14 @@ mod tests {
             args: Vec::with_capacity(37),
             cmds: Vec::with_capacity(23),
         };
-        batch.push(&args("SET k v"));
-        batch.push(&args("GET k"));
+        batch.push(&args("SET k v"), commands::position(b"SET"));
+        batch.push(&args("GET k"), None);
         assert_eq!((batch.len(), batch.is_empty()), (2, false));
-        let cmds: Vec<Vec<Bytes<'_>>> = batch.iter().map(<[_]>::to_vec).collect();
-        assert_eq!(cmds, vec![args("SET k v"), args("GET k")]);
+        let cmds: Vec<(Vec<Bytes<'_>>, Option<usize>)> = batch.iter().map(|(c, p)| (c.to_vec(), p)).collect();
+        assert_eq!(
+            cmds,
+            vec![(args("SET k v"), commands::position(b"SET")), (args("GET k"), None)]
+        );
 
         let next: Batch<'_> = batch.recycle();
         assert!(next.is_empty() && next.args.is_empty());
@@ -508,14 +511,14 @@ mod tests {
             args: Vec::with_capacity(KEPT_ARGS),
             cmds: Vec::new(),
         };
-        full.push(&args("GET k"));
+        full.push(&args("GET k"), None);
         full.clear();
         assert!(full.is_empty() && full.args.is_empty(), "cleared");
         assert_eq!(full.recycle().args.capacity(), KEPT_ARGS, "at the bound: kept");
 
         let mut large = Batch::default();
         let one = args("GET k");
-        (0..KEPT_ARGS).for_each(|_| large.push(&one));
+        (0..KEPT_ARGS).for_each(|_| large.push(&one, None));
         assert!(large.args.capacity() > KEPT_ARGS);
         let next = large.recycle();
         assert_eq!(
