@@ -315,11 +315,12 @@ fn permit_op(settings: &Settings, op: OpName) -> Result<(), ApiError> {
     }
 }
 
-/// Asks the policy about one command; a refusal names it.
-fn permit<A: AsRef<[u8]>>(settings: &Settings, args: &[A]) -> Result<(), ApiError> {
+/// Asks the policy about one command, whose name's [`commands::position`] the caller has found; a refusal names
+/// it.
+fn permit<A: AsRef<[u8]>>(settings: &Settings, position: Option<usize>, args: &[A]) -> Result<(), ApiError> {
     settings
         .policy
-        .check(args)
+        .check_at(position, args)
         .map_err(|d| ApiError::CommandDenied(d.command))
 }
 
@@ -348,14 +349,12 @@ async fn run_command(app: &App, settings: &Settings, body: &[u8]) -> (ApiRoute, 
         Ok(c) => c,
         Err(e) => return (ApiRoute::Invalid, e.into_response()),
     };
-    if let Err(e) = permit(settings, &c.args) {
+    // Found once, for the policy and for what the command may have changed in the cache.
+    let position = c.args.first().and_then(|name| commands::position(name));
+    if let Err(e) = permit(settings, position, &c.args) {
         return (ApiRoute::Command, e.into_response());
     }
-    let response = match app
-        .client
-        .execute_raw(&c.args, c.args.first().and_then(|n| commands::position(n)))
-        .await
-    {
+    let response = match app.client.execute_raw(&c.args, position).await {
         Ok(value) => {
             let served = Served {
                 reply: Reply::Raw(value),
@@ -380,7 +379,7 @@ async fn run_pipeline(app: &App, settings: &Settings, body: &[u8]) -> (ApiRoute,
     for item in &p.items {
         let judged = match item {
             Item::Op(op) => permit_op(settings, op.name()),
-            Item::Raw(args) => permit(settings, args),
+            Item::Raw(args) => permit(settings, args.first().and_then(|name| commands::position(name)), args),
         };
         if let Err(e) = judged {
             return (ApiRoute::Pipeline, e.into_response());

@@ -78,7 +78,11 @@ fn a_row_found_by_position_is_the_row_lookup_finds() {
             let by_position = row_at(Some(i), &args).map(std::ptr::from_ref);
             assert_eq!(by_position, lookup(&args).map(std::ptr::from_ref), "{args:?}");
         }
-        assert_eq!(row_at(Some(i), &[name.as_str()]).is_some(), row.subs.is_empty(), "{name} alone");
+        assert_eq!(
+            row_at(Some(i), &[name.as_str()]).is_some(),
+            row.subs.is_empty(),
+            "{name} alone"
+        );
     }
     assert!(row_at(None, &["GET", "k"]).is_none(), "a name not in the table");
     assert!(row_at(Some(all().len()), &["GET", "k"]).is_none(), "past the table");
