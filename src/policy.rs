@@ -399,7 +399,14 @@ mod tests {
             .is_err());
         let narrow = Policy::from_config(&default_deny(), Some(&["GET".to_owned()]));
         assert!(narrow.check_own_connection(&["BLPOP", "l", "0"]).is_err());
-        for line in ["XREAD COUNT 1 STREAMS s 0", "GET k", "LPOP l", "SUBSCRIBE c"] {
+        for line in [
+            "XREAD COUNT 1 STREAMS s 0",
+            "GET k",
+            "LPOP l",
+            "SUBSCRIBE c",
+            "GET BLOCK",
+            "SET BLOCK 1",
+        ] {
             let args: Vec<&str> = line.split(' ').collect();
             assert!(!blocks(commands::position(args[0].as_bytes()), &args), "{line}");
         }
