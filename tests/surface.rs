@@ -541,6 +541,31 @@ fn raw_commands_and_scripts_drop_the_cached_keys_they_may_have_changed() {
 }
 
 #[test]
+fn a_raw_command_redis_refused_drops_nothing_unless_it_is_a_script() {
+    let (_redis, rg) = start();
+    for key in ["script", "plain"] {
+        ok(&rg, json!({"op": "set", "key": key, "value": "old"}));
+    }
+    // A script that writes, then fails: Redis keeps the write.
+    let script = "redis.call('SET', KEYS[1], 'new'); return redis.error_reply('BOOM after the write')";
+    let r = rg.post("/v1/command", &json!({"args": ["EVAL", script, "1", "script"]}));
+    let (status, code, message) = failed(&r);
+    assert_eq!((status, code.as_str()), (422, "redis_error"), "{}", r.body);
+    assert!(message.contains("BOOM after the write"), "{message}");
+    // A command Redis refused changed nothing (Redis commands are atomic).
+    let r = rg.post("/v1/command", &json!({"args": ["INCR", "plain"]}));
+    assert_eq!(failed(&r).0, 422, "{}", r.body);
+    assert_eq!(rg.control("force_open").status, 200);
+    let source = |key: &str| ok(&rg, json!({"op": "get", "key": key}))["source"].clone();
+    assert_eq!(
+        source("script"),
+        "default",
+        "the script's write may have happened: the old value is gone"
+    );
+    assert_eq!(source("plain"), "cache", "a refused INCR changed nothing");
+}
+
+#[test]
 fn raw_writes_drop_the_keys_the_command_table_gives_and_reads_drop_none() {
     let (_redis, rg) = start();
     for key in ["k1", "k2", "k3", "k4", "k5", "v"] {
