@@ -40,8 +40,9 @@ pub(super) const TIMEOUT: &str = "TIMEOUT";
 
 /// Commands waiting to go to Redis together ([`batch`]), kept flat: every argument in one vector, each command
 /// a range of it, with the position of its row in the command table ([`commands::position`]), found once when
-/// the command was judged and used again for its metric and its cache effects. A connection keeps the two vectors and reuses them batch after batch ([`Batch::recycle`]), so
-/// that a command costs no allocation of its own on its way through.
+/// the command was judged and used again for its metric and its cache effects. A connection keeps the two
+/// vectors and reuses them batch after batch ([`Batch::recycle`]), so that a command costs no allocation of its
+/// own on its way through.
 ///
 /// Vectors that grew past [`KEPT_ARGS`] arguments are not kept: one large pipeline must not make its
 /// connection hold that memory for as long as it stays open.
