@@ -379,7 +379,7 @@ async fn run_pipeline(app: &App, settings: &Settings, body: &[u8]) -> (ApiRoute,
     for item in &p.items {
         let judged = match item {
             Item::Op(op) => permit_op(settings, op.name()),
-            Item::Raw(args) => permit(settings, args.first().and_then(|name| commands::position(name)), args),
+            Item::Raw { args, position } => permit(settings, *position, args),
         };
         if let Err(e) = judged {
             return (ApiRoute::Pipeline, e.into_response());
@@ -416,7 +416,7 @@ fn one_slot(items: &[Item<'_>]) -> Result<(), ApiError> {
     for (i, item) in items.iter().enumerate() {
         let slot = match item {
             Item::Op(op) => commands::slot(&op.to_cmd()),
-            Item::Raw(args) => commands::slot(args.as_slice()),
+            Item::Raw { args, .. } => commands::slot(args.as_slice()),
         };
         match (first, slot) {
             (None, Some(slot)) => first = Some((i, slot)),

@@ -128,7 +128,7 @@ fn slot<'a>(command: &'a RawValue, limits: &request::Limits) -> Result<(Item<'a>
                 encoding: c.encoding,
                 default: None,
             };
-            Ok((Item::Raw(c.args), shape))
+            Ok((Item::raw(c.args), shape))
         }
         (false, false) => Err(ApiError::BadRequest(
             "needs `op` (a typed op) or `args` (a raw command)".into(),
@@ -201,7 +201,9 @@ mod tests {
         assert!(p.atomic);
         assert!(matches!(p.items[0], Item::Op(Op::Get { .. })));
         assert_eq!(p.shapes[0].default.map(RawValue::get), Some("0"));
-        assert!(matches!(&p.items[1], Item::Raw(args) if args == &[b"GET".as_slice(), b"k"]));
+        assert!(
+            matches!(&p.items[1], Item::Raw { args, position } if args == &[b"GET".as_slice(), b"k"] && *position == crate::commands::position(b"GET"))
+        );
         assert_eq!(p.shapes[1].encoding, Encoding::Base64);
         assert!(
             !parse(br#"{"commands":[{"op":"ping"}]}"#, 3, &request::Limits::default())

@@ -16,6 +16,7 @@ use super::answer::{pttl_cmd, Ttls};
 use super::raw::raw_cmd;
 use super::{CallError, Failure, Resilient, Served, Source, Unanswered};
 use crate::backend::{Backend, SlotReply};
+use crate::commands;
 use crate::metrics::RedisCall;
 use crate::op::cmd::script_cmd;
 use crate::op::{Bytes, Fallback, Op};
@@ -24,8 +25,20 @@ use crate::op::{Bytes, Fallback, Op};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item<'a> {
     Op(Op<'a>),
-    /// Arguments, the command name first.
-    Raw(Vec<Bytes<'a>>),
+    /// A raw command: its arguments, the name first, and the name's [`commands::position`], found once by
+    /// whoever built the item (the policy judged it by that position already; see [`Item::raw`]).
+    Raw {
+        args: Vec<Bytes<'a>>,
+        position: Option<usize>,
+    },
+}
+
+impl<'a> Item<'a> {
+    /// A raw command, its name looked up in the command table.
+    pub fn raw(args: Vec<Bytes<'a>>) -> Item<'a> {
+        let position = args.first().and_then(|name| commands::position(name));
+        Item::Raw { args, position }
+    }
 }
 
 /// One slot's answer: served, or the application error for that command alone.
@@ -67,9 +80,9 @@ impl<B: Backend> Resilient<B> {
                         let cached = self.forget_failed_write(op, &failure);
                         Err(BatchError::Call(failure.clone().into_error(cached)))
                     }
-                    Item::Raw(args) => {
+                    Item::Raw { args, position } => {
                         if failure.reached_redis() {
-                            self.forget_raw(args);
+                            self.forget_raw(args, *position);
                         }
                         Err(BatchError::Call(failure.clone().into_error(false)))
                     }
@@ -114,7 +127,7 @@ impl<B: Backend> Resilient<B> {
 
     fn item_cmd(&self, item: &Item<'_>) -> redis::Cmd {
         match item {
-            Item::Raw(args) => raw_cmd(args),
+            Item::Raw { args, .. } => raw_cmd(args),
             // No second round trip can follow a NOSCRIPT here, so a script whose body is known goes by body.
             Item::Op(Op::EvalSha { sha, keys, args }) => match self.script_body(sha) {
                 Some(body) => script_cmd("EVAL", &body, keys, args),
@@ -128,7 +141,7 @@ impl<B: Backend> Resilient<B> {
     fn item_probes<'i, 'a>(&self, item: &'i Item<'a>) -> &'i [Bytes<'a>] {
         match item {
             Item::Op(op) => self.ttl_probes(op),
-            Item::Raw(_) => &[],
+            Item::Raw { .. } => &[],
         }
     }
 
@@ -146,12 +159,12 @@ impl<B: Backend> Resilient<B> {
                 self.forget_after_app_error(op);
                 Err(message)
             }
-            (Item::Raw(args), Ok(value)) => {
-                self.forget_raw(args);
+            (Item::Raw { args, position }, Ok(value)) => {
+                self.forget_raw(args, *position);
                 Ok(Served::redis(super::Reply::Raw(value)))
             }
-            (Item::Raw(args), Err(message)) => {
-                self.forget_raw_after_error(args);
+            (Item::Raw { args, position }, Err(message)) => {
+                self.forget_raw_after_error(args, *position);
                 Err(message)
             }
         }
@@ -170,7 +183,7 @@ impl<B: Backend> Resilient<B> {
         if only_reads {
             let answers = items.iter().map(|item| match item {
                 Item::Op(op) => Ok(self.read_fallback(op)),
-                Item::Raw(_) => unreachable!("only typed reads get here"),
+                Item::Raw { .. } => unreachable!("only typed reads get here"),
             });
             return Ok(answers.collect());
         }
@@ -186,10 +199,10 @@ impl<B: Backend> Resilient<B> {
                     writes += usize::from(uncached);
                     kept += usize::from(uncached && was_kept);
                 }
-                Item::Raw(args) => {
+                Item::Raw { args, position } => {
                     writes += 1;
                     if failure.reached_redis() {
-                        self.forget_raw(args);
+                        self.forget_raw(args, *position);
                     }
                 }
             }

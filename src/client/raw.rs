@@ -103,14 +103,15 @@ impl<B: Backend> Resilient<B> {
             Err(Unanswered::App(message)) => return Err(CallError::Redis(message)),
             Err(Unanswered::Failed(failure)) => return Err(failure.into_error(false)),
         };
+        let row = commands::lookup(args);
         match raw_cmd(args).query_async::<Value>(&mut conn).await {
             Ok(value) => {
-                self.forget_raw(args);
+                self.forget_row(args, row);
                 Ok(value)
             }
             Err(e) => {
                 // BLMOVE and friends may have moved an element before the connection broke.
-                self.forget_raw(args);
+                self.forget_row(args, row);
                 let message = match crate::backend::classify(&e) {
                     BackendError::App(message) => return Err(CallError::Redis(message)),
                     BackendError::Unavailable(m) | BackendError::ShardUnavailable(m) => m,
@@ -158,12 +159,13 @@ impl<B: Backend> Resilient<B> {
         self.backend.master_of(slot)
     }
 
-    /// Drops what the cache knows that a raw command (which may have run) could have changed.
-    pub(super) fn forget_raw(&self, args: &[Bytes<'_>]) {
-        self.forget_row(args, commands::lookup(args));
+    /// Drops what the cache knows that a raw command (which may have run) could have changed. `position` is its
+    /// name's [`commands::position`].
+    pub(super) fn forget_raw(&self, args: &[Bytes<'_>], position: Option<usize>) {
+        self.forget_row(args, commands::row_at(position, args));
     }
 
-    /// [`Resilient::forget_raw`] for a command whose row ([`commands::lookup`]) is known.
+    /// [`Resilient::forget_raw`] for a command whose row ([`commands::row_at`]) is known.
     fn forget_row(&self, args: &[Bytes<'_>], row: Option<&'static Command>) {
         let every_argument = || args.get(1..).unwrap_or_default();
         match (effect(row), row) {
@@ -179,8 +181,8 @@ impl<B: Backend> Resilient<B> {
     }
 
     /// After an application error: only a script may have changed anything.
-    pub(super) fn forget_raw_after_error(&self, args: &[Bytes<'_>]) {
-        self.forget_row_after_error(args, commands::lookup(args));
+    pub(super) fn forget_raw_after_error(&self, args: &[Bytes<'_>], position: Option<usize>) {
+        self.forget_row_after_error(args, commands::row_at(position, args));
     }
 
     fn forget_row_after_error(&self, args: &[Bytes<'_>], row: Option<&'static Command>) {

@@ -124,7 +124,10 @@ pub(super) async fn batch(resp: &Resp, cmds: &Batch<'_>, out: &mut Out) {
         .map(
             |(cmd, row)| match cached_reads.then(|| as_typed_read(cmd, row)).flatten() {
                 Some(op) => Item::Op(op),
-                None => Item::Raw(cmd.to_vec()),
+                None => Item::Raw {
+                    args: cmd.to_vec(),
+                    position: row,
+                },
             },
         )
         .collect();
@@ -147,7 +150,7 @@ pub(super) async fn batch(resp: &Resp, cmds: &Batch<'_>, out: &mut Out) {
 fn slot_reply(out: &mut Out, item: Item<'_>, served: Served) {
     match item {
         Item::Op(op) => served_reply(out, &op, &served),
-        Item::Raw(args) => match served.reply {
+        Item::Raw { args, .. } => match served.reply {
             Reply::Raw(v) => raw_reply(out, &args, v),
             reply => reply_value(out, &reply),
         },
@@ -323,9 +326,10 @@ pub(super) async fn exec(resp: &Resp, queued: &[Vec<Vec<u8>>], out: &mut Out) ->
         .iter()
         .map(|cmd| {
             let args: Vec<Bytes<'_>> = cmd.iter().map(|a| Bytes::Borrowed(a.as_slice())).collect();
-            match as_typed_read(&args, commands::position(&args[0])) {
+            let position = commands::position(&args[0]);
+            match as_typed_read(&args, position) {
                 Some(op) => Item::Op(op),
-                None => Item::Raw(args),
+                None => Item::Raw { args, position },
             }
         })
         .collect();
